@@ -1,0 +1,129 @@
+"""One aiohttp app: /ws, /sse, /poll and the plain HTTP endpoints of the contract.
+
+The transport adapters (ws.py, sse.py, longpoll.py) are mounted here; this module keeps only what
+they share: authentication of a request, the JSON answers, /publish, /echo, /subscribe,
+/unsubscribe (for the one-way streams), /healthz and /metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+from servers import auth
+from servers.brokers import Broker
+from servers.hub import Hub, Limits
+from sobranie_bench import wire
+from sobranie_bench.wire import ErrorCode, WireError
+
+HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
+AUTH: web.AppKey[auth.Authenticator] = web.AppKey("auth", auth.Authenticator)
+
+_STATUS = {ErrorCode.BAD_REQUEST: 400, ErrorCode.UNKNOWN_CHANNEL: 404, ErrorCode.FORBIDDEN: 403,
+           ErrorCode.TOO_LARGE: 413, ErrorCode.RATE_LIMITED: 429, ErrorCode.HISTORY_GAP: 409,
+           ErrorCode.UNAUTHORIZED: 401}
+
+
+def error_response(exc: WireError) -> web.Response:
+    return web.json_response(exc.envelope(), status=_STATUS.get(exc.code, 400))
+
+
+def authenticate(request: web.Request) -> dict[str, object]:
+    """The token's claims, or HTTP 401 before anything else is spent on the request."""
+    try:
+        return request.app[AUTH].claims(
+            request.app[AUTH].token_from(request.query, request.headers))
+    except auth.Unauthorized as exc:
+        raise web.HTTPUnauthorized(
+            text=wire.encode(wire.error(ErrorCode.UNAUTHORIZED, str(exc))),
+            content_type="application/json", headers={"WWW-Authenticate": "Bearer"}) from None
+
+
+async def read_body(request: web.Request, *fields: str) -> dict[str, Any]:
+    hub = request.app[HUB]
+    raw = await request.read()
+    if len(raw) > hub.limits.max_envelope:
+        raise WireError(ErrorCode.TOO_LARGE, f"body of {len(raw)} bytes")
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise WireError(ErrorCode.BAD_REQUEST, f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise WireError(ErrorCode.BAD_REQUEST, "body must be a JSON object")
+    missing = [f for f in fields if f not in body]
+    if missing:
+        raise WireError(ErrorCode.BAD_REQUEST, f"missing {', '.join(missing)}", body.get("ref"))
+    return body
+
+
+async def publish(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    hub = request.app[HUB]
+    try:
+        body = await read_body(request, "channel", "data")
+        ref = body.get("ref")
+        channel = wire.check_channel(body["channel"], ref)
+        user = None if claims.get("scope") == "server" else str(claims["sub"])
+        msg = await hub.publish(user, channel, body["data"], ref)
+    except WireError as exc:
+        hub.metrics.errors[exc.code] += 1
+        return error_response(exc)
+    return web.json_response(wire.ack(ref, msg.id))
+
+
+async def stream_request(request: web.Request) -> web.Response:
+    """/echo, /subscribe, /unsubscribe: an op for the SSE or poll stream ``conn``."""
+    user = str(authenticate(request)["sub"])
+    hub = request.app[HUB]
+    op = request.path.strip("/")
+    try:
+        body = await read_body(request, "conn")
+        conn = hub.lookup(str(body["conn"]), user)
+        body["op"] = op
+        await hub.execute(conn, wire.request_from_dict(body))
+    except WireError as exc:
+        hub.metrics.errors[exc.code] += 1
+        return error_response(exc)
+    return web.json_response({"status": "accepted"}, status=202)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "server": request.app[HUB].server})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    return web.Response(text=hub.metrics.render(hub), content_type="text/plain")
+
+
+def make_app(*, secret: str | None = None, origins: Sequence[str] = (),
+             broker: Broker | None = None, limits: Limits | None = None,
+             hub: Hub | None = None) -> web.Application:
+    from servers import longpoll, sse, ws
+
+    hub = hub or Hub(broker, limits=limits, server="sobranie-aiohttp")
+    app = web.Application(client_max_size=hub.limits.hard_frame)
+    app[HUB] = hub
+    app[AUTH] = auth.Authenticator(auth.secret_from_env(secret), origins)
+    app.router.add_get("/ws", ws.handle)
+    app.router.add_get("/sse", sse.handle)
+    app.router.add_get("/poll", longpoll.handle)
+    app.router.add_post("/publish", publish)
+    for path in ("/echo", "/subscribe", "/unsubscribe"):
+        app.router.add_post(path, stream_request)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+
+    async def on_startup(app: web.Application) -> None:
+        await hub.start()
+        longpoll.start_reaper(app)
+
+    async def on_shutdown(app: web.Application) -> None:
+        await hub.close()
+
+    app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
+    return app

@@ -1,0 +1,83 @@
+"""The same WebSocket contract on the `websockets` library, to compare the two Python stacks.
+
+Auth and Origin are checked in ``process_request`` (401/403 before the upgrade); /healthz and
+/metrics are answered there too. Everything else is the same hub as the aiohttp server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from http import HTTPStatus
+from urllib.parse import parse_qsl, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from servers import auth
+from servers.brokers import Broker
+from servers.hub import Connection, Hub, Limits
+from sobranie_bench import wire
+
+
+class WebsocketsServer:
+    def __init__(self, *, secret: str | None = None, origins: Sequence[str] = (),
+                 broker: Broker | None = None, limits: Limits | None = None) -> None:
+        self.hub = Hub(broker, limits=limits, server="sobranie-websockets")
+        self.auth = auth.Authenticator(auth.secret_from_env(secret), origins)
+
+    async def start(self, host: str, port: int) -> Server:
+        await self.hub.start()
+        return await serve(self._session, host, port, process_request=self._check,
+                           max_size=self.hub.limits.hard_frame, compression=None)
+
+    def _check(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        if url.path == "/healthz":
+            return connection.respond(HTTPStatus.OK, '{"status":"ok"}\n')
+        if url.path == "/metrics":
+            return connection.respond(HTTPStatus.OK, self.hub.metrics.render(self.hub))
+        if url.path != "/ws":
+            return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        try:
+            query = dict(parse_qsl(url.query))
+            user = self.auth.user(query, request.headers)
+        except auth.Unauthorized as exc:
+            return connection.respond(
+                HTTPStatus.UNAUTHORIZED,
+                wire.encode(wire.error(wire.ErrorCode.UNAUTHORIZED, str(exc))) + "\n")
+        if not self.auth.origin_allowed(request.headers.get("Origin")):
+            return connection.respond(HTTPStatus.FORBIDDEN, "origin not allowed\n")
+        connection.user = user  # type: ignore[attr-defined]
+        return None
+
+    async def _session(self, ws: ServerConnection) -> None:
+        conn = await self.hub.connect(ws.user, "ws")  # type: ignore[attr-defined]
+        writer = asyncio.create_task(_pump(conn, ws))
+        conn.on_close = lambda code, reason: _cut(ws, writer, code, reason)
+        try:
+            async for raw in ws:
+                await self.hub.handle(conn, raw)
+        except ConnectionClosed:
+            pass
+        finally:
+            writer.cancel()
+            await self.hub.disconnect(conn)
+
+
+async def _pump(conn: Connection, ws: ServerConnection) -> None:
+    try:
+        while not conn.closed:
+            for item in await conn.outgoing():
+                await ws.send(item.text)
+    except ConnectionClosed:
+        pass
+
+
+def _cut(ws: ServerConnection, writer: asyncio.Task[None], code: int, reason: str) -> None:
+    """The hub gave up on this connection: close with its reason (websockets aborts a
+    reader that does not answer within its close_timeout)."""
+    writer.cancel()
+    asyncio.get_running_loop().create_task(ws.close(code, reason[:120]))
+

@@ -1,0 +1,111 @@
+"""``sobranie-bench``: serve the reference servers, mint tokens, run benchmarks, plan capacity,
+write the report. ``sobranie-bench COMMAND --help`` explains each command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from sobranie_bench import __version__
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from servers import run
+    from servers.hub import Limits
+
+    opts = run.Options(host=args.host, port=args.port, secret=args.jwt_secret,
+                       origins=tuple(args.origin or ()), broker=args.broker,
+                       limits=Limits(send_queue=args.send_queue),
+                       extra={k: v for k, v in vars(args).items()
+                              if k in ("cert", "key", "quic_log") and v})
+
+    def announce(running: run.Running) -> None:
+        endpoint = running.endpoints.get(args.kind, running.url)
+        if args.json:
+            print(json.dumps({"kind": args.kind, "url": running.url, **running.endpoints}),
+                  flush=True)
+        else:
+            print(f"sobranie-bench serve {args.kind}: listening on {running.url} "
+                  f"({endpoint}); Ctrl-C to stop", flush=True)
+
+    try:
+        run.serve_forever(args.kind, opts, announce)
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # broker unreachable and similar start-up failures
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from servers import auth
+
+    print(auth.make_token(args.user, auth.secret_from_env(args.jwt_secret), args.ttl,
+                          scope="server" if args.server else None))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from servers.run import SERVERS
+
+    parser = argparse.ArgumentParser(
+        prog="sobranie-bench", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve", help="run a reference server in the foreground",
+        description="Run a reference server until Ctrl-C / SIGTERM. ws, sse, longpoll and http "
+                    "are the same aiohttp app (one port serves /ws, /sse, /poll, /publish, "
+                    "/echo, /healthz, /metrics); ws-websockets is the websockets-library "
+                    "server. Prints the URL once listening.")
+    serve.add_argument("kind", choices=sorted(SERVERS), help="which server")
+    serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = any)")
+    serve.add_argument("--jwt-secret", help="HS256 secret (default: $SOBRANIE_JWT_SECRET, "
+                                            "else the development secret)")
+    serve.add_argument("--origin", action="append",
+                       help="allowed WebSocket Origin (repeat; none = allow all)")
+    serve.add_argument("--broker", default="memory",
+                       help="memory (default), redis://host:port or nats://host:port")
+    serve.add_argument("--send-queue", type=int, default=4096,
+                       help="envelopes queued per connection before a slow consumer is cut off")
+    serve.add_argument("--cert", help="TLS certificate (WebTransport; default: self-signed)")
+    serve.add_argument("--key", help="TLS private key (with --cert)")
+    serve.add_argument("--quic-log", help="directory for qlog files (WebTransport)")
+    serve.add_argument("--json", action="store_true", help="print the URLs as one JSON line")
+    serve.set_defaults(func=_serve)
+
+    token = sub.add_parser("token", help="print a JWT for a user",
+                           description="Print an HS256 JWT whose sub is USER.")
+    token.add_argument("user", help="user id (the token's sub)")
+    token.add_argument("--ttl", type=float, default=3600.0, help="seconds until expiry")
+    token.add_argument("--jwt-secret", help="HS256 secret (default: $SOBRANIE_JWT_SECRET)")
+    token.add_argument("--server", action="store_true",
+                       help="a back-end token (scope=server) that may publish to user: channels")
+    token.set_defaults(func=_token)
+
+    for module in _COMMANDS:
+        __import__(module, fromlist=["register"]).register(sub)
+    return parser
+
+
+_COMMANDS: list[str] = []
+"""Modules whose ``register(subparsers)`` adds a command (harness, capacity, report...)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""One async client per transport, one interface (:class:`~sobranie_bench.clients.base.Client`).
+
+``TRANSPORTS`` is the registry the CLI and the harness read: adding a transport is one server
+adapter, one client and one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from sobranie_bench.clients.base import Backoff, Client, ClientError
+
+
+@dataclass(frozen=True, slots=True)
+class Transport:
+    name: str
+    """Name used on the command line and in results."""
+    server: str
+    """``sobranie-bench serve`` kind that serves it."""
+    client: str
+    """``module:Class`` of its client (imported on first use)."""
+    note: str = ""
+    """One line for --help and the report."""
+
+    def client_class(self) -> type[Client]:
+        module, _, name = self.client.partition(":")
+        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+TRANSPORTS: dict[str, Transport] = {t.name: t for t in [
+    Transport("ws", "ws", "sobranie_bench.clients.ws:WsClient", "WebSocket on aiohttp"),
+    Transport("ws-websockets", "ws-websockets", "sobranie_bench.clients.ws:WsClient",
+              "WebSocket on the websockets library"),
+    Transport("sse", "sse", "sobranie_bench.clients.sse:SseClient",
+              "Server-Sent Events (+ HTTP POST upstream)"),
+    Transport("longpoll", "longpoll", "sobranie_bench.clients.longpoll:PollClient",
+              "HTTP long-polling (+ HTTP POST upstream)"),
+]}
+
+__all__ = ["TRANSPORTS", "Backoff", "Client", "ClientError", "Transport"]

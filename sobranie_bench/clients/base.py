@@ -1,0 +1,245 @@
+"""One client interface for every transport.
+
+A client connects with a token, subscribes (optionally ``since`` an id), publishes (awaiting the
+``ack``), sends ``echo``, and yields the server's envelopes as an async stream (or hands them to
+``on_envelope``, the cheaper path the harness uses). It keeps a cursor of the last id seen per
+channel; after a drop it reconnects with exponential backoff and full jitter and resumes from that
+cursor, so nothing acknowledged is lost. Subclasses implement only ``_open``, ``_send`` and
+``_abort``: how bytes move, never what they mean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from sobranie_bench import wire
+from sobranie_bench.wire import WireError
+
+Envelope = dict[str, Any]
+
+
+class ClientError(Exception):
+    """The server refused or could not be reached (with a message a person can act on)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    base: float = 0.05
+    """First retry ceiling, seconds."""
+    cap: float = 5.0
+    """Largest retry ceiling, seconds."""
+    attempts: int = 12
+    """Give up after this many failed reconnects in a row."""
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2**attempt)] (AWS architecture blog)."""
+        return rng.uniform(0.0, min(self.cap, self.base * 2 ** attempt))
+
+
+class Client(ABC):
+    transport: ClassVar[str]
+    path: ClassVar[str]
+
+    def __init__(self, url: str, token: str, *, reconnect: bool = True,
+                 backoff: Backoff = Backoff(), rng: random.Random | None = None,
+                 on_envelope: Callable[[Envelope], None] | None = None,
+                 timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.reconnect = reconnect
+        self.backoff = backoff
+        self.rng = rng or random.Random()
+        self.on_envelope = on_envelope
+        self.timeout = timeout
+        self.cursor: wire.Cursor = {}
+        """Last id seen per subscribed channel."""
+        self.channels: dict[str, None] = {}
+        self.conn: str | None = None
+        self.user: str | None = None
+        self.reconnects = 0
+        self.close_code: int | None = None
+        """Close code of the last transport that ended (WebSocket), if any."""
+        self._inbox: asyncio.Queue[Envelope] = asyncio.Queue()
+        self._pending: dict[str, asyncio.Future[Envelope]] = {}
+        self._refs = itertools.count(1)
+        self._subscribing: dict[str, str] = {}
+        self._hello: asyncio.Future[Envelope] | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # --- the interface --------------------------------------------------------------------
+
+    async def connect(self, channels: Sequence[str] = ()) -> Envelope:
+        """Open the transport (already subscribed to ``channels``); return the ``hello``."""
+        for channel in channels:
+            self.channels[wire.check_channel(channel)] = None
+        self._hello = asyncio.get_running_loop().create_future()
+        try:
+            await self._open(resume=False)
+        except ClientError:
+            raise
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise ClientError(f"cannot reach {self.url}: {exc}") from None
+        self._runner = asyncio.create_task(self._run())
+        return await asyncio.wait_for(self._hello, self.timeout)
+
+    async def subscribe(self, channel: str, since: int | None = None) -> Envelope:
+        self.channels[wire.check_channel(channel)] = None
+        if since is not None:
+            self.cursor[channel] = since
+        try:
+            return await self.request(self._subscription(channel, since))
+        except WireError as exc:
+            if exc.code != wire.ErrorCode.HISTORY_GAP:  # with a gap the subscription stands
+                self.channels.pop(channel, None)
+                self.cursor.pop(channel, None)
+            raise
+
+    async def unsubscribe(self, channel: str) -> Envelope:
+        self.channels.pop(channel, None)
+        self.cursor.pop(channel, None)
+        return await self.request(wire.Unsubscribe(channel, self._ref()))
+
+    async def publish(self, channel: str, data: Any, *, unreliable: bool = False) -> int:
+        """Publish and wait for the ``ack``; return the assigned id."""
+        ack = await self.request(wire.Publish(channel, data, self._ref(), unreliable))
+        return int(ack["id"])
+
+    def publish_nowait(self, channel: str, data: Any) -> asyncio.Future[Envelope]:
+        """Publish without waiting (open-loop load); the future resolves with the ack."""
+        return self._submit(wire.Publish(channel, data, self._ref()))
+
+    async def echo(self, data: Any) -> None:
+        """Ask for an ``echo``; it arrives on the stream (round-trip timing)."""
+        await self._send(wire.Echo(data))
+
+    async def request(self, req: wire.Request) -> Envelope:
+        return await asyncio.wait_for(self._submit(req), self.timeout)
+
+    async def recv(self, timeout: float | None = None) -> Envelope:
+        return await asyncio.wait_for(self._inbox.get(), timeout)
+
+    async def __aiter__(self) -> AsyncIterator[Envelope]:
+        while True:
+            yield await self._inbox.get()
+
+    async def drop(self) -> None:
+        """Cut the connection abruptly (tests and fault scenarios); resume follows if enabled."""
+        await self._abort()
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._runner is not None:
+            self._runner.cancel()
+        await self._abort(graceful=True)
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(ClientError("client closed"))
+
+    # --- for subclasses ----------------------------------------------------------------------
+
+    @abstractmethod
+    async def _open(self, resume: bool) -> None:
+        """Open the transport, subscribed to ``self.channels`` from ``self.cursor`` if resuming."""
+
+    @abstractmethod
+    async def _read(self) -> None:
+        """Feed every envelope to ``_dispatch`` until the transport ends."""
+
+    @abstractmethod
+    async def _send(self, req: wire.Request) -> None:
+        """Send one request (its reply comes back through ``_dispatch``)."""
+
+    @abstractmethod
+    async def _abort(self, graceful: bool = False) -> None:
+        """Close the transport."""
+
+    @property
+    def token_query(self) -> str:
+        return f"token={self.token}"
+
+    def _dispatch(self, env: Envelope) -> None:
+        kind = env.get("type")
+        if kind == "message":
+            self.cursor[env["channel"]] = env["id"]
+        elif kind == "ack" and env.get("ref") in self._subscribing:
+            self.merge_cursor({self._subscribing.pop(env["ref"]): env.get("id", 0)})
+        if kind in ("ack", "error") and env.get("ref") in self._pending:
+            fut = self._pending.pop(env["ref"])
+            if fut.done():
+                return
+            if kind == "ack":
+                fut.set_result(env)
+            else:
+                fut.set_exception(WireError(wire.ErrorCode(env["code"]), env["message"],
+                                            env["ref"]))
+            return
+        elif kind == "hello":
+            self.conn, self.user = env["conn"], env["user"]
+            if self._hello is not None and not self._hello.done():
+                self._hello.set_result(env)
+        if self.on_envelope is not None:
+            self.on_envelope(env)
+        else:
+            self._inbox.put_nowait(env)
+
+    def merge_cursor(self, cursor: wire.Cursor) -> None:
+        """Start cursors for subscribed channels not seen yet (from an ack or the server)."""
+        for channel, id in cursor.items():
+            if channel in self.channels:
+                self.cursor.setdefault(channel, int(id))
+
+    def _subscription(self, channel: str, since: int | None) -> wire.Subscribe:
+        ref = self._ref()
+        self._subscribing[ref] = channel
+        return wire.Subscribe(channel, since, ref)
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _ref(self) -> str:
+        return f"r{next(self._refs)}"
+
+    def _submit(self, req: wire.Request) -> asyncio.Future[Envelope]:
+        fut: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        if req.ref is None:
+            raise ValueError("a request awaiting its reply needs a ref")
+        self._pending[req.ref] = fut
+
+        async def send() -> None:
+            try:
+                await self._send(req)
+            except Exception as exc:  # the reply will never come: fail the future
+                self._pending.pop(req.ref, None)  # type: ignore[arg-type]
+                if not fut.done():
+                    fut.set_exception(exc if isinstance(exc, (WireError, ClientError))
+                                      else ClientError(f"send failed: {exc}"))
+
+        asyncio.ensure_future(send())
+        return fut
+
+    async def _run(self) -> None:
+        """Read until the transport ends; then reconnect with backoff and resume."""
+        while not self._closing:
+            try:
+                await self._read()
+            except Exception:  # noqa: BLE001 - whatever ended the transport, resume from cursor
+                pass
+            if self._closing or not self.reconnect:
+                break
+            for attempt in itertools.count():
+                if attempt >= self.backoff.attempts:
+                    self._closing = True
+                    break
+                await asyncio.sleep(self.backoff.delay(attempt, self.rng))
+                try:
+                    await self._open(resume=True)
+                except Exception:  # noqa: BLE001 - unreachable for now: back off and retry
+                    continue
+                self.reconnects += 1
+                break

@@ -1,0 +1,53 @@
+"""Server-Sent Events client: reads the event stream, resumes with ``Last-Event-ID``."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from sobranie_bench import wire
+from sobranie_bench.clients.base import ClientError
+from sobranie_bench.clients.http import OneWayClient, refused
+
+
+class SseClient(OneWayClient):
+    transport = "sse"
+    path = "/sse"
+    _resp: aiohttp.ClientResponse | None = None
+
+    async def _open(self, resume: bool) -> None:
+        headers = {"Accept": "text/event-stream"}
+        if resume and self.cursor:
+            headers["Last-Event-ID"] = wire.format_cursor(self.cursor)
+        url = f"{self.url}{self.path}?channels={self.channel_query}&{self.token_query}"
+        try:
+            resp = await self.session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=self.timeout))
+        except aiohttp.ClientConnectionError as exc:
+            raise ClientError(f"cannot reach {url}: {exc}") from None
+        if resp.status != 200:
+            body = await resp.text()
+            resp.release()
+            raise refused(resp, body)
+        self._resp = resp
+
+    async def _read(self) -> None:
+        assert self._resp is not None
+        data: bytes | None = None
+        event_id: str | None = None
+        async for raw in self._resp.content:
+            line = raw.rstrip(b"\r\n")
+            if not line:
+                if data is not None:
+                    if event_id:
+                        self.merge_cursor(wire.parse_cursor(event_id))
+                    self._dispatch(wire.decode(data))
+                data = event_id = None
+            elif line.startswith(b"data:"):
+                data = line[5:].lstrip(b" ") if data is None else data + b"\n" + line[5:]
+            elif line.startswith(b"id:"):
+                event_id = line[3:].strip().decode()
+
+    async def _abort(self, graceful: bool = False) -> None:
+        if self._resp is not None:
+            self._resp.close()
+

@@ -1,0 +1,244 @@
+"""The Sobranie real-time contract in code (see docs/protocol.md).
+
+The one place servers and clients take envelopes, cursors, error codes and limits from.
+Parsing never raises anything but :class:`WireError`; building never touches ``data``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+PROTOCOL_VERSION = "1"
+
+MAX_ENVELOPE_BYTES = 64 * 1024
+"""An envelope over this gets ``too_large`` and the connection stays open."""
+HARD_FRAME_BYTES = 1024 * 1024
+"""A frame over this closes the connection (WebSocket 1009)."""
+HISTORY_SIZE = 1000
+"""Messages kept per channel for resume."""
+SSE_PING_SECONDS = 15.0
+POLL_TIMEOUT_SECONDS = 25.0
+
+CHANNEL_RE = re.compile(r"^[a-z0-9_-]{1,32}(:[A-Za-z0-9_.-]{1,64})?$")
+PRESENCE_CHANNEL = "presence"
+PRIVATE_PREFIX = "user:"
+
+CLOSE_TOO_BIG = 1009
+CLOSE_POLICY = 1008
+CLOSE_GOING_AWAY = 1001
+
+
+class ErrorCode(StrEnum):
+    BAD_REQUEST = "bad_request"
+    TOO_LARGE = "too_large"
+    FORBIDDEN = "forbidden"
+    UNKNOWN_CHANNEL = "unknown_channel"
+    RATE_LIMITED = "rate_limited"
+    HISTORY_GAP = "history_gap"
+    UNAUTHORIZED = "unauthorized"
+
+
+class WireError(Exception):
+    """A contract violation, answered with an ``error`` envelope."""
+
+    def __init__(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+    def envelope(self) -> dict[str, Any]:
+        return error(self.code, self.message, self.ref)
+
+
+# --- client -> server -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    channel: str
+    """Channel to join."""
+    since: int | None = None
+    """Last id the client has seen; history after it is replayed."""
+    ref: str | None = None
+    """Client's correlation string, echoed in the reply."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    channel: str
+    """Channel to leave."""
+    ref: str | None = None
+    """Client's correlation string."""
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    channel: str
+    """Target channel."""
+    data: Any
+    """Opaque payload; servers never read it."""
+    ref: str | None = None
+    """Client's correlation string."""
+    unreliable: bool = False
+    """Best effort (WebTransport datagrams, WebRTC unordered channel)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Echo:
+    data: Any
+    """Opaque payload sent back to the sender only."""
+    ref: str | None = None
+    """Client's correlation string."""
+
+
+Request = Subscribe | Unsubscribe | Publish | Echo
+
+
+def check_channel(channel: Any, ref: str | None = None) -> str:
+    if not isinstance(channel, str):
+        raise WireError(ErrorCode.BAD_REQUEST, "'channel' must be a string", ref)
+    if not CHANNEL_RE.match(channel):
+        raise WireError(ErrorCode.UNKNOWN_CHANNEL, f"no such channel: {channel[:100]!r}", ref)
+    return channel
+
+
+def parse_request(raw: str | bytes, *, limit: int = MAX_ENVELOPE_BYTES) -> Request:
+    """Parse one client envelope; raise :class:`WireError` for anything else."""
+    if len(raw) > limit:
+        raise WireError(ErrorCode.TOO_LARGE, f"envelope of {len(raw)} bytes over {limit}")
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WireError(ErrorCode.BAD_REQUEST, f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise WireError(ErrorCode.BAD_REQUEST, "envelope must be a JSON object")
+    return request_from_dict(obj)
+
+
+def request_from_dict(obj: dict[str, Any]) -> Request:
+    ref = obj.get("ref")
+    if ref is not None and not isinstance(ref, str):
+        ref = str(ref)
+    op = obj.get("op")
+    if op == "echo":
+        if "data" not in obj:
+            raise WireError(ErrorCode.BAD_REQUEST, "echo needs 'data'", ref)
+        return Echo(obj["data"], ref)
+    if op == "publish":
+        if "channel" not in obj or "data" not in obj:
+            raise WireError(ErrorCode.BAD_REQUEST, "publish needs 'channel' and 'data'", ref)
+        return Publish(check_channel(obj["channel"], ref), obj["data"], ref,
+                       obj.get("unreliable") is True)
+    if op == "subscribe":
+        if "channel" not in obj:
+            raise WireError(ErrorCode.BAD_REQUEST, "subscribe needs 'channel'", ref)
+        since = obj.get("since")
+        if since is not None and (not isinstance(since, int) or isinstance(since, bool)
+                                  or since < 0):
+            raise WireError(ErrorCode.BAD_REQUEST, "'since' must be a non-negative integer", ref)
+        return Subscribe(check_channel(obj["channel"], ref), since, ref)
+    if op == "unsubscribe":
+        if "channel" not in obj:
+            raise WireError(ErrorCode.BAD_REQUEST, "unsubscribe needs 'channel'", ref)
+        return Unsubscribe(check_channel(obj["channel"], ref), ref)
+    if op is None:
+        raise WireError(ErrorCode.BAD_REQUEST, "missing 'op'", ref)
+    raise WireError(ErrorCode.BAD_REQUEST, f"unknown op {str(op)[:40]!r}", ref)
+
+
+def request_to_dict(req: Request) -> dict[str, Any]:
+    """The envelope a client sends for ``req`` (``ref`` omitted when None)."""
+    if isinstance(req, Echo):
+        out: dict[str, Any] = {"op": "echo", "data": req.data}
+    elif isinstance(req, Publish):
+        out = {"op": "publish", "channel": req.channel, "data": req.data}
+        if req.unreliable:
+            out["unreliable"] = True
+    elif isinstance(req, Subscribe):
+        out = {"op": "subscribe", "channel": req.channel}
+        if req.since is not None:
+            out["since"] = req.since
+    else:
+        out = {"op": "unsubscribe", "channel": req.channel}
+    if req.ref is not None:
+        out["ref"] = req.ref
+    return out
+
+
+# --- server -> client -------------------------------------------------------------------
+
+
+def encode(envelope: dict[str, Any]) -> str:
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode(raw: str | bytes) -> dict[str, Any]:
+    """Parse a server envelope (clients' side)."""
+    obj = json.loads(raw)
+    if not isinstance(obj, dict) or "type" not in obj:
+        raise WireError(ErrorCode.BAD_REQUEST, f"not a server envelope: {str(raw)[:80]!r}")
+    return obj
+
+
+def hello(conn: str, user: str, server: str) -> dict[str, Any]:
+    return {"type": "hello", "conn": conn, "user": user, "server": server}
+
+
+def message(channel: str, id: int, data: Any, sender: str) -> dict[str, Any]:
+    return {"type": "message", "channel": channel, "id": id, "data": data, "from": sender}
+
+
+def ack(ref: str | None, id: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "ack", "ref": ref}
+    if id is not None:
+        out["id"] = id
+    return out
+
+
+def echo(ref: str | None, data: Any) -> dict[str, Any]:
+    return {"type": "echo", "ref": ref, "data": data}
+
+
+def presence(user: str, status: str) -> dict[str, Any]:
+    return {"type": "presence", "channel": PRESENCE_CHANNEL, "user": user, "status": status}
+
+
+def error(code: ErrorCode | str, message: str, ref: str | None = None) -> dict[str, Any]:
+    return {"type": "error", "ref": ref, "code": str(code), "message": message}
+
+
+# --- cursors ------------------------------------------------------------------------------
+
+Cursor = dict[str, int]
+
+
+def format_cursor(cursor: Cursor) -> str:
+    """``{"chat:42": 17, "user:alice": 3}`` -> ``chat:42=17;user:alice=3``."""
+    return ";".join(f"{ch}={i}" for ch, i in cursor.items())
+
+
+def parse_cursor(text: str | None) -> Cursor:
+    """Inverse of :func:`format_cursor`; raises ``bad_request`` on anything malformed."""
+    out: Cursor = {}
+    if not text:
+        return out
+    for part in text.split(";"):
+        if not part:
+            continue
+        ch, sep, num = part.rpartition("=")
+        if not sep or not num.isdigit() or not CHANNEL_RE.match(ch):
+            raise WireError(ErrorCode.BAD_REQUEST, f"bad cursor part {part[:80]!r}")
+        out[ch] = int(num)
+    return out
+
+
+def split_channels(text: str | None) -> list[str]:
+    """``a,b`` -> ``["a", "b"]`` (validated, order kept, duplicates dropped)."""
+    if not text:
+        return []
+    return list(dict.fromkeys(check_channel(c) for c in text.split(",") if c))
