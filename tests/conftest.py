@@ -54,3 +54,15 @@ async def clients() -> AsyncIterator[Callable[..., Any]]:
     yield make
     for client in made:
         await client.close()
+
+
+async def next_of(client, kind, channel=None):
+    """The next envelope of ``kind`` (optionally on ``channel``), skipping others."""
+    while True:
+        env = await client.recv(UNIT)
+        if env["type"] == kind and (channel is None or env.get("channel") == channel):
+            return env
+
+
+async def messages(client, n, channel):
+    return [await next_of(client, "message", channel) for _ in range(n)]

@@ -14,21 +14,9 @@ from servers.hub import Limits
 from sobranie_bench import wire
 from sobranie_bench.clients import ClientError
 from sobranie_bench.wire import ErrorCode, WireError
-from tests.conftest import CORE_TRANSPORTS, UNIT, token
+from tests.conftest import CORE_TRANSPORTS, UNIT, messages, next_of, token
 
 pytestmark = pytest.mark.parametrize("transport", CORE_TRANSPORTS)
-
-
-async def next_of(client, kind, channel=None):
-    """The next envelope of ``kind`` (optionally on ``channel``), skipping others."""
-    while True:
-        env = await client.recv(UNIT)
-        if env["type"] == kind and (channel is None or env.get("channel") == channel):
-            return env
-
-
-async def messages(client, n, channel):
-    return [await next_of(client, "message", channel) for _ in range(n)]
 
 
 async def test_publish_delivers_in_order_with_ids_and_acks(transport, start_server, clients):
