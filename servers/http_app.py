@@ -24,7 +24,7 @@ AUTH: web.AppKey[auth.Authenticator] = web.AppKey("auth", auth.Authenticator)
 
 _STATUS = {ErrorCode.BAD_REQUEST: 400, ErrorCode.UNKNOWN_CHANNEL: 404, ErrorCode.FORBIDDEN: 403,
            ErrorCode.TOO_LARGE: 413, ErrorCode.RATE_LIMITED: 429, ErrorCode.HISTORY_GAP: 409,
-           ErrorCode.UNAUTHORIZED: 401}
+           ErrorCode.UNAUTHORIZED: 401, ErrorCode.UNAVAILABLE: 503}
 
 
 def error_response(exc: WireError) -> web.Response:

@@ -260,10 +260,13 @@ class Hub:
         if not conn.take_token():
             self.reject(conn, WireError(ErrorCode.RATE_LIMITED, "slow down"))
             return
+        req: wire.Request | None = None
         try:
             req = wire.parse_request(raw, limit=self.limits.max_envelope)
             await self.execute(conn, req)
         except WireError as exc:
+            if exc.ref is None and req is not None:  # raised below the hub (broker unavailable)
+                exc.ref = req.ref
             self.reject(conn, exc)
 
     async def execute(self, conn: Connection, req: wire.Request) -> None:

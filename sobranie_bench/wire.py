@@ -40,6 +40,8 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     HISTORY_GAP = "history_gap"
     UNAUTHORIZED = "unauthorized"
+    UNAVAILABLE = "unavailable"
+    """The shared broker (cluster backplane) cannot be reached; retry later (HTTP 503)."""
 
 
 class WireError(Exception):
