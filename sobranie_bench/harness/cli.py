@@ -1,0 +1,123 @@
+"""``sobranie-bench run``: the benchmark matrix, with progress bars and a final table."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from servers.run import install_uvloop
+from sobranie_bench.clients import TRANSPORTS
+from sobranie_bench.harness import results
+from sobranie_bench.harness.runner import HarnessError, Plan, count_points, run_plan
+from sobranie_bench.harness.scenarios import registry
+
+HEADLINES = {
+    "echo": [("rtt_p50_us", "p50 µs"), ("rtt_p99_us", "p99 µs"),
+             ("throughput_msgs_per_s", "msg/s"), ("server_cpu_us_per_msg", "srv µs/msg"),
+             ("harness_cpu_us_per_msg", "harness µs/msg")],
+    "fanout": [("latency_p50_us", "p50 µs"), ("latency_p99_us", "p99 µs"),
+               ("delivered_per_s", "deliv/s"), ("lost", "lost"), ("duplicated", "dup")],
+    "connections": [("connect_p50_us", "connect p50 µs"), ("connect_p99_us", "p99 µs"),
+                    ("server_rss_bytes_per_conn", "B/conn"), ("failures", "failed")],
+    "overhead": [("bytes_down_per_msg", "B down/msg"), ("bytes_up_per_msg", "B up/msg"),
+                 ("bytes_per_msg", "B total/msg")],
+    "churn": [("latency_p99_us", "p99 µs"), ("connect_p50_us", "connect p50 µs"),
+              ("lost", "lost"), ("churn_failures", "failed")],
+    "capacity": [("max_clients_within_sla", "clients within SLA")],
+}
+
+
+def final_table(raws: list[dict[str, Any]]) -> Table:
+    table = Table(title="Sobranie benchmark (this run)", show_lines=False)
+    for col in ("transport", "scenario", "params", "headline figures", "client-bound"):
+        table.add_column(col)
+    for raw in raws:
+        m = results.metrics(raw)
+        w = raw["window"]
+        figures = ", ".join(f"{label} {m[name][0]:,.0f}" for name, label in
+                            HEADLINES[raw["scenario"]] if name in m)
+        bound = results.is_client_bound(raw, w["measure"], w["end"])
+        table.add_row(raw["transport"], raw["scenario"], results.params_key(raw["params"]),
+                      figures, "[yellow]yes[/]" if bound else "")
+    return table
+
+
+def _run(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    out = Path(args.out)
+    if args.fresh and (out / "runs").exists():
+        shutil.rmtree(out / "runs")
+    plan = Plan(profile=args.profile, transports=tuple(args.transports or ()),
+                scenarios=tuple(args.scenarios or ()), target=args.target, out=out,
+                workers=args.workers, trials=args.trials, seed=args.seed, broker=args.broker)
+    raws: list[dict[str, Any]] = []
+    try:
+        total = count_points(plan)
+    except KeyError as exc:
+        console.print(f"[red]error:[/] unknown name {exc}")
+        return 2
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        task = progress.add_task(f"{plan.profile} profile", total=total)
+
+        def on_result(label: str, raw: dict[str, Any] | None) -> None:
+            if raw is None:
+                progress.update(task, description=label)
+            else:
+                raws.append(raw)
+                progress.advance(task)
+
+        install_uvloop()
+        try:
+            run_dir = asyncio.run(run_plan(plan, on_result))
+        except HarnessError as exc:
+            console.print(f"[red]error:[/] {exc}")
+            return 1
+    Console(width=max(Console().width, 140)).print(final_table(raws))
+    console.print(f"raw results: {run_dir}\nsummary: {out / 'summary.csv'}")
+    return 0
+
+
+def _csv(text: str) -> list[str]:
+    return [t for t in text.split(",") if t]
+
+
+def register(sub: Any) -> None:
+    scenarios = registry()
+    p = sub.add_parser(
+        "run", help="run the benchmark matrix",
+        description="Run scenarios x transports with open-loop load, a fresh server per run "
+                    "(or --target), HDR latency and resource sampling. Raw results go to "
+                    "OUT/runs/<run-id>/, the tidy summary to OUT/summary.csv. Profiles: ci "
+                    "(under 5 minutes on 2 cores), quick (about 15), full (as long as it "
+                    "needs).\n\nscenarios: " + "; ".join(f"{n}: {s.doc}"
+                                                         for n, s in scenarios.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", choices=("ci", "quick", "full"), default="ci")
+    p.add_argument("--transports", type=_csv, metavar="T,T",
+                   help=f"comma-separated (default all: {','.join(TRANSPORTS)})")
+    p.add_argument("--scenarios", type=_csv, metavar="S,S",
+                   help=f"comma-separated (default all: {','.join(scenarios)})")
+    p.add_argument("--target", metavar="URL",
+                   help="benchmark a running contract server at this base URL instead of "
+                        "starting fresh ones (docs/benchmark-your-server.md)")
+    p.add_argument("--out", default="results", help="results root (default results)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="harness processes sharing the load (10k+ connections need 2-4)")
+    p.add_argument("--trials", type=int, help="trials per point (default: ci 1, else 3)")
+    p.add_argument("--seed", type=int, default=1, help="seed for schedules (default 1)")
+    p.add_argument("--broker", default="memory",
+                   help="broker of the servers the harness starts (memory, redis://, nats://)")
+    p.add_argument("--fresh", action="store_true",
+                   help="delete OUT/runs first, so the summary holds this run only")
+    p.set_defaults(func=_run)
+
+

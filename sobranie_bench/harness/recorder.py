@@ -1,0 +1,65 @@
+"""Latency recording into HDR histograms (microseconds, 3 significant digits).
+
+Every value is kept (as a histogram bucket), warm-up apart from measurement, and the encoded
+histogram goes into the raw results so any percentile can be recomputed later.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from hdrh.histogram import HdrHistogram
+
+LOWEST_US = 1
+HIGHEST_US = 3_600_000_000  # one hour: a stall never falls off the end
+SIGNIFICANT_DIGITS = 3
+PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+def decode(encoded: str) -> HdrHistogram:
+    return HdrHistogram.decode(encoded.encode())
+
+
+@dataclass
+class Recorder:
+    """Two histograms: what was *intended* before ``measure_from_ns`` is warm-up."""
+
+    measure_from_ns: int = 0
+    warmup: HdrHistogram = field(default_factory=new_histogram)
+    measured: HdrHistogram = field(default_factory=new_histogram)
+
+    def record_ns(self, start_ns: int, end_ns: int | None = None) -> bool:
+        """Record ``end - start`` (end defaults to now), start being the *intended* time;
+        True when it counted as a measured value."""
+        end = time.monotonic_ns() if end_ns is None else end_ns
+        us = min(max((end - start_ns) // 1000, LOWEST_US), HIGHEST_US)
+        measured = start_ns >= self.measure_from_ns
+        (self.measured if measured else self.warmup).record_value(us)
+        return measured
+
+    def encoded(self) -> dict[str, str]:
+        return {"warmup": self.warmup.encode().decode(),
+                "measured": self.measured.encode().decode()}
+
+
+def merge(encoded: list[str]) -> HdrHistogram:
+    total = new_histogram()
+    for item in encoded:
+        total.add(decode(item))
+    return total
+
+
+def stats(hist: HdrHistogram) -> dict[str, float]:
+    """count, mean, percentiles and max of a histogram, in microseconds."""
+    if hist.get_total_count() == 0:
+        return {"count": 0}
+    out: dict[str, float] = {"count": hist.get_total_count(), "mean": hist.get_mean_value(),
+                             "max": hist.get_max_value()}
+    for p in PERCENTILES:
+        out[f"p{p:g}"] = hist.get_value_at_percentile(p)
+    return out

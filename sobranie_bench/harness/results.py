@@ -1,0 +1,217 @@
+"""Raw results (one JSON file per transport x scenario x parameters x trial) and the tidy
+summary derived from them. ``summarize`` is a pure function of a raw file: the CSV can always
+be regenerated, and any percentile recomputed from the encoded histograms.
+Schema: docs/methodology.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sobranie_bench.harness.recorder import decode, stats
+
+RAW_VERSION = 1
+SUMMARY_COLUMNS = ["run_id", "transport", "scenario", "params", "trial", "metric", "value",
+                   "unit", "client_bound"]
+CLIENT_BOUND_PERCENT = 90.0
+"""A harness process this busy (while the server is not) means the client was the limit."""
+
+
+def params_key(params: dict[str, Any]) -> str:
+    """Canonical ``k=v;k=v`` (sorted keys; lists joined with ``/``)."""
+    def value(v: Any) -> str:
+        return "/".join(map(str, v)) if isinstance(v, list) else str(v)
+    return ";".join(f"{k}={value(params[k])}" for k in sorted(params))
+
+
+def raw_name(raw: dict[str, Any]) -> str:
+    digest = hashlib.sha1(params_key(raw["params"]).encode()).hexdigest()[:8]
+    return f"{raw['transport']}-{raw['scenario']}-{digest}-t{raw['trial']}.json"
+
+
+def write_raw(run_dir: Path, raw: dict[str, Any]) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / raw_name(raw)
+    path.write_text(json.dumps(raw, indent=1, sort_keys=True))
+    return path
+
+
+def load_raw(root: Path) -> list[dict[str, Any]]:
+    """Every raw result under ``root`` (a results dir, a runs dir or one run dir)."""
+    out = []
+    for path in sorted(root.rglob("*.json")):
+        if path.name == "run.json":
+            continue
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and data.get("version") == RAW_VERSION and "scenario" in data:
+            out.append(data)
+    return out
+
+
+# --- resources -------------------------------------------------------------------------------
+
+def cpu_between(samples: list[list[float]], start: float, end: float) -> float | None:
+    """CPU seconds a process used between two monotonic times (nearest samples inside)."""
+    inside = [s for s in samples if start <= s[0] <= end]
+    if len(inside) < 2:
+        return None
+    return inside[-1][1] - inside[0][1]
+
+
+def cpu_percent(samples: list[list[float]], start: float, end: float) -> float | None:
+    inside = [s for s in samples if start <= s[0] <= end]
+    if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+        return None
+    return 100.0 * (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
+
+def harness_names(raw: dict[str, Any]) -> list[str]:
+    return [n for n in raw.get("resources", {}) if n != "server"]
+
+
+def is_client_bound(raw: dict[str, Any], start: float, end: float) -> bool:
+    res = raw.get("resources", {})
+    server = cpu_percent(res.get("server", []), start, end)
+    harness = [cpu_percent(res[n], start, end) for n in harness_names(raw)]
+    busiest = max((h for h in harness if h is not None), default=0.0)
+    return busiest >= CLIENT_BOUND_PERCENT and (server is None or server < busiest)
+
+
+def rss_slope(server: list[list[float]], connected_at: list[float], start: float,
+              end: float) -> float | None:
+    """Bytes of server RSS per open connection: least-squares slope over the ramp and hold."""
+    points = [(float(np.searchsorted(connected_at, s[0], side="right")), s[2])
+              for s in server if start <= s[0] <= end]
+    xs = np.array([p[0] for p in points])
+    if len(points) < 3 or xs.max() - xs.min() < max(10, 0.2 * len(connected_at)):
+        return None
+    slope, _ = np.polyfit(xs, np.array([p[1] for p in points]), 1)
+    return float(slope)
+
+
+# --- summary --------------------------------------------------------------------------------
+
+def _latency_rows(prefix: str, encoded: str) -> dict[str, tuple[float, str]]:
+    s = stats(decode(encoded))
+    if not s["count"]:
+        return {}
+    rows = {f"{prefix}_{k}_us": (float(s[k]), "us")
+            for k in ("p50", "p90", "p95", "p99", "max", "mean")}
+    rows[f"{prefix}_count"] = (float(s["count"]), "count")
+    return rows
+
+
+def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
+    """Every metric of one raw result, as name -> (value, unit)."""
+    c, w, h = raw.get("counters", {}), raw.get("window", {}), raw.get("histograms", {})
+    res = raw.get("resources", {})
+    m: dict[str, tuple[float, str]] = {}
+    duration = max(w.get("end", 0) - w.get("measure", 0), 1e-9)
+    server_cpu = cpu_between(res.get("server", []), w.get("measure", 0), w.get("end", 0))
+    harness_cpu = [cpu_between(res[n], w.get("measure", 0), w.get("end", 0))
+                   for n in harness_names(raw)]
+    harness_total = sum(x for x in harness_cpu if x is not None) if harness_cpu else None
+    scenario = raw["scenario"]
+
+    def per(cpu: float | None, count: float, name: str) -> None:
+        if cpu is not None and count > 0:
+            m[name] = (cpu * 1e6 / count, "us")
+
+    if scenario == "echo":
+        m.update(_latency_rows("rtt", h["rtt"]["measured"]))
+        n = c["received_measured"]
+        m["throughput_msgs_per_s"] = (n / duration, "msg/s")
+        m["offered_rate"] = (float(raw["params"]["rate"]), "msg/s")
+        m["sent"], m["received"] = (c["sent"], "count"), (c["received"], "count")
+        m["lost"] = (c["sent"] - c["received"], "count")
+        m["connect_failures"] = (c["connect_failures"], "count")
+        per(server_cpu, n, "server_cpu_us_per_msg")
+        per(harness_total, n, "harness_cpu_us_per_msg")
+    elif scenario in ("fanout", "churn"):
+        m.update(_latency_rows("latency", h["latency"]["measured"]))
+        if scenario == "fanout":
+            pc = raw["per_channel"]
+            lost = sum(pc["acked"].get(ch, 0) * subs - pc["unique"].get(ch, 0)
+                       for ch, subs in pc["subscribers"].items())
+            n = c["delivered_measured"]
+            m["delivered_per_s"] = (n / duration, "msg/s")
+            per(server_cpu, n, "server_cpu_us_per_delivery")
+            per(harness_total, n, "harness_cpu_us_per_delivery")
+        else:
+            lost = c["published"] * c["subscribers"] - c["delivered"]
+            m.update(_latency_rows("connect", h["connect"]["measured"]))
+            m["churned"] = (c["churned"], "count")
+            m["churn_failures"] = (c["churn_failures"], "count")
+        m["published"] = (c["published"], "count")
+        m["delivered"] = (c["delivered"], "count")
+        m["lost"] = (float(lost), "count")
+        m["duplicated"] = (c["duplicated"], "count")
+        m["connect_failures"] = (c["connect_failures"], "count")
+    elif scenario == "connections":
+        t = raw["times"]
+        m.update(_latency_rows("connect", h["connect"]["measured"]))
+        m["failures"] = (c["failures"], "count")
+        m["connected"] = (c["connected"], "count")
+        slope = rss_slope(res.get("server", []), raw["series"]["connected_at"],
+                          t["ramp_start"], t["hold_end"])
+        if slope is not None:
+            m["server_rss_bytes_per_conn"] = (slope, "bytes")
+        per(cpu_between(res.get("server", []), t["ramp_start"], t["ramp_end"] + 0.3),
+            c["connected"], "server_cpu_us_per_conn")
+        keep = cpu_percent(res.get("server", []), t["ramp_end"], t["hold_end"])
+        if keep is not None:
+            m["keepalive_cpu_percent"] = (keep, "%")
+    elif scenario == "overhead":
+        n = max(c["delivered"], 1)
+        m["bytes_down_per_msg"] = (c["sub_down"] / n, "bytes")
+        m["bytes_up_per_msg"] = (c["pub_up"] / n, "bytes")
+        m["bytes_per_msg"] = ((c["sub_up"] + c["sub_down"] + c["pub_up"] + c["pub_down"]) / n,
+                              "bytes")
+        m["delivered"] = (c["delivered"], "count")
+    elif scenario == "capacity":
+        m["max_clients_within_sla"] = (c["max_clients_within_sla"], "clients")
+        m["sla_ms"] = (c["sla_ms"], "ms")
+    return m
+
+
+def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tidy rows of one raw result (pure: same raw, same rows)."""
+    w = raw.get("window", {})
+    bound = is_client_bound(raw, w.get("measure", 0), w.get("end", 0))
+    base = {"run_id": raw["metadata"]["run_id"], "transport": raw["transport"],
+            "scenario": raw["scenario"], "params": params_key(raw["params"]),
+            "trial": raw["trial"], "client_bound": bound}
+    return [{**base, "metric": name, "value": round(float(value), 3), "unit": unit}
+            for name, (value, unit) in sorted(metrics(raw).items())]
+
+
+def summary_rows(raws: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = [row for raw in raws for row in summarize(raw)]
+    rows.sort(key=lambda r: (r["run_id"], r["transport"], r["scenario"], r["params"],
+                             r["trial"], r["metric"]))
+    return rows
+
+
+def write_summary(runs_root: Path, out: Path) -> int:
+    """Regenerate ``out`` (summary.csv) from every raw file under ``runs_root``."""
+    rows = summary_rows(load_raw(runs_root))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return len(rows)
+
+
+def read_summary(path: Path | str = "results/summary.csv") -> Any:
+    """The summary as a pandas DataFrame (the reader notebooks and models use)."""
+    import pandas as pd
+
+    return pd.read_csv(path, dtype={"params": str, "run_id": str})

@@ -1,0 +1,260 @@
+"""The runner: a fresh server per run, the load in-process or in worker processes, resources
+sampled throughout, one raw file per run, and the summary regenerated at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from servers import auth
+from sobranie_bench import __version__
+from sobranie_bench.clients import TRANSPORTS
+from sobranie_bench.harness import results
+from sobranie_bench.harness.recorder import merge
+from sobranie_bench.harness.sampler import Sampler, cpu_model, raise_fd_limit
+from sobranie_bench.harness.scenarios import PartContext, Scenario, registry
+
+SERVER_START_SECONDS = 30.0
+LIBRARIES = ("aiohttp", "websockets", "aioquic", "python-socketio", "aiortc", "uvloop",
+             "hdrhistogram", "psutil", "redis", "nats-py")
+
+
+class HarnessError(Exception):
+    """Something a person must fix before benchmarking (dead target, bad arguments)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    profile: str = "ci"
+    """ci (under 5 minutes on 2 cores), quick (about 15) or full."""
+    transports: tuple[str, ...] = ()
+    """Transports to run (default: every registered one)."""
+    scenarios: tuple[str, ...] = ()
+    """Scenarios to run (default: all)."""
+    target: str | None = None
+    """Benchmark this running server instead of starting fresh ones."""
+    out: Path = Path("results")
+    """Results root: raw files go to out/runs/<run-id>/, the summary to out/summary.csv."""
+    workers: int = 1
+    """Harness processes sharing the load."""
+    trials: int | None = None
+    """Trials per point (default per profile: 1 for ci, 3 otherwise)."""
+    seed: int = 1
+    """Seed for schedules and payloads."""
+    broker: str = "memory"
+    """Broker of the servers the harness starts."""
+    secret: str = field(default_factory=lambda: auth.secret_from_env())
+    """JWT secret shared with the server."""
+
+    def points(self) -> Iterator[tuple[str, Scenario, dict[str, Any], int]]:
+        scenarios = registry()
+        names = self.scenarios or tuple(scenarios)
+        trials = self.trials or (1 if self.profile == "ci" else 3)
+        for transport in self.transports or tuple(TRANSPORTS):
+            for name in names:
+                for params in scenarios[name].grid[self.profile]:
+                    for trial in range(1, trials + 1):
+                        yield transport, scenarios[name], params, trial
+
+
+@dataclass
+class Server:
+    url: str
+    pid: int | None
+    process: asyncio.subprocess.Process | None = None
+
+    async def stop(self) -> None:
+        proc = self.process
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def spawn_server(kind: str, plan: Plan) -> Server:
+    """A fresh server process on an OS-chosen loopback port, ready when it prints its URL."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sobranie_bench.cli", "serve", kind, "--port", "0", "--json",
+        "--broker", plan.broker, "--jwt-secret", plan.secret,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), SERVER_START_SECONDS)
+        info = json.loads(line)
+    except (asyncio.TimeoutError, ValueError):
+        proc.kill()
+        err = (await proc.stderr.read()).decode(errors="replace").strip().splitlines()
+        raise HarnessError(f"server {kind!r} did not start: {' / '.join(err[-3:])}") from None
+    return Server(info["url"], proc.pid, proc)
+
+
+async def check_target(url: str) -> None:
+    """A clear error for a dead or wrong ``--target``, before any load is sent."""
+    if not url.startswith(("http://", "https://")):
+        raise HarnessError(f"--target must be an http(s):// base URL, got {url!r}")
+    health = url.replace("https://", "http://", 1).rstrip("/") + "/healthz"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            async with session.get(health) as resp:
+                body = await resp.text()
+                ok = resp.status == 200 and json.loads(body).get("status") == "ok"
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        raise HarnessError(f"no server answers at {url} ({exc.__class__.__name__}: {exc}); "
+                           "start one with `sobranie-bench serve ws --port 8080` or check "
+                           "the URL") from None
+    except ValueError:
+        ok = False
+    if not ok:
+        raise HarnessError(f"{url} answers, but GET /healthz is not the contract's "
+                           '{"status":"ok"}: is it a Sobranie contract server? '
+                           "(docs/benchmark-your-server.md)")
+
+
+def metadata(plan: Plan, run_id: str) -> dict[str, Any]:
+    versions = {}
+    for lib in LIBRARIES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[lib] = importlib.metadata.version(lib)
+    commit = None
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip() or None
+    return {"run_id": run_id, "suite": __version__, "python": platform.python_version(),
+            "implementation": platform.python_implementation(), "libraries": versions,
+            "cpu": cpu_model(), "cores": os.cpu_count(), "kernel": platform.release(),
+            "git_commit": commit, "profile": plan.profile, "seed": plan.seed,
+            "workers": plan.workers, "broker": plan.broker, "target": plan.target,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Histograms merged, counters summed, series joined, times spanned."""
+    out: dict[str, Any] = {"histograms": {}, "counters": {}, "series": {}, "times": {},
+                           "per_channel": {}}
+    for name in {n for p in parts for n in p.get("histograms", {})}:
+        out["histograms"][name] = {
+            phase: merge([p["histograms"][name][phase] for p in parts
+                          if name in p.get("histograms", {})]).encode().decode()
+            for phase in ("warmup", "measured")}
+    for p in parts:
+        for k, v in p.get("counters", {}).items():
+            out["counters"][k] = out["counters"].get(k, 0) + v
+        for k, v in p.get("series", {}).items():
+            out["series"][k] = sorted(out["series"].get(k, []) + v)
+        for k, v in p.get("times", {}).items():
+            pick = min if k.endswith("start") else max
+            out["times"][k] = pick(out["times"].get(k, v), v)
+        for table, values in p.get("per_channel", {}).items():
+            acc = out["per_channel"].setdefault(table, {})
+            for ch, n in values.items():
+                acc[ch] = n if table == "acked" else acc.get(ch, 0) + n
+        if "steps" in p:
+            out["steps"] = p["steps"]
+    return out
+
+
+async def run_parts(scenario: Scenario, ctx: PartContext, workers: int,
+                    sampler: Sampler) -> list[dict[str, Any]]:
+    """The load: in this process, or split across ``workers`` worker processes."""
+    if workers <= 1 or not scenario.workers:
+        return [await scenario.part(ctx)]
+    procs = []
+    for i in range(workers):
+        spec = json.dumps({"scenario": scenario.name,
+                           "ctx": {**asdict(ctx), "index": i, "count": workers}})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sobranie_bench.harness.worker",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        assert proc.stdin is not None
+        proc.stdin.write(spec.encode())
+        proc.stdin.close()
+        sampler.add(f"worker-{i + 1}", proc.pid)
+        procs.append(proc)
+    outs = await asyncio.gather(*(p.communicate() for p in procs))
+    if any(p.returncode for p in procs):
+        raise HarnessError(f"a worker of {scenario.name} failed (exit codes "
+                           f"{[p.returncode for p in procs]})")
+    return [json.loads(stdout) for stdout, _ in outs]
+
+
+async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
+                  scenario: Scenario, params: dict[str, Any], trial: int) -> dict[str, Any]:
+    server = (Server(plan.target, None) if plan.target
+              else await spawn_server(TRANSPORTS[transport].server, plan))
+    try:
+        warmup, duration = scenario.timing.get(plan.profile, (0.0, 0.0))
+        start_ns = time.monotonic_ns() + int(scenario.setup_budget(params) * 1e9)
+        ctx = PartContext(transport=transport, url=server.url, params=params, index=0, count=1,
+                          seed=plan.seed * 1000 + trial, start_ns=start_ns, warmup=warmup,
+                          duration=duration, secret=plan.secret)
+        pids = {"harness": os.getpid()}
+        if server.pid:
+            pids["server"] = server.pid
+        async with Sampler(pids) as sampler:
+            parts = await run_parts(scenario, ctx, plan.workers, sampler)
+    finally:
+        await server.stop()
+    merged = merge_parts(parts)
+    raw = {"version": results.RAW_VERSION, "metadata": meta, "transport": transport,
+           "scenario": scenario.name, "params": params, "trial": trial,
+           "profile": plan.profile, "parts": len(parts),
+           "window": {"start": ctx.start_ns / 1e9, "measure": ctx.measure_ns / 1e9,
+                      "end": (ctx.end_ns / 1e9 if duration else
+                              merged["times"].get("load_end", ctx.end_ns / 1e9))},
+           "resources": sampler.as_dict(), **merged}
+    results.write_raw(plan.out / "runs" / run_id, raw)
+    return raw
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+async def run_plan(plan: Plan, on_result: Callable[[str, dict[str, Any] | None], None]
+                   = lambda label, raw: None) -> Path:
+    """Run every point of the plan; returns the run directory. ``on_result`` is called before
+    (raw None) and after each run, for progress display."""
+    unknown = set(plan.transports) - set(TRANSPORTS)
+    if unknown:
+        raise HarnessError(f"unknown transport(s) {sorted(unknown)}; known: {sorted(TRANSPORTS)}")
+    unknown = set(plan.scenarios) - set(registry())
+    if unknown:
+        raise HarnessError(f"unknown scenario(s) {sorted(unknown)}; known: {sorted(registry())}")
+    if plan.target:
+        await check_target(plan.target)
+    raise_fd_limit()
+    run_id = new_run_id()
+    meta = metadata(plan, run_id)
+    run_dir = plan.out / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run.json").write_text(json.dumps(meta, indent=1))
+    for transport, scenario, params, trial in plan.points():
+        label = f"{transport} {scenario.name} {results.params_key(params)} #{trial}"
+        on_result(label, None)
+        raw = await run_one(plan, run_id, meta, transport, scenario, params, trial)
+        on_result(label, raw)
+    results.write_summary(plan.out / "runs", plan.out / "summary.csv")
+    return run_dir
+
+
+def count_points(plan: Plan) -> int:
+    return sum(1 for _ in plan.points())
+

@@ -1,0 +1,92 @@
+"""Resource sampling with psutil: CPU and RSS of the server and of each harness process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+
+import psutil
+
+INTERVAL_SECONDS = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    t: float
+    """``time.monotonic()`` when taken (one clock for every process on the host)."""
+    cpu_s: float
+    """User + system CPU seconds the process has used so far (children included)."""
+    rss: int
+    """Resident set size, bytes."""
+
+    def as_list(self) -> list[float]:
+        return [round(self.t, 4), round(self.cpu_s, 4), self.rss]
+
+
+def read(proc: psutil.Process) -> tuple[float, int]:
+    cpu = proc.cpu_times()
+    return cpu.user + cpu.system + cpu.children_user + cpu.children_system, proc.memory_info().rss
+
+
+class Sampler:
+    """Samples processes every INTERVAL_SECONDS in the background (``async with``)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.samples: dict[str, list[Sample]] = {name: [] for name in pids}
+        self._task: asyncio.Task[None] | None = None
+
+    def mark(self) -> dict[str, Sample]:
+        """Take one sample of every process now (also recorded)."""
+        now = time.monotonic()
+        out = {}
+        for name, proc in self.procs.items():
+            with contextlib.suppress(psutil.Error):
+                cpu, rss = read(proc)
+                out[name] = Sample(now, cpu, rss)
+                self.samples[name].append(out[name])
+        return out
+
+    async def _loop(self) -> None:
+        while True:
+            self.mark()
+            await asyncio.sleep(INTERVAL_SECONDS)
+
+    async def __aenter__(self) -> Sampler:
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task:
+            self._task.cancel()
+        self.mark()
+
+    def add(self, name: str, pid: int) -> None:
+        self.procs[name] = psutil.Process(pid)
+        self.samples.setdefault(name, [])
+
+    def as_dict(self) -> dict[str, list[list[float]]]:
+        return {name: [s.as_list() for s in samples] for name, samples in self.samples.items()}
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's open-file limit to its hard limit (10k+ connections need it)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    return soft
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return os.uname().machine

@@ -1,0 +1,151 @@
+"""Declared scenarios: a name, a parameter grid per profile, and a load *part*.
+
+A part is what one harness process does (its share of the connections); the runner runs one part
+in-process or ``--workers K`` parts in K processes and merges what they return. Set-up
+(connecting) happens before ``start_ns``; only what is intended after ``measure_ns`` is data.
+Scenarios see transports only through the client interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from servers import auth
+from sobranie_bench.clients import TRANSPORTS, Client
+
+Params = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PartContext:
+    transport: str
+    """Transport name (a key of ``clients.TRANSPORTS``)."""
+    url: str
+    """Base URL of the server under test."""
+    params: Params
+    """This grid point's parameters."""
+    index: int
+    """Which share of the load this part carries (0-based)."""
+    count: int
+    """How many parts share the load."""
+    seed: int
+    """Seed of this part's random.Random."""
+    start_ns: int
+    """``time.monotonic_ns()`` at which load starts (set-up happens before)."""
+    warmup: float
+    """Seconds of warm-up after start_ns (recorded apart)."""
+    duration: float
+    """Seconds of measured load after the warm-up."""
+    secret: str
+    """JWT secret shared with the server."""
+    timeout: float = 10.0
+    """Seconds any single connect or reply may take."""
+
+    @property
+    def measure_ns(self) -> int:
+        return self.start_ns + int(self.warmup * 1e9)
+
+    @property
+    def end_ns(self) -> int:
+        return self.measure_ns + int(self.duration * 1e9)
+
+    def share(self, total: int) -> range:
+        """This part's slice of ``range(total)``."""
+        return range(self.index, total, self.count)
+
+    def rng(self) -> random.Random:
+        return random.Random(self.seed * 1000 + self.index)
+
+    def client(self, user: str, **kwargs: Any) -> Client:
+        kwargs.setdefault("timeout", self.timeout)
+        token = auth.make_token(user, self.secret, ttl=24 * 3600)
+        return TRANSPORTS[self.transport].client_class()(self.url, token, **kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    """Name on the command line and in results."""
+    doc: str
+    """One line for --help."""
+    part: Callable[[PartContext], Awaitable[dict[str, Any]]]
+    """The load one process generates; returns histograms, counters and series."""
+    grid: dict[str, list[Params]]
+    """Parameter points per profile (ci, quick, full)."""
+    timing: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """(warm-up, duration) seconds per profile."""
+    workers: bool = True
+    """Whether the load can be split across worker processes."""
+
+    def setup_budget(self, params: Params) -> float:
+        """Seconds allowed for connecting before the load starts."""
+        conns = int(params.get("connections", 0)) + int(params.get("subscribers", 0)) * int(
+            params.get("channels", 1))
+        return 1.0 + conns / 500.0
+
+
+async def connect_all(clients: Sequence[Client], channels: Sequence[Sequence[str]] = (),
+                      concurrency: int = 100) -> int:
+    """Connect every client (at most ``concurrency`` at once); return how many failed."""
+    sem = asyncio.Semaphore(concurrency)
+    failed = 0
+
+    async def one(i: int, client: Client) -> None:
+        nonlocal failed
+        async with sem:
+            try:
+                await client.connect(channels[i] if channels else ())
+            except Exception:  # noqa: BLE001 - counted; a scenario reports failures
+                failed += 1
+
+    await asyncio.gather(*(one(i, c) for i, c in enumerate(clients)))
+    return failed
+
+
+async def close_all(clients: Sequence[Client]) -> None:
+    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+async def sleep_until(t_ns: int) -> None:
+    delay = (t_ns - time.monotonic_ns()) / 1e9
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def drain(done: Callable[[], bool], timeout: float) -> None:
+    """Wait until ``done()`` or ``timeout`` seconds (replies still in flight)."""
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
+async def quiet(progress: Callable[[], int], timeout: float, still: float = 0.5) -> None:
+    """Wait until ``progress()`` stops growing for ``still`` seconds (or ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    last, since = progress(), time.monotonic()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        now = progress()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= still:
+            return
+
+
+def probe(seq: int, intended_ns: int, pad: str) -> dict[str, Any]:
+    """The harness's fields inside ``data`` (servers never read them)."""
+    return {"t": intended_ns, "seq": seq, "pad": pad}
+
+
+def registry() -> dict[str, Scenario]:
+    """Every scenario, by name (imported here so each module stays independent)."""
+    from sobranie_bench.harness.scenarios import (capacity, churn, connections, echo, fanout,
+                                                  overhead)
+
+    return {m.SCENARIO.name: m.SCENARIO
+            for m in (echo, fanout, connections, overhead, churn, capacity)}

@@ -1,0 +1,75 @@
+"""echo: round-trip latency at an offered rate (open loop), per connection count and payload.
+
+Each connection sends the contract's ``echo`` on its own constant-rate (or Poisson) schedule;
+the round trip is measured from the intended send time to the reply's arrival.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from sobranie_bench.harness.load import Schedule, open_loop
+from sobranie_bench.harness.recorder import Recorder
+from sobranie_bench.harness.scenarios import (PartContext, Scenario, close_all, connect_all,
+                                              drain, probe, sleep_until)
+
+
+async def part(ctx: PartContext) -> dict[str, Any]:
+    p = ctx.params
+    mine = list(ctx.share(int(p["connections"])))
+    rec = Recorder(ctx.measure_ns)
+    received = received_measured = 0
+
+    def on_envelope(env: dict[str, Any]) -> None:
+        nonlocal received, received_measured
+        if env["type"] == "echo":
+            received += 1
+            received_measured += rec.record_ns(env["data"]["t"])
+
+    clients = [ctx.client(f"echo-{i}", on_envelope=on_envelope, reconnect=False) for i in mine]
+    failed = await connect_all(clients)
+    pad = "x" * int(p["payload"])
+    rate_each = float(p["rate"]) / int(p["connections"])
+    rng = ctx.rng()
+    sent = [0]
+    sent_measured = [0]
+
+    async def run(client: Any) -> None:
+        async def send(i: int, intended: int) -> None:
+            sent[0] += 1
+            sent_measured[0] += intended >= ctx.measure_ns
+            await client.echo(probe(i, intended, pad))
+
+        # stagger connections over one period so they do not fire in lockstep
+        offset = int(rng.random() * 1e9 / rate_each)
+        await open_loop(Schedule(rate_each, bool(p.get("poisson"))), send,
+                        start_ns=ctx.start_ns + offset, duration=ctx.warmup + ctx.duration,
+                        rng=rng)
+
+    await sleep_until(ctx.start_ns)
+    await asyncio.gather(*(run(c) for c in clients if c.conn), return_exceptions=True)
+    await drain(lambda: received >= sent[0], timeout=max(2.0, ctx.timeout / 2))
+    end = time.monotonic()
+    await close_all(clients)
+    return {"histograms": {"rtt": rec.encoded()},
+            "counters": {"sent": sent[0], "received": received, "sent_measured": sent_measured[0],
+                         "received_measured": received_measured, "connect_failures": failed,
+                         "connections": len(mine)},
+            "times": {"load_end": end}}
+
+
+SCENARIO = Scenario(
+    name="echo", doc="round-trip latency of the echo op at an offered rate (open loop)",
+    part=part,
+    grid={
+        "ci": [{"connections": 50, "payload": 48, "rate": 1000}],
+        "quick": [{"connections": c, "payload": pl, "rate": r}
+                  for c in (50, 500) for pl in (48, 4096) for r in (1000, 4000)],
+        "full": [{"connections": c, "payload": pl, "rate": r, "poisson": po}
+                 for c in (50, 1000, 5000) for pl in (48, 4096)
+                 for r in (1000, 4000, 8000, 16000) for po in (False, True)],
+    },
+    timing={"ci": (0.5, 2.0), "quick": (2.0, 10.0), "full": (5.0, 30.0)},
+)

@@ -1,0 +1,123 @@
+"""fanout: publishers at an offered rate into channels with N subscribers each.
+
+Every delivery's one-way latency is measured from the publisher's intended send time (sender and
+receivers share the host's monotonic clock). Ids are per channel and in order, so each
+subscriber counts a delivery as new (id above its last), duplicate (id at or below it); lost is
+what the publisher had acknowledged minus what arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from sobranie_bench.harness.load import Schedule, open_loop
+from sobranie_bench.harness.recorder import Recorder
+from sobranie_bench.harness.scenarios import (PartContext, Scenario, close_all, connect_all,
+                                              drain, probe, quiet, sleep_until)
+
+
+class Tally:
+    """Deliveries seen by one subscriber on one channel."""
+
+    __slots__ = ("last", "unique", "duplicates")
+
+    def __init__(self) -> None:
+        self.last = 0
+        self.unique = 0
+        self.duplicates = 0
+
+    def see(self, id: int) -> bool:
+        if id <= self.last:
+            self.duplicates += 1
+            return False
+        self.last = id
+        self.unique += 1
+        return True
+
+
+async def part(ctx: PartContext) -> dict[str, Any]:
+    p = ctx.params
+    channels = [f"fanout:{ctx.seed}-{c}" for c in range(int(p.get("channels", 1)))]
+    per_channel = int(p["subscribers"])
+    rec = Recorder(ctx.measure_ns)
+    delivered_measured = 0
+    tallies: list[Tally] = []
+
+    def subscriber(tally: Tally) -> Any:
+        def on_envelope(env: dict[str, Any]) -> None:
+            nonlocal delivered_measured
+            if env["type"] == "message" and tally.see(env["id"]):
+                delivered_measured += rec.record_ns(env["data"]["t"])
+        return on_envelope
+
+    subs = []
+    sub_channels = []
+    for i in ctx.share(per_channel * len(channels)):
+        tally = Tally()
+        tallies.append(tally)
+        subs.append(ctx.client(f"sub-{i}", on_envelope=subscriber(tally)))
+        sub_channels.append([channels[i % len(channels)]])
+    failed = await connect_all(subs, sub_channels)
+
+    publishers = []
+    if ctx.index == 0:  # one publisher per channel, in the first part
+        publishers = [ctx.client(f"pub-{c}", on_envelope=lambda env: None)
+                      for c in range(len(channels))]
+        failed += await connect_all(publishers)
+    acked: dict[str, int] = {ch: 0 for ch in channels}
+    in_flight: set[asyncio.Future[Any]] = set()
+    pad = "x" * int(p["payload"])
+    rng = ctx.rng()
+
+    async def publish(pub: Any, channel: str) -> None:
+        def on_ack(fut: asyncio.Future[Any]) -> None:
+            in_flight.discard(fut)
+            if not fut.cancelled() and fut.exception() is None:
+                acked[channel] += 1
+
+        async def send(i: int, intended: int) -> None:
+            fut = pub.publish_nowait(channel, probe(i, intended, pad))
+            in_flight.add(fut)
+            fut.add_done_callback(on_ack)
+
+        await open_loop(Schedule(float(p["rate"]) / len(channels), bool(p.get("poisson"))),
+                        send, start_ns=ctx.start_ns, duration=ctx.warmup + ctx.duration, rng=rng)
+
+    await sleep_until(ctx.start_ns)
+    await asyncio.gather(*(publish(pub, ch) for pub, ch in zip(publishers, channels)))
+    await drain(lambda: not in_flight, timeout=ctx.timeout)
+    await quiet(lambda: sum(t.unique for t in tallies), timeout=ctx.timeout)
+    end = time.monotonic()
+    await close_all(subs + publishers)
+    per_channel_subs: dict[str, int] = {}
+    per_channel_unique: dict[str, int] = {}
+    for tally, (ch,) in zip(tallies, sub_channels):
+        per_channel_subs[ch] = per_channel_subs.get(ch, 0) + 1
+        per_channel_unique[ch] = per_channel_unique.get(ch, 0) + tally.unique
+    return {"histograms": {"latency": rec.encoded()},
+            "counters": {"published": sum(acked.values()),
+                         "delivered": sum(t.unique for t in tallies),
+                         "delivered_measured": delivered_measured,
+                         "duplicated": sum(t.duplicates for t in tallies),
+                         "connect_failures": failed, "subscribers": len(subs)},
+            "per_channel": {"acked": acked, "subscribers": per_channel_subs,
+                            "unique": per_channel_unique},
+            "times": {"load_end": end}}
+
+
+SCENARIO = Scenario(
+    name="fanout", doc="publish at a rate into channels of N subscribers; one-way latency, "
+                       "delivered/s, lost and duplicated",
+    part=part,
+    grid={
+        "ci": [{"channels": 1, "subscribers": 100, "rate": 50, "payload": 64}],
+        "quick": [{"channels": 1, "subscribers": s, "rate": r, "payload": 64}
+                  for s in (100, 1000) for r in (20, 100)],
+        "full": [{"channels": c, "subscribers": s, "rate": r, "payload": pl}
+                 for c in (1, 10) for s in (100, 1000, 5000) for r in (10, 50, 200)
+                 for pl in (64, 4096)],
+    },
+    timing={"ci": (0.5, 2.0), "quick": (2.0, 10.0), "full": (5.0, 30.0)},
+)

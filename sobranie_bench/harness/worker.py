@@ -1,0 +1,25 @@
+"""A harness worker process: reads {"scenario", "ctx"} JSON on stdin, runs that part of the
+load, prints its result as JSON on stdout (``sobranie-bench run --workers K``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from servers.run import install_uvloop
+from sobranie_bench.harness.sampler import raise_fd_limit
+from sobranie_bench.harness.scenarios import PartContext, registry
+
+
+def main() -> None:
+    spec = json.load(sys.stdin)
+    ctx = PartContext(**spec["ctx"])
+    raise_fd_limit()
+    install_uvloop()
+    result = asyncio.run(registry()[spec["scenario"]].part(ctx))
+    json.dump(result, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
