@@ -54,10 +54,12 @@ class Figure:
 class LatencyPoint:
     """One point of an instance's latency curve."""
 
-    rate_per_s: float
-    """Offered message rate at one instance, per second."""
+    work_us_per_s: float
+    """Server CPU the offered load costs at the measured per-message costs, us per second."""
     p95_us: float
-    """Median over trials of the 95th-percentile round trip at that rate, in microseconds."""
+    """Median over trials of the 95th-percentile latency at that load, microseconds."""
+    rate_per_s: float
+    """Offered rate: echo messages, or fan-out deliveries, per second."""
 
 
 @dataclass(frozen=True)
@@ -65,27 +67,31 @@ class LatencyCurve:
     """Measured p95 latency of one benchmark instance versus offered load."""
 
     points: tuple[LatencyPoint, ...]
-    """Points in increasing rate; empty when nothing was measured."""
+    """Points in increasing load; empty when nothing was measured."""
     source: Source
     """``"measured"`` when points come from echo or capacity rows, else ``"fallback"``."""
     note: str
     """Which scenario the points come from."""
+    ends_at_knee: bool = False
+    """True when the next load past the last point missed the SLO (capacity rows)."""
 
-    def rate_within(self, slo_us: float) -> float | None:
-        """Highest rate whose p95 stays within ``slo_us`` (linear between points).
+    def work_within(self, slo_us: float) -> float | None:
+        """Highest load (CPU us per second) whose p95 stays within ``slo_us``.
 
-        ``None`` when every measured point is within the SLO (the curve never crosses it, so
-        the measurement sets no limit); ``0.0`` when even the lowest rate misses it.
+        Linear between the points around the crossing. ``None`` when the measurement sets no
+        limit (every point within the SLO and the curve does not end at a knee).
         """
-        if not self.points or all(p.p95_us <= slo_us for p in self.points):
+        within = [p for p in self.points if p.p95_us <= slo_us]
+        if not self.points or (len(within) == len(self.points) and not self.ends_at_knee):
             return None
-        if self.points[0].p95_us > slo_us:
+        if len(within) == len(self.points):
+            return self.points[-1].work_us_per_s
+        if not within:
             return 0.0
-        for below, above in zip(self.points, self.points[1:], strict=False):
-            if above.p95_us > slo_us:
-                share = (slo_us - below.p95_us) / (above.p95_us - below.p95_us)
-                return below.rate_per_s + share * (above.rate_per_s - below.rate_per_s)
-        raise AssertionError("unreachable: some point exceeds the SLO")
+        below = within[-1]
+        above = self.points[self.points.index(below) + 1]
+        share = (slo_us - below.p95_us) / (above.p95_us - below.p95_us)
+        return below.work_us_per_s + share * (above.work_us_per_s - below.work_us_per_s)
 
 
 @dataclass(frozen=True)
@@ -234,8 +240,7 @@ def _measured(rows: pd.DataFrame, metric: str, unit: str, note: str) -> Figure |
 def _wire_overhead(rows: pd.DataFrame) -> Figure | None:
     medians = _per_params(rows, "bytes_down_per_msg")
     overheads = [
-        value - float(parse_params(params).get("payload", 0.0))
-        for params, value in medians.items()
+        value - float(parse_params(params).get("payload", 0.0)) for params, value in medians.items()
     ]
     if not overheads:
         return None
@@ -264,29 +269,36 @@ def _keepalive(rows: pd.DataFrame) -> Figure | None:
     )
 
 
-def _latency_curve(echo: pd.DataFrame, capacity: pd.DataFrame) -> LatencyCurve:
-    server_bound = echo[~echo["client_bound"]]
-    p95 = _per_params(server_bound, "rtt_p95_us")
-    if not p95.empty:
-        points = sorted(
-            LatencyPoint(float(parse_params(params).get("rate", 0.0)), float(value))
-            for params, value in p95.items()
-        )
+def _latency_curve(
+    echo: pd.DataFrame, capacity: pd.DataFrame, echo_us: float, inbound_us: float, delivery_us: float
+) -> LatencyCurve:
+    """From echo rows (p95 round trip versus rate) or else capacity rows (the most fan-out
+    subscribers of one channel published to at ``rate`` whose p95 held within ``sla_ms``)."""
+    p95 = _per_params(echo[~echo["client_bound"]], "rtt_p95_us")
+    rates = {params: float(parse_params(params).get("rate", 0.0)) for params in p95.index}
+    points = sorted(
+        LatencyPoint(rates[params] * echo_us, float(value), rates[params])
+        for params, value in p95.items()
+        if rates[params] > 0
+    )
+    if points:
         return LatencyCurve(
             tuple(points), "measured", "echo scenario: rtt_p95_us versus params rate"
         )
     clients = _per_params(capacity, "max_clients_within_sla")
     sla = _per_params(capacity, "sla_ms")
-    points = sorted(
-        LatencyPoint(value * float(parse_params(params)["rate"]), float(sla[params]) * 1000)
-        for params, value in clients.items()
-        if "rate" in parse_params(params) and params in sla.index
-    )
-    if points:
+    knees = []
+    for params, subscribers in clients.items():
+        publish_rate = float(parse_params(params).get("rate", 0.0))
+        if subscribers > 0 and publish_rate > 0 and params in sla.index:
+            work = publish_rate * (inbound_us + subscribers * delivery_us)
+            knees.append(LatencyPoint(work, float(sla[params]) * 1000, publish_rate * subscribers))
+    if knees:
         return LatencyCurve(
-            tuple(points),
+            (min(knees),),
             "measured",
-            "capacity scenario: max_clients_within_sla x per-client rate at sla_ms",
+            "capacity scenario: rate x max_clients_within_sla deliveries held p95 <= sla_ms",
+            ends_at_knee=True,
         )
     return LatencyCurve((), "fallback", "no echo or capacity rows: no measured latency curve")
 
@@ -332,11 +344,14 @@ def _transport_costs(transport: str, rows: pd.DataFrame) -> TransportCosts:
         "echo_cpu_us_per_msg": echo_cpu,
     }
     figures = {name: figure or fallback[name] for name, figure in measured.items()}
-    return TransportCosts(
-        transport=transport,
-        latency_curve=_latency_curve(echo, by_scenario.get("capacity", empty)),
-        **figures,
+    curve = _latency_curve(
+        echo,
+        by_scenario.get("capacity", empty),
+        figures["echo_cpu_us_per_msg"].value,
+        figures["cpu_us_per_inbound"].value,
+        figures["cpu_us_per_delivery"].value,
     )
+    return TransportCosts(transport=transport, latency_curve=curve, **figures)
 
 
 def calibrate(

@@ -50,6 +50,8 @@ class JobStream:
     """Distribution of units per message as ``(units, probability)`` pairs; units >= 1."""
     delivers: bool = False
     """True when each unit is a delivery to a recipient (counted in delivery latency)."""
+    setup_cost_s: float = 0.0
+    """Fixed CPU time per message before its first unit (e.g. reading it from Redis), s."""
 
     def __post_init__(self) -> None:
         if self.rate_per_s < 0 or self.unit_cost_s <= 0:
@@ -66,7 +68,17 @@ class JobStream:
     @property
     def mean_service_s(self) -> float:
         """Mean CPU time per message, in seconds."""
-        return self.unit_cost_s * self.mean_units
+        return self.setup_cost_s + self.unit_cost_s * self.mean_units
+
+    @property
+    def second_moment_service_s2(self) -> float:
+        """E[S^2] of the CPU time per message, S = setup + Gamma(units, unit cost), in s^2."""
+        total = sum(p for _, p in self.fanout)
+        c, s = self.unit_cost_s, self.setup_cost_s
+        return (
+            sum(p * (s * s + 2 * s * k * c + (k * c) ** 2 + k * c * c) for k, p in self.fanout)
+            / total
+        )
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,7 @@ class InstanceResult:
 class _Message:
     arrived: float
     units: int
+    setup_s: float
     service_s: float
     delivers: bool
     measured: bool
@@ -157,9 +170,11 @@ class _Monitor:
             return
         self.deliveries += message.units
         points = min(message.units, DELIVERY_POINTS)
-        wait = started - message.arrived
+        ready = started - message.arrived + message.setup_s
         for i in range(1, points + 1):
-            self.delivery_latencies.append(wait + message.service_s * i / points)
+            self.delivery_latencies.append(
+                ready + (message.service_s - message.setup_s) * i / points
+            )
             self.delivery_weights.append(message.units / points)
 
 
@@ -192,7 +207,8 @@ def clients(
             _Message(
                 arrived=env.now,
                 units=units,
-                service_s=rng.gammavariate(units, stream.unit_cost_s),
+                setup_s=stream.setup_cost_s,
+                service_s=stream.setup_cost_s + rng.gammavariate(units, stream.unit_cost_s),
                 delivers=stream.delivers,
                 measured=n >= warmup,
             )
@@ -255,9 +271,7 @@ def simulate_instance(
         observed_arrival_rate=observed_rate,
         littles_law_error=abs(time_average - observed_rate * mean_sojourn) / time_average,
         inbound_p95_s=(
-            percentile(monitor.inbound_sojourns, 0.95)
-            if monitor.inbound_sojourns
-            else None
+            percentile(monitor.inbound_sojourns, 0.95) if monitor.inbound_sojourns else None
         ),
         deliveries=monitor.deliveries,
         delivery_p95_s=(

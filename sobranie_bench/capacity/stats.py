@@ -45,9 +45,7 @@ def batch_means_ci(values: Sequence[float], batches: int = 20) -> tuple[float, f
     return centre, centre - half, centre + half
 
 
-def percentile(
-    values: Sequence[float], q: float, weights: Sequence[float] | None = None
-) -> float:
+def percentile(values: Sequence[float], q: float, weights: Sequence[float] | None = None) -> float:
     """The ``q``-quantile (0..1) of ``values``, each counting ``weights[i]`` times (default 1)."""
     if not values:
         raise ValueError("no values")

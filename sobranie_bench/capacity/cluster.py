@@ -1,0 +1,555 @@
+"""Cluster model: instances, memory, bandwidth and Redis load for N online users.
+
+Covers:
+
+- Sizing a fleet per transport against CPU, measured latency, memory and egress limits,
+  checking the p95 delivery latency with the SimPy instance model, plus N+1 headroom
+- Redis pub/sub load, classic (every publish broadcast to every node over the cluster bus)
+  versus sharded (SPUBLISH reaches only the shard that owns the channel's slot)
+- Aggregate flows for a whole fleet over an hour: one process per *instance*, not per user
+
+Scenario:
+  Users connect through a least-connections load balancer, so each of ``n`` instances of a
+  transport's fleet holds ``1/n`` of the connections. A message published to a channel
+  reaches Redis once and every instance with at least one online recipient of it once; each
+  instance then writes to its local recipients. Users are independent Poisson sources, so
+  the messages reaching one instance are a Poisson superposition whose rate is a sum of
+  per-user rates: a fleet of 10M users costs as much to simulate as its instance count.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import pandas as pd
+import simpy
+
+from sobranie_bench.capacity.calibration import TransportCosts, calibrate
+from sobranie_bench.capacity.instance import JobStream, simulate_instance
+from sobranie_bench.capacity.stats import percentile
+from sobranie_bench.capacity.workload import FeatureLoad, RecipientGroup, Workload, aggregate_rates
+
+RANDOM_SEED = 42
+SLO_S = 0.5  # p95 publish-to-delivery latency objective, seconds
+BENCH_CORES = 2  # cores of the machine the summary was measured on
+REDIS_HOP_S = 0.001  # Redis publish to subscriber read inside one datacentre, seconds
+KEEPALIVE_PERIOD_S = 20.0  # one heartbeat per idle connection every this many seconds
+INSTANCE_JOBS = 30_000  # messages simulated per instance-latency check
+TICK_S = 1.0  # time step of the fleet-hour simulation, seconds
+HOUR_S = 3600.0  # simulated duration of the fleet-hour run, seconds
+RECONNECT_WINDOW_S = 10.0  # clients of a lost instance reconnect spread over this, seconds
+RESP_OVERHEAD_BYTES = 60  # RESP framing + channel name per pub/sub message, bytes
+GIB = 1024**3
+
+Constraint = Literal["cpu", "measured latency", "memory", "egress", "simulated latency"]
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """One server instance: the benchmarked server on one machine of this size."""
+
+    cores: int = BENCH_CORES
+    """Cores per instance; measured per-instance limits scale by cores / BENCH_CORES."""
+    memory_bytes: int = 4 * GIB
+    """RAM per instance, bytes."""
+    usable_memory_fraction: float = 0.75
+    """Share of RAM available to connections (the rest: runtime, buffers, page cache)."""
+    egress_bytes_per_s: float = 125e6
+    """Sustained egress per instance (1 Gbit/s), bytes per second."""
+    max_utilisation: float = 0.75
+    """Highest planned CPU utilisation: headroom for bursts, GC pauses and deploys."""
+    spare_instances: int = 1
+    """Instances added on top of the need (N+1): the plan holds with this many lost."""
+
+
+@dataclass(frozen=True)
+class RedisSpec:
+    """The Redis deployment carrying pub/sub between instances."""
+
+    ops_per_s_per_node: float = 100_000.0
+    """Pub/sub messages (in or out) one Redis node handles per second on its one core;
+    the order of magnitude redis-benchmark reports for O(1) commands without pipelining."""
+    max_utilisation: float = 0.5
+    """Highest planned utilisation of a Redis node (it is single-threaded)."""
+
+
+@dataclass(frozen=True)
+class RedisLoad:
+    """Pub/sub load on Redis for one fleet, in one cluster mode."""
+
+    mode: Literal["classic", "sharded"]
+    """``classic``: PUBLISH, broadcast over the cluster bus to every node; ``sharded``:
+    SPUBLISH, forwarded only within the shard owning the channel's slot."""
+    publishes_per_s: float
+    """Messages published per second."""
+    deliveries_per_s: float
+    """Messages Redis sends to instance subscriptions per second."""
+    subscribed_instances_per_publish: float
+    """Mean instances holding at least one online recipient of a publish."""
+    deliveries_per_instance_s: float
+    """Messages each instance's subscription receives per second."""
+    shards: int | None
+    """Shards needed to stay under the node utilisation limit; None if no count suffices."""
+    per_shard_publishes_per_s: float
+    """Publishes each shard's primary processes per second (broadcasts included)."""
+    per_shard_deliveries_per_s: float
+    """Deliveries each shard's primary sends per second."""
+    per_shard_bytes_per_s: float
+    """Bytes each shard's primary receives and sends per second."""
+
+
+@dataclass(frozen=True)
+class FleetPlan:
+    """The instances one transport needs for the features it carries."""
+
+    transport: str
+    """Transport of this fleet."""
+    features: tuple[str, ...]
+    """Features the fleet carries."""
+    connections: float
+    """Open connections (one per online user)."""
+    inbound_per_s: float
+    """Client messages received per second, fleet-wide."""
+    deliveries_per_s: float
+    """Messages delivered to clients per second, fleet-wide."""
+    connects_per_s: float
+    """New connections per second from session churn, fleet-wide."""
+    instances_needed: int
+    """Instances that meet every limit with all of them up."""
+    instances: int
+    """Instances to run: instances_needed plus the spares (N+1)."""
+    binding: Constraint
+    """The limit that set instances_needed."""
+    cpu_utilisation: float
+    """CPU utilisation of one instance with instances_needed up."""
+    memory_bytes_per_instance: float
+    """Connection memory of one instance with instances_needed up, bytes."""
+    egress_bytes_per_s_per_instance: float
+    """Egress of one instance with instances_needed up, bytes per second."""
+    p95_delivery_s: float
+    """Simulated p95 publish-to-delivery latency with instances_needed up, seconds."""
+    connect_capacity_per_instance_s: float
+    """Handshakes one instance completes per second with all its CPU, per second."""
+    redis_classic: RedisLoad
+    """Redis load with classic cluster pub/sub."""
+    redis_sharded: RedisLoad
+    """Redis load with sharded pub/sub."""
+    fallbacks: tuple[str, ...]
+    """Calibration figures of this transport that are fallback constants, not measurements."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A capacity plan: one fleet per transport in use."""
+
+    workload: Workload
+    """The workload planned for."""
+    slo_s: float
+    """p95 delivery latency objective, seconds."""
+    instance: InstanceSpec
+    """Instance size assumed."""
+    calibration: str
+    """Where the per-transport costs came from."""
+    fleets: tuple[FleetPlan, ...]
+    """One plan per transport."""
+
+
+def local_recipients(
+    group: RecipientGroup, instances: int
+) -> tuple[float, tuple[tuple[int, float], ...]]:
+    """For one publish and one instance: P(at least one online recipient is local) and the
+    distribution of the local count given at least one, as ``(count, probability)`` pairs.
+
+    Each of ``group.potential`` recipients is online with probability p and sits on any of
+    the ``instances`` with equal chance, so the local count is Binomial(potential, p / n).
+    """
+    m, q = group.potential, group.online_probability / instances
+    if m == 0 or q <= 0:
+        return 0.0, ((1, 1.0),)
+    if q >= 1:
+        return 1.0, ((m, 1.0),)
+    mean, sd = m * q, math.sqrt(m * q * (1 - q))
+    low, high = max(1, math.floor(mean - 10 * sd)), min(m, math.ceil(mean + 10 * sd))
+    log_q, log_not_q = math.log(q), math.log1p(-q)
+
+    def log_pmf(k: int) -> float:
+        return (
+            math.lgamma(m + 1) - math.lgamma(k + 1) - math.lgamma(m - k + 1)
+            + k * log_q + (m - k) * log_not_q
+        )  # fmt: skip
+
+    pmf = [(k, math.exp(log_pmf(k))) for k in range(low, high + 1)]
+    total = sum(p for _, p in pmf)
+    return -math.expm1(m * log_not_q), tuple((k, p / total) for k, p in pmf if p > 0)
+
+
+def _subscribed_instances(load: FeatureLoad, instances: int) -> float:
+    return sum(g.share * instances * local_recipients(g, instances)[0] for g in load.groups)
+
+
+def job_streams(
+    loads: Sequence[FeatureLoad],
+    costs: TransportCosts,
+    connections: float,
+    connects_per_s: float,
+    instances: int,
+) -> list[JobStream]:
+    """The Poisson streams reaching one of ``instances`` instances of a fleet.
+
+    Client messages cost ``cpu_us_per_inbound``; a broker message costs one delivery's CPU
+    to read from Redis plus one per local recipient; handshakes and heartbeats are streams
+    of their own, so the CPU they take shows up in the waits of everything else.
+    """
+    us = 1e-6
+    inbound = sum(load.inbound_per_s for load in loads) / instances
+    streams = [
+        JobStream("inbound", inbound, costs.cpu_us_per_inbound.value * us),
+        JobStream("connect", connects_per_s / instances, costs.cpu_us_per_connection.value * us),
+        JobStream(
+            "keepalive",
+            connections / instances / KEEPALIVE_PERIOD_S,
+            costs.keepalive_cpu_us_per_connection_s.value * KEEPALIVE_PERIOD_S * us,
+        ),
+    ]
+    delivery_us = costs.cpu_us_per_delivery.value * us
+    for load in loads:
+        for group in load.groups:
+            p_local, fanout = local_recipients(group, instances)
+            streams.append(
+                JobStream(
+                    f"{load.feature} to {group.potential}",
+                    load.publishes_per_s * group.share * p_local,
+                    delivery_us,
+                    fanout=fanout,
+                    delivers=True,
+                    setup_cost_s=delivery_us,
+                )
+            )
+    return [s for s in streams if s.rate_per_s > 0]
+
+
+def _cpu_cores(streams: Sequence[JobStream]) -> float:
+    return sum(s.rate_per_s * s.mean_service_s for s in streams)
+
+
+def redis_load(
+    loads: Sequence[FeatureLoad], instances: int, payload_bytes: int, redis: RedisSpec
+) -> tuple[RedisLoad, RedisLoad]:
+    """Pub/sub load of one fleet on Redis, classic and sharded, with ``instances`` up."""
+    publishes = sum(load.publishes_per_s for load in loads)
+    deliveries = sum(
+        load.publishes_per_s * _subscribed_instances(load, instances) for load in loads
+    )
+    message_bytes = payload_bytes + RESP_OVERHEAD_BYTES
+    capacity = redis.ops_per_s_per_node * redis.max_utilisation
+    subscribed = deliveries / publishes if publishes else 0.0
+
+    # Classic: every node processes every publish (the cluster bus broadcasts it), while the
+    # subscriptions spread over the nodes. More shards never lower the publish share.
+    classic_shards: int | None = None
+    if publishes < capacity:
+        classic_shards = max(1, math.ceil(deliveries / (capacity - publishes)))
+    # Sharded: a channel lives on one shard, publishes and deliveries both spread.
+    sharded_shards = max(1, math.ceil((publishes + deliveries) / capacity))
+
+    def load_for(mode: Literal["classic", "sharded"], shards: int | None) -> RedisLoad:
+        count = shards or 1
+        per_publishes = publishes if mode == "classic" else publishes / count
+        per_deliveries = deliveries / count
+        return RedisLoad(
+            mode=mode,
+            publishes_per_s=publishes,
+            deliveries_per_s=deliveries,
+            subscribed_instances_per_publish=subscribed,
+            deliveries_per_instance_s=deliveries / instances,
+            shards=shards,
+            per_shard_publishes_per_s=per_publishes,
+            per_shard_deliveries_per_s=per_deliveries,
+            per_shard_bytes_per_s=(per_publishes + per_deliveries) * message_bytes,
+        )
+
+    return load_for("classic", classic_shards), load_for("sharded", sharded_shards)
+
+
+def _smallest(fits: Callable[[int], bool], start: int = 1) -> int:
+    """Smallest n >= start with fits(n), for fits monotone (false then true) in n."""
+    high = start
+    while not fits(high):
+        high *= 2
+        if high > 10_000_000:
+            raise ValueError("no fleet size up to 10M instances meets the limits")
+    low = max(start, high // 2)
+    while low < high:
+        middle = (low + high) // 2
+        if fits(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return high
+
+
+def _p95_delivery(streams: Sequence[JobStream], cores: int, seed: int) -> float:
+    result = simulate_instance(streams, cores=cores, jobs=INSTANCE_JOBS, seed=seed)
+    sender_leg = result.inbound_p95_s or 0.0
+    return sender_leg + REDIS_HOP_S + (result.delivery_p95_s or 0.0)
+
+
+def plan_fleet(
+    transport: str,
+    loads: Sequence[FeatureLoad],
+    costs: TransportCosts,
+    workload: Workload,
+    slo_s: float = SLO_S,
+    instance: InstanceSpec = InstanceSpec(),
+    redis: RedisSpec = RedisSpec(),
+    seed: int = RANDOM_SEED,
+) -> FleetPlan:
+    """Size one transport's fleet for the features it carries."""
+    connections = float(workload.online_users)
+    connects = connections / workload.session_length_s
+    deliveries = sum(load.deliveries_per_s for load in loads)
+    bytes_per_delivery = workload.payload_bytes + costs.wire_overhead_bytes.value
+    memory_limit = instance.memory_bytes * instance.usable_memory_fraction
+    scale = instance.cores / BENCH_CORES
+    knee = costs.latency_curve.work_within(slo_s * 1e6)
+    measured_cores = None if not knee else knee * 1e-6 * scale
+
+    def cores_used(n: int) -> float:
+        return _cpu_cores(job_streams(loads, costs, connections, connects, n))
+
+    limits: dict[Constraint, Callable[[int], bool]] = {
+        "cpu": lambda n: cores_used(n) <= instance.max_utilisation * instance.cores,
+        "memory": lambda n: (
+            connections / n * costs.memory_bytes_per_connection.value <= memory_limit
+        ),
+        "egress": lambda n: deliveries / n * bytes_per_delivery <= instance.egress_bytes_per_s,
+    }
+    if measured_cores is not None:
+        limits["measured latency"] = lambda n: cores_used(n) <= measured_cores
+    needs = {name: _smallest(fits) for name, fits in limits.items()}
+    binding: Constraint = max(needs, key=lambda name: needs[name])
+    needed = needs[binding]
+
+    p95 = _p95_delivery(
+        job_streams(loads, costs, connections, connects, needed), instance.cores, seed
+    )
+    while p95 > slo_s:
+        needed = max(needed + 1, math.ceil(needed * 1.1))
+        binding = "simulated latency"
+        p95 = _p95_delivery(
+            job_streams(loads, costs, connections, connects, needed), instance.cores, seed
+        )
+
+    classic, sharded = redis_load(
+        loads, needed + instance.spare_instances, workload.payload_bytes, redis
+    )
+    return FleetPlan(
+        transport=transport,
+        features=tuple(load.feature for load in loads),
+        connections=connections,
+        inbound_per_s=sum(load.inbound_per_s for load in loads),
+        deliveries_per_s=deliveries,
+        connects_per_s=connects,
+        instances_needed=needed,
+        instances=needed + instance.spare_instances,
+        binding=binding,
+        cpu_utilisation=cores_used(needed) / instance.cores,
+        memory_bytes_per_instance=connections / needed * costs.memory_bytes_per_connection.value,
+        egress_bytes_per_s_per_instance=deliveries / needed * bytes_per_delivery,
+        p95_delivery_s=p95,
+        connect_capacity_per_instance_s=instance.cores * 1e6 / costs.cpu_us_per_connection.value,
+        redis_classic=classic,
+        redis_sharded=sharded,
+        fallbacks=tuple(costs.fallbacks),
+    )
+
+
+def plan(
+    online_users: int | None = None,
+    *,
+    workload: Workload | None = None,
+    costs: Mapping[str, TransportCosts] | None = None,
+    transports: Sequence[str] | None = None,
+    slo_s: float = SLO_S,
+    instance: InstanceSpec = InstanceSpec(),
+    redis: RedisSpec = RedisSpec(),
+    calibration: str = "fallback constants (no summary given)",
+    seed: int = RANDOM_SEED,
+) -> Plan:
+    """Plan the fleets for ``online_users`` (or ``workload.online_users``).
+
+    Without ``transports`` the workload's feature-to-transport mapping decides which fleet
+    carries what. With ``transports``, each listed transport is planned as if it carried
+    every feature alone: a what-if, one fleet per transport, for comparing them.
+    """
+    base = workload or Workload()
+    if online_users is not None:
+        base = base.with_(online_users=online_users)
+    table = dict(costs) if costs is not None else calibrate(None)
+    scenarios = [base.all_over(t) for t in transports] if transports else [base]
+    fleets = []
+    for scenario in scenarios:
+        loads = aggregate_rates(scenario)
+        for transport in scenario.transports:
+            carried = [load for load in loads if load.transport == transport]
+            transport_costs = table.get(transport) or calibrate(None, (transport,))[transport]
+            fleets.append(
+                plan_fleet(
+                    transport, carried, transport_costs, scenario, slo_s, instance, redis, seed
+                )
+            )
+    return Plan(base, slo_s, instance, calibration, tuple(fleets))
+
+
+@dataclass(frozen=True)
+class FleetHour:
+    """One fleet simulated as aggregate flows over a stretch of time (an hour by default)."""
+
+    transport: str
+    """Transport of the fleet."""
+    online_users: int
+    """Online users the fleet serves."""
+    instances: int
+    """Instances at the start (the plan's count, spares included)."""
+    duration_s: float
+    """Simulated time, seconds."""
+    instance_ticks: int
+    """Instance time steps simulated (the work the simulation did)."""
+    mean_utilisation: float
+    """Mean CPU utilisation over all instances and ticks."""
+    p99_utilisation: float
+    """99th percentile of per-tick CPU utilisation over instances and ticks."""
+    overloaded_fraction: float
+    """Share of instance ticks at which the instance had more work than CPU (backlog)."""
+    max_backlog_delay_s: float
+    """Longest queueing delay implied by a backlog at a tick end, seconds."""
+    lost_instance_at_s: float | None
+    """When one instance was killed (its clients reconnect to the others), or None."""
+    wall_time_s: float
+    """Wall-clock time the simulation took, seconds."""
+
+
+def simulate_fleet_hour(
+    fleet: FleetPlan,
+    workload: Workload,
+    costs: TransportCosts,
+    duration_s: float = HOUR_S,
+    lost_instance_at_s: float | None = HOUR_S / 2,
+    cores: int = BENCH_CORES,
+    seed: int = RANDOM_SEED,
+) -> FleetHour:
+    """Run a planned fleet for ``duration_s`` in ticks of TICK_S, one process per instance.
+
+    Per tick, an instance's work is the compound-Poisson sum of its streams' CPU demand,
+    drawn as a normal with the exact mean and variance (thousands of messages per tick).
+    Work beyond the cores' capacity carries over as a backlog. At ``lost_instance_at_s``
+    one instance dies: the others take its share of the load, and its clients' handshakes
+    arrive spread over RECONNECT_WINDOW_S.
+    """
+    loads = [load for load in aggregate_rates(workload) if load.feature in fleet.features]
+    connects = fleet.connections / workload.session_length_s
+    streams = job_streams(loads, costs, fleet.connections, connects, fleet.instances)
+    mean_work = sum(s.rate_per_s * s.mean_service_s for s in streams) * TICK_S
+    var_work = sum(s.rate_per_s * s.second_moment_service_s2 for s in streams) * TICK_S
+    handshake_s = costs.cpu_us_per_connection.value * 1e-6
+    capacity = cores * TICK_S
+    utilisations: list[float] = []
+    delays: list[float] = []
+    alive = [True] * fleet.instances
+
+    def load_share() -> float:
+        return fleet.instances / sum(alive)
+
+    def reconnect_work(now: float) -> float:
+        if lost_instance_at_s is None or not 0 <= now - lost_instance_at_s < RECONNECT_WINDOW_S:
+            return 0.0
+        lost_clients = fleet.connections / fleet.instances
+        per_survivor = lost_clients / (fleet.instances - 1)
+        return per_survivor * handshake_s * TICK_S / RECONNECT_WINDOW_S
+
+    def instance(
+        env: simpy.Environment, index: int, rng: random.Random
+    ) -> simpy.events.ProcessGenerator:
+        backlog = 0.0
+        while alive[index]:
+            yield env.timeout(TICK_S)
+            share = load_share()
+            work = max(0.0, rng.gauss(mean_work * share, math.sqrt(var_work * share)))
+            work += reconnect_work(env.now)
+            utilisations.append(min(1.0, (backlog + work) / capacity))
+            backlog = max(0.0, backlog + work - capacity)
+            delays.append(backlog / cores)
+
+    def chaos_monkey(env: simpy.Environment, at_s: float) -> simpy.events.ProcessGenerator:
+        yield env.timeout(at_s)
+        alive[0] = False
+
+    started = time.perf_counter()
+    env = simpy.Environment()
+    rng = random.Random(seed)
+    for index in range(fleet.instances):
+        env.process(instance(env, index, random.Random(rng.getrandbits(64))))
+    if lost_instance_at_s is not None and fleet.instances > 1:
+        env.process(chaos_monkey(env, lost_instance_at_s))
+    env.run(until=duration_s + TICK_S / 2)
+    return FleetHour(
+        transport=fleet.transport,
+        online_users=workload.online_users,
+        instances=fleet.instances,
+        duration_s=duration_s,
+        instance_ticks=len(utilisations),
+        mean_utilisation=sum(utilisations) / len(utilisations),
+        p99_utilisation=percentile(utilisations, 0.99),
+        overloaded_fraction=sum(d > 0 for d in delays) / len(delays),
+        max_backlog_delay_s=max(delays),
+        lost_instance_at_s=lost_instance_at_s,
+        wall_time_s=time.perf_counter() - started,
+    )
+
+
+def scaling_table(
+    users: Sequence[int] = (100_000, 1_000_000, 10_000_000),
+    *,
+    workload: Workload | None = None,
+    costs: Mapping[str, TransportCosts] | None = None,
+    duration_s: float = HOUR_S,
+    seed: int = RANDOM_SEED,
+) -> pd.DataFrame:
+    """How planning and the fleet-hour simulation grow with online users: one row per size
+    and fleet, with wall-clock seconds for each (the simulation covers ``duration_s``)."""
+    base = workload or Workload()
+    table = dict(costs) if costs is not None else calibrate(None)
+    rows = []
+    for online in users:
+        scenario = base.with_(online_users=online)
+        started = time.perf_counter()
+        result = plan(workload=scenario, costs=table, seed=seed)
+        plan_s = time.perf_counter() - started
+        for fleet in result.fleets:
+            hour = simulate_fleet_hour(
+                fleet,
+                scenario,
+                table[fleet.transport],
+                duration_s,
+                cores=result.instance.cores,
+                seed=seed,
+            )
+            rows.append(
+                {
+                    "online_users": online,
+                    "transport": fleet.transport,
+                    "instances": fleet.instances,
+                    "instance_ticks": hour.instance_ticks,
+                    "simulated_s": duration_s,
+                    "plan_wall_s": plan_s,
+                    "simulate_wall_s": hour.wall_time_s,
+                    "p99_utilisation": hour.p99_utilisation,
+                    "max_backlog_delay_s": hour.max_backlog_delay_s,
+                }
+            )
+    return pd.DataFrame(rows)
