@@ -19,20 +19,30 @@ from sobranie_bench.harness.scenarios import (PartContext, Scenario, close_all, 
 
 
 class Tally:
-    """Deliveries seen by one subscriber on one channel."""
+    """Deliveries seen by one subscriber on one channel, exactly: ids above the last are new
+    (any skipped ids are remembered as missing), a missing id arriving late is new but
+    reordered, anything else is a duplicate."""
 
-    __slots__ = ("last", "unique", "duplicates")
+    __slots__ = ("last", "unique", "duplicates", "reordered", "missing")
 
     def __init__(self) -> None:
         self.last = 0
         self.unique = 0
         self.duplicates = 0
+        self.reordered = 0
+        self.missing: set[int] = set()
 
     def see(self, id: int) -> bool:
-        if id <= self.last:
+        if id > self.last:
+            if id > self.last + 1 and self.last:
+                self.missing.update(range(self.last + 1, id))
+            self.last = id
+        elif id in self.missing:
+            self.missing.discard(id)
+            self.reordered += 1
+        else:
             self.duplicates += 1
             return False
-        self.last = id
         self.unique += 1
         return True
 

@@ -1,0 +1,100 @@
+"""The runner end to end: raw files, a summary that is a pure function of them, clear errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from sobranie_bench.harness import results
+from sobranie_bench.harness.runner import HarnessError, Plan, check_target, run_plan
+from tests.conftest import SECRET
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import asyncio
+
+    out = tmp_path_factory.mktemp("results")
+    plan = Plan(profile="ci", transports=("ws", "sse"), scenarios=("echo", "overhead"),
+                out=out, secret=SECRET)
+    asyncio.run(run_plan(plan))
+    return out
+
+
+def test_raw_files_carry_metadata_and_histograms(tiny_run: Path) -> None:
+    raws = results.load_raw(tiny_run)
+    assert {(r["transport"], r["scenario"]) for r in raws} == {
+        ("ws", "echo"), ("sse", "echo"), ("ws", "overhead"), ("sse", "overhead")}
+    for raw in raws:
+        meta = raw["metadata"]
+        for key in ("python", "libraries", "cpu", "git_commit", "profile", "seed", "run_id"):
+            assert key in meta
+        assert raw["version"] == results.RAW_VERSION
+        assert raw["params"]
+        if raw["scenario"] == "echo":
+            assert raw["histograms"]["rtt"]["measured"]
+            assert raw["resources"]["server"] and raw["resources"]["harness"]
+
+
+def test_summary_is_a_pure_function_of_the_raw_files(tiny_run: Path, tmp_path: Path) -> None:
+    first = (tiny_run / "summary.csv").read_text()
+    results.write_summary(tiny_run / "runs", tmp_path / "again.csv")
+    assert (tmp_path / "again.csv").read_text() == first
+    rows = list(csv.DictReader(first.splitlines()))
+    assert set(rows[0]) == set(results.SUMMARY_COLUMNS)
+    metrics = {(r["transport"], r["scenario"], r["metric"]) for r in rows}
+    assert ("ws", "echo", "rtt_p99_us") in metrics
+    assert ("sse", "overhead", "bytes_per_msg") in metrics
+    # change a raw file: the summary follows it, and only it
+    raw_path = next(p for p in (tiny_run / "runs").rglob("ws-overhead-*.json"))
+    raw = json.loads(raw_path.read_text())
+    raw["counters"]["sub_down"] += raw["counters"]["delivered"] * 10
+    copy = tmp_path / "runs" / "x"
+    copy.mkdir(parents=True)
+    (copy / raw_path.name).write_text(json.dumps(raw))
+    before = {r["metric"]: float(r["value"]) for r in results.summarize(json.loads(
+        raw_path.read_text()))}
+    after = {r["metric"]: float(r["value"]) for r in results.summarize(raw)}
+    assert after["bytes_down_per_msg"] == pytest.approx(before["bytes_down_per_msg"] + 10)
+
+
+def test_overhead_counts_bytes_at_the_socket(tiny_run: Path) -> None:
+    rows = [r for r in csv.DictReader((tiny_run / "summary.csv").read_text().splitlines())
+            if r["scenario"] == "overhead" and r["metric"] == "bytes_down_per_msg"]
+    for row in rows:
+        payload = int(dict(kv.split("=") for kv in row["params"].split(";"))["payload"])
+        assert float(row["value"]) > payload  # framing and envelope on top of the payload
+
+
+async def test_dead_target_is_a_clear_error() -> None:
+    with pytest.raises(HarnessError, match="no server answers"):
+        await check_target("http://127.0.0.1:9")
+
+
+async def test_wrong_target_is_a_clear_error() -> None:
+    app = web.Application()
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        with pytest.raises(HarnessError, match="not the contract"):
+            await check_target(f"http://127.0.0.1:{port}")
+    finally:
+        await runner.cleanup()
+
+
+def test_cli_reports_a_dead_target_without_a_traceback(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "sobranie_bench.cli", "run", "--target",
+                           "http://127.0.0.1:9", "--transports", "ws", "--scenarios", "echo",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "no server answers" in proc.stderr
+    assert "Traceback" not in proc.stderr
