@@ -89,6 +89,7 @@ SERVERS: dict[str, str] = {
     "sse": "servers.run:start_aiohttp",
     "longpoll": "servers.run:start_aiohttp",
     "ws-websockets": "servers.run:start_websockets",
+    "webtransport": "servers.webtransport:start",
 }
 """``serve`` kind -> ``module:starter``; the aiohttp kinds share one app."""
 

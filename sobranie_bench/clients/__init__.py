@@ -36,6 +36,7 @@ TRANSPORTS: dict[str, Transport] = {t.name: t for t in [
               "Server-Sent Events (+ HTTP POST upstream)"),
     Transport("longpoll", "longpoll", "sobranie_bench.clients.longpoll:PollClient",
               "HTTP long-polling (+ HTTP POST upstream)"),
+    Transport("webtransport", "webtransport", "sobranie_bench.clients.webtransport:WebTransportClient", "WebTransport over HTTP/3 (aioquic)"),
 ]}
 
 __all__ = ["TRANSPORTS", "Backoff", "Client", "ClientError", "Transport"]
