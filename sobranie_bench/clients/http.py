@@ -22,8 +22,11 @@ class AiohttpClient(Client):
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            # Keep cookies from IP hosts too, as browsers do: a balancer's sticky-session
+            # cookie (HAProxy ``cookie SRV insert``) on http://127.0.0.1 must come back.
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, force_close=False))
+                connector=aiohttp.TCPConnector(limit=0, force_close=False),
+                cookie_jar=aiohttp.CookieJar(unsafe=True))
         return self._session
 
     async def close(self) -> None:
