@@ -31,6 +31,17 @@ TRANSPORTS = (
     "socketio-polling",
     "webrtc",
 )
+SUMMARY_COLUMNS = (
+    "run_id",
+    "transport",
+    "scenario",
+    "params",
+    "trial",
+    "metric",
+    "value",
+    "unit",
+    "client_bound",
+)
 KIB = 1024
 
 Source = Literal["measured", "fallback"]
@@ -270,7 +281,11 @@ def _keepalive(rows: pd.DataFrame) -> Figure | None:
 
 
 def _latency_curve(
-    echo: pd.DataFrame, capacity: pd.DataFrame, echo_us: float, inbound_us: float, delivery_us: float
+    echo: pd.DataFrame,
+    capacity: pd.DataFrame,
+    echo_us: float,
+    inbound_us: float,
+    delivery_us: float,
 ) -> LatencyCurve:
     """From echo rows (p95 round trip versus rate) or else capacity rows (the most fan-out
     subscribers of one channel published to at ``rate`` whose p95 held within ``sla_ms``)."""
@@ -372,7 +387,7 @@ def calibrate(
         rows = (
             frame[frame["transport"] == name]
             if frame is not None
-            else pd.DataFrame(columns=["scenario", "params", "metric", "value", "client_bound"])
+            else load_summary(pd.DataFrame(columns=list(SUMMARY_COLUMNS)))
         )
         costs[name] = _transport_costs(name, rows)
     return costs

@@ -1,0 +1,421 @@
+"""``sobranie-bench capacity``: plan servers and Redis, simulate reconnect storms, validate.
+
+The main CLI calls :func:`register` with its subparsers; each subcommand sets ``func``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from sobranie_bench.capacity.calibration import (
+    DEFAULT_SUMMARY,
+    TRANSPORTS,
+    TransportCosts,
+    calibrate,
+)
+from sobranie_bench.capacity.cluster import (
+    GIB,
+    SLO_S,
+    InstanceSpec,
+    Plan,
+    plan,
+    scaling_table,
+    simulate_fleet_hour,
+)
+from sobranie_bench.capacity.storm import (
+    JITTER_WINDOW_S,
+    STRATEGIES,
+    TIMEOUT_S,
+    StormResult,
+    storm,
+)
+from sobranie_bench.capacity.validation import CASES, JOBS, validate
+from sobranie_bench.capacity.workload import FEATURES
+
+_FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+def _costs(summary: str | None, console: Console) -> tuple[dict[str, TransportCosts], str]:
+    """Calibrate from ``summary`` (default results/summary.csv), or say loudly why not."""
+    path = Path(summary) if summary else DEFAULT_SUMMARY
+    if path.exists():
+        return calibrate(path), f"measured from {path} (figures not in it are fallbacks)"
+    if summary:
+        raise FileNotFoundError(f"no summary at {path}")
+    note = (
+        f"no summary at {path}: every figure is a FALLBACK constant, not a measurement "
+        "(run `sobranie-bench run` first, or pass --summary)"
+    )
+    console.print(f"[bold yellow]warning:[/] {note}", highlight=False)
+    return calibrate(None), note
+
+
+def _json(value: Any) -> str:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    elif isinstance(value, list):
+        value = [dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for v in value]
+    return json.dumps(value, indent=2, default=str)
+
+
+def _console(stderr: bool = False) -> Console:
+    """A console as wide as the terminal, or 150 columns when writing to a file or pipe."""
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=150)
+
+
+def _err_console(as_json: bool) -> Console:
+    """Tables go to stdout; with --json, notes go to stderr so stdout stays parseable."""
+    return _console(stderr=as_json)
+
+
+def _fmt(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _carried(result: Plan) -> str:
+    if all(len(f.features) == len(FEATURES) for f in result.fleets):
+        return "What-if: each transport carries every feature"
+    return "; ".join(f"{f.transport}: {', '.join(f.features)}" for f in result.fleets)
+
+
+def _plan_tables(result: Plan) -> list[Table]:
+    users = result.workload.online_users
+    fleets = Table(
+        title=f"Fleets for {users:,} online users (p95 SLO {result.slo_s * 1000:g} ms)",
+        caption=_carried(result)
+        + ". N+1: instances needed + spares. fallbacks: calibration figures not measured.",
+    )
+    for column in ("transport", "N+1", "binding", "CPU", "memory", "egress", "p95",
+                   "handshakes/s", "fallbacks"):  # fmt: skip
+        fleets.add_column(column)
+    for f in result.fleets:
+        fleets.add_row(
+            f.transport,
+            f"{f.instances_needed}+{f.instances - f.instances_needed}",
+            f.binding,
+            f"{f.cpu_utilisation:.0%}",
+            f"{f.memory_bytes_per_instance / GIB:.2f} GiB",
+            f"{f.egress_bytes_per_s_per_instance / 1e6:.1f} MB/s",
+            f"{f.p95_delivery_s * 1000:.1f} ms",
+            _fmt(f.connect_capacity_per_instance_s),
+            str(len(f.fallbacks)),
+        )
+    redis = Table(
+        title="Redis pub/sub",
+        caption="classic: every PUBLISH reaches every node; sharded: SPUBLISH reaches the "
+        "channel's shard only. inst/pub: instances subscribed per publish; shards needed "
+        "and messages per second on each node.",
+    )
+    for column in ("transport", "publish/s", "deliver/s", "inst/pub", "per inst/s",
+                   "classic", "per node/s", "sharded", "per shard/s"):  # fmt: skip
+        redis.add_column(column)
+    for f in result.fleets:
+        c, s = f.redis_classic, f.redis_sharded
+        redis.add_row(
+            f.transport,
+            _fmt(c.publishes_per_s),
+            _fmt(c.deliveries_per_s),
+            _fmt(c.subscribed_instances_per_publish, 1),
+            _fmt(c.deliveries_per_instance_s),
+            "cannot" if c.shards is None else str(c.shards),
+            "-"
+            if c.shards is None
+            else _fmt(c.per_shard_publishes_per_s + c.per_shard_deliveries_per_s),
+            str(s.shards),
+            _fmt(s.per_shard_publishes_per_s + s.per_shard_deliveries_per_s),
+        )
+    return [fleets, redis]
+
+
+def _plan(args: argparse.Namespace) -> int:
+    console = _err_console(args.json)
+    costs, note = _costs(args.summary, console)
+    transports = list(TRANSPORTS) if args.transport == ["all"] else args.transport
+    instance = InstanceSpec(
+        cores=args.cores,
+        memory_bytes=int(args.memory_gib * GIB),
+        max_utilisation=args.max_utilisation,
+        spare_instances=args.spares,
+    )
+    result = plan(
+        args.online_users,
+        costs=costs,
+        transports=transports,
+        slo_s=args.slo_ms / 1000,
+        instance=instance,
+        calibration=note,
+        seed=args.seed,
+    )
+    hours = []
+    if args.hour:
+        for fleet in result.fleets:
+            scenario = result.workload.all_over(fleet.transport) if transports else result.workload
+            hours.append(
+                simulate_fleet_hour(
+                    fleet, scenario, costs[fleet.transport], cores=args.cores, seed=args.seed
+                )
+            )
+    if args.json:
+        payload = dataclasses.asdict(result)
+        payload["fleet_hours"] = [dataclasses.asdict(h) for h in hours]
+        print(json.dumps(payload, indent=2, default=str))
+        return 0
+    console.print(f"calibration: {note}", highlight=False)
+    for table in _plan_tables(result):
+        console.print(table)
+    if hours:
+        table = Table(title="One simulated hour per fleet (one instance lost at 30 min)")
+        for column in ("transport", "instances", "mean util", "p99 util", "overloaded ticks",
+                       "max backlog delay", "wall time"):  # fmt: skip
+            table.add_column(column)
+        for h in hours:
+            table.add_row(
+                h.transport,
+                str(h.instances),
+                f"{h.mean_utilisation:.0%}",
+                f"{h.p99_utilisation:.0%}",
+                f"{h.overloaded_fraction:.2%}",
+                f"{h.max_backlog_delay_s:.2f} s",
+                f"{h.wall_time_s:.2f} s",
+            )
+        console.print(table)
+    return 0
+
+
+def _storm_table(results: list[StormResult]) -> Table:
+    first = results[0]
+    table = Table(
+        title=f"Reconnect storm: {first.clients:,} clients onto {first.instances} instances "
+        f"(connect capacity {first.connect_capacity_per_s:,.0f}/s per instance)"
+    )
+    for column in ("strategy", "peak attempts/s", "peak handshakes/s", "x capacity",
+                   "time to 99% connected", "attempts / inst", "CPU wasted"):  # fmt: skip
+        table.add_column(column)
+    for r in results:
+        table.add_row(
+            r.strategy,
+            _fmt(r.peak_attempts_per_s),
+            _fmt(r.peak_handshakes_per_s),
+            f"{r.peak_over_capacity:.2f}",
+            "not recovered" if r.time_to_recover_s is None else f"{r.time_to_recover_s:.0f} s",
+            _fmt(r.attempts),
+            f"{r.wasted_share:.0%}",
+        )
+    return table
+
+
+def _storm(args: argparse.Namespace) -> int:
+    console = _err_console(args.json)
+    capacity = args.connect_capacity
+    if capacity is None:
+        costs, note = _costs(args.summary, console)
+        transport_costs = (
+            costs.get(args.transport) or calibrate(None, (args.transport,))[args.transport]
+        )
+        capacity = args.cores * 1e6 / transport_costs.cpu_us_per_connection.value
+        console.print(
+            f"connect capacity: {capacity:,.0f} handshakes/s per instance "
+            f"({args.transport}, {transport_costs.cpu_us_per_connection.source} CPU per "
+            f"connection; calibration {note})",
+            highlight=False,
+        )
+    results = [
+        storm(
+            args.clients,
+            instances=args.instances,
+            strategy=strategy,
+            connect_capacity_per_s=capacity,
+            jitter_window_s=args.jitter_window_s,
+            timeout_s=args.timeout_s,
+            seed=args.seed,
+        )
+        for strategy in args.strategy or STRATEGIES
+    ]
+    if args.json:
+        print(_json(results))
+    else:
+        console.print(_storm_table(results))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    rows = validate(jobs=args.jobs, seed=args.seed)
+    if args.json:
+        print(_json(rows))
+        return 0
+    table = Table(title="SimPy instance model versus closed form (mean wait in queue)")
+    for column in ("model", "ρ", "λ /s", "μ /s", "simulated", "analytic (Erlang C)",
+                   "95% CI (batch means)", "error", "in CI", "L", "λW"):  # fmt: skip
+        table.add_column(column)
+    for r in rows:
+        low, high = r.ci95
+        table.add_row(
+            r.model,
+            f"{r.utilisation:.2f}",
+            _fmt(r.arrival_rate),
+            _fmt(r.service_rate),
+            f"{r.simulated_mean_wait * 1e6:.2f} µs",
+            f"{r.analytic_mean_wait * 1e6:.2f} µs",
+            f"[{low * 1e6:.2f}, {high * 1e6:.2f}] µs",
+            f"{r.relative_error:+.2%}",
+            "yes" if r.analytic_in_ci else "NO",
+            f"{r.time_average_in_system:.4f}",
+            f"{r.arrival_rate_times_sojourn:.4f}",
+        )
+    _console().print(table)
+    return 0
+
+
+def _scaling(args: argparse.Namespace) -> int:
+    console = _err_console(args.json)
+    costs, _ = _costs(args.summary, console)
+    frame = scaling_table(args.users, costs=costs, duration_s=args.duration_s, seed=args.seed)
+    if args.json:
+        print(frame.to_json(orient="records", indent=2))
+        return 0
+    table = Table(title=f"Run time versus online users ({args.duration_s:g} s simulated)")
+    for column in frame.columns:
+        table.add_column(str(column))
+    for row in frame.itertuples(index=False):
+        table.add_row(*(f"{v:,.3g}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int)
+                        else str(v) for v in row))  # fmt: skip
+    console.print(table)
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser, summary: bool = True) -> None:
+    if summary:
+        parser.add_argument(
+            "--summary",
+            metavar="PATH",
+            help=f"tidy results summary to calibrate from (default: {DEFAULT_SUMMARY}; when "
+            "that file does not exist, fallback constants are used and the output says so)",
+        )
+    parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``capacity`` command and its subcommands to the main CLI."""
+    capacity = subparsers.add_parser(
+        "capacity",
+        help="plan servers and Redis for N online users; reconnect storms; model checks",
+        description="SimPy capacity models calibrated from results/summary.csv: how many "
+        "instances each transport needs for N online users, how much Redis pub/sub load "
+        "that makes, how reconnect storms play out, and how the queueing model compares "
+        "with Erlang C.",
+        formatter_class=_FORMATTER,
+    )
+    commands = capacity.add_subparsers(dest="capacity_command", required=True, metavar="SUBCOMMAND")
+
+    p = commands.add_parser(
+        "plan",
+        help="instances, memory, egress and Redis load for N online users",
+        description="Size one fleet per transport so the simulated p95 publish-to-delivery "
+        "latency stays under the SLO, CPU under --max-utilisation, connection memory and "
+        "egress within one instance, then add --spares instances (N+1). Without --transport "
+        "the default mapping is planned (chat/presence/collab over ws, notifications/feed/"
+        "counters over sse); with --transport each named transport is planned as if it "
+        "carried every feature, for comparison.\n\nexample:\n"
+        "  sobranie-bench capacity plan --online-users 1000000 --transport ws sse longpoll",
+        formatter_class=_FORMATTER,
+    )
+    p.add_argument("--online-users", type=int, required=True, metavar="N",
+                   help="users online at the same time (the peak)")  # fmt: skip
+    p.add_argument("--transport", nargs="+", metavar="T", choices=[*TRANSPORTS, "all"],
+                   help=f"what-if: plan each transport carrying every feature; 'all' for "
+                        f"all of {', '.join(TRANSPORTS)}")  # fmt: skip
+    p.add_argument("--slo-ms", type=float, default=SLO_S * 1000,
+                   help="p95 delivery latency objective in ms (default 500)")  # fmt: skip
+    p.add_argument("--cores", type=int, default=InstanceSpec.cores,
+                   help="cores per instance (default 2, the benchmark machine)")  # fmt: skip
+    p.add_argument("--memory-gib", type=float, default=InstanceSpec.memory_bytes / GIB,
+                   help="RAM per instance in GiB (default 4)")  # fmt: skip
+    p.add_argument("--max-utilisation", type=float, default=InstanceSpec.max_utilisation,
+                   help="highest planned CPU utilisation per instance (default 0.75)")  # fmt: skip
+    p.add_argument("--spares", type=int, default=InstanceSpec.spare_instances,
+                   help="spare instances per fleet (default 1: N+1)")  # fmt: skip
+    p.add_argument("--hour", action="store_true",
+                   help="also simulate each fleet for an hour as aggregate flows, losing one "
+                        "instance half-way")  # fmt: skip
+    _common(p)
+    p.set_defaults(func=_plan)
+
+    s = commands.add_parser(
+        "storm",
+        help="reconnect storm: no jitter vs full jitter vs token-bucket admission",
+        description="N clients lose their connections at once (a deploy, an instance loss) "
+        "and reconnect to K instances. Compares reconnecting at once, exponential backoff "
+        "with full jitter, and token-bucket admission at the load balancer: peak handshake "
+        "rate against an instance's connect capacity, and time until 99%% are back.\n\n"
+        "example:\n  sobranie-bench capacity storm --clients 1000000 --instances 10",
+        formatter_class=_FORMATTER,
+    )
+    s.add_argument("--clients", type=int, required=True, metavar="N",
+                   help="clients reconnecting, fleet-wide")  # fmt: skip
+    s.add_argument("--instances", type=int, default=10, metavar="K",
+                   help="instances they reconnect to (default 10)")  # fmt: skip
+    s.add_argument("--strategy", nargs="+", choices=STRATEGIES,
+                   help="strategies to simulate (default: all three)")  # fmt: skip
+    s.add_argument("--transport", default="ws", choices=TRANSPORTS,
+                   help="whose CPU per connection sets the connect capacity (default ws)")  # fmt: skip
+    s.add_argument("--cores", type=int, default=InstanceSpec.cores,
+                   help="cores per instance (default 2)")  # fmt: skip
+    s.add_argument("--connect-capacity", type=float, metavar="PER_S",
+                   help="handshakes per second per instance (overrides the calibration)")  # fmt: skip
+    s.add_argument("--jitter-window-s", type=float, default=JITTER_WINDOW_S,
+                   help=f"full jitter: spread of the first attempt in s (default {JITTER_WINDOW_S:g})")  # fmt: skip
+    s.add_argument("--timeout-s", type=float, default=TIMEOUT_S,
+                   help=f"client handshake timeout in s (default {TIMEOUT_S:g})")  # fmt: skip
+    _common(s)
+    s.set_defaults(func=_storm)
+
+    v = commands.add_parser(
+        "validate",
+        help="SimPy instance model versus M/M/1 and M/M/c (Erlang C), with Little's law",
+        description="Simulate the instance model as M/M/1 and M/M/c at utilisations up to "
+        f"0.8 ({', '.join(f'c={c} ρ={r}' for c, r in CASES)}) and print the simulated mean "
+        "wait beside the Erlang C value, with its 95%% batch-means confidence interval and "
+        "Little's law (L against λW). Times are in seconds in --json.",
+        formatter_class=_FORMATTER,
+    )
+    v.add_argument("--jobs", type=int, default=JOBS,
+                   help=f"messages measured per case (default {JOBS:,})")  # fmt: skip
+    v.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    v.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    v.set_defaults(func=_validate)
+
+    g = commands.add_parser(
+        "scaling",
+        help="how run time grows with online users (plan + one simulated hour per fleet)",
+        description="Plan and simulate the default fleets for each user count and report "
+        "the wall-clock time each step took.",
+        formatter_class=_FORMATTER,
+    )
+    g.add_argument("--users", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000],
+                   help="online user counts (default 100000 1000000 10000000)")  # fmt: skip
+    g.add_argument("--duration-s", type=float, default=3600.0,
+                   help="simulated time per fleet in s (default 3600)")  # fmt: skip
+    _common(g)
+    g.set_defaults(func=_scaling)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the capacity command on its own (``python -m sobranie_bench.capacity.cli``)."""
+    parser = argparse.ArgumentParser(prog="sobranie-bench")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
