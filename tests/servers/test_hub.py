@@ -1,0 +1,557 @@
+"""The hub without sockets or sleeps: a fake clock, the memory broker, outboxes read directly.
+
+Every test drives hub coroutines with ``await`` only; nothing here waits on time. What a client
+would receive is read from ``conn.queue`` (the outbox) and decoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from servers.brokers import Message
+from servers.brokers.memory import MemoryBroker
+from servers.hub import Connection, Hub, Limits
+from sobranie_bench import wire
+from sobranie_bench.wire import ErrorCode, WireError
+
+
+class FakeClock:
+    """Seconds that move only when a test says so."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class RecordingBroker(MemoryBroker):
+    """The memory broker, remembering which channels the hub joined and left."""
+
+    def __init__(self, history_size: int = wire.HISTORY_SIZE) -> None:
+        super().__init__(history_size)
+        self.joined: list[str] = []
+        self.left: list[str] = []
+
+    async def subscribe(self, channel: str) -> None:
+        self.joined.append(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self.left.append(channel)
+
+
+class SlowHistoryBroker(MemoryBroker):
+    """``history()`` waits for ``release`` (a slow Redis XRANGE): live messages published
+    meanwhile reach the hub while the resume is still in flight.
+
+    ``snapshot_first``: read the history before waiting (the live messages are then not in
+    it, as with a read that raced ahead of the publishes), else after (they are in it too)."""
+
+    def __init__(self, snapshot_first: bool, history_size: int = wire.HISTORY_SIZE) -> None:
+        super().__init__(history_size)
+        self.snapshot_first = snapshot_first
+        self.waiting = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def history(self, channel: str, since: int) -> list[Message]:
+        before = await super().history(channel, since)
+        self.waiting.set()
+        await self.release.wait()
+        return before if self.snapshot_first else await super().history(channel, since)
+
+
+async def make_hub(broker: Any = None, **limits: Any) -> tuple[Hub, FakeClock]:
+    clock = FakeClock()
+    hub = Hub(broker, clock=clock, limits=Limits(**limits))
+    await hub.start()
+    return hub, clock
+
+
+def drain(conn: Connection) -> list[dict[str, Any]]:
+    """Everything in the outbox, decoded, oldest first; the outbox is left empty."""
+    items = list(conn.queue)
+    conn.queue.clear()
+    return [json.loads(item.text) for item in items]
+
+
+def of_type(envelopes: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [e for e in envelopes if e["type"] == kind]
+
+
+async def send(hub: Hub, conn: Connection, **envelope: Any) -> None:
+    await hub.handle(conn, json.dumps(envelope))
+
+
+async def connected(hub: Hub, user: str, *channels: str) -> Connection:
+    conn = await hub.connect(user, "ws")
+    for channel in channels:
+        await hub.subscribe(conn, channel)
+    drain(conn)
+    return conn
+
+
+# --- connection lifecycle -----------------------------------------------------------------
+
+
+async def test_hello_is_first_and_names_the_connection() -> None:
+    hub, _ = await make_hub()
+    a = await hub.connect("alice", "ws")
+    b = await hub.connect("alice", "sse")
+    (hello,) = drain(a)
+    assert hello == {"type": "hello", "conn": a.id, "user": "alice", "server": hub.server}
+    assert hub.server.startswith("sobranie-aiohttp/")
+    assert drain(b)[0]["conn"] == b.id != a.id
+    assert hub.lookup(a.id, "alice") is a
+
+
+async def test_lookup_refuses_unknown_and_foreign_connections() -> None:
+    hub, _ = await make_hub()
+    a = await hub.connect("alice", "sse")
+    with pytest.raises(WireError) as err:
+        hub.lookup("nope", "alice")
+    assert err.value.code == ErrorCode.BAD_REQUEST
+    with pytest.raises(WireError) as err:
+        hub.lookup(a.id, "mallory")
+    assert err.value.code == ErrorCode.FORBIDDEN
+
+
+async def test_outgoing_waits_for_a_push_and_takes_everything() -> None:
+    hub, _ = await make_hub()
+    conn = await connected(hub, "alice")
+    waiting = asyncio.ensure_future(conn.outgoing())
+    await asyncio.sleep(0)  # one loop turn: the reader is now parked on its waiter
+    assert not waiting.done()
+    await send(hub, conn, op="echo", data=1, ref="a")
+    await send(hub, conn, op="echo", data=2, ref="b")
+    items = await waiting
+    assert [json.loads(i.text)["data"] for i in items] == [1, 2]
+    assert not conn.queue
+
+
+async def test_outgoing_returns_empty_once_closed() -> None:
+    hub, _ = await make_hub()
+    conn = await connected(hub, "alice")
+    waiting = asyncio.ensure_future(conn.outgoing())
+    await asyncio.sleep(0)
+    await hub.disconnect(conn)
+    assert list(await waiting) == []
+    assert conn.closed and conn.close_code == wire.CLOSE_GOING_AWAY
+
+
+# --- subscribe, publish, ack, echo --------------------------------------------------------
+
+
+async def test_subscribe_ack_carries_the_latest_id_then_messages_in_order() -> None:
+    hub, _ = await make_hub()
+    await hub.publish("server-code", "chat:1", "before")
+    sub = await hub.connect("bob", "ws")
+    pub = await connected(hub, "alice")
+    drain(sub)
+    await send(hub, sub, op="subscribe", channel="chat:1", ref="s1")
+    assert drain(sub) == [{"type": "ack", "ref": "s1", "id": 1}]
+    for i in range(5):
+        await send(hub, pub, op="publish", channel="chat:1", data={"n": i}, ref=f"p{i}")
+    acks = drain(pub)
+    assert acks == [{"type": "ack", "ref": f"p{i}", "id": i + 2} for i in range(5)]
+    got = drain(sub)
+    assert got == [{"type": "message", "channel": "chat:1", "id": i + 2, "data": {"n": i},
+                    "from": "alice"} for i in range(5)]
+
+
+async def test_publisher_subscribed_to_its_channel_gets_ack_and_its_own_message() -> None:
+    hub, _ = await make_hub()
+    alice = await connected(hub, "alice", "room:x")
+    await send(hub, alice, op="publish", channel="room:x", data="hi", ref="r")
+    got = drain(alice)
+    assert {(e["type"], e["id"]) for e in got} == {("ack", 1), ("message", 1)}
+
+
+async def test_ids_are_per_channel() -> None:
+    hub, _ = await make_hub()
+    ids = [(await hub.publish("u", ch, i)).id for i, ch in enumerate("abab")]
+    assert ids == [1, 1, 2, 2]
+
+
+async def test_echo_goes_to_the_sender_only() -> None:
+    hub, _ = await make_hub()
+    a = await connected(hub, "alice", "room:x")
+    b = await connected(hub, "bob", "room:x")
+    await send(hub, a, op="echo", data={"seq": 7, "pad": "x" * 48}, ref="e1")
+    assert drain(a) == [{"type": "echo", "ref": "e1", "data": {"seq": 7, "pad": "x" * 48}}]
+    assert drain(b) == []
+
+
+async def test_echo_and_ack_without_ref_carry_null_ref() -> None:
+    hub, _ = await make_hub()
+    a = await connected(hub, "alice")
+    await send(hub, a, op="echo", data=None)
+    await send(hub, a, op="publish", channel="c", data=1)
+    assert drain(a) == [{"type": "echo", "ref": None, "data": None},
+                        {"type": "ack", "ref": None, "id": 1}]
+
+
+async def test_non_string_ref_is_echoed_as_a_string() -> None:
+    hub, _ = await make_hub()
+    a = await connected(hub, "alice")
+    await send(hub, a, op="echo", data=0, ref=42)
+    assert drain(a)[0]["ref"] == "42"
+
+
+async def test_unsubscribe_stops_delivery_and_releases_the_channel() -> None:
+    broker = RecordingBroker()
+    hub, _ = await make_hub(broker)
+    a = await connected(hub, "alice", "chat:1")
+    b = await connected(hub, "bob", "chat:1")
+    assert broker.joined == ["chat:1"]  # the broker hears of the first local subscriber only
+    await send(hub, a, op="unsubscribe", channel="chat:1", ref="u")
+    assert drain(a) == [{"type": "ack", "ref": "u"}]
+    await hub.publish("carol", "chat:1", "after")
+    assert drain(a) == []
+    assert [e["data"] for e in drain(b)] == ["after"]
+    assert broker.left == []
+    await hub.unsubscribe(b, "chat:1")
+    assert broker.left == ["chat:1"] and "chat:1" not in hub.channels
+    await hub.unsubscribe(b, "chat:1")  # leaving twice is harmless
+    assert broker.left == ["chat:1"]
+
+
+async def test_subscribing_twice_does_not_duplicate_delivery() -> None:
+    hub, _ = await make_hub()
+    a = await connected(hub, "alice", "chat:1")
+    await hub.subscribe(a, "chat:1")
+    drain(a)
+    await hub.publish("bob", "chat:1", 1)
+    assert len(of_type(drain(a), "message")) == 1
+
+
+async def test_disconnect_leaves_every_channel() -> None:
+    broker = RecordingBroker()
+    hub, _ = await make_hub(broker)
+    a = await connected(hub, "alice", "a", "b")
+    await hub.disconnect(a)
+    assert sorted(broker.left) == ["a", "b"] and hub.channels == {} and hub.conns == {}
+    await hub.disconnect(a)  # idempotent
+
+
+# --- presence -------------------------------------------------------------------------------
+
+
+async def test_presence_online_on_first_and_offline_on_last_connection() -> None:
+    hub, _ = await make_hub()
+    watcher = await connected(hub, "watcher", "presence")
+    first = await hub.connect("carol", "ws")
+    second = await hub.connect("carol", "sse")
+    assert drain(watcher) == [{"type": "presence", "channel": "presence", "user": "carol",
+                               "status": "online"}]
+    await hub.disconnect(first)
+    assert drain(watcher) == []  # carol is still online on her other connection
+    await hub.disconnect(second)
+    assert drain(watcher) == [{"type": "presence", "channel": "presence", "user": "carol",
+                               "status": "offline"}]
+    again = await hub.connect("carol", "ws")
+    assert [e["status"] for e in drain(watcher)] == ["online"]
+    await hub.disconnect(again)
+
+
+async def test_presence_has_no_id_and_is_not_kept_for_resume() -> None:
+    hub, _ = await make_hub()
+    await hub.connect("carol", "ws")
+    late = await hub.connect("late", "ws")
+    drain(late)
+    await hub.subscribe(late, "presence", since=0)
+    assert drain(late) == [{"type": "ack", "ref": None, "id": 0}]
+
+
+# --- history and resume ---------------------------------------------------------------------
+
+
+async def test_resume_with_since_replays_exactly_the_missed_then_live() -> None:
+    hub, _ = await make_hub()
+    for i in range(10):
+        await hub.publish("alice", "feed:g", i)
+    bob = await hub.connect("bob", "ws")
+    drain(bob)
+    await send(hub, bob, op="subscribe", channel="feed:g", since=4, ref="s")
+    got = drain(bob)
+    assert got[0] == {"type": "ack", "ref": "s", "id": 10}
+    assert [e["id"] for e in got[1:]] == [5, 6, 7, 8, 9, 10]
+    assert [e["data"] for e in got[1:]] == [4, 5, 6, 7, 8, 9]
+    await hub.publish("alice", "feed:g", "live")
+    assert [(e["id"], e["data"]) for e in drain(bob)] == [(11, "live")]
+
+
+async def test_resume_when_nothing_was_missed_is_just_the_ack() -> None:
+    hub, _ = await make_hub()
+    for i in range(3):
+        await hub.publish("alice", "feed:g", i)
+    bob = await connected(hub, "bob")
+    await hub.subscribe(bob, "feed:g", since=3, ref="s")
+    assert drain(bob) == [{"type": "ack", "ref": "s", "id": 3}]
+    await hub.subscribe(bob, "new:channel", since=0, ref="t")
+    assert drain(bob) == [{"type": "ack", "ref": "t", "id": 0}]
+
+
+async def test_subscribe_returns_the_cursor_it_starts_from() -> None:
+    hub, _ = await make_hub()
+    for i in range(4):
+        await hub.publish("alice", "c", i)
+    bob = await connected(hub, "bob")
+    assert await hub.subscribe(bob, "c") == 4
+    assert await hub.subscribe(bob, "c", since=2) == 2
+
+
+@pytest.mark.parametrize("snapshot_first", [True, False],
+                         ids=["history-before-live", "history-includes-live"])
+async def test_live_messages_during_a_resume_are_held_then_flushed_once(
+        snapshot_first: bool) -> None:
+    broker = SlowHistoryBroker(snapshot_first)
+    hub, _ = await make_hub(broker)
+    for i in range(5):
+        await hub.publish("alice", "chat:1", i)
+    bob = await connected(hub, "bob")
+    resume = asyncio.ensure_future(hub.subscribe(bob, "chat:1", since=2, ref="s"))
+    await broker.waiting.wait()  # the hub is inside history(): the subscription is pending
+    for i in range(5, 8):
+        await hub.publish("alice", "chat:1", i)  # delivered live while the resume waits
+    assert [item.type for item in bob.queue] == [], "held, not queued, until the replay"
+    broker.release.set()
+    await resume
+    got = drain(bob)
+    assert got[0] == {"type": "ack", "ref": "s", "id": 5}
+    assert [e["id"] for e in got[1:]] == [3, 4, 5, 6, 7, 8], "all missed, in order, once"
+    assert [e["data"] for e in got[1:]] == [2, 3, 4, 5, 6, 7]
+    await hub.publish("alice", "chat:1", "after")
+    assert [e["id"] for e in drain(bob)] == [9]
+
+
+async def test_history_gap_replaces_the_ack_and_retained_messages_follow() -> None:
+    hub, _ = await make_hub(MemoryBroker(history_size=5))
+    for i in range(12):
+        await hub.publish("alice", "chat:old", i)
+    bob = await connected(hub, "bob")
+    await send(hub, bob, op="subscribe", channel="chat:old", since=2, ref="s")
+    got = drain(bob)
+    assert got[0]["type"] == "error" and got[0]["code"] == "history_gap"
+    assert got[0]["ref"] == "s" and "3..7" in got[0]["message"]
+    assert of_type(got, "ack") == []
+    assert [e["id"] for e in got[1:]] == [8, 9, 10, 11, 12]
+    await hub.publish("alice", "chat:old", "live")  # the subscription stands
+    assert [e["id"] for e in drain(bob)] == [13]
+    assert hub.metrics.errors["history_gap"] == 1
+
+
+async def test_no_gap_at_the_edge_of_the_retained_window() -> None:
+    hub, _ = await make_hub(MemoryBroker(history_size=5))
+    for i in range(12):
+        await hub.publish("alice", "chat:old", i)
+    bob = await connected(hub, "bob")
+    await hub.subscribe(bob, "chat:old", since=7, ref="s")
+    got = drain(bob)
+    assert got[0] == {"type": "ack", "ref": "s", "id": 12}
+    assert [e["id"] for e in got[1:]] == [8, 9, 10, 11, 12]
+
+
+async def test_gap_when_everything_retained_is_gone_and_since_is_behind() -> None:
+    hub, _ = await make_hub(MemoryBroker(history_size=0))
+    for i in range(3):
+        await hub.publish("alice", "c", i)
+    bob = await connected(hub, "bob")
+    await hub.subscribe(bob, "c", since=1, ref="s")
+    (err,) = drain(bob)
+    assert err["code"] == "history_gap"
+
+
+# --- access control ---------------------------------------------------------------------------
+
+
+async def test_private_channel_is_for_its_user_only() -> None:
+    hub, _ = await make_hub()
+    alice = await connected(hub, "alice")
+    bob = await connected(hub, "bob")
+    await send(hub, bob, op="subscribe", channel="user:alice", ref="x")
+    assert drain(bob) == [{"type": "error", "ref": "x", "code": "forbidden",
+                           "message": "user:alice is private"}]
+    assert "user:alice" not in bob.subs
+    await send(hub, alice, op="subscribe", channel="user:alice", ref="ok")
+    assert drain(alice) == [{"type": "ack", "ref": "ok", "id": 0}]
+
+
+async def test_clients_never_publish_to_private_or_presence_channels() -> None:
+    hub, _ = await make_hub()
+    alice = await connected(hub, "alice", "user:alice")
+    for channel in ("user:alice", "user:bob", "presence"):
+        await send(hub, alice, op="publish", channel=channel, data=1, ref=channel)
+        (err,) = drain(alice)
+        assert (err["type"], err["code"], err["ref"]) == ("error", "forbidden", channel)
+    assert hub.metrics.published == 0
+
+
+async def test_server_side_publish_reaches_a_private_channel() -> None:
+    hub, _ = await make_hub()
+    alice = await connected(hub, "alice", "user:alice")
+    msg = await hub.publish(None, "user:alice", {"note": "liked"})
+    assert msg.id == 1
+    assert drain(alice) == [{"type": "message", "channel": "user:alice", "id": 1,
+                             "data": {"note": "liked"}, "from": "server"}]
+
+
+# --- errors keep the connection -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw, code", [
+    ("not json", "bad_request"),
+    (b"\xff\xfe not utf-8", "bad_request"),
+    ("[1, 2]", "bad_request"),
+    ('"just a string"', "bad_request"),
+    ('{"data": 1}', "bad_request"),
+    ('{"op": "dance"}', "bad_request"),
+    ('{"op": "publish", "channel": "chat:1"}', "bad_request"),
+    ('{"op": "subscribe", "channel": "chat:1", "since": -1}', "bad_request"),
+    ('{"op": "subscribe", "channel": "chat:1", "since": "3"}', "bad_request"),
+    ('{"op": "subscribe", "channel": 5}', "bad_request"),
+    ('{"op": "echo"}', "bad_request"),
+    ('{"op": "subscribe", "channel": "NO SUCH"}', "unknown_channel"),
+    ('{"op": "publish", "channel": "a:b:c", "data": 1}', "unknown_channel"),
+    ('{"op": "echo", "data": "' + "x" * 300 + '"}', "too_large"),
+])
+async def test_bad_envelopes_get_an_error_and_the_connection_stays(raw: Any, code: str) -> None:
+    hub, _ = await make_hub(max_envelope=256)
+    conn = await connected(hub, "alice", "chat:1")
+    await hub.handle(conn, raw)
+    (err,) = drain(conn)
+    assert err["type"] == "error" and err["code"] == code and err["message"]
+    assert not conn.closed
+    await send(hub, conn, op="echo", data="still here")
+    assert drain(conn)[0]["data"] == "still here"
+    assert hub.metrics.errors[code] == 1
+
+
+async def test_error_carries_the_ref_when_the_envelope_had_one() -> None:
+    hub, _ = await make_hub()
+    conn = await connected(hub, "alice")
+    await send(hub, conn, op="publish", channel="chat:1", ref="p9")
+    assert drain(conn)[0]["ref"] == "p9"
+
+
+# --- rate limit (token bucket on the injected clock) ------------------------------------------
+
+
+async def test_rate_limit_refuses_past_the_burst_and_refills_with_time() -> None:
+    hub, clock = await make_hub(rate=10.0, burst=5.0, flood=100.0)
+    conn = await connected(hub, "alice")
+    for i in range(5):
+        await send(hub, conn, op="echo", data=i)
+    await send(hub, conn, op="echo", data="one too many", ref="x")
+    got = drain(conn)
+    assert [e["type"] for e in got] == ["echo"] * 5 + ["error"]
+    assert (got[-1]["code"], got[-1]["ref"]) == ("rate_limited", None)
+    clock.advance(0.05)  # half a token: still in debt
+    await send(hub, conn, op="echo", data="still early")
+    assert drain(conn)[0]["code"] == "rate_limited"
+    clock.advance(1.0)  # ten tokens, capped at the burst of five
+    for i in range(5):
+        await send(hub, conn, op="echo", data=i)
+    await send(hub, conn, op="echo", data="over again")
+    assert [e["type"] for e in drain(conn)] == ["echo"] * 5 + ["error"]
+    assert not conn.closed
+    assert hub.metrics.errors["rate_limited"] == 3
+
+
+async def test_flood_past_the_rate_limit_closes_with_1008_and_a_reason() -> None:
+    hub, _ = await make_hub(rate=10.0, burst=2.0, flood=3.0)
+    conn = await connected(hub, "alice")
+    closes: list[tuple[int, str]] = []
+    conn.on_close = lambda code, reason: closes.append((code, reason))
+    for i in range(2 + 3):  # the burst, then three refusals: still open
+        await send(hub, conn, op="echo", data=i)
+    assert not conn.closed
+    await send(hub, conn, op="echo", data="the flood")
+    assert conn.closed
+    assert closes == [(wire.CLOSE_POLICY, "rate limit: flood")]
+    assert (conn.close_code, conn.close_reason) == (wire.CLOSE_POLICY, "rate limit: flood")
+    got = drain(conn)
+    assert [e.get("code") for e in got] == [None, None, "rate_limited", "rate_limited",
+                                            "rate_limited"]
+    await send(hub, conn, op="echo", data="ignored")  # a closed connection queues nothing
+    assert drain(conn) == [] and closes == [(wire.CLOSE_POLICY, "rate limit: flood")]
+    assert hub.metrics.cut["rate limit"] == 1
+
+
+async def test_a_steady_rate_under_the_limit_is_never_refused() -> None:
+    hub, clock = await make_hub(rate=100.0, burst=1.0, flood=0.0)
+    conn = await connected(hub, "alice")
+    for i in range(500):
+        clock.advance(0.01)  # exactly the sustained rate
+        await send(hub, conn, op="echo", data=i)
+    assert of_type(drain(conn), "error") == []
+
+
+# --- slow consumers -------------------------------------------------------------------------
+
+
+async def test_slow_consumer_is_cut_off_at_the_queue_bound_and_others_keep_receiving() -> None:
+    limit = 16
+    hub, _ = await make_hub(send_queue=limit)
+    stalled = await connected(hub, "stalled", "live:1")
+    good = await connected(hub, "good", "live:1")
+    closes: list[tuple[int, str]] = []
+    stalled.on_close = lambda code, reason: closes.append((code, reason))
+    received = []
+    for i in range(200):
+        await hub.publish("pub", "live:1", i)
+        assert len(stalled.queue) <= limit, "memory stays bounded"
+        received += drain(good)  # a reader that keeps up
+    assert [e["data"] for e in received] == list(range(200))
+    assert stalled.closed and stalled.close_code == wire.CLOSE_POLICY
+    assert stalled.close_reason.startswith("slow consumer")
+    assert len(closes) == 1 and closes[0][1].startswith("slow consumer")
+    assert [e["data"] for e in drain(stalled)] == list(range(limit))
+    assert hub.metrics.cut["slow consumer"] == 1
+    await hub.disconnect(stalled)
+    assert len(closes) == 1, "on_close is not called again by the disconnect"
+
+
+async def test_server_shutdown_closes_every_connection_with_going_away() -> None:
+    hub, _ = await make_hub()
+    conns = [await connected(hub, f"u{i}") for i in range(3)]
+    closes: list[int] = []
+    for conn in conns:
+        conn.on_close = lambda code, reason: closes.append(code)
+    await hub.close()
+    assert closes == [wire.CLOSE_GOING_AWAY] * 3
+    assert all(c.closed for c in conns)
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+
+async def test_metrics_count_what_happened() -> None:
+    hub, _ = await make_hub()
+    a = await connected(hub, "alice", "m:1")
+    b = await hub.connect("bob", "sse")
+    await send(hub, a, op="publish", channel="m:1", data=1, ref="p")
+    await send(hub, a, op="subscribe", channel="user:bob", ref="x")
+    await hub.handle(a, "garbage")
+    m = hub.metrics
+    assert m.opened == {"ws": 1, "sse": 1}
+    assert m.received["ws"] == 3 and m.received["sse"] == 0
+    assert m.published == 1
+    assert m.errors == {"forbidden": 1, "bad_request": 1}
+    # hello x2, subscribe ack, publish ack, the message itself, two errors
+    assert m.sent["ws"] + m.sent["sse"] == 7
+    text = m.render(hub)
+    assert 'sobranie_connections{transport="ws"} 1' in text
+    assert 'sobranie_connections{transport="sse"} 1' in text
+    assert 'sobranie_errors_total{code="forbidden"} 1' in text
+    assert "sobranie_published_total 1" in text
+    assert "# TYPE sobranie_messages_in_total counter" in text
+    await hub.disconnect(b)
+    assert 'sobranie_connections{transport="sse"}' not in m.render(hub)
+    assert m.opened["sse"] == 1
