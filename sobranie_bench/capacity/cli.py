@@ -23,6 +23,7 @@ from sobranie_bench.capacity.calibration import (
 )
 from sobranie_bench.capacity.cluster import (
     GIB,
+    INSTANCE_JOBS,
     SLO_S,
     InstanceSpec,
     Plan,
@@ -153,6 +154,7 @@ def _plan(args: argparse.Namespace) -> int:
         slo_s=args.slo_ms / 1000,
         instance=instance,
         calibration=note,
+        latency_jobs=args.latency_jobs,
         seed=args.seed,
     )
     hours = []
@@ -344,6 +346,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="highest planned CPU utilisation per instance (default 0.75)")  # fmt: skip
     p.add_argument("--spares", type=int, default=InstanceSpec.spare_instances,
                    help="spare instances per fleet (default 1: N+1)")  # fmt: skip
+    p.add_argument("--latency-jobs", type=int, default=INSTANCE_JOBS, metavar="N",
+                   help=f"messages simulated per instance latency check "
+                        f"(default {INSTANCE_JOBS:,}; fewer is faster and noisier)")  # fmt: skip
     p.add_argument("--hour", action="store_true",
                    help="also simulate each fleet for an hour as aggregate flows, losing one "
                         "instance half-way")  # fmt: skip

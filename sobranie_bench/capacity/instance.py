@@ -18,11 +18,13 @@ Scenario:
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import simpy
 
@@ -117,8 +119,7 @@ class InstanceResult:
     """95th percentile over recipients of arrival-to-delivery time, seconds."""
 
 
-@dataclass(frozen=True)
-class _Message:
+class _Message(NamedTuple):
     arrived: float
     units: int
     setup_s: float
@@ -178,6 +179,13 @@ class _Monitor:
             self.delivery_weights.append(message.units / points)
 
 
+def _pick(rng: random.Random, values: Sequence[int], cumulative: Sequence[float]) -> int:
+    """One of ``values`` with probabilities given by the ``cumulative`` weights."""
+    if len(values) == 1:
+        return values[0]
+    return values[bisect.bisect_right(cumulative, rng.random() * cumulative[-1])]
+
+
 def clients(
     env: simpy.Environment,
     rng: random.Random,
@@ -189,6 +197,7 @@ def clients(
 ) -> simpy.events.ProcessGenerator:
     """All clients and broker subscriptions of the instance, as one superposed Poisson stream."""
     total_rate = sum(s.rate_per_s for s in streams)
+    indices = range(len(streams))
     stream_weights = list(itertools.accumulate(s.rate_per_s for s in streams))
     unit_tables = [
         ([units for units, _ in s.fanout], list(itertools.accumulate(p for _, p in s.fanout)))
@@ -198,10 +207,9 @@ def clients(
         yield env.timeout(rng.expovariate(total_rate))
         if n == warmup:
             monitor.mark(env.now)
-        index = rng.choices(range(len(streams)), cum_weights=stream_weights)[0]
+        index = _pick(rng, indices, stream_weights)
         stream = streams[index]
-        values, cum = unit_tables[index]
-        units = rng.choices(values, cum_weights=cum)[0]
+        units = _pick(rng, *unit_tables[index])
         monitor.arrived(env.now)
         inbox.put(
             _Message(

@@ -1,0 +1,145 @@
+"""Plans move the right way when each input grows; Redis modes; fleet-hour simulation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sobranie_bench.capacity.calibration import TransportCosts
+from sobranie_bench.capacity.cluster import (
+    FleetPlan,
+    InstanceSpec,
+    Plan,
+    RedisSpec,
+    local_recipients,
+    plan,
+    redis_load,
+    scaling_table,
+    simulate_fleet_hour,
+)
+from sobranie_bench.capacity.workload import RecipientGroup, RoomSize, Workload, aggregate_rates
+
+USERS = 500_000
+JOBS = 5_000  # messages per latency check: enough for the direction of a change, and fast
+
+
+def fleet(result: Plan, transport: str) -> FleetPlan:
+    return next(f for f in result.fleets if f.transport == transport)
+
+
+@pytest.fixture(scope="module")
+def base(costs: dict[str, TransportCosts]) -> Plan:
+    return plan(USERS, costs=costs, latency_jobs=JOBS)
+
+
+def test_default_plan_has_a_ws_and_an_sse_fleet(base: Plan) -> None:
+    assert [f.transport for f in base.fleets] == ["ws", "sse"]
+    for f in base.fleets:
+        assert f.instances == f.instances_needed + 1  # N+1
+        assert f.p95_delivery_s < base.slo_s
+        assert f.cpu_utilisation <= InstanceSpec().max_utilisation
+        assert f.memory_bytes_per_instance <= InstanceSpec().memory_bytes * 0.75
+        assert f.fallbacks == ()
+
+
+def test_more_users_need_more_instances(costs: dict[str, TransportCosts], base: Plan) -> None:
+    bigger = plan(USERS * 4, costs=costs, latency_jobs=JOBS)
+    for transport in ("ws", "sse"):
+        assert fleet(bigger, transport).instances > fleet(base, transport).instances
+        assert fleet(bigger, transport).redis_sharded.publishes_per_s == pytest.approx(
+            4 * fleet(base, transport).redis_sharded.publishes_per_s
+        )
+
+
+def test_larger_rooms_mean_more_deliveries_and_no_fewer_instances(
+    costs: dict[str, TransportCosts], base: Plan
+) -> None:
+    rooms = tuple(RoomSize(r.members * 4, r.message_share) for r in Workload().chat_rooms)
+    larger = plan(USERS, costs=costs, latency_jobs=JOBS, workload=Workload(chat_rooms=rooms))
+    assert fleet(larger, "ws").deliveries_per_s > fleet(base, "ws").deliveries_per_s
+    assert fleet(larger, "ws").instances >= fleet(base, "ws").instances
+    assert (
+        fleet(larger, "ws").redis_sharded.deliveries_per_s
+        > fleet(base, "ws").redis_sharded.deliveries_per_s
+    )
+
+
+def test_costlier_connections_need_more_instances(
+    costs: dict[str, TransportCosts], base: Plan
+) -> None:
+    small = plan(USERS, costs=costs, latency_jobs=JOBS, instance=InstanceSpec(memory_bytes=1024**3))
+    assert fleet(small, "sse").instances > fleet(base, "sse").instances
+    assert fleet(small, "sse").binding == "memory"
+
+
+def test_a_tighter_slo_needs_more_instances(costs: dict[str, TransportCosts], base: Plan) -> None:
+    tight = plan(USERS, costs=costs, latency_jobs=JOBS, slo_s=0.004)
+    assert fleet(tight, "ws").instances > fleet(base, "ws").instances
+    assert fleet(tight, "ws").p95_delivery_s <= 0.004
+
+
+def test_more_spares_add_instances(costs: dict[str, TransportCosts], base: Plan) -> None:
+    spare = plan(USERS, costs=costs, latency_jobs=JOBS, instance=InstanceSpec(spare_instances=2))
+    for f, g in zip(base.fleets, spare.fleets, strict=True):
+        assert g.instances == f.instances + 1
+
+
+def test_longpoll_needs_many_more_instances_than_ws(costs: dict[str, TransportCosts]) -> None:
+    what_if = plan(USERS, costs=costs, latency_jobs=JOBS, transports=["ws", "longpoll"])
+    assert [f.transport for f in what_if.fleets] == ["ws", "longpoll"]
+    assert fleet(what_if, "longpoll").instances > 5 * fleet(what_if, "ws").instances
+    assert set(fleet(what_if, "ws").features) == {
+        "chat", "presence", "collab", "notifications", "feed", "counters",
+    }  # fmt: skip
+
+
+def test_local_recipients_distribution() -> None:
+    group = RecipientGroup(potential=500, online_probability=0.3, share=1.0)
+    p_local, table = local_recipients(group, instances=20)
+    assert p_local == pytest.approx(1 - (1 - 0.3 / 20) ** 500)
+    assert sum(p for _, p in table) == pytest.approx(1.0)
+    mean_given_any = sum(k * p for k, p in table)
+    assert p_local * mean_given_any == pytest.approx(500 * 0.3 / 20, rel=1e-6)
+    assert local_recipients(RecipientGroup(9, 1.0, 1.0), 1) == (1.0, ((9, 1.0),))
+
+
+def test_classic_pub_sub_broadcasts_every_publish_to_every_node() -> None:
+    loads = aggregate_rates(Workload(online_users=2_000_000))
+    classic, sharded = redis_load(loads, instances=20, payload_bytes=300, redis=RedisSpec())
+    assert classic.per_shard_publishes_per_s == classic.publishes_per_s
+    assert sharded.per_shard_publishes_per_s == pytest.approx(
+        sharded.publishes_per_s / sharded.shards
+    )
+    assert classic.deliveries_per_s == sharded.deliveries_per_s
+    assert classic.deliveries_per_instance_s == pytest.approx(classic.deliveries_per_s / 20)
+
+
+def test_classic_pub_sub_cannot_scale_past_one_node_of_publishes() -> None:
+    loads = aggregate_rates(Workload(online_users=20_000_000))
+    classic, sharded = redis_load(loads, instances=200, payload_bytes=300, redis=RedisSpec())
+    assert classic.publishes_per_s > RedisSpec().ops_per_s_per_node * RedisSpec().max_utilisation
+    assert classic.shards is None
+    assert sharded.shards == math.ceil(
+        (sharded.publishes_per_s + sharded.deliveries_per_s) / 50_000
+    )
+
+
+def test_fleet_hour_runs_one_process_per_instance(
+    costs: dict[str, TransportCosts], base: Plan
+) -> None:
+    ws = fleet(base, "ws")
+    hour = simulate_fleet_hour(
+        ws, base.workload, costs["ws"], duration_s=600, lost_instance_at_s=300
+    )
+    # every instance ticks once a second; the lost one stops half-way
+    assert hour.instance_ticks == ws.instances * 600 - 300
+    assert 0 < hour.mean_utilisation < ws.cpu_utilisation * 1.1
+    assert hour.p99_utilisation >= hour.mean_utilisation
+
+
+def test_scaling_table_records_run_time(costs: dict[str, TransportCosts]) -> None:
+    table = scaling_table((10_000, 100_000), costs=costs, duration_s=120, latency_jobs=JOBS)
+    assert list(table["online_users"]) == [10_000, 10_000, 100_000, 100_000]
+    assert {"plan_wall_s", "simulate_wall_s", "instance_ticks", "instances"} <= set(table.columns)
+    assert (table["simulate_wall_s"] > 0).all()
