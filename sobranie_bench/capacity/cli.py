@@ -9,8 +9,8 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -38,7 +38,7 @@ from sobranie_bench.capacity.storm import (
     StormResult,
     storm,
 )
-from sobranie_bench.capacity.validation import CASES, JOBS, validate
+from sobranie_bench.capacity.validation import CASES, JOBS, ValidationRow, validate
 from sobranie_bench.capacity.workload import FEATURES
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
@@ -59,12 +59,9 @@ def _costs(summary: str | None, console: Console) -> tuple[dict[str, TransportCo
     return calibrate(None), note
 
 
-def _json(value: Any) -> str:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    elif isinstance(value, list):
-        value = [dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for v in value]
-    return json.dumps(value, indent=2, default=str)
+def _json(records: Sequence[StormResult | ValidationRow]) -> str:
+    """Frozen dataclass records as a JSON list (tuples become lists)."""
+    return json.dumps([dataclasses.asdict(r) for r in records], indent=2)
 
 
 def _console(stderr: bool = False) -> Console:

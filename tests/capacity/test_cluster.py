@@ -108,6 +108,7 @@ def test_classic_pub_sub_broadcasts_every_publish_to_every_node() -> None:
     loads = aggregate_rates(Workload(online_users=2_000_000))
     classic, sharded = redis_load(loads, instances=20, payload_bytes=300, redis=RedisSpec())
     assert classic.per_shard_publishes_per_s == classic.publishes_per_s
+    assert sharded.shards is not None
     assert sharded.per_shard_publishes_per_s == pytest.approx(
         sharded.publishes_per_s / sharded.shards
     )
