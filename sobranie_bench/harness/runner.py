@@ -216,12 +216,19 @@ async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
     raw = {"version": results.RAW_VERSION, "metadata": meta, "transport": transport,
            "scenario": scenario.name, "params": params, "trial": trial,
            "profile": plan.profile, "parts": len(parts),
-           "window": {"start": ctx.start_ns / 1e9, "measure": ctx.measure_ns / 1e9,
-                      "end": (ctx.end_ns / 1e9 if duration else
-                              merged["times"].get("load_end", ctx.end_ns / 1e9))},
+           "window": window(ctx, merged["times"]),
            "resources": sampler.as_dict(), **merged}
     results.write_raw(plan.out / "runs" / run_id, raw)
     return raw
+
+
+def window(ctx: PartContext, times: dict[str, float]) -> dict[str, float]:
+    """Monotonic seconds: load start, measurement start, and the end of the measured window
+    (the last measured reply if the server fell behind the schedule; the load's end when the
+    scenario has no timed window)."""
+    end = ctx.end_ns / 1e9 if ctx.duration else times.get("load_end", ctx.end_ns / 1e9)
+    return {"start": ctx.start_ns / 1e9, "measure": ctx.measure_ns / 1e9,
+            "end": max(end, times.get("last_rx", 0.0))}
 
 
 def new_run_id() -> str:

@@ -53,13 +53,16 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     per_channel = int(p["subscribers"])
     rec = Recorder(ctx.measure_ns)
     delivered_measured = 0
+    last_rx = 0.0
     tallies: list[Tally] = []
 
     def subscriber(tally: Tally) -> Any:
         def on_envelope(env: dict[str, Any]) -> None:
-            nonlocal delivered_measured
-            if env["type"] == "message" and tally.see(env["id"]):
-                delivered_measured += rec.record_ns(env["data"]["t"])
+            nonlocal delivered_measured, last_rx
+            if env["type"] == "message" and tally.see(env["id"]) and rec.record_ns(
+                    env["data"]["t"]):
+                delivered_measured += 1
+                last_rx = time.monotonic()
         return on_envelope
 
     subs = []
@@ -114,7 +117,7 @@ async def part(ctx: PartContext) -> dict[str, Any]:
                          "connect_failures": failed, "subscribers": len(subs)},
             "per_channel": {"acked": acked, "subscribers": per_channel_subs,
                             "unique": per_channel_unique},
-            "times": {"load_end": end}}
+            "times": {"load_end": end, "last_rx": last_rx}}
 
 
 SCENARIO = Scenario(
