@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -206,6 +207,22 @@ class NatsBroker(Broker):
         if sub is not None:
             with contextlib.suppress(*_FAILURES):
                 await sub.unsubscribe()
+
+    async def purge(self, channels: Iterable[str] | None = None) -> None:
+        """Delete the ids and history of ``channels``, or the namespace's whole stream (tests,
+        experiments' clean-up; connects for the call when not started)."""
+        nc = self._nc if self._nc is not None else await nats.connect(self.url)
+        try:
+            if channels is None:
+                with contextlib.suppress(NotFoundError):
+                    await nc.jsm().delete_stream(self.stream)
+            else:
+                for channel in channels:
+                    await nc.jsm().purge_stream(self.stream,
+                                                subject=self.stored_subject(channel))
+        finally:
+            if nc is not self._nc:
+                await nc.close()
 
     async def close(self) -> None:
         self._started = False

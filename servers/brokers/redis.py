@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from servers.brokers import Broker, BrokerUnavailable, Deliver, Message
@@ -58,7 +60,7 @@ class RedisBroker(Broker):
         self._timeout = timeout
         self._redis = aioredis.from_url(self.url, socket_timeout=timeout,
                                         socket_connect_timeout=timeout,
-                                        retry=Retry(NoBackoff(), 0))
+                                        retry=Retry(NoBackoff(), 1, (RedisConnectionError,)))
         kwargs = self._redis.connection_pool.connection_kwargs
         self.where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
         self._script = self._redis.register_script(PUBLISH_SCRIPT)
@@ -135,7 +137,7 @@ class RedisBroker(Broker):
         confirmed = self._confirmed[channel] = asyncio.get_running_loop().create_future()
         try:
             if self._pubsub is None:
-                raise ConnectionError("subscriber connection down")
+                raise RedisConnectionError("the subscriber connection is down")
             await self._pubsub.subscribe(self.topic(channel))
             await asyncio.wait_for(confirmed, self._timeout)
         except _FAILURES as exc:  # the reader resubscribes wanted channels once Redis is back
@@ -150,6 +152,16 @@ class RedisBroker(Broker):
         if self._pubsub is not None:
             with contextlib.suppress(*_FAILURES):
                 await self._pubsub.unsubscribe(self.topic(channel))
+
+    async def purge(self, channels: Iterable[str] | None = None) -> None:
+        """Delete the ids and history of ``channels``, or of the whole namespace (tests,
+        experiments' clean-up; needs no ``start``)."""
+        if channels is None:
+            keys = [key async for key in self._redis.scan_iter(match=f"{self.namespace}:*")]
+        else:
+            keys = [key for c in channels for key in (self.counter_key(c), self.history_key(c))]
+        if keys:
+            await self._redis.delete(*keys)
 
     async def close(self) -> None:
         if self._reader is not None:
