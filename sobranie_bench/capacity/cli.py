@@ -50,7 +50,8 @@ def _costs(summary: str | None, console: Console) -> tuple[dict[str, TransportCo
     if path.exists():
         return calibrate(path), f"measured from {path} (figures not in it are fallbacks)"
     if summary:
-        raise FileNotFoundError(f"no summary at {path}")
+        console.print(f"[bold red]error:[/] no summary at {path}", highlight=False)
+        raise SystemExit(2)
     note = (
         f"no summary at {path}: every figure is a FALLBACK constant, not a measurement "
         "(run `sobranie-bench run` first, or pass --summary)"
@@ -144,16 +145,20 @@ def _plan(args: argparse.Namespace) -> int:
         max_utilisation=args.max_utilisation,
         spare_instances=args.spares,
     )
-    result = plan(
-        args.online_users,
-        costs=costs,
-        transports=transports,
-        slo_s=args.slo_ms / 1000,
-        instance=instance,
-        calibration=note,
-        latency_jobs=args.latency_jobs,
-        seed=args.seed,
-    )
+    try:
+        result = plan(
+            args.online_users,
+            costs=costs,
+            transports=transports,
+            slo_s=args.slo_ms / 1000,
+            instance=instance,
+            calibration=note,
+            latency_jobs=args.latency_jobs,
+            seed=args.seed,
+        )
+    except ValueError as error:
+        console.print(f"[bold red]error:[/] {error}", highlight=False)
+        return 2
     hours = []
     if args.hour:
         for fleet in result.fleets:

@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 import simpy
@@ -205,32 +205,30 @@ def job_streams(
     to read from Redis plus one per local recipient; handshakes and heartbeats are streams
     of their own, so the CPU they take shows up in the waits of everything else.
     """
-    us = 1e-6
-    inbound = sum(load.inbound_per_s for load in loads) / instances
-    streams = [
-        JobStream("inbound", inbound, costs.cpu_us_per_inbound.value * us),
-        JobStream("connect", connects_per_s / instances, costs.cpu_us_per_connection.value * us),
-        JobStream(
-            "keepalive",
-            connections / instances / KEEPALIVE_PERIOD_S,
-            costs.keepalive_cpu_us_per_connection_s.value * KEEPALIVE_PERIOD_S * us,
-        ),
-    ]
-    delivery_us = costs.cpu_us_per_delivery.value * us
+    streams: list[JobStream] = []
+
+    def add(name: str, rate_per_s: float, cost_us: float, **fan_out: Any) -> None:
+        if rate_per_s > 0 and cost_us > 0:  # a zero-cost figure adds no work to simulate
+            streams.append(JobStream(name, rate_per_s, cost_us * 1e-6, **fan_out))
+
+    add("inbound", sum(load.inbound_per_s for load in loads) / instances,
+        costs.cpu_us_per_inbound.value)  # fmt: skip
+    add("connect", connects_per_s / instances, costs.cpu_us_per_connection.value)
+    add("keepalive", connections / instances / KEEPALIVE_PERIOD_S,
+        costs.keepalive_cpu_us_per_connection_s.value * KEEPALIVE_PERIOD_S)  # fmt: skip
+    delivery_us = costs.cpu_us_per_delivery.value
     for load in loads:
         for group in load.groups:
             p_local, fanout = local_recipients(group, instances)
-            streams.append(
-                JobStream(
-                    f"{load.feature} to {group.potential}",
-                    load.publishes_per_s * group.share * p_local,
-                    delivery_us,
-                    fanout=fanout,
-                    delivers=True,
-                    setup_cost_s=delivery_us,
-                )
+            add(
+                f"{load.feature} to {group.potential}",
+                load.publishes_per_s * group.share * p_local,
+                delivery_us,
+                fanout=fanout,
+                delivers=True,
+                setup_cost_s=delivery_us * 1e-6,
             )
-    return [s for s in streams if s.rate_per_s > 0]
+    return streams
 
 
 def _cpu_cores(streams: Sequence[JobStream]) -> float:
@@ -324,7 +322,12 @@ def plan_fleet(
     memory_limit = instance.memory_bytes * instance.usable_memory_fraction
     scale = instance.cores / BENCH_CORES
     knee = costs.latency_curve.work_within(slo_s * 1e6)
-    measured_cores = None if not knee else knee * 1e-6 * scale
+    if knee == 0.0:
+        raise ValueError(
+            f"{transport}: the p95 at the lowest measured load already misses the "
+            f"{slo_s * 1000:g} ms SLO, so no number of instances meets it"
+        )
+    measured_cores = None if knee is None else knee * 1e-6 * scale
 
     def cores_used(n: int) -> float:
         return _cpu_cores(job_streams(loads, costs, connections, connects, n))

@@ -1,4 +1,4 @@
-"""Output analysis for the simulations: batch means, weighted percentiles, Poisson draws.
+"""Output analysis for the simulations: batch means and (weighted) percentiles.
 
 Batch means (Law, *Simulation Modeling and Analysis*, ch. 9): split one long, correlated run
 after its warm-up into ``k`` consecutive batches; the batch averages are close to independent,
@@ -10,7 +10,6 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-import random
 from collections.abc import Sequence
 from statistics import NormalDist, fmean, stdev
 
@@ -56,16 +55,3 @@ def percentile(values: Sequence[float], q: float, weights: Sequence[float] | Non
     cumulative = list(itertools.accumulate(w for _, w in pairs))
     index = bisect.bisect_left(cumulative, q * cumulative[-1])
     return pairs[min(index, len(pairs) - 1)][0]
-
-
-def poisson(rng: random.Random, mean: float) -> int:
-    """A Poisson draw: Knuth's product method for small means, a rounded normal above 30."""
-    if mean <= 0:
-        return 0
-    if mean > 30:
-        return max(0, round(rng.gauss(mean, math.sqrt(mean))))
-    limit, k, product = math.exp(-mean), 0, rng.random()
-    while product > limit:
-        k += 1
-        product *= rng.random()
-    return k

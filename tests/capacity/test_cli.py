@@ -80,8 +80,18 @@ def test_plan_without_a_summary_says_it_uses_fallbacks(
 
 
 def test_plan_with_a_missing_explicit_summary_fails(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(SystemExit) as exit_info:
         run(["capacity", "plan", "--online-users", "1000", "--summary", str(tmp_path / "x.csv")])
+    assert exit_info.value.code == 2
+
+
+def test_plan_refuses_an_slo_below_the_measured_floor(
+    summary_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["capacity", "plan", "--online-users", "1000", "--summary", str(summary_path),
+            "--slo-ms", "0.1"]  # fmt: skip
+    assert run(argv) == 2
+    assert "no number of instances meets it" in capsys.readouterr().out
 
 
 def test_storm_json(capsys: pytest.CaptureFixture[str]) -> None:
