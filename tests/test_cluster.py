@@ -1,0 +1,172 @@
+"""Real clusters: server processes over the shared Redis / NATS, HAProxy in front.
+
+Killing an instance during steady fan-out must lose no acknowledged message for clients that
+reconnect through the balancer and resume (ws, sse, long-polling). Needs haproxy, Redis on
+127.0.0.1:6379 and NATS with JetStream on 127.0.0.1:4222 (``.ci/run`` provides all three).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import psutil
+import pytest
+
+from servers.brokers import make_broker
+from sobranie_bench import scaleout
+from sobranie_bench.cluster import Cluster, ClusterError, haproxy_config
+from tests.conftest import SECRET, UNIT, messages
+
+SHARED = {"redis": "redis://127.0.0.1:6379/0", "nats": "nats://127.0.0.1:4222"}
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Callable[..., Any]]:
+    """``await make(n, kind, **Cluster kwargs)`` -> a started Cluster on a fresh namespace;
+    stopped (every process reaped) and its namespace purged afterwards."""
+    made: list[Cluster] = []
+
+    async def make(instances: int, kind: str = "redis", **kwargs: Any) -> Cluster:
+        url = f"{SHARED[kind]}?namespace=t{secrets.token_hex(4)}"
+        c = Cluster(instances, url, secret=SECRET, **kwargs)
+        made.append(c)
+        await c.start()
+        return c
+
+    yield make
+    for c in made:
+        processes = [i.process for i in c.instances]
+        await c.stop()
+        assert all(p.returncode is not None for p in processes)
+        broker = make_broker(c.broker)
+        await broker.purge()  # type: ignore[attr-defined]
+        await broker.close()
+
+
+@pytest.mark.parametrize("kind", ["redis", "nats"])
+async def test_published_on_one_instance_reaches_the_others_and_the_balancer(kind, cluster,
+                                                                              clients):
+    c = await cluster(3, kind)
+    pub = clients("ws", c.instances[0].url, "alice")
+    subs = [clients("ws", c.instances[1].url, "bob"), clients("sse", c.instances[2].url, "eve"),
+            clients("longpoll", c.lb_url, "lb")]
+    for sub in subs:
+        await sub.connect(["chat:cluster"])
+    await pub.connect()
+    ids = [await pub.publish("chat:cluster", i) for i in range(15)]
+    assert ids == list(range(1, 16))
+    for sub in subs:
+        got = await messages(sub, 15, "chat:cluster")
+        assert [m["id"] for m in got] == ids
+        assert [m["data"] for m in got] == list(range(15))
+
+
+async def test_the_balancer_spreads_and_sticks(cluster):
+    c = await cluster(2)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as fresh:
+        servers = set()
+        for _ in range(4):
+            async with fresh.get(f"{c.lb_url}/healthz") as resp:
+                assert resp.status == 200
+                servers.add(resp.cookies["SRV"].value)
+        assert servers == {"s1", "s2"}, "round-robin over both instances"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as sticky:
+        async with sticky.get(f"{c.lb_url}/healthz") as resp:
+            first = resp.cookies["SRV"].value
+        for _ in range(3):
+            async with sticky.get(f"{c.lb_url}/healthz") as resp:
+                assert resp.status == 200 and "SRV" not in resp.cookies, f"stays on {first}"
+
+
+@pytest.mark.parametrize("transport", ["ws", "sse", "longpoll"])
+async def test_killing_an_instance_loses_no_acknowledged_message(transport, cluster):
+    c = await cluster(3)
+    result = await scaleout.instance_failure(c, transport, subscribers=9, rate=40.0,
+                                             duration=3.0, kill_after=1.0)
+    assert c.instances[0].process.returncode == -signal.SIGKILL
+    assert result["acked"] > 0 and result["publish_failed"] == 0
+    assert result["cut_off"] >= 1, "round-robin put clients on the killed instance"
+    assert result["not_recovered"] == 0
+    assert (result["lost"], result["duplicates"], result["out_of_order"]) == (0, 0, 0)
+
+
+async def test_fanout_and_cost_experiments_report_per_hop_and_per_message(cluster):
+    c = await cluster(2, balancer=False)
+    result = await scaleout.broker_cost(c, "ws", subscribers=6, rate=50.0, duration=1.0,
+                                        payload=16, warmup=0.2)
+    assert result["lost"] == 0 and result["acked"] > 0
+    assert result["latency_us"]["local"]["count"] > 0
+    assert result["latency_us"]["remote"]["count"] > 0
+    cost = result["broker_cost"]
+    assert cost["cpu_us_per_msg"] >= 0 and cost["per_msg"]["calls_evalsha"] >= 1
+    json.dumps(result)
+
+
+async def test_throughput_experiment_is_closed_loop(cluster):
+    c = await cluster(2, "nats", balancer=False)
+    result = await scaleout.backplane_throughput(c, "ws", subscribers=4, duration=1.0,
+                                                 window=4)
+    assert result["closed_loop"] is True
+    assert result["acked_per_s"] > 0 and result["lost"] == 0 and result["out_of_order"] == 0
+
+
+async def test_a_cluster_of_many_needs_a_shared_broker():
+    with pytest.raises(ClusterError, match="shared broker"):
+        Cluster(2, "memory")
+
+
+def test_haproxy_config_keeps_streams_open_and_sticky():
+    cfg = haproxy_config(["127.0.0.1:1", "127.0.0.1:2"], host="127.0.0.1", port=3)
+    for line in ("bind 127.0.0.1:3", "timeout tunnel 1h", "cookie SRV insert indirect nocache",
+                 "http-check send meth GET uri /healthz", "option http-no-delay",
+                 "server s2 127.0.0.1:2 cookie s2"):
+        assert line in cfg
+    assert "compression" not in cfg
+    timeout = int(cfg.split("timeout server ")[1].split("s")[0])
+    assert timeout > 60, "longer than the longest long-poll"
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "sobranie_bench.cli", "cluster", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+async def test_cluster_up_prints_urls_and_stops_everything_on_sigterm():
+    url = f"{SHARED['redis']}?namespace=t{secrets.token_hex(4)}"
+    proc = _cli("up", "--instances", "2", "--broker", url, "--json", "--jwt-secret", SECRET)
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 6 * UNIT)
+        info = json.loads(line)
+        assert [set(i) for i in info["instances"]] == [{"url", "pid"}] * 2
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{info['lb']}/healthz") as resp:
+                assert resp.status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 4 * UNIT) == 0
+        for inst in info["instances"]:
+            assert not psutil.pid_exists(inst["pid"])
+    finally:
+        proc.kill()
+        proc.wait()
+    broker = make_broker(url)
+    await broker.purge()  # type: ignore[attr-defined]
+    await broker.close()
+
+
+def test_cluster_up_without_haproxy_says_how_to_get_it():
+    proc = _cli("up", "--instances", "1", "--broker", "memory",
+                env={**os.environ, "PATH": "/nonexistent"})
+    out, err = proc.communicate(timeout=6 * UNIT)
+    assert proc.returncode == 1
+    assert err.strip().splitlines()[-1].startswith("error: haproxy not found")
+    assert "apt-get install haproxy" in err
