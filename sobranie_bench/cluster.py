@@ -30,7 +30,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Self
 
 import aiohttp
 
@@ -138,7 +138,7 @@ class Cluster:
         """Temporary directory with the HAProxy config and every process's log."""
         self._lb: asyncio.subprocess.Process | None = None
 
-    async def __aenter__(self) -> Cluster:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -189,14 +189,14 @@ class Cluster:
         args = [sys.executable, "-m", "sobranie_bench.cli", "serve", self.kind, "--host",
                 self.host, "--port", "0", "--broker", self.broker, "--json"]
         env = {**os.environ, "SOBRANIE_JWT_SECRET": self.secret} if self.secret else None
-        with open(log, "wb") as err:
+        with _log_file(log) as err:
             process = await asyncio.create_subprocess_exec(
                 *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=err, env=env)
         assert process.stdout is not None
         try:
             line = await asyncio.wait_for(process.stdout.readline(), READY_SECONDS)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             line = b""
         if not line:
             await _terminate(process)
@@ -211,7 +211,7 @@ class Cluster:
         config = self.dir / "haproxy.cfg"
         config.write_text(haproxy_config(servers, host=self.host, port=port))
         log = self.dir / "haproxy.log"
-        with open(log, "wb") as out:
+        with _log_file(log) as out:
             self._lb = await asyncio.create_subprocess_exec(
                 haproxy, "-f", str(config), "-db", stdin=asyncio.subprocess.DEVNULL,
                 stdout=out, stderr=asyncio.subprocess.STDOUT)
@@ -239,9 +239,14 @@ async def _terminate(process: asyncio.subprocess.Process) -> None:
             process.terminate()
         try:
             await asyncio.wait_for(process.wait(), STOP_SECONDS)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             process.kill()
     await process.wait()
+
+
+def _log_file(path: Path) -> IO[bytes]:
+    """A process's log (its own file descriptor from then on)."""
+    return path.open("wb")
 
 
 def _last_line(path: Path) -> str:

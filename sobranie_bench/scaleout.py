@@ -472,9 +472,9 @@ class _BrokerMeter:
                 if key.startswith("cmdstat_") and isinstance(value, dict):
                     out[f"calls_{key[8:]}"] = value["calls"]
         elif self.monitor_url:
-            async with aiohttp.ClientSession() as session:
-                async with session.get(f"{self.monitor_url}/varz") as resp:
-                    varz = await resp.json()
+            async with aiohttp.ClientSession() as session, \
+                    session.get(f"{self.monitor_url}/varz") as resp:
+                varz = await resp.json()
             for key in ("in_msgs", "out_msgs", "in_bytes", "out_bytes"):
                 out[key] = varz[key]
         return out

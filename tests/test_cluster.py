@@ -148,9 +148,9 @@ async def test_cluster_up_prints_urls_and_stops_everything_on_sigterm():
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 6 * UNIT)
         info = json.loads(line)
         assert [set(i) for i in info["instances"]] == [{"url", "pid"}] * 2
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{info['lb']}/healthz") as resp:
-                assert resp.status == 200
+        async with aiohttp.ClientSession() as session, \
+                session.get(f"{info['lb']}/healthz") as resp:
+            assert resp.status == 200
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 4 * UNIT) == 0
         for inst in info["instances"]:
@@ -166,7 +166,7 @@ async def test_cluster_up_prints_urls_and_stops_everything_on_sigterm():
 def test_cluster_up_without_haproxy_says_how_to_get_it():
     proc = _cli("up", "--instances", "1", "--broker", "memory",
                 env={**os.environ, "PATH": "/nonexistent"})
-    out, err = proc.communicate(timeout=6 * UNIT)
+    _, err = proc.communicate(timeout=6 * UNIT)
     assert proc.returncode == 1
     assert err.strip().splitlines()[-1].startswith("error: haproxy not found")
     assert "apt-get install haproxy" in err

@@ -38,8 +38,15 @@ from nats.js import api
 from nats.js.errors import APIError, NotFoundError
 
 from servers.brokers import Broker, BrokerUnavailable, Deliver, Message
-from servers.brokers.backplane import (TIMEOUT_SECONDS, Sequencer, envelope_around_id, frame,
-                                       split_namespace, unavailable, unframe)
+from servers.brokers.backplane import (
+    TIMEOUT_SECONDS,
+    Sequencer,
+    envelope_around_id,
+    frame,
+    split_namespace,
+    unavailable,
+    unframe,
+)
 from sobranie_bench import wire
 from sobranie_bench.wire import ErrorCode, WireError
 

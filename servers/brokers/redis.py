@@ -29,8 +29,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from servers.brokers import Broker, BrokerUnavailable, Deliver, Message
-from servers.brokers.backplane import (TIMEOUT_SECONDS, Sequencer, envelope_around_id, frame,
-                                       split_namespace, unavailable, unframe)
+from servers.brokers.backplane import (
+    TIMEOUT_SECONDS,
+    Sequencer,
+    envelope_around_id,
+    frame,
+    split_namespace,
+    unavailable,
+    unframe,
+)
 from sobranie_bench import wire
 
 log = logging.getLogger("sobranie.broker.redis")
@@ -115,7 +122,8 @@ class RedisBroker(Broker):
 
     async def history(self, channel: str, since: int) -> list[Message]:
         try:
-            entries = await self._redis.xrange(self.history_key(channel), min=f"{since + 1}-0")
+            entries: list[tuple[bytes, dict[bytes, bytes]]] = await self._redis.xrange(
+                self.history_key(channel), min=f"{since + 1}-0")  # type: ignore[assignment]
         except _FAILURES as exc:
             raise unavailable("Redis", self.where, exc) from None
         return [Message(channel, int(entry_id.partition(b"-")[0]), fields[b"m"].decode())
