@@ -40,6 +40,10 @@ def final_table(raws: list[dict[str, Any]]) -> Table:
     for col in ("transport", "scenario", "params", "headline figures", "client-bound"):
         table.add_column(col)
     for raw in raws:
+        if "error" in raw:
+            table.add_row(raw["transport"], raw["scenario"], results.params_key(raw["params"]),
+                          f"[red]failed: {raw['error'][:120]}[/]", "")
+            continue
         m = results.metrics(raw)
         w = raw["window"]
         figures = ", ".join(f"{label} {m[name][0]:,.0f}" for name, label in

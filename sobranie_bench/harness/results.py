@@ -119,6 +119,8 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
                    for n in harness_names(raw)]
     harness_total = sum(x for x in harness_cpu if x is not None) if harness_cpu else None
     scenario = raw["scenario"]
+    if "error" in raw:
+        return {"run_failed": (1.0, "flag")}
 
     def per(cpu: float | None, count: float, name: str) -> None:
         if cpu is not None and count > 0:

@@ -256,7 +256,13 @@ async def run_plan(plan: Plan, on_result: Callable[[str, dict[str, Any] | None],
     for transport, scenario, params, trial in plan.points():
         label = f"{transport} {scenario.name} {results.params_key(params)} #{trial}"
         on_result(label, None)
-        raw = await run_one(plan, run_id, meta, transport, scenario, params, trial)
+        try:
+            raw = await run_one(plan, run_id, meta, transport, scenario, params, trial)
+        except Exception as exc:  # noqa: BLE001 - one failed run must not end the matrix
+            raw = {"version": results.RAW_VERSION, "metadata": meta, "transport": transport,
+                   "scenario": scenario.name, "params": params, "trial": trial,
+                   "profile": plan.profile, "error": f"{type(exc).__name__}: {exc}"}
+            results.write_raw(run_dir, raw)
         on_result(label, raw)
     results.write_summary(plan.out / "runs", plan.out / "summary.csv")
     return run_dir
