@@ -23,7 +23,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pandas as pd
@@ -453,6 +453,17 @@ class FleetHour:
     """Wall-clock time the simulation took, seconds."""
 
 
+@dataclass
+class _FleetState:
+    """What the instance processes and the chaos monkey share during a fleet run."""
+
+    alive: list[bool]
+    load_share: float = 1.0  # load on a surviving instance relative to all instances up
+    utilisations: list[float] = field(default_factory=list)
+    overloaded_ticks: int = 0
+    max_delay_s: float = 0.0
+
+
 def simulate_fleet_hour(
     fleet: FleetPlan,
     workload: Workload,
@@ -477,12 +488,7 @@ def simulate_fleet_hour(
     var_work = sum(s.rate_per_s * s.second_moment_service_s2 for s in streams) * TICK_S
     handshake_s = costs.cpu_us_per_connection.value * 1e-6
     capacity = cores * TICK_S
-    utilisations: list[float] = []
-    delays: list[float] = []
-    alive = [True] * fleet.instances
-
-    def load_share() -> float:
-        return fleet.instances / sum(alive)
+    state = _FleetState(alive=[True] * fleet.instances)
 
     def reconnect_work(now: float) -> float:
         if lost_instance_at_s is None or not 0 <= now - lost_instance_at_s < RECONNECT_WINDOW_S:
@@ -495,18 +501,21 @@ def simulate_fleet_hour(
         env: simpy.Environment, index: int, rng: random.Random
     ) -> simpy.events.ProcessGenerator:
         backlog = 0.0
-        while alive[index]:
+        while state.alive[index]:
             yield env.timeout(TICK_S)
-            share = load_share()
+            share = state.load_share
             work = max(0.0, rng.gauss(mean_work * share, math.sqrt(var_work * share)))
             work += reconnect_work(env.now)
-            utilisations.append(min(1.0, (backlog + work) / capacity))
+            state.utilisations.append(min(1.0, (backlog + work) / capacity))
             backlog = max(0.0, backlog + work - capacity)
-            delays.append(backlog / cores)
+            if backlog > 0:
+                state.overloaded_ticks += 1
+                state.max_delay_s = max(state.max_delay_s, backlog / cores)
 
     def chaos_monkey(env: simpy.Environment, at_s: float) -> simpy.events.ProcessGenerator:
         yield env.timeout(at_s)
-        alive[0] = False
+        state.alive[0] = False
+        state.load_share = fleet.instances / (fleet.instances - 1)
 
     started = time.perf_counter()
     env = simpy.Environment()
@@ -521,11 +530,11 @@ def simulate_fleet_hour(
         online_users=workload.online_users,
         instances=fleet.instances,
         duration_s=duration_s,
-        instance_ticks=len(utilisations),
-        mean_utilisation=sum(utilisations) / len(utilisations),
-        p99_utilisation=percentile(utilisations, 0.99),
-        overloaded_fraction=sum(d > 0 for d in delays) / len(delays),
-        max_backlog_delay_s=max(delays),
+        instance_ticks=len(state.utilisations),
+        mean_utilisation=math.fsum(state.utilisations) / len(state.utilisations),
+        p99_utilisation=percentile(state.utilisations, 0.99),
+        overloaded_fraction=state.overloaded_ticks / len(state.utilisations),
+        max_backlog_delay_s=state.max_delay_s,
         lost_instance_at_s=lost_instance_at_s,
         wall_time_s=time.perf_counter() - started,
     )
