@@ -279,6 +279,12 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
 def _scaling(args: argparse.Namespace) -> int:
     console = _err_console(args.json)
     costs, _ = _costs(args.summary, console)
@@ -290,8 +296,7 @@ def _scaling(args: argparse.Namespace) -> int:
     for column in frame.columns:
         table.add_column(str(column))
     for row in frame.itertuples(index=False):
-        table.add_row(*(f"{v:,.3g}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int)
-                        else str(v) for v in row))  # fmt: skip
+        table.add_row(*(_cell(value) for value in row))
     console.print(table)
     return 0
 
@@ -363,7 +368,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description="N clients lose their connections at once (a deploy, an instance loss) "
         "and reconnect to K instances. Compares reconnecting at once, exponential backoff "
         "with full jitter, and token-bucket admission at the load balancer: peak handshake "
-        "rate against an instance's connect capacity, and time until 99%% are back.\n\n"
+        "rate against an instance's connect capacity, and time until 99% are back.\n\n"
         "example:\n  sobranie-bench capacity storm --clients 1000000 --instances 10",
         formatter_class=_FORMATTER,
     )
@@ -391,7 +396,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="SimPy instance model versus M/M/1 and M/M/c (Erlang C), with Little's law",
         description="Simulate the instance model as M/M/1 and M/M/c at utilisations up to "
         f"0.8 ({', '.join(f'c={c} ρ={r}' for c, r in CASES)}) and print the simulated mean "
-        "wait beside the Erlang C value, with its 95%% batch-means confidence interval and "
+        "wait beside the Erlang C value, with its 95% batch-means confidence interval and "
         "Little's law (L against λW). Times are in seconds in --json.",
         formatter_class=_FORMATTER,
     )
