@@ -61,7 +61,8 @@ def _run(args: argparse.Namespace) -> int:
         shutil.rmtree(out / "runs")
     plan = Plan(profile=args.profile, transports=tuple(args.transports or ()),
                 scenarios=tuple(args.scenarios or ()), target=args.target, out=out,
-                workers=args.workers, trials=args.trials, seed=args.seed, broker=args.broker)
+                workers=args.workers, trials=args.trials, seed=args.seed, broker=args.broker,
+                cluster=args.cluster)
     raws: list[dict[str, Any]] = []
     try:
         total = count_points(plan)
@@ -120,6 +121,9 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=1, help="seed for schedules (default 1)")
     p.add_argument("--broker", default="memory",
                    help="broker of the servers the harness starts (memory, redis://, nats://)")
+    p.add_argument("--cluster", type=int, default=0, metavar="N",
+                   help="run against N instances behind HAProxy over --broker (redis:// or "
+                        "nats://), fresh per run; ws, sse and longpoll only")
     p.add_argument("--fresh", action="store_true",
                    help="delete OUT/runs first, so the summary holds this run only")
     p.set_defaults(func=_run)

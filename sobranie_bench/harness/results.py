@@ -73,12 +73,23 @@ def cpu_percent(samples: list[list[float]], start: float, end: float) -> float |
 
 
 def harness_names(raw: dict[str, Any]) -> list[str]:
-    return [n for n in raw.get("resources", {}) if n != "server"]
+    return [n for n in raw.get("resources", {}) if not n.startswith("server")]
+
+
+def server_samples(raw: dict[str, Any]) -> list[list[float]]:
+    """The server's samples; for a cluster, every instance's CPU and RSS added up (the sampler
+    samples all processes at the same instants)."""
+    res = raw.get("resources", {})
+    servers = [res[n] for n in sorted(res) if n.startswith("server")]
+    if len(servers) <= 1:
+        return servers[0] if servers else []
+    return [[rows[0][0], sum(r[1] for r in rows), sum(r[2] for r in rows)]
+            for rows in zip(*servers)]
 
 
 def is_client_bound(raw: dict[str, Any], start: float, end: float) -> bool:
     res = raw.get("resources", {})
-    server = cpu_percent(res.get("server", []), start, end)
+    server = cpu_percent(server_samples(raw), start, end)
     harness = [cpu_percent(res[n], start, end) for n in harness_names(raw)]
     busiest = max((h for h in harness if h is not None), default=0.0)
     return busiest >= CLIENT_BOUND_PERCENT and (server is None or server < busiest)
@@ -114,7 +125,8 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
     res = raw.get("resources", {})
     m: dict[str, tuple[float, str]] = {}
     duration = max(w.get("end", 0) - w.get("measure", 0), 1e-9)
-    server_cpu = cpu_between(res.get("server", []), w.get("measure", 0), w.get("end", 0))
+    server = server_samples(raw)
+    server_cpu = cpu_between(server, w.get("measure", 0), w.get("end", 0))
     harness_cpu = [cpu_between(res[n], w.get("measure", 0), w.get("end", 0))
                    for n in harness_names(raw)]
     harness_total = sum(x for x in harness_cpu if x is not None) if harness_cpu else None
@@ -161,13 +173,13 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
         m.update(_latency_rows("connect", h["connect"]["measured"]))
         m["failures"] = (c["failures"], "count")
         m["connected"] = (c["connected"], "count")
-        slope = rss_slope(res.get("server", []), raw["series"]["connected_at"],
-                          t["ramp_start"], t["hold_end"])
+        slope = rss_slope(server, raw["series"]["connected_at"], t["ramp_start"],
+                          t["hold_end"])
         if slope is not None:
             m["server_rss_bytes_per_conn"] = (slope, "bytes")
-        per(cpu_between(res.get("server", []), t["ramp_start"], t["ramp_end"] + 0.3),
-            c["connected"], "server_cpu_us_per_conn")
-        keep = cpu_percent(res.get("server", []), t["ramp_end"], t["hold_end"])
+        per(cpu_between(server, t["ramp_start"], t["ramp_end"] + 0.3), c["connected"],
+            "server_cpu_us_per_conn")
+        keep = cpu_percent(server, t["ramp_end"], t["hold_end"])
         if keep is not None:
             m["keepalive_cpu_percent"] = (keep, "%")
     elif scenario == "overhead":

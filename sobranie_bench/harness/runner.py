@@ -12,7 +12,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +29,8 @@ from sobranie_bench.harness.sampler import Sampler, cpu_model, raise_fd_limit
 from sobranie_bench.harness.scenarios import PartContext, Scenario, registry
 
 SERVER_START_SECONDS = 30.0
+CLUSTER_KINDS = {"http", "ws", "sse", "longpoll"}
+"""Server kinds a cluster instance (``serve http``) serves."""
 LIBRARIES = ("aiohttp", "websockets", "aioquic", "python-socketio", "aiortc", "uvloop",
              "hdrhistogram", "psutil", "redis", "nats-py")
 
@@ -57,6 +59,8 @@ class Plan:
     """Seed for schedules and payloads."""
     broker: str = "memory"
     """Broker of the servers the harness starts."""
+    cluster: int = 0
+    """Run against N instances behind HAProxy (fresh per run) instead of one server."""
     secret: str = field(default_factory=lambda: auth.secret_from_env())
     """JWT secret shared with the server."""
 
@@ -74,12 +78,12 @@ class Plan:
 @dataclass
 class Server:
     url: str
-    pid: int | None
-    process: asyncio.subprocess.Process | None = None
+    pid: int
+    process: asyncio.subprocess.Process
 
     async def stop(self) -> None:
         proc = self.process
-        if proc is None or proc.returncode is not None:
+        if proc.returncode is not None:
             return
         proc.terminate()
         try:
@@ -142,6 +146,7 @@ def metadata(plan: Plan, run_id: str) -> dict[str, Any]:
             "cpu": cpu_model(), "cores": os.cpu_count(), "kernel": platform.release(),
             "git_commit": commit, "profile": plan.profile, "seed": plan.seed,
             "workers": plan.workers, "broker": plan.broker, "target": plan.target,
+            "cluster": plan.cluster,
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -195,23 +200,41 @@ async def run_parts(scenario: Scenario, ctx: PartContext, workers: int,
     return [json.loads(stdout) for stdout, _ in outs]
 
 
+@contextlib.asynccontextmanager
+async def server_for(plan: Plan, transport: str) -> AsyncIterator[dict[str, int | str]]:
+    """What a run talks to: the --target, a fresh cluster, or a fresh server; yields the base
+    URL (key ``url``) and the pids to sample (``server``, ``server-2``...)."""
+    if plan.target:
+        yield {"url": plan.target}
+    elif plan.cluster:
+        from sobranie_bench.cluster import Cluster
+
+        if TRANSPORTS[transport].server not in CLUSTER_KINDS:
+            raise HarnessError(f"{transport} cannot run in a cluster (the cluster's instances "
+                               f"serve {', '.join(sorted(CLUSTER_KINDS - {'http'}))})")
+        async with Cluster(plan.cluster, plan.broker, secret=plan.secret) as cluster:
+            pids = {("server" if i == 0 else f"server-{i + 1}"): inst.pid
+                    for i, inst in enumerate(cluster.instances)}
+            yield {"url": cluster.lb_url, **pids}
+    else:
+        server = await spawn_server(TRANSPORTS[transport].server, plan)
+        try:
+            yield {"url": server.url, "server": server.pid}
+        finally:
+            await server.stop()
+
+
 async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
                   scenario: Scenario, params: dict[str, Any], trial: int) -> dict[str, Any]:
-    server = (Server(plan.target, None) if plan.target
-              else await spawn_server(TRANSPORTS[transport].server, plan))
-    try:
+    async with server_for(plan, transport) as target:
         warmup, duration = scenario.timing.get(plan.profile, (0.0, 0.0))
         start_ns = time.monotonic_ns() + int(scenario.setup_budget(params) * 1e9)
-        ctx = PartContext(transport=transport, url=server.url, params=params, index=0, count=1,
-                          seed=plan.seed * 1000 + trial, start_ns=start_ns, warmup=warmup,
-                          duration=duration, secret=plan.secret)
-        pids = {"harness": os.getpid()}
-        if server.pid:
-            pids["server"] = server.pid
+        ctx = PartContext(transport=transport, url=str(target.pop("url")), params=params,
+                          index=0, count=1, seed=plan.seed * 1000 + trial, start_ns=start_ns,
+                          warmup=warmup, duration=duration, secret=plan.secret)
+        pids = {"harness": os.getpid(), **{k: int(v) for k, v in target.items()}}
         async with Sampler(pids) as sampler:
             parts = await run_parts(scenario, ctx, plan.workers, sampler)
-    finally:
-        await server.stop()
     merged = merge_parts(parts)
     raw = {"version": results.RAW_VERSION, "metadata": meta, "transport": transport,
            "scenario": scenario.name, "params": params, "trial": trial,
