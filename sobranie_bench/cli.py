@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_COMMANDS: list[str] = ["sobranie_bench.harness.cli", "sobranie_bench.cluster"]
+_COMMANDS: list[str] = ["sobranie_bench.harness.cli", "sobranie_bench.capacity.cli",
+                        "sobranie_bench.cluster"]
 """Modules whose ``register(subparsers)`` adds a command (harness, capacity, report...)."""
 
 
