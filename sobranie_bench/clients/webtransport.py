@@ -409,7 +409,7 @@ class _SessionProtocol(QuicConnectionProtocol):
 
     async def lines(self) -> deque[bytes]:
         """Wait for envelopes from the server and take them all; empty once the session ended."""
-        if not self._lines and not self._ended:
+        while not self._lines and not self._ended:  # woken by a partial line: wait on
             self._waiter = self._loop.create_future()
             try:
                 await self._waiter
