@@ -27,8 +27,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 from aioquic.asyncio import QuicConnectionProtocol
-from aioquic.asyncio.server import QuicServer, serve
-from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.asyncio.server import QuicServer
+from aioquic.h3.connection import H3_ALPN, H3Connection, ProtocolError
 from aioquic.h3.events import (
     DatagramReceived,
     DataReceived,
@@ -125,6 +125,7 @@ class WebTransportServer:
         self.sessions: set[asyncio.Task[None]] = set()
         self._quic: QuicServer | None = None
         self._http: web.AppRunner | None = None
+        self._stopped = False
 
     async def start(self, host: str, port: int) -> int:
         """Bind UDP and TCP on one port number (``port`` 0: one the OS finds free for both)."""
@@ -136,22 +137,27 @@ class WebTransportServer:
         app.router.add_get("/metrics", metrics)
         self._http = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._http.setup()
-        for attempt in range(1 if port else BIND_ATTEMPTS):
-            self._quic = await serve(host, port, configuration=self.config,
-                                     create_protocol=functools.partial(_Protocol, server=self))
-            assert self._quic._transport is not None
-            bound = int(self._quic._transport.get_extra_info("sockname")[1])
+        loop = asyncio.get_running_loop()
+        attempts = 1 if port else BIND_ATTEMPTS
+        while True:
+            udp, self._quic = await loop.create_datagram_endpoint(
+                lambda: QuicServer(configuration=self.config,
+                                   create_protocol=functools.partial(_Protocol, server=self)),
+                local_addr=(host, port))
+            bound = int(udp.get_extra_info("sockname")[1])
             try:
                 await web.TCPSite(self._http, host, bound).start()
+                return bound
             except OSError:
                 self._quic.close()
-                if port or attempt == BIND_ATTEMPTS - 1:
+                attempts -= 1
+                if not attempts:
                     raise
-                continue
-            return bound
-        raise AssertionError("unreachable")
 
     async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         await self.hub.close()
         if self.sessions:
             await asyncio.wait(self.sessions, timeout=STOP_GRACE_SECONDS)
@@ -188,14 +194,14 @@ class _Protocol(QuicConnectionProtocol):
         """Open sessions by the id of their CONNECT stream."""
         self.streams: dict[int, Session] = {}
         """Sessions by the id of their envelope stream."""
-        self._progress: asyncio.Future[None] | None = None
+        self._acked = asyncio.Event()
+        """Set whenever the peer sent something (acks free send buffers)."""
         self._idle: asyncio.TimerHandle | None = None
         server.protocols.add(self)
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         super().datagram_received(data, addr)
-        if self._progress is not None and not self._progress.done():
-            self._progress.set_result(None)  # acks may have freed send buffers
+        self._acked.set()
 
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, ProtocolNegotiated):
@@ -231,6 +237,8 @@ class _Protocol(QuicConnectionProtocol):
         """An extended CONNECT to /wt with a good token opens a session; anything else is
         answered and ended at once."""
         sid = event.stream_id
+        if sid in self.sessions:
+            return  # trailers on a session's CONNECT stream mean nothing here
         pseudo = {k: v for k, v in event.headers if k.startswith(b":")}
         headers = CIMultiDict((k.decode(), v.decode(errors="replace"))
                               for k, v in event.headers if not k.startswith(b":"))
@@ -279,15 +287,15 @@ class _Protocol(QuicConnectionProtocol):
     async def drained(self, stream_id: int) -> None:
         """Return once the stream's unacknowledged bytes are under the high-water mark."""
         while self.alive and _unacked(self._quic, stream_id) > SEND_HIGH_WATER:
-            self._progress = self._loop.create_future()
-            await self._progress
+            self._acked.clear()
+            await self._acked.wait()
 
     def end(self, session: Session, code: int | None, reason: str) -> None:
         """Our side of a session's end: the capsule when we close it, FIN on its streams."""
         if not self.alive or not session.accepted or self.h3 is None:
             return
         capsule = close_capsule(code, reason) if code is not None else b""
-        with contextlib.suppress(Exception):  # the peer may have ended or reset it already
+        with contextlib.suppress(ProtocolError, ValueError, RuntimeError):  # ended or reset
             self.h3.send_data(session.id, capsule, end_stream=True)
         if session.stream_id is not None:
             self.send(session.stream_id, b"", end_stream=True)
@@ -316,8 +324,7 @@ class _Protocol(QuicConnectionProtocol):
     def _terminated(self) -> None:
         self.alive = False
         self.halt()
-        if self._progress is not None and not self._progress.done():
-            self._progress.set_result(None)
+        self._acked.set()
         for session in list(self.sessions.values()):
             session.close()
         self.server.protocols.discard(self)

@@ -137,6 +137,10 @@ class LineSplitter:
 # --- the client --------------------------------------------------------------------------------
 
 
+class PinMismatch(ClientError):
+    """The server's certificate is not the one pinned."""
+
+
 @dataclass(slots=True)
 class ByteCounter:
     """UDP payload bytes through one client's sockets (QUIC packets: headers, framing, TLS)."""
@@ -168,6 +172,7 @@ class WebTransportClient(Client):
         self.host = parts.hostname
         self.port = parts.port or 443
         self.cert_hash = cert_hash.replace(":", "").lower() if cert_hash else None
+        self._fetch_pin = cert_hash is None and not insecure
         self.insecure = insecure
         self.keepalive = keepalive
         self.counter = ByteCounter()
@@ -197,7 +202,12 @@ class WebTransportClient(Client):
 
     async def _open(self, resume: bool) -> None:
         pin = None if self.insecure else self.cert_hash or await self._fetch_cert_hash()
-        proto = await connect_quic(self.host, self.port, pin, self.counter, self.timeout)
+        try:
+            proto = await connect_quic(self.host, self.port, pin, self.counter, self.timeout)
+        except PinMismatch:
+            if self._fetch_pin:  # a restarted server has a new certificate: fetch it again
+                self.cert_hash = None
+            raise
         try:
             await proto.open_session(f"{self.host}:{self.port}".encode(),
                                      f"{self.path}?{self.token_query}".encode(), self.timeout)
@@ -210,7 +220,8 @@ class WebTransportClient(Client):
             await self._send(self._subscription(channel, self.cursor.get(channel)))
 
     async def _read(self) -> None:
-        proto = self._session()
+        proto = self._proto
+        assert proto is not None
         try:
             while lines := await proto.lines():
                 for line in lines:
@@ -487,7 +498,7 @@ async def connect_quic(host: str, port: int, pin: str | None, counter: ByteCount
         raise
     if proto.refused:
         proto.shutdown(graceful=False)
-        raise ClientError(f"refusing https://{_host(host)}:{port}: {proto.refused}")
+        raise PinMismatch(f"refusing https://{_host(host)}:{port}: {proto.refused}")
     return proto
 
 
@@ -496,5 +507,5 @@ def _host(host: str) -> str:
 
 
 __all__ = ["CLOSE_SESSION_CAPSULE", "ByteCounter", "CapsuleReader", "LineSplitter",
-           "WebTransportClient", "close_capsule", "connect_quic", "open_bidi_stream",
+           "PinMismatch", "WebTransportClient", "close_capsule", "connect_quic", "open_bidi_stream",
            "parse_close"]

@@ -28,7 +28,7 @@ from servers.auth import make_token
 from servers.hub import Limits
 from servers.webtransport import CERT_VALIDITY, self_signed_certificate
 from sobranie_bench import wire
-from sobranie_bench.clients import ClientError
+from sobranie_bench.clients import Backoff, ClientError
 from sobranie_bench.clients.webtransport import (
     ByteCounter,
     CapsuleReader,
@@ -399,6 +399,19 @@ async def test_cert_hash_is_served_and_pinned(start_server, clients):
     await fetched.connect()
     assert fetched.cert_hash == body["value"]
     assert fetched.bytes_sent > 1200 and fetched.bytes_received > 0  # the Initial is padded
+
+
+async def test_reconnect_to_a_restarted_server_fetches_its_new_pin(start_server, clients):
+    first = await start_server(WT)
+    port = int(first.url.rsplit(":", 1)[1])
+    client = clients(WT, first.url, backoff=Backoff(base=0.5))
+    await client.connect()
+    first_hello = await next_of(client, "hello")
+    old_pin = client.cert_hash
+    await first.stop()
+    second = await start_server(WT, port=port)  # same port, new self-signed certificate
+    assert (await next_of(client, "hello"))["conn"] != first_hello["conn"]
+    assert client.cert_hash == second.endpoints["cert_sha256"] != old_pin
 
 
 async def test_given_certificate_and_qlog(start_server, clients, tmp_path):
