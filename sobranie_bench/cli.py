@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _COMMANDS: list[str] = ["sobranie_bench.harness.cli", "sobranie_bench.capacity.cli",
-                        "sobranie_bench.cluster"]
+                        "sobranie_bench.cluster", "sobranie_bench.report.cli"]
 """Modules whose ``register(subparsers)`` adds a command (harness, capacity, report...)."""
 
 

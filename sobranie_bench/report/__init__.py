@@ -1,0 +1,28 @@
+"""The report: the note's comparison table against our measurements, its claims checked, a
+recommendation per Sobranie feature, charts, and the notebooks that tell the story.
+
+Everything is computed from the raw results (``results/runs/<run-id>/*.json``), newest run per
+transport x scenario; see ``docs/report.md`` for how to read it and regenerate it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sobranie_bench.report.data import Results, load
+
+__all__ = ["Results", "build", "load"]
+
+
+def build(results_dir: Path | str = "results", out_dir: Path | str | None = None,
+          with_charts: bool = True) -> list[Path]:
+    """Write comparison.md, claims.md, recommendation.md (and charts/) from the raw results
+    under ``results_dir`` into ``out_dir`` (default: ``results_dir``); return the paths."""
+    from sobranie_bench.report import charts, claims, comparison, recommendation
+
+    res = load(results_dir)
+    out = Path(out_dir) if out_dir is not None else Path(results_dir)
+    paths = [comparison.write(res, out), claims.write(res, out), recommendation.write(res, out)]
+    if with_charts:
+        paths += charts.write_all(res, out / "charts")
+    return paths

@@ -1,0 +1,305 @@
+"""Charts of the results, as matplotlib figures (Agg canvas, no pyplot state) saved as PNG and
+SVG. Each function takes the selected :class:`~sobranie_bench.report.data.Results` and returns
+a figure, so notebooks display the same charts the report writes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from sobranie_bench.clients import TRANSPORTS
+from sobranie_bench.harness.recorder import merge
+from sobranie_bench.report import text
+from sobranie_bench.report.data import Results
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf")
+PERCENTILES = (50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99)
+DPI = 110
+
+
+def color(transport: str) -> str:
+    names = list(TRANSPORTS)
+    index = names.index(transport) if transport in names else len(names) + sum(map(ord,
+                                                                                  transport))
+    return PALETTE[index % len(PALETTE)]
+
+
+def new_figure(width: float = 8.0, height: float = 4.5) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _label(res: Results, transport: str, scenario: str) -> str:
+    bound = any(f.client_bound for m in ("rtt_p50_us", "latency_p50_us", "bytes_per_msg",
+                                         "server_rss_bytes_per_conn")
+                if (f := res.figure(transport, scenario, m)) is not None)
+    return transport + (f" {text.CLIENT_BOUND_MARK} client-bound" if bound else "")
+
+
+def _nothing(fig: Figure, what: str) -> Figure:
+    ax = fig.add_subplot()
+    ax.text(0.5, 0.5, f"{what}: not measured", ha="center", va="center", fontsize=12)
+    ax.set_axis_off()
+    return fig
+
+
+def latency_percentiles(res: Results) -> Figure:
+    """Echo round trip by percentile (from the raw HDR histograms), one line per transport."""
+    fig = new_figure()
+    params = res.reference_params("echo")
+    drawn = False
+    ax = fig.add_subplot()
+    for t in res.transports:
+        raws = [r for r in res.raw(t, "echo")
+                if text_params(r) == params and "rtt" in r.get("histograms", {})]
+        if not raws:
+            continue
+        hist = merge([r["histograms"]["rtt"]["measured"] for r in raws])
+        if hist.get_total_count() == 0:
+            continue
+        xs = [-math.log10(1 - p / 100) for p in PERCENTILES]
+        ys = [hist.get_value_at_percentile(p) / 1000 for p in PERCENTILES]
+        ax.plot(xs, ys, marker="o", ms=3, color=color(t), label=_label(res, t, "echo"))
+        drawn = True
+    if not drawn:
+        fig.delaxes(ax)
+        return _nothing(fig, "echo latency")
+    ax.set_xticks([-math.log10(1 - p / 100) for p in (50, 90, 99, 99.9, 99.99)],
+                  ["p50", "p90", "p99", "p99.9", "p99.99"])
+    ax.set_yscale("log")
+    ax.set_ylabel("round trip, ms (log)")
+    ax.set_xlabel("percentile")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"Echo round trip by percentile ({params}; open loop)", fontsize=10)
+    return fig
+
+
+def text_params(raw: dict[str, object]) -> str:
+    from sobranie_bench.harness.results import params_key
+    return params_key(raw["params"])  # type: ignore[arg-type]
+
+
+def fanout(res: Results) -> Figure:
+    """Fan-out deliveries per second and p99 latency against subscribers per channel, with
+    the capacity scenario's steps (p95) where they exist."""
+    fig = new_figure(9.0, 4.2)
+    left, right = fig.subplots(1, 2)
+    drawn = False
+    groups: dict[float, list[tuple[str, float, float]]] = {}
+    for t in res.transports:
+        points = []
+        for key in res.params_points("fanout", t):
+            params = dict(i.split("=") for i in key.split(";"))
+            subs = float(params["subscribers"])
+            rate = res.value(t, "fanout", "delivered_per_s", key)
+            p99 = res.value(t, "fanout", "latency_p99_us", key)
+            points.append((subs, rate, p99))
+            offered = float(params["rate"]) * subs
+            groups.setdefault(subs, []).append((t, rate or 0.0, offered))
+        points.sort()
+        if points:
+            drawn = True
+            right.plot([p[0] for p in points], [(p[2] or 0) / 1000 for p in points],
+                       marker="o", color=color(t), label=f"{t} fan-out p99")
+        steps = res.capacity_steps(t)
+        if steps:
+            drawn = True
+            right.plot([s["subscribers"] for s in steps], [s["p95_us"] / 1000 for s in steps],
+                       ls="--", marker="x", color=color(t), alpha=0.7,
+                       label=f"{t} capacity steps p95")
+    width = 0.8 / max((len(g) for g in groups.values()), default=1)
+    for gi, (subs, bars) in enumerate(sorted(groups.items())):
+        for bi, (t, rate, offered) in enumerate(bars):
+            x = gi + (bi - (len(bars) - 1) / 2) * width
+            left.bar(x, rate, width * 0.9, color=color(t),
+                     label=_label(res, t, "fanout") if gi == 0 else None)
+            left.hlines(offered, x - width / 2, x + width / 2, colors="black", lw=1)
+    left.set_xticks(range(len(groups)), [f"{s:g}" for s in sorted(groups)])
+    left.plot([], [], color="black", lw=1, label="offered (rate × subscribers)")
+    if not drawn:
+        fig.clear()
+        return _nothing(fig, "fan-out")
+    left.set_xlabel("subscribers per channel")
+    left.set_ylabel("deliveries per second")
+    left.set_title("Fan-out throughput", fontsize=10)
+    right.set_xlabel("subscribers per channel")
+    right.set_ylabel("one-way latency, ms (log)")
+    right.set_yscale("log")
+    right.set_title("Fan-out latency", fontsize=10)
+    left.set_ylim(0, max((o for g in groups.values() for _, r, o in g), default=1) * 1.35)
+    left.grid(True, axis="y", alpha=0.3)
+    left.legend(fontsize=7, loc="upper center", ncol=2)
+    right.grid(True, alpha=0.3)
+    right.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    return fig
+
+
+def memory_per_connection(res: Results) -> Figure:
+    """Server memory per open connection (RSS slope), per transport."""
+    fig = new_figure(7.0, 3.8)
+    rows = [(t, f) for t in res.transports
+            if (f := res.figure(t, "connections", "server_rss_bytes_per_conn")) is not None]
+    if not rows:
+        return _nothing(fig, "memory per connection")
+    ax = fig.add_subplot()
+    names = [_label(res, t, "connections") for t, _ in rows]
+    values = [f.value / 1024 for _, f in rows]
+    bars = ax.barh(names, values, color=[color(t) for t, _ in rows])
+    ax.bar_label(bars, [f"{v:.1f} KiB" for v in values], padding=3, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("server RSS per open connection, KiB")
+    ax.set_xlim(0, max(values) * 1.25)
+    ax.set_title("Memory per idle connection (slope of RSS over the ramp)", fontsize=10)
+    ax.grid(True, axis="x", alpha=0.3)
+    return fig
+
+
+def bytes_per_message(res: Results) -> Figure:
+    """Bytes on the wire per delivered message at 64 B and 4 KiB payloads, split into the
+    subscriber's downstream and the publisher's upstream, with the payload marked."""
+    fig = new_figure(9.0, 4.0)
+    axes = fig.subplots(1, 2)
+    drawn = False
+    for ax, payload in zip(axes, (64, 4096)):
+        rows: list[tuple[str, float, float, float, float]] = []
+        for t in res.transports:
+            point = res.point("overhead", t, payload=payload)
+            if point is None:
+                continue
+            down = res.value(t, "overhead", "bytes_down_per_msg", point) or 0.0
+            up = res.value(t, "overhead", "bytes_up_per_msg", point) or 0.0
+            total = res.value(t, "overhead", "bytes_per_msg", point) or 0.0
+            rows.append((t, down, up, max(total - down - up, 0.0), total))
+        if not rows:
+            ax.text(0.5, 0.5, "not measured", ha="center", va="center")
+            ax.set_axis_off()
+            continue
+        drawn = True
+        names = [r[0] for r in rows]
+        colors = [color(n) for n in names]
+        bottom = [0.0] * len(rows)
+        for part, alpha, label in ((1, 1.0, "subscriber down (deliveries)"),
+                                   (2, 0.5, "publisher up (publishes)"),
+                                   (3, 0.2, "other directions (acks, handshake replies)")):
+            heights = [float(r[part]) for r in rows]
+            ax.bar(names, heights, bottom=bottom, color=colors, alpha=alpha, label=label,
+                   edgecolor="black", linewidth=0.3)
+            bottom = [b + h for b, h in zip(bottom, heights)]
+        for i, r in enumerate(rows):
+            ax.annotate(f"{r[4]:,.0f}", (i, r[4]), ha="center", va="bottom", fontsize=8)
+        ax.axhline(payload, color="black", lw=0.8, ls=":", label="payload")
+        ax.set_ylim(0, max(r[4] for r in rows) * (1.45 if payload == 64 else 1.1))
+        ax.set_title(f"{payload} B payload", fontsize=10)
+        ax.set_ylabel("bytes per delivered message")
+        ax.tick_params(axis="x", labelsize=8, rotation=20)
+        if payload == 64:
+            ax.legend(fontsize=7, loc="upper left")
+        ax.grid(True, axis="y", alpha=0.3)
+    if not drawn:
+        fig.clear()
+        return _nothing(fig, "bytes per message")
+    fig.suptitle("Bytes on the wire per message (handshakes and framing included)",
+                 fontsize=10)
+    return fig
+
+
+def capacity_curves(res: Results, users: Sequence[int] = (100_000, 1_000_000, 10_000_000)
+                    ) -> Figure:
+    """Left: the capacity scenario's steps (p95 against subscribers, with the SLA). Right: the
+    capacity model's instances against online users, each transport carrying every feature."""
+    fig = new_figure(9.5, 4.2)
+    left, right = fig.subplots(1, 2)
+    sla = None
+    for t in res.transports:
+        steps = res.capacity_steps(t)
+        if not steps:
+            continue
+        sla = res.value(t, "capacity", "sla_ms") or sla
+        left.plot([s["subscribers"] for s in steps], [s["p95_us"] / 1000 for s in steps],
+                  marker="o", color=color(t), label=_label(res, t, "capacity"))
+    if sla:
+        left.axhline(sla, color="red", lw=1, ls="--", label=f"SLA {sla:g} ms")
+    if left.lines:
+        left.set_yscale("log")
+        left.legend(fontsize=7)
+    else:
+        left.text(0.5, 0.5, "capacity scenario: not measured", ha="center", va="center")
+    left.set_xlabel("subscribers of one channel")
+    left.set_ylabel("fan-out p95, ms (log)")
+    left.set_title("One instance: capacity steps", fontsize=10)
+    left.grid(True, alpha=0.3)
+
+    curves, note = model_instances(res, users)
+    for t, points in curves.items():
+        right.plot([u for u, _ in points], [n for _, n in points], marker="o", color=color(t),
+                   label=t)
+    if curves:
+        right.set_xscale("log")
+        right.set_yscale("log")
+        right.legend(fontsize=7)
+    else:
+        right.text(0.5, 0.5, note or "capacity model: no plan", ha="center", va="center",
+                   fontsize=8, wrap=True)
+    right.set_xlabel("online users (log)")
+    right.set_ylabel("instances, N+1 (log)")
+    right.set_title("Capacity model: one transport carrying everything", fontsize=10)
+    right.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def model_instances(res: Results, users: Sequence[int]
+                    ) -> tuple[dict[str, list[tuple[int, int]]], str | None]:
+    """Transport -> [(online users, instances)] from ``capacity.plan`` (what-if per transport),
+    calibrated from ``res``; or an empty mapping and the reason."""
+    if res.empty:
+        return {}, "no results to calibrate the model"
+    try:
+        from sobranie_bench.capacity import calibrate, plan
+        from sobranie_bench.report.data import summary_frame
+        from sobranie_bench.report.recommendation import usable_costs
+        costs, _ = usable_costs(calibrate(summary_frame(res)))
+        curves: dict[str, list[tuple[int, int]]] = {}
+        for n in users:
+            for fleet in plan(n, costs=costs, transports=list(res.transports)).fleets:
+                curves.setdefault(fleet.transport, []).append((n, fleet.instances))
+        return curves, None
+    except Exception as exc:  # noqa: BLE001 - a chart says why it is empty
+        return {}, f"capacity model unavailable: {type(exc).__name__}"
+
+
+CHARTS: dict[str, Callable[[Results], Figure]] = {
+    "latency_percentiles": latency_percentiles,
+    "fanout": fanout,
+    "memory_per_connection": memory_per_connection,
+    "bytes_per_message": bytes_per_message,
+    "capacity_curves": capacity_curves,
+}
+
+
+def save(fig: Figure, stem: Path) -> list[Path]:
+    """``stem.png`` and ``stem.svg`` (reproducible: no dates, fixed SVG ids)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    with matplotlib.rc_context({"svg.hashsalt": "sobranie", "svg.fonttype": "none"}):
+        for ext, meta in (("png", {"Software": None}), ("svg", {"Date": None})):
+            path = stem.with_suffix(f".{ext}")
+            fig.savefig(path, metadata=meta)
+            out.append(path)
+    return out
+
+
+def write_all(res: Results, out_dir: Path) -> list[Path]:
+    """Every chart as PNG and SVG under ``out_dir``."""
+    paths = []
+    for name, make in CHARTS.items():
+        paths += save(make(res), Path(out_dir) / name)
+    return paths

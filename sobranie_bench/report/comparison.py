@@ -1,0 +1,477 @@
+"""``comparison.md``: the note's comparison table, its stars beside stars derived from our runs.
+
+Performance and scalability stars come from measured figures, compared only with transports
+measured in the same run; complexity from the size of each reference adapter and client plus
+the handshake's round trips; browser and framework support from cited public sources (they are
+not measurable on a benchmark box). A transport without results gets "not measured".
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib.util
+import io
+import tokenize
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from sobranie_bench.clients import TRANSPORTS
+from sobranie_bench.report import text
+from sobranie_bench.report.data import Measured, Results
+from sobranie_bench.report.sources import (
+    ADAPTERS,
+    BROWSER,
+    BROWSER_RULE,
+    COLUMN_TITLES,
+    COLUMNS,
+    FRAMEWORK,
+    FRAMEWORK_RULE,
+    HANDSHAKES,
+    TECHNOLOGIES,
+    Technology,
+    cite,
+)
+
+PERFORMANCE_RULE = (
+    "echo scenario, at the parameter point all compared transports share: the ratio of each "
+    "transport to the best of its run for round-trip p50, round-trip p99 and server CPU per "
+    "message, combined by geometric mean")
+SCALABILITY_RULE = (
+    "server memory per open connection (the RSS slope of the connections scenario), the "
+    "subscribers one instance held within the capacity scenario's SLA and, when a scale-out "
+    "run exists, the fan-out p99 through the shared broker, each as a ratio to the best of "
+    "its run, combined by geometric mean")
+COMPLEXITY_RULE = (
+    "non-blank, non-comment, non-docstring lines of the transport's server adapter "
+    "(servers/<adapter>.py) and client (sobranie_bench/clients/<client>.py) as a ratio to the "
+    "smallest, times the handshake's round trips as a ratio to the fewest; the same bands, "
+    "turned round: as in the note, more stars = more complex (1 star for the simplest). The "
+    "client count measures protocol weight in our Python clients; in a browser the WebSocket, "
+    "EventSource and WebTransport clients are built in")
+
+
+# --- code size -------------------------------------------------------------------------------
+
+def code_lines(path: Path) -> int:
+    """Lines of ``path`` that hold code: blank lines, comment-only lines and docstrings are not
+    counted."""
+    source = path.read_text()
+    docstrings: set[int] = set()
+
+    def is_doc(stmt: ast.stmt) -> bool:
+        return (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
+                and isinstance(stmt.value.value, str))
+
+    def mark(stmt: ast.stmt) -> None:
+        docstrings.update(range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1))
+
+    for node in ast.walk(ast.parse(source)):
+        documented = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+        if isinstance(node, documented) and node.body and is_doc(node.body[0]):
+            mark(node.body[0])
+        # attribute docstrings (a bare string right after an assignment) document too
+        if isinstance(node, (ast.Module, ast.ClassDef)):
+            for prev, stmt in zip(node.body, node.body[1:]):
+                if isinstance(prev, (ast.Assign, ast.AnnAssign)) and is_doc(stmt):
+                    mark(stmt)
+    code: set[int] = set()
+    skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
+            tokenize.ENCODING, tokenize.ENDMARKER}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type in skip:
+            continue
+        code.update(range(tok.start[0], tok.end[0] + 1))
+    return len(code - docstrings)
+
+
+def module_path(module: str) -> Path | None:
+    """Source file of a module, without importing it (None if it does not exist yet)."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    return Path(spec.origin)
+
+
+@dataclass(frozen=True)
+class CodeSize:
+    """Lines of one transport's reference server adapter and client."""
+
+    transport: str
+    server_file: str
+    """Adapter path relative to the repository, e.g. ``servers/ws.py``."""
+    server_lines: int
+    client_file: str
+    client_lines: int
+
+    @property
+    def total(self) -> int:
+        return self.server_lines + self.client_lines
+
+
+def _relative(path: Path) -> str:
+    parts = path.parts
+    for anchor in ("servers", "sobranie_bench"):
+        if anchor in parts:
+            return "/".join(parts[parts.index(anchor):])
+    return path.name
+
+
+@functools.cache
+def code_size(transport: str) -> CodeSize | None:
+    """Adapter and client lines of ``transport`` (None until both files exist)."""
+    adapter = module_path(ADAPTERS.get(transport, ""))
+    entry = TRANSPORTS.get(transport)
+    client = module_path(entry.client.partition(":")[0]) if entry else None
+    if adapter is None or client is None:
+        return None
+    return CodeSize(transport, _relative(adapter), code_lines(adapter), _relative(client),
+                    code_lines(client))
+
+
+# --- ratings ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Rating:
+    """Our stars for one cell and what they rest on."""
+
+    stars: int | None
+    """1-5, or None when not measured."""
+    basis: str
+    """The figures (or the cited reason) behind the stars."""
+    ratio: float | None = None
+    """Combined ratio to the best of the run (1.0 = the best), for measured columns."""
+    client_bound: bool = False
+    """A figure behind it was client-bound."""
+    sources: tuple[str, ...] = ()
+    """Source keys when the stars are cited rather than measured."""
+
+    def cell(self) -> str:
+        if self.stars is None:
+            return text.NOT_MEASURED
+        mark = f" {text.CLIENT_BOUND_MARK}" if self.client_bound else ""
+        return f"{text.stars(self.stars)}{mark}"
+
+
+def _ratio_to_best(fig: Measured | None, best: float | None, higher_is_better: bool = False
+                   ) -> float | None:
+    if fig is None or best is None:
+        return None
+    if higher_is_better:
+        return best / fig.value if fig.value > 0 else float("inf")
+    return fig.value / best if best > 0 else None
+
+
+def complexity(transport: str) -> Rating:
+    size = code_size(transport)
+    hs = HANDSHAKES.get(transport)
+    if size is None or hs is None:
+        return Rating(None, "no reference adapter and client yet")
+    sizes = [s for t in TRANSPORTS if t in HANDSHAKES and (s := code_size(t)) is not None]
+    fewest = min(s.total for s in sizes)
+    least_rtts = min(HANDSHAKES[s.transport].round_trips for s in sizes)
+    ratio = size.total / fewest * hs.round_trips / least_rtts
+    return Rating(6 - text.stars_from_ratio(ratio),
+                  f"{size.total} lines ({size.server_lines} server + {size.client_lines} "
+                  f"client), {hs.round_trips} round trips", ratio)
+
+
+def performance(res: Results, transport: str) -> Rating:
+    peers = res.peers(transport, "echo")
+    params = res.reference_params("echo", peers)
+    if not peers or params is None or params not in res.params_points("echo", transport):
+        return Rating(None, "echo not measured")
+    figs = {m: res.figure(transport, "echo", m, params)
+            for m in ("rtt_p50_us", "rtt_p99_us", "server_cpu_us_per_msg")}
+    ratios = [_ratio_to_best(fig, res.best(transport, "echo", m, params))
+              for m, fig in figs.items()]
+    ratio = text.geomean([r for r in ratios if r is not None])
+    if ratio is None:
+        return Rating(None, "echo not measured")
+    p50, p99, cpu = figs.values()
+    basis = (f"p50 {text.measured(p50, 'ms')}, p99 {text.measured(p99, 'ms')}, "
+             f"{text.measured(cpu, 'num')} µs CPU/msg")
+    bound = any(f is not None and f.client_bound for f in figs.values())
+    return Rating(text.stars_from_ratio(ratio), basis, ratio, bound)
+
+
+def scalability(res: Results, transport: str) -> Rating:
+    memory = res.figure(transport, "connections", "server_rss_bytes_per_conn")
+    held = res.figure(transport, "capacity", "max_clients_within_sla")
+    ratios = [_ratio_to_best(memory, res.best(transport, "connections",
+                                              "server_rss_bytes_per_conn")),
+              _ratio_to_best(held, res.best(transport, "capacity", "max_clients_within_sla",
+                                            higher_is_better=True), higher_is_better=True)]
+    shared, shared_text = backplane_ratio(res, transport)
+    ratios.append(shared)
+    ratio = text.geomean([r for r in ratios if r is not None])
+    if ratio is None:
+        return Rating(None, "connections and capacity not measured")
+    parts = [shared_text] if shared_text else []
+    if memory is not None:
+        parts.append(f"{text.measured(memory, 'bytes')}/connection")
+    if held is not None:
+        parts.append(f"{text.measured(held, 'num')} subscribers within SLA")
+    bound = any(f is not None and f.client_bound for f in (memory, held))
+    return Rating(text.stars_from_ratio(ratio), ", ".join(parts), ratio, bound)
+
+
+def browser(tech: Technology) -> Rating:
+    c = BROWSER[tech.name]
+    return Rating(c.stars, c.reason, sources=c.sources)
+
+
+def framework(tech: Technology) -> Rating:
+    c = FRAMEWORK[tech.name]
+    return Rating(c.stars, c.reason, sources=c.sources)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One technology of the note's table."""
+
+    technology: Technology
+    transport: str | None
+    """The transport that represents it (the first measured one, else the first with code)."""
+    ours: dict[str, Rating]
+
+
+def representative(res: Results, tech: Technology) -> str | None:
+    for t in tech.transports:
+        if res.measured(t):
+            return t
+    for t in tech.transports:
+        if code_size(t) is not None:
+            return t
+    return None
+
+
+def rows(res: Results) -> list[Row]:
+    out = []
+    for tech in TECHNOLOGIES:
+        t = representative(res, tech)
+        none = Rating(None, "no transport of this technology yet")
+        ours = {
+            "browser": browser(tech),
+            "complexity": complexity(t) if t else none,
+            "performance": performance(res, t) if t else none,
+            "scalability": scalability(res, t) if t else none,
+            "framework": framework(tech),
+        }
+        out.append(Row(tech, t, ours))
+    return out
+
+
+def agreement(table_rows: list[Row]) -> tuple[int, int, int]:
+    """(cells compared, within one star of the note, two or more stars apart)."""
+    compared = close = 0
+    for row in table_rows:
+        if row.technology.note_stars is None:
+            continue
+        for col in COLUMNS:
+            ours = row.ours[col].stars
+            if ours is None:
+                continue
+            compared += 1
+            close += abs(ours - row.technology.note_stars[col]) <= 1
+    return compared, close, compared - close
+
+
+# --- the measured values behind the stars ----------------------------------------------------
+
+MEASURED_COLUMNS = ("Technology", "Transport", "Run", "Echo p50", "Echo p99",
+                    "Server CPU / msg (µs)", "Memory / connection", "Subscribers within SLA",
+                    "Bytes / msg (64 B)", "Bytes / msg (4 KiB)", "Code lines", "Handshake RTTs")
+
+
+def measured_rows(res: Results) -> list[list[str]]:
+    """One row per transport (measured or with code), the values behind the stars."""
+    out = []
+    for tech in TECHNOLOGIES:
+        for t in tech.transports:
+            size = code_size(t)
+            if not res.measured(t) and size is None:
+                continue
+            echo = res.reference_params("echo", res.peers(t, "echo"))
+            small, large = res.point("overhead", t, payload=64), res.point("overhead", t,
+                                                                            payload=4096)
+            runs = sorted({r for s in res.scenarios if (r := res.run_id(t, s))})
+            hs = HANDSHAKES.get(t)
+
+            def cell(scenario: str, metric: str, params: str | None, fmt: str,
+                     t: str = t) -> str:
+                if res.failed(t, scenario):
+                    return "run failed"
+                if scenario == "overhead" and params is None:
+                    return text.NOT_MEASURED
+                return text.measured(res.figure(t, scenario, metric, params), fmt)
+
+            out.append([
+                tech.name, t, ", ".join(runs) or text.NOT_MEASURED,
+                cell("echo", "rtt_p50_us", echo, "ms"),
+                cell("echo", "rtt_p99_us", echo, "ms"),
+                cell("echo", "server_cpu_us_per_msg", echo, "num"),
+                cell("connections", "server_rss_bytes_per_conn", None, "bytes"),
+                cell("capacity", "max_clients_within_sla", None, "num"),
+                cell("overhead", "bytes_per_msg", small, "bytes"),
+                cell("overhead", "bytes_per_msg", large, "bytes"),
+                str(size.total) if size else "no code yet",
+                str(hs.round_trips) if hs else "—",
+            ])
+    return out
+
+
+def backplane_ratio(res: Results, transport: str) -> tuple[float | None, str]:
+    """Fan-out p99 through a shared broker, as a ratio to the best transport of the same
+    scale-out run (the first set-up that measured this transport's fan-out)."""
+    for name, scaled in res.scaleout.items():
+        fig = scaled.figure(transport, "fanout", "latency_p99_us")
+        if fig is None:
+            continue
+        best = scaled.best(transport, "fanout", "latency_p99_us")
+        ratio = fig.value / best if best else None
+        return ratio, f"fan-out p99 {text.measured(fig, 'ms')} on {name}"
+    return None, ""
+
+
+SCALEOUT_METRICS = (("latency_p99_us", "fan-out p99", "ms"),
+                    ("delivered_per_s", "delivered/s", "num"),
+                    ("server_cpu_us_per_delivery", "server CPU µs/delivery (all instances)",
+                     "num"),
+                    ("lost", "lost", "num"))
+
+
+def backplane(res: Results) -> str:
+    """What the results say about scale-out (a shared broker between instances)."""
+    if not res.scaleout:
+        return ("**Backplane cost: not measured.** Every run here used one instance with the "
+                "in-process memory broker, so the cost of a shared broker (Redis pub/sub or "
+                "NATS) between instances is not in these results; the scalability stars rest "
+                "on one instance only. The capacity model estimates the Redis load (see "
+                "recommendation.md).")
+    parts = [("Fan-out through a shared broker, beside the same transport's one-instance "
+             "fan-out. The two come from different runs, so they stand side by side and no "
+             "ratio is taken between them; within a scale-out run, the scalability stars "
+             "above also weigh each transport's fan-out p99 against the best of that run."), ""]
+    for name, scaled in res.scaleout.items():
+        rows = []
+        for t in scaled.transports:
+            if not scaled.measured(t, "fanout"):
+                continue
+            rows.append([t, scaled.run_id(t, "fanout"),
+                         *(text.measured(scaled.figure(t, "fanout", m), f)
+                           for m, _, f in SCALEOUT_METRICS),
+                         text.measured(res.figure(t, "fanout", "latency_p99_us"), "ms")])
+        if rows:
+            parts += [f"**{name}**", "",
+                      text.table(["Transport", "Run", *(label for _, label, _ in SCALEOUT_METRICS),
+                                  "one-instance fan-out p99 (its own run)"], rows), ""]
+    return "\n".join(parts)
+
+
+def render(res: Results) -> str:
+    table_rows = rows(res)
+    compared, close, apart = agreement(table_rows)
+    meta = res.metadata()
+    headers = ["Technology", *(COLUMN_TITLES[c] for c in COLUMNS)]
+    star_rows = []
+    for row in table_rows:
+        cells = [row.technology.name]
+        for col in COLUMNS:
+            note = row.technology.note_stars
+            cells.append(f"{text.stars(note[col]) if note else '—'} → {row.ours[col].cell()}")
+        star_rows.append(cells)
+    basis_rows = [[row.technology.name, row.transport or "—",
+                   *(row.ours[c].basis for c in COLUMNS)] for row in table_rows]
+    env = (f"run {res.main_run}, profile {meta.get('profile')}, {meta.get('cores')} cores "
+           f"({meta.get('cpu')}), Python {meta.get('python')}, commit "
+           f"{str(meta.get('git_commit') or '?')[:10]}" if meta else "no results")
+    bound_any = any(r.ours[c].client_bound for r in table_rows for c in COLUMNS)
+    parts = [
+        "# Comparison: the note's table against our measurements",
+        "",
+        (f"Generated by `sobranie-bench report` from the raw results ({env}). Each cell shows "
+        "the note's stars → our stars. Transports without results say *not measured*; no "
+        "figure is invented."),
+        "",
+        text.table(headers, star_rows),
+        "",
+        (f"Of the {compared} cells where both exist, {close} agree within one star and "
+         f"{apart} are two or more stars apart." if compared else
+         "No cell can be compared yet: nothing measured."),
+        "",
+        "## How our stars are derived",
+        "",
+        ("Ratio bands for measured columns: a transport within 1.5× of the best of its run gets "
+        "5 stars, then one star less per doubling (under 3×: 4, under 6×: 3, under 12×: 2, "
+        "else 1). Ratios are taken only between transports measured in the same run."),
+        "",
+        f"- **Performance** (measured): {PERFORMANCE_RULE}.",
+        f"- **Scalability** (measured, one instance): {SCALABILITY_RULE}.",
+        f"- **Complexity** (counted): {COMPLEXITY_RULE}.",
+        f"- **Browser support** (not measurable here: cited): {BROWSER_RULE}.",
+        f"- **Elysia support** (not measurable here: cited): {FRAMEWORK_RULE}.",
+        "",
+        "## What each of our cells rests on",
+        "",
+        text.table(["Technology", "Transport", *(COLUMN_TITLES[c] for c in COLUMNS)],
+                   basis_rows),
+        "",
+        "Sources for the cited columns: "
+        + "; ".join(f"{row.technology.name}: {cite(*row.ours['browser'].sources)} / "
+                    f"{cite(*row.ours['framework'].sources)}" for row in table_rows) + ".",
+        "",
+        "## Measured values per transport",
+        "",
+        text.table(MEASURED_COLUMNS, measured_rows(res)),
+        "",
+        ("Latency is the echo round trip from the *intended* send time (open loop), at the "
+        "parameter point shared by the run's transports; CPU is the server process's, per "
+        "echoed message; memory is the slope of server RSS against open connections; bytes "
+        "are counted at the socket, both directions, handshakes amortised."),
+        "",
+        text.CLIENT_BOUND_NOTE if bound_any or any(
+            text.CLIENT_BOUND_MARK in c for r in measured_rows(res) for c in r)
+        else "No figure in these tables was client-bound.",
+        "",
+        "## Handshakes",
+        "",
+        text.table(["Transport", "Round trips", "Counted as", "Sources"],
+                   [[t, h.round_trips, h.how, cite(*h.sources)] for t, h in HANDSHAKES.items()]),
+        "",
+        "## Scale-out",
+        "",
+        backplane(res),
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def write(res: Results, out_dir: Path) -> Path:
+    path = Path(out_dir) / "comparison.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(res))
+    return path
+
+
+def star_frame(res: Results) -> pd.DataFrame:
+    """The note's stars and ours per technology and column (for notebooks)."""
+    records = []
+    for row in rows(res):
+        rec: dict[str, object] = {"technology": row.technology.name, "transport": row.transport}
+        for col in COLUMNS:
+            note = row.technology.note_stars
+            rec[f"{col} (note)"] = note[col] if note else None
+            rec[f"{col} (ours)"] = row.ours[col].stars
+        records.append(rec)
+    return pd.DataFrame.from_records(records).set_index("technology")
+
+
+def measured_frame(res: Results) -> pd.DataFrame:
+    """The measured-values table as a DataFrame of display strings."""
+    return pd.DataFrame(measured_rows(res), columns=list(MEASURED_COLUMNS))

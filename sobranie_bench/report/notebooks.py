@@ -1,0 +1,69 @@
+"""Executing the notebooks (jupytext percent ``.py`` files in ``notebooks/``) with papermill
+against a results directory, and exporting each executed notebook to HTML.
+
+The ``.py`` file is the source: it is converted in memory and written next to its output, so a
+stale paired ``.ipynb`` can never be what runs. Parameters override the notebook's cell tagged
+``parameters``; the kernel is ``python3``, which jupyter_client starts with this interpreter
+(the venv's), so the notebooks import the same ``sobranie_bench``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+NAME = re.compile(r"^\d\d_[a-z0-9_]+\.py$")
+KERNEL = "python3"
+
+
+def sources(notebooks_dir: Path | str = NOTEBOOKS_DIR) -> list[Path]:
+    """The notebooks, in order (``NN_name.py``)."""
+    return sorted(p for p in Path(notebooks_dir).glob("*.py") if NAME.match(p.name))
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the working directory when it is under it (no machine paths in the
+    executed notebooks' metadata)."""
+    try:
+        return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else str(
+            path)
+    except ValueError:
+        return str(path)
+
+
+def execute_notebooks(results_dir: Path | str = "results",
+                      out_dir: Path | str = "results/notebooks",
+                      parameters: Mapping[str, Any] | None = None,
+                      notebooks: Sequence[Path | str] | None = None,
+                      kernel_name: str = KERNEL, html: bool = True,
+                      timeout: float = 600.0) -> list[Path]:
+    """Run every notebook with ``RESULTS = results_dir`` (plus ``parameters``), writing the
+    executed ``.ipynb`` and, with ``html``, an ``.html`` export to ``out_dir``; return the
+    written paths. A failing notebook raises papermill's PapermillExecutionError after its
+    partial output is saved."""
+    import jupytext
+    import nbformat
+    import papermill
+    from nbconvert import HTMLExporter
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    params = {"RESULTS": str(results_dir), **(parameters or {})}
+    written: list[Path] = []
+    for source in (Path(p) for p in (notebooks or sources())):
+        target = out / f"{source.stem}.ipynb"
+        nbformat.write(jupytext.read(source), target)
+        executed = papermill.execute_notebook(
+            _shown(target), _shown(target), parameters=params, kernel_name=kernel_name,
+            progress_bar=False, execution_timeout=timeout, cwd=None)
+        written.append(target)
+        if html:
+            body, _ = HTMLExporter().from_notebook_node(executed)
+            page = target.with_suffix(".html")
+            page.write_text(body)
+            written.append(page)
+    return written
