@@ -338,7 +338,7 @@ def _measure(args: argparse.Namespace) -> int:
 def _run(main: Any) -> int:
     try:
         asyncio.run(main())
-    except ClusterError as exc:
+    except (ClusterError, ValueError) as exc:  # ValueError: an experiment's parameters
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
