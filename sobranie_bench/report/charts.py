@@ -276,6 +276,26 @@ def model_instances(res: Results, users: Sequence[int]
         return {}, f"capacity model unavailable: {type(exc).__name__}"
 
 
+def storm_curves(storms: Sequence[object]) -> Figure:
+    """Share of clients connected over time in reconnect storms (``capacity.storm`` results),
+    one line per strategy."""
+    fig = new_figure(7.0, 3.8)
+    ax = fig.add_subplot()
+    for i, result in enumerate(storms):
+        share = getattr(result, "connected_share", ())
+        ax.plot(range(1, len(share) + 1), [100 * v for v in share],
+                color=PALETTE[i % len(PALETTE)],
+                label=f"{getattr(result, 'strategy', i)} (peak "
+                      f"{getattr(result, 'peak_over_capacity', float('nan')):.2f}× capacity)")
+    ax.set_xlabel("seconds after every client lost its connection")
+    ax.set_ylabel("clients connected, %")
+    ax.set_ylim(0, 105)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Reconnect storm (capacity model)", fontsize=10)
+    return fig
+
+
 CHARTS: dict[str, Callable[[Results], Figure]] = {
     "latency_percentiles": latency_percentiles,
     "fanout": fanout,

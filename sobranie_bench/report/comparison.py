@@ -30,6 +30,7 @@ from sobranie_bench.report.sources import (
     FRAMEWORK,
     FRAMEWORK_RULE,
     HANDSHAKES,
+    SPEC_FRAMING,
     TECHNOLOGIES,
     Technology,
     cite,
@@ -475,3 +476,32 @@ def star_frame(res: Results) -> pd.DataFrame:
 def measured_frame(res: Results) -> pd.DataFrame:
     """The measured-values table as a DataFrame of display strings."""
     return pd.DataFrame(measured_rows(res), columns=list(MEASURED_COLUMNS))
+
+
+def disagreements(table_rows: list[Row]) -> list[tuple[str, str, int, int, str]]:
+    """Cells two or more stars apart: (technology, column title, note, ours, basis)."""
+    out = []
+    for row in table_rows:
+        note = row.technology.note_stars
+        for col in COLUMNS:
+            ours = row.ours[col].stars
+            if note is not None and ours is not None and abs(ours - note[col]) >= 2:
+                out.append((row.technology.name, COLUMN_TITLES[col], note[col], ours,
+                            row.ours[col].basis))
+    return out
+
+
+def framing_frame(res: Results, payload: int = 64) -> pd.DataFrame:
+    """Measured downstream bytes per delivered message beyond the payload (envelope JSON,
+    framing, amortised handshake) beside the protocol's minimum framing from its spec."""
+    records = []
+    for t in res.transports:
+        point = res.point("overhead", t, payload=payload)
+        down = res.value(t, "overhead", "bytes_down_per_msg", point) if point else None
+        spec = SPEC_FRAMING.get(t)
+        records.append({"transport": t,
+                        "measured down beyond payload (B)": None if down is None
+                        else down - payload,
+                        "spec minimum framing (B)": spec.bytes if spec else None,
+                        "spec": spec.how if spec else ""})
+    return pd.DataFrame.from_records(records).set_index("transport")

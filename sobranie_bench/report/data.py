@@ -312,3 +312,27 @@ def scenario_frame(res: Results, scenario: str, metrics: Iterable[str],
                         "run_id": res.run_id(t, scenario), "params": point})
     columns = ["transport", *metrics, "client_bound", "run_id", "params"]
     return pd.DataFrame.from_records(records, columns=columns).set_index("transport")
+
+
+def extremes(res: Results, scenario: str, metric: str
+             ) -> tuple[tuple[str, Measured], tuple[str, Measured]] | None:
+    """The lowest and highest value of ``metric`` among the transports of the main run, at
+    the scenario's reference point: ((transport, figure), (transport, figure))."""
+    params = res.reference_params(scenario)
+    found = [(t, f) for t in res.transports
+             if (f := res.figure(t, scenario, metric, params)) is not None
+             and f.run_id == res.main_run]
+    if not found:
+        return None
+    found.sort(key=lambda item: item[1].value)
+    return found[0], found[-1]
+
+
+def capacity_steps_frame(res: Results) -> pd.DataFrame:
+    """Every capacity-scenario step: transport, subscribers, p95 (ms), lost, failures."""
+    records = [{"transport": t, "subscribers": s.get("subscribers"),
+                "p95_ms": s.get("p95_us", float("nan")) / 1000, "lost": s.get("lost"),
+                "failures": s.get("failures")}
+               for t in res.transports for s in res.capacity_steps(t)]
+    return pd.DataFrame.from_records(
+        records, columns=["transport", "subscribers", "p95_ms", "lost", "failures"])

@@ -464,3 +464,23 @@ def sensitivity_frame(res: Results) -> pd.DataFrame:
     titles = {f.key: f.title for f in FEATURES}
     return pd.DataFrame.from_dict({titles[k]: v for k, v in sensitivity(res).items()},
                                   orient="index")
+
+
+def fleet_frame(plan: Any) -> pd.DataFrame:
+    """A capacity plan's fleets as a DataFrame (numbers, not strings)."""
+    return pd.DataFrame.from_records([{
+        "transport": f.transport, "features": ", ".join(f.features),
+        "instances": f.instances, "bound by": f.binding, "cpu": f.cpu_utilisation,
+        "memory per instance (GiB)": f.memory_bytes_per_instance / 1024 ** 3,
+        "p95 delivery (ms)": f.p95_delivery_s * 1000, "deliveries/s": f.deliveries_per_s,
+        "redis nodes (classic)": f.redis_classic.shards,
+        "redis shards (sharded)": f.redis_sharded.shards,
+        "fallback figures": ", ".join(f.fallbacks)} for f in plan.fleets]).set_index("transport")
+
+
+def calibration_frame(costs: Mapping[str, Any]) -> pd.DataFrame:
+    """Per transport and figure: value, unit and whether it was measured or a fallback."""
+    return pd.DataFrame.from_records([
+        {"transport": name, "figure": fig_name, "value": fig.value, "unit": fig.unit,
+         "source": fig.source}
+        for name, tc in costs.items() for fig_name, fig in tc.figures().items()])

@@ -222,3 +222,34 @@ BIDIRECTIONAL: dict[str, float] = {
 }
 """1 = one full-duplex connection; 0.5 = a server-to-client stream or poll plus separate
 HTTP requests upstream (the contract's POST /publish and /echo)."""
+
+
+@dataclass(frozen=True)
+class Framing:
+    """The least a protocol adds around one server-to-client message, from its spec."""
+
+    bytes: int
+    how: str
+    sources: tuple[str, ...]
+
+
+SPEC_FRAMING: dict[str, Framing] = {
+    "ws": Framing(2, "server frame header, unmasked, payload under 126 B (4 B up to 64 KiB)",
+                  ("rfc6455",)),
+    "ws-websockets": Framing(2, "as ws", ("rfc6455",)),
+    "sse": Framing(8, "'data: ' and the blank line ending the event (the contract adds 'id:' "
+                      "and 'event:' lines)", ("whatwg-sse",)),
+    "longpoll": Framing(0, "an HTTP response per poll: status line, headers and the JSON "
+                           "wrapper, shared by the messages of that poll", ("mdn-fetch",)),
+    "socketio": Framing(4, "WebSocket header plus the Engine.IO '4' and Socket.IO '2' packet "
+                           "types and the event name", ("socketio-protocol", "rfc6455")),
+    "socketio-polling": Framing(0, "an HTTP response per poll, Engine.IO packets inside",
+                                ("socketio-protocol",)),
+    "webtransport": Framing(1, "the newline ending the envelope on the stream (QUIC adds a "
+                               "short header, a STREAM frame and a 16 B AEAD tag per packet)",
+                            ("ietf-webtrans-http3", "rfc9000")),
+    "webrtc": Framing(28, "SCTP common header and DATA chunk (DTLS adds its record header)",
+                      ("rfc8831",)),
+}
+"""Minimum framing per delivered message, to compare with what the overhead scenario counts
+(which also holds the contract's JSON envelope and amortised handshakes)."""

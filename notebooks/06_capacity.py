@@ -1,0 +1,91 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · Capacity: from one benchmarked instance to a million online users
+#
+# The capacity model (`sobranie_bench.capacity`) is calibrated from the same results: CPU per
+# message, per delivery and per connection, memory per connection, bytes per message, and the
+# measured latency curve. Figures the results do not hold are the model's fallback constants,
+# and are marked as such. The SimPy instance model is checked against closed-form queueing
+# results (M/M/1, M/M/c) before it is trusted.
+
+# %% tags=["parameters"]
+RESULTS = "results"
+ONLINE_USERS = 1_000_000
+SCALING_USERS = (100_000, 1_000_000)
+SIM_SECONDS = 600.0
+VALIDATE_JOBS = 20_000
+
+# %%
+from dataclasses import asdict
+
+import pandas as pd
+from IPython.display import Markdown, display
+
+from sobranie_bench.capacity import calibrate, plan, scaling_table, validate
+from sobranie_bench.report import charts, load, recommendation
+from sobranie_bench.report.data import summary_frame
+
+res = load(RESULTS)
+costs, substitutions = recommendation.usable_costs(calibrate(summary_frame(res)))
+calibration = recommendation.calibration_frame(costs)
+calibration.pivot(index="transport", columns="figure", values="source")
+
+# %%
+display(Markdown("\n".join(f"- {n}" for n in substitutions) or
+                 "Every measured figure was usable as it is."))
+
+# %% [markdown]
+# ## Each transport carrying everything, at the target size
+
+# %%
+what_if = plan(ONLINE_USERS, costs=costs, transports=list(res.transports))
+fleets = recommendation.fleet_frame(what_if)
+fleets
+
+# %%
+if not fleets.empty:
+    display(Markdown(
+        f"At {ONLINE_USERS:,} online users, carrying every feature alone, "
+        f"**{fleets['instances'].idxmin()}** needs the fewest instances "
+        f"({fleets['instances'].min()}) and **{fleets['instances'].idxmax()}** the most "
+        f"({fleets['instances'].max()}); the binding limit is "
+        + ", ".join(f"{t}: {b}" for t, b in fleets["bound by"].items()) + "."))
+
+# %%
+charts.capacity_curves(res, users=SCALING_USERS)
+
+# %% [markdown]
+# ## A simulated hour, and how the models scale
+
+# %%
+scaling = scaling_table(SCALING_USERS, costs=costs, duration_s=SIM_SECONDS)
+scaling
+
+# %% [markdown]
+# ## Validation against queueing theory
+
+# %%
+checks = validate(jobs=VALIDATE_JOBS)
+validation = pd.DataFrame([asdict(r) for r in checks])
+validation[["model", "utilisation", "simulated_mean_wait", "analytic_mean_wait",
+            "relative_error", "analytic_in_ci"]]
+
+# %%
+inside = int(validation["analytic_in_ci"].sum())
+display(Markdown(
+    f"The closed-form mean wait falls inside the simulation's 95% interval in {inside} of "
+    f"{len(validation)} cases (largest relative error "
+    f"{validation['relative_error'].abs().max():.1%}, {VALIDATE_JOBS:,} jobs each)."))

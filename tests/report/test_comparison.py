@@ -1,0 +1,121 @@
+"""comparison.md against the fixture's own numbers: the measured table's cells, the stars'
+rule recomputed independently, "not measured" for what is not there, the line counter."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sobranie_bench.report import comparison, data
+from sobranie_bench.report.sources import TECHNOLOGIES
+from tests.report.conftest import median
+
+
+def markdown_table(md: str, *columns: str) -> list[dict[str, str]]:
+    """The rows of the first Markdown table whose header row holds every one of ``columns``."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| ")
+                 and all(f"| {c} |" in line for c in columns)
+                 and lines[i + 1].startswith("|---"))
+    headers = [h.strip() for h in lines[start].strip("|").split("|")]
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(headers, (c.strip() for c in line.strip("|").split("|")))))
+    return rows
+
+
+def number(cell: str) -> float:
+    return float(re.match(r"[\d,.]+", cell).group().replace(",", ""))  # type: ignore[union-attr]
+
+
+@pytest.fixture(scope="module")
+def md(built: Path) -> str:
+    return (built / "comparison.md").read_text()
+
+
+def test_measured_cells_are_the_fixtures_numbers(md: str, summary: pd.DataFrame) -> None:
+    rows = {r["Transport"]: r for r in markdown_table(md, "Transport", "Echo p50")}
+    for t in ("ws", "ws-websockets", "sse", "longpoll"):
+        row = rows[t]
+        assert number(row["Echo p50"]) * 1000 == pytest.approx(
+            median(summary, t, "echo", "rtt_p50_us"), rel=5e-3)
+        assert number(row["Echo p99"]) * 1000 == pytest.approx(
+            median(summary, t, "echo", "rtt_p99_us"), rel=5e-3)
+        assert number(row["Server CPU / msg (µs)"]) == pytest.approx(
+            median(summary, t, "echo", "server_cpu_us_per_msg"), rel=5e-3)
+        assert number(row["Memory / connection"]) * 1024 == pytest.approx(
+            median(summary, t, "connections", "server_rss_bytes_per_conn"), rel=5e-3)
+        assert number(row["Bytes / msg (64 B)"]) == pytest.approx(
+            median(summary, t, "overhead", "bytes_per_msg", payload=64), abs=0.5)
+        assert number(row["Subscribers within SLA"]) == median(
+            summary, t, "capacity", "max_clients_within_sla")
+
+
+def bands(ratio: float) -> int:
+    """The documented rule, written again: 5 stars under 1.5x the best, one less per
+    doubling."""
+    return 5 if ratio < 1.5 else 4 if ratio < 3 else 3 if ratio < 6 else 2 if ratio < 12 else 1
+
+
+def test_performance_stars_follow_the_documented_rule(md: str, summary: pd.DataFrame) -> None:
+    measured = ("ws", "ws-websockets", "sse", "longpoll")
+    metrics = ("rtt_p50_us", "rtt_p99_us", "server_cpu_us_per_msg")
+    best = {m: min(median(summary, t, "echo", m) for t in measured) for m in metrics}
+    stars = {r["Technology"]: r["Performance"]
+             for r in markdown_table(md, "Technology", "Performance")}
+    for tech, t in (("WebSockets", "ws"), ("SSE", "sse"), ("Long-polling", "longpoll")):
+        ratio = math.prod(median(summary, t, "echo", m) / best[m] for m in metrics) ** (1 / 3)
+        ours = stars[tech].split("→")[1]
+        assert ours.count("★") == bands(ratio), (tech, ratio, stars[tech])
+
+
+def test_note_stars_are_shown_beside_ours(md: str) -> None:
+    rows = {r["Technology"]: r for r in markdown_table(md, "Technology", "Browser support")}
+    for tech in TECHNOLOGIES:
+        if tech.note_stars:
+            note = rows[tech.name]["Browser support"].split("→")[0]
+            assert note.count("★") == tech.note_stars["browser"]
+
+
+def test_unmeasured_transports_say_not_measured(md: str) -> None:
+    stars = {r["Technology"]: r for r in markdown_table(md, "Technology", "Performance")}
+    assert stars["Socket.IO"]["Performance"].endswith("not measured")
+    assert stars["WebRTC"]["Scalability"].endswith("not measured")
+    rows = {r["Transport"]: r for r in markdown_table(md, "Transport", "Echo p50")}
+    assert rows["socketio"]["Echo p50"] == "not measured"
+    assert "Backplane cost: not measured" in md
+
+
+def test_no_figure_is_marked_client_bound_when_none_was(md: str, summary: pd.DataFrame
+                                                        ) -> None:
+    assert not summary.client_bound.any()
+    assert "†" not in md.split("## Handshakes")[0].split("How our stars")[0]
+
+
+def test_client_bound_figures_are_marked(results_copy: Path) -> None:
+    res = data.load(results_copy)
+    bound = res.rows.copy()
+    bound.loc[(bound.transport == "sse") & (bound.scenario == "echo"), "client_bound"] = True
+    marked = data.Results(res.root, res.raws, bound)
+    assert "†" in comparison.performance(marked, "sse").cell()
+    assert "†" not in comparison.performance(marked, "ws").cell()
+
+
+def test_code_lines_skip_blank_comment_and_docstring_lines(tmp_path: Path) -> None:
+    source = tmp_path / "adapter.py"
+    source.write_text('"""Module\ndocstring."""\n\nimport os  # a comment\n\n# only a comment\n'
+                      'X = 1\n"""Attribute docstring."""\n\n\ndef f(\n    a: int,\n) -> int:\n'
+                      '    """Doc."""\n    return a + len(os.sep)\n')
+    assert comparison.code_lines(source) == 6  # import, X, def f( a, ), return
+
+
+def test_empty_results_still_render(tmp_path: Path) -> None:
+    md = comparison.render(data.load(tmp_path))
+    rows = {r["Technology"]: r for r in markdown_table(md, "Technology", "Performance")}
+    assert rows["WebSockets"]["Performance"].endswith("not measured")
