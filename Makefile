@@ -21,7 +21,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/sobranie-bench run --profile $(PROFILE)
+	$(BIN)/sobranie-bench run --profile $(PROFILE) --fresh
+	$(BIN)/sobranie-bench report
+	$(BIN)/sobranie-bench report --only-notebooks
 
 lint: $(STAMP)
 	$(BIN)/ruff check sobranie_bench servers tests
