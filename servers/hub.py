@@ -10,10 +10,10 @@ import asyncio
 import itertools
 import secrets
 import time
-from collections import Counter, deque
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from servers import auth
 from servers.brokers import Broker, Message
@@ -40,8 +40,10 @@ class Limits:
     """Requests refused past the bucket before the connection is closed (1008)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
+class Outgoing(NamedTuple):
+    """One encoded envelope in an outbox (immutable; a NamedTuple because one is built per
+    envelope sent, and a frozen dataclass costs three times as much to build)."""
+
     type: str
     """Envelope type: hello, message, ack, echo, presence, error."""
     text: str
@@ -63,7 +65,28 @@ class _Sub:
 
 
 class Connection:
-    """One client's session in the hub, whatever carries it, with a bounded outbox."""
+    """One client's session in the hub, whatever carries it, with a bounded outbox.
+
+    The outbox is drained either by awaiting :meth:`outgoing` (one-way streams, whose writer is
+    a loop anyway) or by a :class:`Sender` (WebSocket adapters: no task per connection)."""
+
+    __slots__ = (
+        "__weakref__",
+        "_refilled",
+        "_tokens",
+        "_waiter",
+        "close_code",
+        "close_reason",
+        "hub",
+        "id",
+        "on_close",
+        "queue",
+        "replies",  # set by the Socket.IO adapter
+        "subs",
+        "transport",
+        "user",
+        "wake",
+    )
 
     def __init__(self, hub: Hub, id: str, user: str, transport: str) -> None:
         self.hub = hub
@@ -71,11 +94,14 @@ class Connection:
         self.user = user
         self.transport = transport
         self.subs: dict[str, _Sub] = {}
-        self.queue: deque[Outgoing] = deque()
+        self.queue: list[Outgoing] = []
+        """The outbox, oldest first; never longer than ``Limits.send_queue``."""
         self.close_code: int | None = None
         self.close_reason = ""
         self.on_close: Callable[[int, str], None] | None = None
         """Set by the adapter: called once when the hub cuts the connection off."""
+        self.wake: Callable[[], None] | None = None
+        """Set by a :class:`Sender`: called when the outbox stops being empty."""
         self._waiter: asyncio.Future[None] | None = None
         self._tokens = hub.limits.burst
         self._refilled = hub.clock()
@@ -87,13 +113,17 @@ class Connection:
     def push(self, item: Outgoing) -> None:
         if self.close_code is not None:
             return
-        if len(self.queue) >= self.hub.limits.send_queue:
-            self.close(wire.CLOSE_POLICY, f"slow consumer: {len(self.queue)} envelopes queued")
+        queue = self.queue
+        if len(queue) >= self.hub.limits.send_queue:
+            self.close(wire.CLOSE_POLICY, f"slow consumer: {len(queue)} envelopes queued")
             return
-        self.queue.append(item)
+        queue.append(item)
         self.hub.metrics.sent[self.transport] += 1
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        if len(queue) == 1:  # was empty: whoever drains it may be waiting
+            if self.wake is not None:
+                self.wake()
+            elif self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
 
     def push_envelope(self, envelope: dict[str, Any]) -> None:
         self.push(Outgoing(envelope["type"], wire.encode(envelope)))
@@ -109,7 +139,7 @@ class Connection:
             sub.last = item.id
             self.push(item)
 
-    async def outgoing(self, timeout: float | None = None) -> deque[Outgoing]:
+    async def outgoing(self, timeout: float | None = None) -> list[Outgoing]:
         """Wait for queued envelopes and take them all; empty on close or after ``timeout``."""
         if not self.queue and self.close_code is None:
             loop = asyncio.get_running_loop()
@@ -121,7 +151,7 @@ class Connection:
                 self._waiter = None
                 if timer:
                     timer.cancel()
-        items, self.queue = self.queue, deque()
+        items, self.queue = self.queue, []
         return items
 
     def _wake(self) -> None:
@@ -151,6 +181,74 @@ class Connection:
         if self._tokens < -limits.flood:
             self.close(wire.CLOSE_POLICY, "rate limit: flood")
         return False
+
+
+class Sender:
+    """Drains a connection's outbox through ``send`` (the adapter's coroutine that sends one
+    encoded envelope) without a writer task per connection.
+
+    The replies to a client's request go out inline, right after the hub handled it
+    (:meth:`handle`): no task switch per echo or ack. What other connections push meanwhile
+    (messages, presence) wakes a short-lived task that sends until the outbox is empty. One
+    sender at a time: whoever is sending loops until the outbox is empty, so order is kept.
+    ``send`` suspends only when the socket's buffer is full (the peer reads slowly); the outbox
+    then grows until the hub cuts the connection off as a slow consumer."""
+
+    __slots__ = ("conn", "gone", "handling", "send", "sending", "task")
+
+    def __init__(self, conn: Connection, send: Callable[[str], Awaitable[Any]],
+                 gone: tuple[type[BaseException], ...] = (ConnectionError,)) -> None:
+        self.conn = conn
+        self.send = send
+        self.gone = gone
+        """Exceptions of ``send`` that mean the peer is gone: sending stops quietly."""
+        self.handling = False
+        self.sending = False
+        self.task: asyncio.Task[None] | None = None
+        conn.wake = self.wake
+
+    async def handle(self, raw: str | bytes) -> None:
+        """One envelope from the client; its replies are sent before this returns."""
+        self.handling = True
+        try:
+            await self.conn.hub.handle(self.conn, raw)
+        finally:
+            self.handling = False
+        if self.conn.queue and not self.sending:
+            await self.flush()
+
+    def wake(self) -> None:
+        if not (self.handling or self.sending or self.task is not None
+                or self.conn.close_code is not None):
+            self.task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            await self.flush()
+        finally:
+            self.task = None
+
+    async def flush(self) -> None:
+        """Send until the outbox is empty (or the connection closed or the peer left)."""
+        if self.sending:
+            return
+        self.sending = True
+        conn, send = self.conn, self.send
+        try:
+            while conn.queue and conn.close_code is None:
+                items, conn.queue = conn.queue, []
+                for item in items:
+                    await send(item.text)
+        except self.gone:
+            conn.wake = None  # nothing more can be sent; the reader sees the close
+        finally:
+            self.sending = False
+
+    def stop(self) -> None:
+        """No more sending (the connection is closing)."""
+        self.conn.wake = None
+        if self.task is not None:
+            self.task.cancel()
 
 
 class Metrics:

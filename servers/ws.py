@@ -1,4 +1,10 @@
-"""WebSocket adapter (aiohttp): text frames in -> hub.handle; outbox -> text frames out."""
+"""WebSocket adapter (aiohttp): text frames in -> hub; the outbox -> text frames out.
+
+Replies go out inline after each request, other envelopes from a short-lived task
+(:class:`~servers.hub.Sender`): no writer task per connection. permessage-deflate is not
+negotiated (``compress=False``): browsers offer it on every connection, and a deflate context
+costs about 90 KiB per connection and a fifth more CPU per small envelope (docs/performance.md).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,10 @@ import asyncio
 from aiohttp import WSMsgType, web
 
 from servers.http_app import AUTH, HUB, authenticate
-from servers.hub import Connection
+from servers.hub import Sender
 
 CLOSE_GRACE_SECONDS = 1.0
+_DATA = (WSMsgType.TEXT, WSMsgType.BINARY)
 
 
 async def handle(request: web.Request) -> web.WebSocketResponse:
@@ -17,40 +24,40 @@ async def handle(request: web.Request) -> web.WebSocketResponse:
     if not request.app[AUTH].origin_allowed(request.headers.get("Origin")):
         raise web.HTTPForbidden(text="origin not allowed")
     hub = request.app[HUB]
-    ws = web.WebSocketResponse(max_msg_size=hub.limits.hard_frame)
+    ws = web.WebSocketResponse(max_msg_size=hub.limits.hard_frame, compress=False)
     await ws.prepare(request)
     conn = await hub.connect(user, "ws")
-    writer = asyncio.create_task(_pump(conn, ws))
-    conn.on_close = lambda code, reason: _cut(request, ws, writer, code, reason)
+    sender = Sender(conn, ws.send_str)
+    conn.on_close = _Cut(request, ws, sender)
     try:
+        await sender.flush()  # hello
         async for msg in ws:
-            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                await hub.handle(conn, msg.data)
+            if msg.type in _DATA:
+                await sender.handle(msg.data)
     finally:
-        writer.cancel()
+        sender.stop()
         await hub.disconnect(conn)
     return ws
 
 
-async def _pump(conn: Connection, ws: web.WebSocketResponse) -> None:
-    while not conn.closed:
-        for item in await conn.outgoing():
-            await ws.send_str(item.text)
-
-
-def _cut(request: web.Request, ws: web.WebSocketResponse, writer: asyncio.Task[None],
-         code: int, reason: str) -> None:
+class _Cut:
     """The hub gave up on this connection: close with its reason; abort a stalled reader."""
-    writer.cancel()
 
-    async def close() -> None:
+    __slots__ = ("request", "sender", "ws")
+
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse, sender: Sender) -> None:
+        self.request, self.ws, self.sender = request, ws, sender
+
+    def __call__(self, code: int, reason: str) -> None:
+        self.sender.stop()
+        if not self.ws.closed:
+            asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
         try:
-            await asyncio.wait_for(ws.close(code=code, message=reason[:120].encode()),
+            await asyncio.wait_for(self.ws.close(code=code, message=reason[:120].encode()),
                                    CLOSE_GRACE_SECONDS)
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             pass
-        if request.transport is not None:
-            request.transport.abort()
-
-    if not ws.closed:
-        asyncio.get_running_loop().create_task(close())
+        if self.request.transport is not None:
+            self.request.transport.abort()

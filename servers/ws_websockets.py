@@ -1,7 +1,9 @@
 """The same WebSocket contract on the `websockets` library, to compare the two Python stacks.
 
 Auth and Origin are checked in ``process_request`` (401/403 before the upgrade); /healthz and
-/metrics are answered there too. Everything else is the same hub as the aiohttp server.
+/metrics are answered there too. Everything else is the same hub as the aiohttp server, and the
+same :class:`~servers.hub.Sender` (replies inline, no writer task per connection); no
+permessage-deflate, as on the aiohttp server.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from websockets.http11 import Request, Response
 
 from servers import auth
 from servers.brokers import Broker
-from servers.hub import Connection, Hub, Limits
+from servers.hub import Hub, Limits, Sender
 from sobranie_bench import wire
 
 
@@ -54,30 +56,29 @@ class WebsocketsServer:
 
     async def _session(self, ws: ServerConnection) -> None:
         conn = await self.hub.connect(ws.user, "ws")  # type: ignore[attr-defined]
-        writer = asyncio.create_task(_pump(conn, ws))
-        conn.on_close = lambda code, reason: _cut(ws, writer, code, reason)
+        sender = Sender(conn, ws.send, gone=(ConnectionClosed,))
+        conn.on_close = _Cut(ws, sender)
         try:
+            await sender.flush()  # hello
             async for raw in ws:
-                await self.hub.handle(conn, raw)
+                await sender.handle(raw)
         except ConnectionClosed:
             pass
         finally:
-            writer.cancel()
+            sender.stop()
             await self.hub.disconnect(conn)
 
 
-async def _pump(conn: Connection, ws: ServerConnection) -> None:
-    try:
-        while not conn.closed:
-            for item in await conn.outgoing():
-                await ws.send(item.text)
-    except ConnectionClosed:
-        pass
-
-
-def _cut(ws: ServerConnection, writer: asyncio.Task[None], code: int, reason: str) -> None:
+class _Cut:
     """The hub gave up on this connection: close with its reason (websockets aborts a
     reader that does not answer within its close_timeout)."""
-    writer.cancel()
-    asyncio.get_running_loop().create_task(ws.close(code, reason[:120]))
+
+    __slots__ = ("sender", "ws")
+
+    def __init__(self, ws: ServerConnection, sender: Sender) -> None:
+        self.ws, self.sender = ws, sender
+
+    def __call__(self, code: int, reason: str) -> None:
+        self.sender.stop()
+        asyncio.get_running_loop().create_task(self.ws.close(code, reason[:120]))
 
