@@ -348,6 +348,8 @@ class Session:
         self._capsules = CapsuleReader()
         self._inbox: asyncio.Queue[tuple[bool, bytes] | None] = asyncio.Queue()
         """(reliable, envelope) in arrival order; None once the session ended."""
+        self._queued = 0
+        """Bytes in the inbox: aioquic reads without backpressure, so this is bounded here."""
         self._stream_open = asyncio.Event()
 
     async def run(self) -> None:
@@ -360,6 +362,7 @@ class Session:
                 self.accepted = True
             while (item := await self._inbox.get()) is not None and not conn.closed:
                 reliable, raw = item
+                self._queued -= len(raw)
                 if reliable:
                     await self.hub.handle(conn, raw)
                 else:
@@ -406,18 +409,27 @@ class Session:
             self._stream_open.set()
         if stream_id != self.stream_id or self.closed:
             return  # one envelope stream per session: other streams are ignored
+        hard = self.hub.limits.hard_frame
         for line in self._lines.feed(data):
-            if len(line) > self.hub.limits.hard_frame:
-                return self._over_hard_limit(len(line))
-            self._inbox.put_nowait((True, line))
-        if len(self._lines.partial) > self.hub.limits.hard_frame:
-            return self._over_hard_limit(len(self._lines.partial))
+            if len(line) > hard:
+                return self._refuse_input(wire.CLOSE_TOO_BIG,
+                                          f"envelope of {len(line)} bytes over the hard limit")
+            self._enqueue(True, line)
+        if len(self._lines.partial) > hard:
+            return self._refuse_input(wire.CLOSE_TOO_BIG, f"envelope of "
+                                      f"{len(self._lines.partial)}+ bytes over the hard limit")
         if ended:
             self.close()
 
     def datagram(self, data: bytes) -> None:
         if not self.closed:
-            self._inbox.put_nowait((False, data))
+            self._enqueue(False, data)
+
+    def _enqueue(self, reliable: bool, raw: bytes) -> None:
+        self._queued += len(raw)
+        if self._queued > self.hub.limits.hard_frame:
+            return self._refuse_input(wire.CLOSE_POLICY, "flood: unread input over the hard limit")
+        self._inbox.put_nowait((reliable, raw))
 
     def capsule_data(self, data: bytes, ended: bool) -> None:
         try:
@@ -427,12 +439,11 @@ class Session:
         if ended or any(kind == CLOSE_SESSION_CAPSULE for kind, _ in capsules):
             self.close()
 
-    def _over_hard_limit(self, size: int) -> None:
-        reason = f"envelope of {size}+ bytes over the hard limit"
+    def _refuse_input(self, code: int, reason: str) -> None:
         if self.conn is not None:
-            self.conn.close(wire.CLOSE_TOO_BIG, reason)  # counted, then _cut closes the session
+            self.conn.close(code, reason)  # counted in the metrics, then _cut closes the session
         else:
-            self.close(wire.CLOSE_TOO_BIG, reason)
+            self.close(code, reason)
 
     def _cut(self, code: int, reason: str) -> None:
         """The hub gave up on this connection (slow consumer, flood, shutdown)."""

@@ -217,6 +217,28 @@ async def test_line_over_hard_limit_closes_the_session(start_server, clients):
     assert re.search(r'sobranie_disconnects_total\{reason="envelope of \d+\+ bytes over', text)
 
 
+async def test_unread_input_over_the_hard_limit_closes_the_session(start_server, clients):
+    server = await start_server(WT, limits=Limits(hard_frame=4096))
+    hub = server.stop.__self__.hub  # the WebTransportServer behind this Running
+    gate = asyncio.Event()
+    handle = hub.handle
+
+    async def stalled_handle(conn, raw):  # a hub slower than the network (a remote broker)
+        await gate.wait()
+        await handle(conn, raw)
+
+    hub.handle = stalled_handle
+    client = clients(WT, server.url, reconnect=False)
+    await client.connect()
+    line = json.dumps({"op": "echo", "data": "x" * 100}).encode() + b"\n"
+    await client.send_raw(line * 50)
+    await asyncio.wait_for(client._runner, 2 * UNIT)
+    assert client.close_code == wire.CLOSE_POLICY
+    _, text = await http_get(server, "/metrics")
+    assert 'sobranie_disconnects_total{reason="flood"} 1' in text
+    gate.set()
+
+
 async def test_stalled_reader_is_cut_off_and_others_keep_receiving(start_server, clients):
     server = await start_server(WT, limits=Limits(send_queue=64))
     good = clients(WT, server.url, "good")
