@@ -125,7 +125,8 @@ class WebTransportServer:
         self.sessions: set[asyncio.Task[None]] = set()
         self._quic: QuicServer | None = None
         self._http: web.AppRunner | None = None
-        self._stopped = False
+        self.stopping = False
+        """Set by :meth:`stop`: new sessions are refused from then on."""
 
     async def start(self, host: str, port: int) -> int:
         """Bind UDP and TCP on one port number (``port`` 0: one the OS finds free for both)."""
@@ -155,9 +156,9 @@ class WebTransportServer:
                     raise
 
     async def stop(self) -> None:
-        if self._stopped:
+        if self.stopping:
             return
-        self._stopped = True
+        self.stopping = True
         await self.hub.close()
         if self.sessions:
             await asyncio.wait(self.sessions, timeout=STOP_GRACE_SECONDS)
@@ -243,6 +244,8 @@ class _Protocol(QuicConnectionProtocol):
         headers = CIMultiDict((k.decode(), v.decode(errors="replace"))
                               for k, v in event.headers if not k.startswith(b":"))
         path, _, query = pseudo.get(b":path", b"").decode(errors="replace").partition("?")
+        if self.server.stopping:
+            return self.refuse(sid, 503, "server shutting down")
         if pseudo.get(b":method") != b"CONNECT" or pseudo.get(b":protocol") != b"webtransport":
             return self.refuse(sid, 405, "only WebTransport sessions (extended CONNECT) here")
         if path != "/wt":
