@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sobranie_bench.report import comparison, recommendation, text
-from sobranie_bench.report.data import Results
+from sobranie_bench.report.data import Measured, Results
 from sobranie_bench.report.sources import COLUMN_TITLES, COLUMNS, TECHNOLOGIES, TECHNOLOGY_OF, cite
 
 CONFIRMED, REFUTED, DEPENDS, NOT_MEASURED = "confirmed", "refuted", "depends", "not measured yet"
@@ -107,10 +107,16 @@ def ratio_text(res: Results, a: str, b: str, scenario: str, metric: str, label: 
         return None, (f"{label}: {a} and {b} come from different runs ({fa.run_id}, "
                       f"{fb.run_id}); no ratio is taken across runs")
     r = fa.value / fb.value if fb.value else float("inf")
-    fmt = "ms" if metric.endswith("_us") and "cpu" not in metric else (
-        "bytes" if "bytes" in metric else "num")
-    return r, (f"figure: {label} {a} {text.measured(fa, fmt)} vs {b} {text.measured(fb, fmt)} "
-               f"= {r:.2f}× (run {fa.run_id})")
+
+    def show(fig: Measured) -> str:
+        if "cpu" in metric:
+            return f"{text.measured(fig, 'num')} µs"
+        if metric.endswith("_us"):
+            return text.measured(fig, "ms")
+        return text.measured(fig, "bytes" if "bytes" in metric else "num")
+
+    return r, (f"figure: {label} {a} {show(fa)} vs {b} {show(fb)} = {text.ratio(r)} "
+               f"(run {fa.run_id})")
 
 
 def lines_text(transport: str) -> tuple[int | None, str]:

@@ -327,6 +327,19 @@ def measured_rows(res: Results) -> list[list[str]]:
     return out
 
 
+def compressed(res: Results) -> list[str]:
+    """Overhead points where a transport put fewer bytes on the wire than the payload crossing
+    twice (publisher up, subscriber down): it compressed them."""
+    out = []
+    for t in res.transports:
+        for key in res.params_points("overhead", t):
+            payload = float(dict(i.split("=") for i in key.split(";")).get("payload", 0))
+            total = res.value(t, "overhead", "bytes_per_msg", key)
+            if total is not None and payload and total < 2 * payload:
+                out.append(f"{t} at {payload:g} B ({text.nbytes(total)})")
+    return out
+
+
 def backplane_ratio(res: Results, transport: str) -> tuple[float | None, str]:
     """Fan-out p99 through a shared broker, as a ratio to the best transport of the same
     scale-out run (the first set-up that measured this transport's fan-out)."""
@@ -402,9 +415,11 @@ def render(res: Results) -> str:
         "",
         text.table(headers, star_rows),
         "",
-        (f"Of the {compared} cells where both exist, {close} agree within one star and "
-         f"{apart} are two or more stars apart." if compared else
-         "No cell can be compared yet: nothing measured."),
+        (f"Of the {compared} cells rated by both, {close} agree within one star and "
+         f"{apart} are two or more stars apart"
+         + (": " + "; ".join(f"{tech} {col.lower()} (note {note}, ours {ours})"
+                             for tech, col, note, ours, _ in disagreements(table_rows)) + "."
+            if apart else ".") if compared else "No cell can be compared yet."),
         "",
         "## How our stars are derived",
         "",
@@ -423,9 +438,11 @@ def render(res: Results) -> str:
         text.table(["Technology", "Transport", *(COLUMN_TITLES[c] for c in COLUMNS)],
                    basis_rows),
         "",
-        "Sources for the cited columns: "
-        + "; ".join(f"{row.technology.name}: {cite(*row.ours['browser'].sources)} / "
-                    f"{cite(*row.ours['framework'].sources)}" for row in table_rows) + ".",
+        "Sources of the cited columns:",
+        "",
+        text.table(["Technology", "Browser support", "Elysia support"],
+                   [[row.technology.name, cite(*row.ours["browser"].sources),
+                     cite(*row.ours["framework"].sources)] for row in table_rows]),
         "",
         "## Measured values per transport",
         "",
@@ -435,6 +452,11 @@ def render(res: Results) -> str:
         "parameter point shared by the run's transports; CPU is the server process's, per "
         "echoed message; memory is the slope of server RSS against open connections; bytes "
         "are counted at the socket, both directions, handshakes amortised."),
+        "",
+        ("Fewer bytes than the payload crossing twice, so compressed on the wire: "
+         + "; ".join(compressed(res)) + ". The harness pads messages with one repeated "
+         "character, which compresses far better than real messages: read these as a best "
+         "case." if compressed(res) else ""),
         "",
         text.CLIENT_BOUND_NOTE if bound_any or any(
             text.CLIENT_BOUND_MARK in c for r in measured_rows(res) for c in r)

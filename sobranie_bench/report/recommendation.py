@@ -350,8 +350,8 @@ def render(res: Results, online_users: int = ONLINE_USERS) -> str:
     for choice in chosen.values():
         f = choice.feature
         if f.direction == "media":
-            summary_rows.append([f.title, "WebRTC media (not measured here)", "TURN relay",
-                                 "—"])
+            summary_rows.append([f.title, "WebRTC media (not measured here)", "WebRTC",
+                                 "TURN relay", "—"])
             continue
         win = choice.ranking[0] if choice.ranking else None
         basis = "—"
@@ -362,6 +362,7 @@ def render(res: Results, online_users: int = ONLINE_USERS) -> str:
                      f"{_value(cand.figures['cpu'], 'cpu')} µs CPU/{unit}, "
                      f"{_value(cand.figures['memory'], 'memory')}/connection")
         summary_rows.append([f.title, choice.winner or text.NOT_MEASURED,
+                             TECHNOLOGY_OF.get(choice.winner or "", "—"),
                              choice.fallback or "—", basis])
     parts = [
         "# Recommendation: which transport for which Sobranie feature",
@@ -370,7 +371,8 @@ def render(res: Results, online_users: int = ONLINE_USERS) -> str:
         "figure below comes from that run or from the capacity model calibrated on it; "
         "transports not measured there are not ranked."),
         "",
-        text.table(["Feature", "Transport", "Fallback", "Numbers behind it"], summary_rows),
+        text.table(["Feature", "Transport", "Technology", "Fallback", "Numbers behind it"],
+                   summary_rows),
         "",
         "## How the choice is made",
         "",

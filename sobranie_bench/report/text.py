@@ -65,6 +65,8 @@ def ms(value_us: float | None) -> str:
     """Microseconds shown in milliseconds with three significant digits."""
     if value_us is None:
         return NOT_MEASURED
+    if value_us >= 1e6:
+        return f"{value_us / 1e6:.3g} s"
     return f"{value_us / 1000:.3g} ms"
 
 
@@ -106,4 +108,7 @@ def measured(fig: Measured | None, fmt: str = "num") -> str:
 
 
 def ratio(value: float | None) -> str:
-    return NOT_MEASURED if value is None else f"{value:.2g}×"
+    """``1.07×``, ``13.4×``, ``34,185×``."""
+    if value is None:
+        return NOT_MEASURED
+    return f"{value:.2f}×" if value < 10 else f"{value:.1f}×" if value < 100 else f"{value:,.0f}×"

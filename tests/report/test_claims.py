@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sobranie_bench.report import claims, data
+from sobranie_bench.report import claims, data, text
 from tests.report.conftest import add_raw, median, raw_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +39,8 @@ def test_ws_low_latency_is_computed_from_the_run(judged: dict[str, claims.Verdic
     p99 = {t: median(summary, t, "echo", "rtt_p99_us") for t in p50}
     low = p50["ws"] <= 1.5 * min(p50.values()) and p99["ws"] <= 1.5 * min(p99.values())
     assert judged["ws-latency"].verdict == (claims.CONFIRMED if low else claims.DEPENDS)
-    assert any(f"{p50['longpoll'] / p50['ws']:.2f}×" in e for e in judged["ws-latency"].evidence)
+    ratio = text.ratio(p50["longpoll"] / p50["ws"])
+    assert any(ratio in e for e in judged["ws-latency"].evidence)
 
 
 def test_unmeasured_socketio_claims_wait(judged: dict[str, claims.Verdict]) -> None:
