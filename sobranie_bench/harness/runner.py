@@ -246,12 +246,13 @@ async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
 
 
 def window(ctx: PartContext, times: dict[str, float]) -> dict[str, float]:
-    """Monotonic seconds: load start, measurement start, and the end of the measured window
-    (the last measured reply if the server fell behind the schedule; the load's end when the
-    scenario has no timed window)."""
-    end = ctx.end_ns / 1e9 if ctx.duration else times.get("load_end", ctx.end_ns / 1e9)
-    return {"start": ctx.start_ns / 1e9, "measure": ctx.measure_ns / 1e9,
-            "end": max(end, times.get("last_rx", 0.0))}
+    """Monotonic seconds: load start, measurement start (later than planned when set-up
+    overran its budget), and the end of the measured window (the last measured reply if the
+    server fell behind the schedule; the load's end when the scenario has no timed window)."""
+    start = times.get("load_start", ctx.start_ns / 1e9)
+    measure = times.get("measure_start", ctx.measure_ns / 1e9)
+    end = measure + ctx.duration if ctx.duration else times.get("load_end", ctx.end_ns / 1e9)
+    return {"start": start, "measure": measure, "end": max(end, times.get("last_rx", 0.0))}
 
 
 def new_run_id() -> str:

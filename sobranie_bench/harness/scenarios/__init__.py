@@ -9,6 +9,8 @@ Scenarios see transports only through the client interface.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,6 +21,7 @@ from servers import auth
 from sobranie_bench.clients import TRANSPORTS, Client
 
 Params = dict[str, Any]
+log = logging.getLogger("sobranie.harness")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,15 @@ class PartContext:
     @property
     def end_ns(self) -> int:
         return self.measure_ns + int(self.duration * 1e9)
+
+    def started(self) -> PartContext:
+        """This context, with the load starting now if set-up overran its budget (a slow
+        handshake must not be counted as latency of the first messages)."""
+        now = time.monotonic_ns()
+        return self if now <= self.start_ns else dataclasses.replace(self, start_ns=now)
+
+    def milestones(self) -> dict[str, float]:
+        return {"load_start": self.start_ns / 1e9, "measure_start": self.measure_ns / 1e9}
 
     def share(self, total: int) -> range:
         """This part's slice of ``range(total)``."""
@@ -94,14 +106,19 @@ async def connect_all(clients: Sequence[Client], channels: Sequence[Sequence[str
     """Connect every client (at most ``concurrency`` at once); return how many failed."""
     sem = asyncio.Semaphore(concurrency)
     failed = 0
+    reasons: set[str] = set()
 
     async def one(i: int, client: Client) -> None:
         nonlocal failed
         async with sem:
             try:
                 await client.connect(channels[i] if channels else ())
-            except Exception:  # noqa: BLE001 - counted; a scenario reports failures
+            except Exception as exc:  # noqa: BLE001 - counted; a scenario reports failures
                 failed += 1
+                reason = f"{type(exc).__name__}: {exc}"[:200]
+                if reason not in reasons:
+                    reasons.add(reason)
+                    log.warning("connect failed (%s): %s", client.transport, reason)
 
     await asyncio.gather(*(one(i, c) for i, c in enumerate(clients)))
     return failed

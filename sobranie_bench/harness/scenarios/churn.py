@@ -20,7 +20,7 @@ from sobranie_bench.harness.scenarios.fanout import Tally
 async def part(ctx: PartContext) -> dict[str, Any]:
     p = ctx.params
     channel = f"churn:{ctx.seed}"
-    latency, connect = Recorder(ctx.measure_ns), Recorder(ctx.measure_ns)
+    latency, connect = Recorder(), Recorder()
     tallies = [Tally() for _ in ctx.share(int(p["subscribers"]))]
 
     def steady(tally: Tally) -> Any:
@@ -33,6 +33,8 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     failed = await connect_all(subs, [[channel]] * len(subs))
     pub = ctx.client(f"churn-pub-{ctx.index}", on_envelope=lambda env: None)
     await pub.connect()
+    ctx = ctx.started()
+    latency.measure_from_ns = connect.measure_from_ns = ctx.measure_ns
     acked = 0
     churned = churn_failures = 0
     tasks: list[asyncio.Task[None]] = []
@@ -80,7 +82,7 @@ async def part(ctx: PartContext) -> dict[str, Any]:
                          "duplicated": sum(t.duplicates for t in tallies),
                          "churned": churned, "churn_failures": churn_failures,
                          "connect_failures": failed},
-            "times": {"load_end": end}}
+            "times": {"load_end": end, **ctx.milestones()}}
 
 
 SCENARIO = Scenario(

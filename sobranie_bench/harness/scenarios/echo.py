@@ -19,7 +19,7 @@ from sobranie_bench.harness.scenarios import (PartContext, Scenario, close_all, 
 async def part(ctx: PartContext) -> dict[str, Any]:
     p = ctx.params
     mine = list(ctx.share(int(p["connections"])))
-    rec = Recorder(ctx.measure_ns)
+    rec = Recorder()
     received = received_measured = 0
     last_rx = 0.0
 
@@ -33,6 +33,8 @@ async def part(ctx: PartContext) -> dict[str, Any]:
 
     clients = [ctx.client(f"echo-{i}", on_envelope=on_envelope, reconnect=False) for i in mine]
     failed = await connect_all(clients)
+    ctx = ctx.started()
+    rec.measure_from_ns = ctx.measure_ns
     pad = "x" * int(p["payload"])
     live = [c for c in clients if c.conn]
     sent = sent_measured = 0
@@ -56,7 +58,7 @@ async def part(ctx: PartContext) -> dict[str, Any]:
             "counters": {"sent": sent, "received": received, "sent_measured": sent_measured,
                          "received_measured": received_measured, "connect_failures": failed,
                          "connections": len(mine)},
-            "times": {"load_end": end, "last_rx": last_rx}}
+            "times": {"load_end": end, "last_rx": last_rx, **ctx.milestones()}}
 
 
 SCENARIO = Scenario(

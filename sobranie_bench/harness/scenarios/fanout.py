@@ -51,7 +51,7 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     p = ctx.params
     channels = [f"fanout:{ctx.seed}-{c}" for c in range(int(p.get("channels", 1)))]
     per_channel = int(p["subscribers"])
-    rec = Recorder(ctx.measure_ns)
+    rec = Recorder()
     delivered_measured = 0
     last_rx = 0.0
     tallies: list[Tally] = []
@@ -79,6 +79,8 @@ async def part(ctx: PartContext) -> dict[str, Any]:
         publishers = [ctx.client(f"pub-{c}", on_envelope=lambda env: None)
                       for c in range(len(channels))]
         failed += await connect_all(publishers)
+    ctx = ctx.started()
+    rec.measure_from_ns = ctx.measure_ns
     acked: dict[str, int] = {ch: 0 for ch in channels}
     in_flight: set[asyncio.Future[Any]] = set()
     pad = "x" * int(p["payload"])
@@ -117,7 +119,7 @@ async def part(ctx: PartContext) -> dict[str, Any]:
                          "connect_failures": failed, "subscribers": len(subs)},
             "per_channel": {"acked": acked, "subscribers": per_channel_subs,
                             "unique": per_channel_unique},
-            "times": {"load_end": end, "last_rx": last_rx}}
+            "times": {"load_end": end, "last_rx": last_rx, **ctx.milestones()}}
 
 
 SCENARIO = Scenario(
