@@ -22,6 +22,8 @@ from sobranie_bench import __version__, wire
 from sobranie_bench.wire import ErrorCode, WireError
 
 Clock = Callable[[], float]
+REPLY_TYPES = frozenset({"ack", "echo", "error"})
+"""Envelope types that answer a request (what ``Connection.replies`` collects)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,10 @@ class Connection:
         """Set by the adapter: called once when the hub cuts the connection off."""
         self.wake: Callable[[], None] | None = None
         """Set by a :class:`Sender`: called when the outbox stops being empty."""
+        self.replies: list[dict[str, Any]] | None = None
+        """Set to a list by an adapter whose transport carries replies apart from the stream
+        (Socket.IO acks): while it is set, ack, echo and error envelopes land there instead of
+        the outbox."""
         self._waiter: asyncio.Future[None] | None = None
         self._tokens = hub.limits.burst
         self._refilled = hub.clock()
@@ -126,6 +132,10 @@ class Connection:
                 self._waiter.set_result(None)
 
     def push_envelope(self, envelope: dict[str, Any]) -> None:
+        if self.replies is not None and envelope["type"] in REPLY_TYPES:
+            self.hub.metrics.sent[self.transport] += 1
+            self.replies.append(envelope)
+            return
         self.push(Outgoing(envelope["type"], wire.encode(envelope)))
 
     def deliver(self, item: Outgoing) -> None:

@@ -90,6 +90,7 @@ SERVERS: dict[str, str] = {
     "longpoll": "servers.run:start_aiohttp",
     "ws-websockets": "servers.run:start_websockets",
     "webtransport": "servers.webtransport:start",
+    "socketio": "servers.socketio_app:start",
 }
 """``serve`` kind -> ``module:starter``; the aiohttp kinds share one app."""
 

@@ -37,6 +37,11 @@ TRANSPORTS: dict[str, Transport] = {t.name: t for t in [
     Transport("longpoll", "longpoll", "sobranie_bench.clients.longpoll:PollClient",
               "HTTP long-polling (+ HTTP POST upstream)"),
     Transport("webtransport", "webtransport", "sobranie_bench.clients.webtransport:WebTransportClient", "WebTransport over HTTP/3 (aioquic)"),
+    Transport("socketio", "socketio", "sobranie_bench.clients.socketio:SocketIOClient",
+              "Socket.IO over its websocket transport (python-socketio)"),
+    Transport("socketio-polling", "socketio",
+              "sobranie_bench.clients.socketio:SocketIOPollingClient",
+              "Socket.IO over engine.io HTTP long-polling only"),
 ]}
 
 __all__ = ["TRANSPORTS", "Backoff", "Client", "ClientError", "Transport"]

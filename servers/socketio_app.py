@@ -1,0 +1,246 @@
+"""Socket.IO adapter (python-socketio on aiohttp): the contract's ops are events, replies are acks.
+
+- One Socket.IO session (default namespace) is one hub Connection.
+- Events ``subscribe``, ``unsubscribe``, ``publish`` and ``echo`` carry the request envelope
+  (``op`` may be left out: the event name is the op). The handler's return value, sent back as
+  the Socket.IO ack, is the reply envelope: ``ack``, ``echo`` or ``error``. Any other event gets
+  a ``bad_request`` error the same way.
+- Everything else the hub queues (``hello``, ``message``, ``presence``) is pumped to the session
+  as an event named after the envelope type.
+- Rooms are not used: the hub already owns channels, ids, history and resume. A Socket.IO room
+  would be a second subscription table that knows nothing of ids, so ``subscribe`` with
+  ``since`` could not replay from it; one pump per session keeps every transport's delivery path
+  the same (docs/socketio-webrtc.md).
+- The token is checked by middleware on the handshake request, before engine.io opens a session:
+  a bad ``?token=`` / ``Authorization: Bearer`` is HTTP 401. A handshake without either may still
+  present ``{"token": ...}`` in Socket.IO's ``auth`` dict; that arrives only inside the CONNECT
+  packet, after the engine.io session exists, so its refusal is a CONNECT_ERROR, not a 401.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
+
+import socketio
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from engineio.payload import Payload
+
+from servers import auth
+from servers.brokers import Broker, make_broker
+from servers.http_app import AUTH, HUB, authenticate, healthz, metrics
+from servers.hub import Connection, Hub, Limits
+from servers.run import Options, Running
+from sobranie_bench import wire
+from sobranie_bench.wire import ErrorCode
+
+PATH = "/socket.io/"
+OPS = ("subscribe", "unsubscribe", "publish", "echo")
+USER = web.RequestKey("sobranie.user", str)
+"""Request key where the middleware leaves the user id a valid handshake token proved."""
+
+class SocketIOAdapter:
+    """The Socket.IO server and its sessions, each bound to one hub Connection."""
+
+    def __init__(self, hub: Hub, authenticator: auth.Authenticator) -> None:
+        self.hub = hub
+        self.auth = authenticator
+        self.sio = socketio.AsyncServer(
+            async_mode="aiohttp",
+            async_handlers=False,  # a session's requests run in order, like a WebSocket's
+            max_http_buffer_size=hub.limits.hard_frame,
+            cors_allowed_origins=list(authenticator.origins) or "*")
+        self.sessions: dict[str, Session] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        # python-engineio refuses a polling POST of more than 16 packets (a class-wide guard,
+        # python-engineio#142) although its clients put every queued emit in one POST; the hub's
+        # token bucket is the flood guard here, so accept up to a burst's worth.
+        Payload.max_decode_packets = max(Payload.max_decode_packets, int(hub.limits.burst))
+        self.sio.on("connect", self.connect)
+        self.sio.on("disconnect", self.disconnect)
+        for op in OPS:
+            self.sio.on(op, self._handler(op))
+        self.sio.on("*", self.unknown)
+
+    async def connect(self, sid: str, environ: dict[str, Any], auth_data: Any) -> None:
+        request: web.Request = environ["aiohttp.request"]
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        try:
+            user = request.get(USER) or self._user_from_auth(auth_data)
+        except socketio.exceptions.ConnectionRefusedError:
+            # CONNECT_ERROR is queued when this returns; then end the engine.io session too,
+            # rather than keep it open for another attempt.
+            self.background(self.sio.eio.disconnect(eio_sid))
+            raise
+        conn = await self.hub.connect(user, "socketio")
+        carrier = request.transport if request.query.get("transport") == "websocket" else None
+        session = Session(self, sid, eio_sid, conn, carrier)
+        self.sessions[sid] = session
+        conn.on_close = session.cut
+        # The CONNECT packet is queued as soon as this handler returns, before the pump's first
+        # step, so ``hello`` always follows it.
+        session.start()
+
+    def background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` after the current handler, holding it until it is done."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _user_from_auth(self, auth_data: Any) -> str:
+        token = auth_data.get("token") if isinstance(auth_data, dict) else None
+        try:
+            return str(self.auth.claims(token if isinstance(token, str) else None)["sub"])
+        except auth.Unauthorized as exc:
+            raise socketio.exceptions.ConnectionRefusedError(
+                f"unauthorized: {exc}", wire.error(ErrorCode.UNAUTHORIZED, str(exc))) from None
+
+    async def disconnect(self, sid: str, reason: str) -> None:
+        session = self.sessions.pop(sid, None)
+        if session is None:
+            return
+        await session.end()
+        # One engine.io session carries one Socket.IO session: end it too. Its CLOSE packet also
+        # answers a pending long-poll, which python-engineio would otherwise hold open until the
+        # client's poll timeout (30 s) when the client closes first.
+        socket = self.sio.eio.sockets.get(session.eio_sid)
+        if socket is not None and not (socket.closing or socket.closed):
+            await socket.close(wait=False)
+
+    def _handler(self, op: str) -> Callable[..., Awaitable[dict[str, Any] | None]]:
+        async def handle(sid: str, *args: Any) -> dict[str, Any] | None:
+            return await self.request(sid, op, args)
+
+        return handle
+
+    async def unknown(self, event: str, sid: str, *args: Any) -> dict[str, Any] | None:
+        return await self.request(sid, event, args)
+
+    async def request(self, sid: str, op: str, args: tuple[Any, ...]) -> dict[str, Any] | None:
+        """Run one request through the hub; return its reply (the Socket.IO ack)."""
+        session = self.sessions.get(sid)
+        if session is None:
+            return None
+        conn = session.conn
+        body = args[0] if len(args) == 1 else list(args)
+        conn.replies = []
+        try:
+            try:
+                raw = wire.encode({**body, "op": op} if isinstance(body, dict) else body)
+            except (TypeError, ValueError):
+                self.hub.reject(conn, wire.WireError(
+                    ErrorCode.BAD_REQUEST, "binary attachments are not part of the contract"))
+            else:
+                await self.hub.handle(conn, raw)
+            return conn.replies[0] if conn.replies else None
+        finally:
+            conn.replies = None
+
+
+class Session:
+    """One Socket.IO session: pumps the hub's outbox to it as events, cut off when the hub says."""
+
+    def __init__(self, adapter: SocketIOAdapter, sid: str, eio_sid: str, conn: Connection,
+                 carrier: asyncio.Transport | None) -> None:
+        self.adapter = adapter
+        self.sid = sid
+        self.eio_sid = eio_sid
+        self.conn = conn
+        self.carrier = carrier
+        """The TCP transport of a websocket-only session (aborted when the hub cuts it off)."""
+        self.pump: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.pump = asyncio.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        eio = self.adapter.sio.eio
+        while not self.conn.closed:
+            for item in await self.conn.outgoing():
+                await eio.send(self.eio_sid, event_packet(item.type, item.text))
+            socket = eio.sockets.get(self.eio_sid)
+            if socket is None:
+                return
+            # engine.io's own queue is unbounded: wait until its writer (or the next poll) took
+            # what we sent, so a stalled client backs up into the hub's bounded outbox instead.
+            await socket.queue.join()
+
+    async def end(self) -> None:
+        if self.pump is not None:
+            self.pump.cancel()
+        await self.adapter.hub.disconnect(self.conn)
+
+    def cut(self, code: int, reason: str) -> None:
+        """The hub gave up on this session (slow consumer, flood): disconnect it, and abort a
+        stalled websocket whose writer can no longer drain."""
+        if self.pump is not None:
+            self.pump.cancel()
+
+        async def close() -> None:
+            await self.adapter.sio.disconnect(self.sid)  # and its engine.io session
+            if self.carrier is not None:
+                self.carrier.abort()
+
+        self.adapter.background(close())
+
+
+def event_packet(event: str, envelope_text: str) -> str:
+    """The Socket.IO (v5) EVENT packet for the default namespace, ``2["<event>",<envelope>]``,
+    built around the envelope text the hub encoded once for every recipient (python-socketio's
+    ``emit`` would decode nothing but re-encode the payload for every call)."""
+    return f'2["{event}",{envelope_text}]'
+
+
+def _middleware(authenticator: auth.Authenticator) -> Middleware:
+    @web.middleware
+    async def check_handshake(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Origin on every Socket.IO request; the token on the handshake (no ``sid`` yet), so a
+        bad one is HTTP 401 before engine.io allocates anything."""
+        if request.path == PATH:
+            if not authenticator.origin_allowed(request.headers.get("Origin")):
+                raise web.HTTPForbidden(text="origin not allowed")
+            presented = "token" in request.query or "Authorization" in request.headers
+            if "sid" not in request.query and presented:
+                request[USER] = str(authenticate(request)["sub"])
+        return await handler(request)
+
+    return check_handshake
+
+
+def make_app(*, secret: str | None = None, origins: Sequence[str] = (),
+             broker: Broker | None = None, limits: Limits | None = None) -> web.Application:
+    hub = Hub(broker, limits=limits, server="sobranie-socketio")
+    authenticator = auth.Authenticator(auth.secret_from_env(secret), origins)
+    app = web.Application(middlewares=[_middleware(authenticator)])
+    app[HUB] = hub
+    app[AUTH] = authenticator
+    adapter = SocketIOAdapter(hub, authenticator)
+    adapter.sio.attach(app, socketio_path=PATH.strip("/"))
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+
+    async def on_startup(app: web.Application) -> None:
+        await hub.start()
+
+    async def on_shutdown(app: web.Application) -> None:
+        await hub.close()
+        await adapter.sio.shutdown()
+
+    app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
+    return app
+
+
+async def start(opts: Options) -> Running:
+    """``sobranie-bench serve socketio``: the Socket.IO app on its own port."""
+    app = make_app(secret=opts.secret, origins=opts.origins,
+                   broker=make_broker(opts.broker, opts.history_size), limits=opts.limits)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, opts.host, opts.port, backlog=4096, reuse_address=True)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    return Running(url, runner.cleanup, {"socketio": f"{url}{PATH}"})
