@@ -34,7 +34,7 @@ from dataclasses import asdict
 import pandas as pd
 from IPython.display import Markdown, display
 
-from sobranie_bench.capacity import calibrate, plan, scaling_table, validate
+from sobranie_bench.capacity import calibrate, scaling_table, validate
 from sobranie_bench.report import charts, load, recommendation
 from sobranie_bench.report.data import summary_frame
 
@@ -51,7 +51,7 @@ display(Markdown("\n".join(f"- {n}" for n in substitutions) or
 # ## Each transport carrying everything, at the target size
 
 # %%
-what_if = plan(ONLINE_USERS, costs=costs, transports=list(res.transports))
+what_if, unplanned = recommendation.plan_each(costs, ONLINE_USERS, res.transports)
 fleets = recommendation.fleet_frame(what_if)
 fleets
 
@@ -63,6 +63,7 @@ if not fleets.empty:
         f"({fleets['instances'].min()}) and **{fleets['instances'].idxmax()}** the most "
         f"({fleets['instances'].max()}); the binding limit is "
         + ", ".join(f"{t}: {b}" for t, b in fleets["bound by"].items()) + "."))
+display(Markdown("\n".join(f"- {n}" for n in unplanned)))
 
 # %%
 charts.capacity_curves(res, users=SCALING_USERS)

@@ -78,7 +78,7 @@ def latency_percentiles(res: Results) -> Figure:
     ax.set_ylabel("round trip, ms (log)")
     ax.set_xlabel("percentile")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(f"Echo round trip by percentile ({params}; open loop)", fontsize=10)
     return fig
 
@@ -91,10 +91,11 @@ def text_params(raw: dict[str, object]) -> str:
 def fanout(res: Results) -> Figure:
     """Fan-out deliveries per second and p99 latency against subscribers per channel, with
     the capacity scenario's steps (p95) where they exist."""
-    fig = new_figure(9.0, 4.2)
+    fig = new_figure(9.5, 4.2)
     left, right = fig.subplots(1, 2)
     drawn = False
     groups: dict[float, list[tuple[str, float, float]]] = {}
+    shown: list[str] = []
     for t in res.transports:
         points = []
         for key in res.params_points("fanout", t):
@@ -102,20 +103,24 @@ def fanout(res: Results) -> Figure:
             subs = float(params["subscribers"])
             rate = res.value(t, "fanout", "delivered_per_s", key)
             p99 = res.value(t, "fanout", "latency_p99_us", key)
+            if rate is None or p99 is None:
+                continue
             points.append((subs, rate, p99))
-            offered = float(params["rate"]) * subs
-            groups.setdefault(subs, []).append((t, rate or 0.0, offered))
+            groups.setdefault(subs, []).append((t, rate, float(params["rate"]) * subs))
         points.sort()
         if points:
-            drawn = True
-            right.plot([p[0] for p in points], [(p[2] or 0) / 1000 for p in points],
-                       marker="o", color=color(t), label=f"{t} fan-out p99")
+            right.plot([p[0] for p in points], [p[2] / 1000 for p in points], marker="o",
+                       color=color(t))
         steps = res.capacity_steps(t)
         if steps:
-            drawn = True
             right.plot([s["subscribers"] for s in steps], [s["p95_us"] / 1000 for s in steps],
-                       ls="--", marker="x", color=color(t), alpha=0.7,
-                       label=f"{t} capacity steps p95")
+                       ls="--", marker="x", color=color(t), alpha=0.7)
+        if points or steps:
+            drawn = True
+            shown.append(t)
+    if not drawn:
+        fig.clear()
+        return _nothing(fig, "fan-out")
     width = 0.8 / max((len(g) for g in groups.values()), default=1)
     for gi, (subs, bars) in enumerate(sorted(groups.items())):
         for bi, (t, rate, offered) in enumerate(bars):
@@ -125,21 +130,22 @@ def fanout(res: Results) -> Figure:
             left.hlines(offered, x - width / 2, x + width / 2, colors="black", lw=1)
     left.set_xticks(range(len(groups)), [f"{s:g}" for s in sorted(groups)])
     left.plot([], [], color="black", lw=1, label="offered (rate × subscribers)")
-    if not drawn:
-        fig.clear()
-        return _nothing(fig, "fan-out")
     left.set_xlabel("subscribers per channel")
     left.set_ylabel("deliveries per second")
     left.set_title("Fan-out throughput", fontsize=10)
+    left.set_ylim(0, max((o for g in groups.values() for _, r, o in g), default=1) * 1.4)
+    left.grid(True, axis="y", alpha=0.3)
+    left.legend(fontsize=7, loc="upper center", ncol=2)
+    for t in shown:
+        right.plot([], [], color=color(t), lw=3, label=t)
+    right.plot([], [], color="grey", marker="o", label="fan-out p99")
+    right.plot([], [], color="grey", marker="x", ls="--", label="capacity steps p95")
     right.set_xlabel("subscribers per channel")
     right.set_ylabel("one-way latency, ms (log)")
     right.set_yscale("log")
     right.set_title("Fan-out latency", fontsize=10)
-    left.set_ylim(0, max((o for g in groups.values() for _, r, o in g), default=1) * 1.35)
-    left.grid(True, axis="y", alpha=0.3)
-    left.legend(fontsize=7, loc="upper center", ncol=2)
     right.grid(True, alpha=0.3)
-    right.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    right.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return fig
 
 
@@ -175,9 +181,11 @@ def bytes_per_message(res: Results) -> Figure:
             point = res.point("overhead", t, payload=payload)
             if point is None:
                 continue
-            down = res.value(t, "overhead", "bytes_down_per_msg", point) or 0.0
-            up = res.value(t, "overhead", "bytes_up_per_msg", point) or 0.0
-            total = res.value(t, "overhead", "bytes_per_msg", point) or 0.0
+            down = res.value(t, "overhead", "bytes_down_per_msg", point)
+            up = res.value(t, "overhead", "bytes_up_per_msg", point)
+            total = res.value(t, "overhead", "bytes_per_msg", point)
+            if down is None or up is None or total is None:
+                continue
             rows.append((t, down, up, max(total - down - up, 0.0), total))
         if not rows:
             ax.text(0.5, 0.5, "not measured", ha="center", va="center")
@@ -200,7 +208,10 @@ def bytes_per_message(res: Results) -> Figure:
         ax.set_ylim(0, max(r[4] for r in rows) * (1.45 if payload == 64 else 1.1))
         ax.set_title(f"{payload} B payload", fontsize=10)
         ax.set_ylabel("bytes per delivered message")
-        ax.tick_params(axis="x", labelsize=8, rotation=20)
+        ax.tick_params(axis="x", labelsize=8)
+        for label in ax.get_xticklabels():
+            label.set_rotation(30)
+            label.set_horizontalalignment("right")
         if payload == 64:
             ax.legend(fontsize=7, loc="upper left")
         ax.grid(True, axis="y", alpha=0.3)
@@ -220,7 +231,7 @@ def capacity_curves(res: Results, users: Sequence[int] = (100_000, 1_000_000, 10
     left, right = fig.subplots(1, 2)
     sla = None
     for t in res.transports:
-        steps = res.capacity_steps(t)
+        steps = [s for s in res.capacity_steps(t) if math.isfinite(s.get("p95_us", math.inf))]
         if not steps:
             continue
         sla = res.value(t, "capacity", "sla_ms") or sla
@@ -246,6 +257,9 @@ def capacity_curves(res: Results, users: Sequence[int] = (100_000, 1_000_000, 10
         right.set_xscale("log")
         right.set_yscale("log")
         right.legend(fontsize=7)
+        if note:
+            right.annotate(note, (0.02, 0.02), xycoords="axes fraction", fontsize=7,
+                           color="dimgrey")
     else:
         right.text(0.5, 0.5, note or "capacity model: no plan", ha="center", va="center",
                    fontsize=8, wrap=True)
@@ -263,17 +277,24 @@ def model_instances(res: Results, users: Sequence[int]
     if res.empty:
         return {}, "no results to calibrate the model"
     try:
-        from sobranie_bench.capacity import calibrate, plan
+        from sobranie_bench.capacity import calibrate
         from sobranie_bench.report.data import summary_frame
-        from sobranie_bench.report.recommendation import usable_costs
+        from sobranie_bench.report.recommendation import plan_each, usable_costs
         costs, _ = usable_costs(calibrate(summary_frame(res)))
-        curves: dict[str, list[tuple[int, int]]] = {}
-        for n in users:
-            for fleet in plan(n, costs=costs, transports=list(res.transports)).fleets:
-                curves.setdefault(fleet.transport, []).append((n, fleet.instances))
-        return curves, None
     except Exception as exc:  # noqa: BLE001 - a chart says why it is empty
         return {}, f"capacity model unavailable: {type(exc).__name__}"
+    curves: dict[str, list[tuple[int, int]]] = {}
+    skipped: set[str] = set()
+    measured = [t for t in res.transports if res.has_figures(t)]
+    for n in users:
+        fleets, notes = plan_each(costs, n, measured)
+        for fleet in fleets:
+            curves.setdefault(fleet.transport, []).append((n, fleet.instances))
+        skipped.update(note.split(":")[0] for note in notes)
+    if not curves:
+        return {}, "the model could plan no transport"
+    return curves, ("not planned (the model's reason is in recommendation.md): "
+                    + ", ".join(sorted(skipped)) if skipped else None)
 
 
 def storm_curves(storms: Sequence[object]) -> Figure:

@@ -154,7 +154,7 @@ class Rating:
 
     def cell(self) -> str:
         if self.stars is None:
-            return text.NOT_MEASURED
+            return "run failed" if "failed" in self.basis else text.NOT_MEASURED
         mark = f" {text.CLIENT_BOUND_MARK}" if self.client_bound else ""
         return f"{text.stars(self.stars)}{mark}"
 
@@ -185,6 +185,8 @@ def complexity(transport: str) -> Rating:
 def performance(res: Results, transport: str) -> Rating:
     peers = res.peers(transport, "echo")
     params = res.reference_params("echo", peers)
+    if res.failed(transport, "echo"):
+        return Rating(None, "echo run failed")
     if not peers or params is None or params not in res.params_points("echo", transport):
         return Rating(None, "echo not measured")
     figs = {m: res.figure(transport, "echo", m, params)
@@ -212,7 +214,9 @@ def scalability(res: Results, transport: str) -> Rating:
     ratios.append(shared)
     ratio = text.geomean([r for r in ratios if r is not None])
     if ratio is None:
-        return Rating(None, "connections and capacity not measured")
+        failed = res.failed(transport, "connections") or res.failed(transport, "capacity")
+        return Rating(None, "connections and capacity "
+                      + ("runs failed" if failed else "not measured"))
     parts = [shared_text] if shared_text else []
     if memory is not None:
         parts.append(f"{text.measured(memory, 'bytes')}/connection")

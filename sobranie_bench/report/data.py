@@ -82,6 +82,11 @@ class Results:
         return any(raw["transport"] == transport and scenario in (None, raw["scenario"])
                    for raw in self.raws)
 
+    def has_figures(self, transport: str) -> bool:
+        """True when some run of this transport produced figures (not only failures)."""
+        rows = self.rows
+        return bool(((rows["transport"] == transport) & (rows["metric"] != "run_failed")).any())
+
     def failed(self, transport: str, scenario: str) -> bool:
         """True when the selected run of this transport x scenario failed (``error`` in the
         raw file): tables say "run failed", not "not measured"."""

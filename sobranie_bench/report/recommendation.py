@@ -13,7 +13,7 @@ capacity model (``sobranie_bench.capacity.plan``), calibrated from the same resu
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -468,8 +468,25 @@ def sensitivity_frame(res: Results) -> pd.DataFrame:
                                   orient="index")
 
 
+def plan_each(costs: Mapping[str, Any], online_users: int, transports: Sequence[str]
+              ) -> tuple[list[Any], list[str]]:
+    """Each transport planned as if it carried every feature alone (``capacity.plan`` what-if);
+    a transport the model cannot plan (say, its measured p95 already misses the objective at
+    the lowest load) is left out, with the model's reason."""
+    from sobranie_bench.capacity import plan
+
+    fleets, notes = [], []
+    for t in transports:
+        try:
+            fleets += list(plan(online_users, costs=costs, transports=[t]).fleets)
+        except Exception as exc:  # noqa: BLE001 - the reason is reported, not hidden
+            notes.append(f"{t}: not planned ({type(exc).__name__}: {exc})")
+    return fleets, notes
+
+
 def fleet_frame(plan: Any) -> pd.DataFrame:
-    """A capacity plan's fleets as a DataFrame (numbers, not strings)."""
+    """A capacity plan's fleets (or a list of fleets) as a DataFrame (numbers, not strings)."""
+    fleets = getattr(plan, "fleets", plan)
     return pd.DataFrame.from_records([{
         "transport": f.transport, "features": ", ".join(f.features),
         "instances": f.instances, "bound by": f.binding, "cpu": f.cpu_utilisation,
@@ -477,7 +494,11 @@ def fleet_frame(plan: Any) -> pd.DataFrame:
         "p95 delivery (ms)": f.p95_delivery_s * 1000, "deliveries/s": f.deliveries_per_s,
         "redis nodes (classic)": f.redis_classic.shards,
         "redis shards (sharded)": f.redis_sharded.shards,
-        "fallback figures": ", ".join(f.fallbacks)} for f in plan.fleets]).set_index("transport")
+        "fallback figures": ", ".join(f.fallbacks)} for f in fleets],
+        columns=["transport", "features", "instances", "bound by", "cpu",
+                 "memory per instance (GiB)", "p95 delivery (ms)", "deliveries/s",
+                 "redis nodes (classic)", "redis shards (sharded)", "fallback figures"],
+    ).set_index("transport")
 
 
 def calibration_frame(costs: Mapping[str, Any]) -> pd.DataFrame:
