@@ -91,6 +91,7 @@ SERVERS: dict[str, str] = {
     "ws-websockets": "servers.run:start_websockets",
     "webtransport": "servers.webtransport:start",
     "socketio": "servers.socketio_app:start",
+    "webrtc": "servers.webrtc:start",
 }
 """``serve`` kind -> ``module:starter``; the aiohttp kinds share one app."""
 

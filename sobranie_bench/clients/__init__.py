@@ -42,6 +42,8 @@ TRANSPORTS: dict[str, Transport] = {t.name: t for t in [
     Transport("socketio-polling", "socketio",
               "sobranie_bench.clients.socketio:SocketIOPollingClient",
               "Socket.IO over engine.io HTTP long-polling only"),
+    Transport("webrtc", "webrtc", "sobranie_bench.clients.webrtc:WebRTCClient",
+              "WebRTC data channels (aiortc), signalling by HTTP POST"),
 ]}
 
 __all__ = ["TRANSPORTS", "Backoff", "Client", "ClientError", "Transport"]

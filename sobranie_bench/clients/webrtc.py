@@ -1,0 +1,165 @@
+"""WebRTC data-channel client (aiortc): one peer connection, envelopes on a data channel.
+
+The client creates both channels, ``sobranie`` (reliable, ordered: every envelope both ways, one
+per message) and ``sobranie-unreliable`` (unordered, no retransmits: unreliable publishes),
+POSTs its offer to ``/webrtc/offer`` and waits for ``sobranie`` to open. ``setup_times`` splits
+the set-up cost the ``connections`` scenario measures; a reconnect is a new peer connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import aioice.ice
+from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+
+from sobranie_bench import wire
+from sobranie_bench.clients.base import ClientError
+from sobranie_bench.clients.http import AiohttpClient, refused
+
+RELIABLE = "sobranie"
+"""Label of the reliable, ordered channel: every envelope, both ways."""
+UNRELIABLE = "sobranie-unreliable"
+"""Label of the unordered channel without retransmits: unreliable publishes."""
+
+
+def pin_host_candidates(addresses: Sequence[str]) -> None:
+    """Gather ICE host candidates on exactly ``addresses``, for every peer in this process.
+
+    aioice offers no way to choose interfaces (aiortc/aioice#2) and, as RFC 8445 §5.1.1.1
+    asks, never gathers loopback. The suite runs on loopback only, so both peers replace aioice's
+    address lookup, the one place it decides; SDP filtering could not help, as a loopback
+    candidate is never gathered to keep."""
+    pinned = list(addresses)
+
+    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in pinned if (use_ipv6 if ":" in a else use_ipv4)]
+
+    aioice.ice.get_host_addresses = host_addresses
+
+
+def loopback_address(host: str | None) -> str | None:
+    """The loopback address to pin candidates to when ``host`` is one, else None."""
+    if host == "localhost":
+        return "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(host or "")
+    except ValueError:
+        return None
+    return str(address) if address.is_loopback else None
+
+
+class WebRTCClient(AiohttpClient):
+    transport = "webrtc"
+    path = "/webrtc/offer"
+
+    def __init__(self, url: str, token: str, **kwargs: Any) -> None:
+        super().__init__(url, token, **kwargs)
+        self.setup_times: dict[str, float] = {}
+        """Milliseconds spent setting up the last connection: ``offer`` (create the offer,
+        gather host candidates), ``signalling`` (the POST /webrtc/offer round trip, the server's
+        answer included), ``ice_dtls`` (answer applied until ``sobranie`` opens: ICE checks,
+        DTLS handshake, SCTP association, channel open), ``first_message`` (from the start until
+        the ``hello`` arrived)."""
+        self._pc: RTCPeerConnection | None = None
+        self._reliable: RTCDataChannel | None = None
+        self._unreliable: RTCDataChannel | None = None
+        self._ended = asyncio.Event()
+        self._started = 0.0
+
+    async def _open(self, resume: bool) -> None:
+        loopback = loopback_address(urlsplit(self.url).hostname)
+        if loopback is not None:
+            pin_host_candidates([loopback])
+        self.setup_times = {}
+        self._started = time.perf_counter()
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        ended = asyncio.Event()
+        opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            reliable = pc.createDataChannel(RELIABLE)
+            unreliable = pc.createDataChannel(UNRELIABLE, ordered=False, maxRetransmits=0)
+            reliable.on("message", self._on_message)
+            reliable.on("close", ended.set)
+
+            @reliable.on("open")
+            def on_open() -> None:
+                if not opened.done():
+                    opened.set_result(None)
+
+            @pc.on("connectionstatechange")
+            def on_state() -> None:
+                if pc.connectionState in ("failed", "closed"):
+                    ended.set()
+                    if not opened.done():
+                        opened.set_exception(ClientError(f"WebRTC connection {pc.connectionState}"
+                                                         " before the data channel opened"))
+
+            await pc.setLocalDescription(await pc.createOffer())
+            offered = time.perf_counter()
+            answer = await self._signal(pc.localDescription)
+            answered = time.perf_counter()
+            await pc.setRemoteDescription(answer)
+            try:
+                await asyncio.wait_for(opened, self.timeout)
+            except TimeoutError:
+                raise ClientError(f"WebRTC data channel not open after {self.timeout:g}s "
+                                  "(ICE or DTLS did not complete)") from None
+        except BaseException:
+            opened.cancel()
+            await pc.close()
+            raise
+        self.setup_times.update(offer=_ms(self._started, offered), signalling=_ms(offered, answered),
+                                ice_dtls=_ms(answered, time.perf_counter()))
+        self._pc, self._reliable, self._unreliable, self._ended = pc, reliable, unreliable, ended
+        for channel in self.channels:
+            await self._send(self._subscription(channel, self.cursor.get(channel)))
+
+    async def _signal(self, offer: RTCSessionDescription) -> RTCSessionDescription:
+        url = f"{self.url}{self.path}?{self.token_query}"
+        try:
+            async with self.session.post(url, json={"sdp": offer.sdp, "type": offer.type}) as resp:
+                text = await resp.text()
+                if resp.status != 200:
+                    raise refused(resp, text)
+                body = await resp.json()
+        except aiohttp.ClientConnectionError as exc:
+            raise ClientError(f"cannot reach {self.url}{self.path}: {exc}") from None
+        return RTCSessionDescription(sdp=body["sdp"], type=body["type"])
+
+    def _on_message(self, raw: str | bytes) -> None:
+        if "first_message" not in self.setup_times:
+            self.setup_times["first_message"] = _ms(self._started, time.perf_counter())
+        self._dispatch(wire.decode(raw))
+
+    async def _read(self) -> None:
+        await self._ended.wait()
+        if self._pc is not None:
+            await self._pc.close()
+
+    async def _send(self, req: wire.Request) -> None:
+        unreliable = isinstance(req, wire.Publish) and req.unreliable
+        await self.send_raw(wire.encode(wire.request_to_dict(req)), unreliable=unreliable)
+
+    async def send_raw(self, data: str | bytes, *, unreliable: bool = False) -> None:
+        """Send one data-channel message as it is (tests of malformed and oversize envelopes)."""
+        channel = self._unreliable if unreliable else self._reliable
+        if channel is None or channel.readyState != "open":
+            raise ClientError("not connected")
+        channel.send(data)
+
+    async def _abort(self, graceful: bool = False) -> None:
+        """Close the peer connection (aiortc sends an SCTP ABORT and a DTLS close_notify either
+        way; a peer that vanishes without them is noticed by ICE consent checks, ~30 s)."""
+        if self._pc is not None:
+            await self._pc.close()
+
+
+def _ms(start: float, end: float) -> float:
+    return round((end - start) * 1e3, 3)
