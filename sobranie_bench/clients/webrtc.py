@@ -55,7 +55,22 @@ def loopback_address(host: str | None) -> str | None:
     return str(address) if address.is_loopback else None
 
 
+def dtls_bytes(pc: RTCPeerConnection) -> tuple[int, int]:
+    """UDP payload bytes ``pc`` sent and received: DTLS records (the handshake, then SCTP
+    packets carrying the channels). aiortc counts them on its DTLS transport but shows them only
+    in RTP statistics, so this reads that transport's ``_get_stats()``. STUN (ICE checks, consent
+    refreshes every few seconds) is not included, nor are UDP/IP headers."""
+    if pc.sctp is None:
+        return 0, 0
+    for stats in pc.sctp.transport._get_stats().values():
+        return int(stats.bytesSent), int(stats.bytesReceived)
+    return 0, 0
+
+
 class WebRTCClient(AiohttpClient):
+    """``bytes_sent`` / ``bytes_received`` count UDP payload bytes (:func:`dtls_bytes`) over
+    every peer connection so far; the signalling POSTs are not in them."""
+
     transport = "webrtc"
     path = "/webrtc/offer"
 
@@ -72,6 +87,20 @@ class WebRTCClient(AiohttpClient):
         self._unreliable: RTCDataChannel | None = None
         self._ended = asyncio.Event()
         self._started = 0.0
+        self._retired = (0, 0)
+        """Bytes sent and received by the peer connections before the current one."""
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._retired[0] + (dtls_bytes(self._pc)[0] if self._pc is not None else 0)
+
+    @property
+    def bytes_received(self) -> int:
+        return self._retired[1] + (dtls_bytes(self._pc)[1] if self._pc is not None else 0)
+
+    def _retire(self, pc: RTCPeerConnection) -> None:
+        sent, received = dtls_bytes(pc)
+        self._retired = (self._retired[0] + sent, self._retired[1] + received)
 
     async def _open(self, resume: bool) -> None:
         loopback = loopback_address(urlsplit(self.url).hostname)
@@ -114,9 +143,12 @@ class WebRTCClient(AiohttpClient):
         except BaseException:
             opened.cancel()
             await pc.close()
+            self._retire(pc)
             raise
         self.setup_times.update(offer=_ms(self._started, offered), signalling=_ms(offered, answered),
                                 ice_dtls=_ms(answered, time.perf_counter()))
+        if self._pc is not None:
+            self._retire(self._pc)
         self._pc, self._reliable, self._unreliable, self._ended = pc, reliable, unreliable, ended
         for channel in self.channels:
             await self._send(self._subscription(channel, self.cursor.get(channel)))

@@ -241,6 +241,26 @@ async def test_setup_times_and_metrics(start_server, clients):
     assert re.search(r"sobranie_published_total 1", text)
 
 
+async def test_udp_bytes_are_counted_across_reconnects(start_server, clients):
+    """``bytes_sent``/``bytes_received`` (the overhead scenario reads them) grow with traffic and
+    keep what earlier peer connections carried."""
+    server = await start_server(T)
+    client = clients(T, server.url)
+    await client.connect(["b:1"])
+    handshake = (client.bytes_sent, client.bytes_received)
+    assert min(handshake) > 0  # DTLS handshake, SCTP association, channel open, hello
+    for _ in range(20):
+        await client.publish("b:1", "x" * 64)
+    await messages(client, 20, "b:1")
+    sent, received = client.bytes_sent, client.bytes_received
+    assert sent - handshake[0] > 20 * 64 and received - handshake[1] > 20 * 64
+    await client.drop()
+    await next_of(client, "hello")  # a new peer connection
+    await client.publish("b:1", "after")
+    assert client.reconnects == 1
+    assert client.bytes_sent > sent and client.bytes_received > received
+
+
 async def _post_offer(url: str, sdp: str, **headers: str) -> tuple[int, dict]:
     async with aiohttp.ClientSession() as session, session.post(
             f"{url}/webrtc/offer?token={token('a')}", json={"sdp": sdp, "type": "offer"},
