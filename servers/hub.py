@@ -233,9 +233,22 @@ class Sender:
             self.task = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
+        """The woken task's body: :meth:`flush` inlined (one coroutine fewer per wake-up, which
+        a fan-out pays once per subscriber)."""
+        if self.sending:  # the reader got there first and is waiting on a full socket
+            self.task = None
+            return
+        self.sending = True
+        conn, send = self.conn, self.send
         try:
-            await self.flush()
+            while conn.queue and conn.close_code is None:
+                items, conn.queue = conn.queue, []
+                for item in items:
+                    await send(item.text)
+        except self.gone:
+            conn.wake = None
         finally:
+            self.sending = False
             self.task = None
 
     async def flush(self) -> None:

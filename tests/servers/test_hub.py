@@ -14,7 +14,7 @@ import pytest
 
 from servers.brokers import Message
 from servers.brokers.memory import MemoryBroker
-from servers.hub import Connection, Hub, Limits
+from servers.hub import Connection, Hub, Limits, Sender
 from sobranie_bench import wire
 from sobranie_bench.wire import ErrorCode, WireError
 
@@ -555,3 +555,111 @@ async def test_metrics_count_what_happened() -> None:
     await hub.disconnect(b)
     assert 'sobranie_connections{transport="sse"}' not in m.render(hub)
     assert m.opened["sse"] == 1
+
+
+# --- Sender: the WebSocket adapters' outbox writer --------------------------------------------
+
+
+class FakeSocket:
+    """An adapter's ``send``: records what went out; ``block`` makes the next sends wait (a
+    full socket buffer) until ``unblock``; ``gone`` makes them fail as a vanished peer."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.open = asyncio.Event()
+        self.open.set()
+        self.gone = False
+        self.active = 0
+        self.most_active = 0
+
+    async def send(self, text: str) -> None:
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        try:
+            if self.gone:
+                raise ConnectionResetError("peer gone")
+            await self.open.wait()
+            self.sent.append(json.loads(text))
+        finally:
+            self.active -= 1
+
+
+async def with_sender(hub: Hub, user: str, *channels: str) -> tuple[Connection, Sender,
+                                                                      FakeSocket]:
+    conn = await connected(hub, user, *channels)
+    sock = FakeSocket()
+    return conn, Sender(conn, sock.send), sock
+
+
+async def test_sender_sends_replies_inline_without_a_task() -> None:
+    hub, _ = await make_hub()
+    conn, sender, sock = await with_sender(hub, "alice")
+    await sender.handle(json.dumps({"op": "echo", "data": 1, "ref": "e"}))
+    assert sock.sent == [{"type": "echo", "ref": "e", "data": 1}]
+    assert sender.task is None and conn.queue == []
+
+
+async def test_sender_wakes_a_task_for_what_others_push_then_lets_it_go() -> None:
+    hub, _ = await make_hub()
+    _conn, sender, sock = await with_sender(hub, "bob", "room:x")
+    await hub.publish("alice", "room:x", "one")
+    await hub.publish("alice", "room:x", "two")
+    task = sender.task
+    assert task is not None, "one task for the burst"
+    await task
+    assert [e["data"] for e in sock.sent] == ["one", "two"]
+    assert sender.task is None, "no task stays behind for an idle connection"
+
+
+async def test_sender_keeps_order_and_one_writer_when_the_socket_is_full() -> None:
+    hub, _ = await make_hub()
+    _conn, sender, sock = await with_sender(hub, "bob", "room:x")
+    sock.open.clear()  # the client stops reading
+    await hub.publish("alice", "room:x", 0)
+    task = sender.task
+    assert task is not None
+    await asyncio.sleep(0)  # the task starts and blocks on the full socket
+    for i in range(1, 4):
+        await hub.publish("alice", "room:x", i)
+    reply = asyncio.ensure_future(sender.handle(json.dumps({"op": "echo", "data": "e"})))
+    await asyncio.sleep(0)
+    assert reply.done(), "a request is handled even while the socket is full"
+    sock.open.set()
+    await task
+    assert [e["data"] for e in sock.sent] == [0, 1, 2, 3, "e"]
+    assert sock.most_active == 1
+
+
+async def test_sender_stops_quietly_when_the_peer_is_gone() -> None:
+    hub, _ = await make_hub()
+    conn, sender, sock = await with_sender(hub, "bob", "room:x")
+    sock.gone = True
+    await sender.handle(json.dumps({"op": "echo", "data": 1}))  # does not raise
+    await hub.publish("alice", "room:x", "lost")
+    assert sender.task is None and conn.wake is None
+
+
+async def test_sender_stop_cancels_a_pending_task() -> None:
+    hub, _ = await make_hub()
+    conn, sender, sock = await with_sender(hub, "bob", "room:x")
+    await hub.publish("alice", "room:x", 1)
+    task = sender.task
+    assert task is not None
+    sender.stop()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sock.sent == [] and conn.wake is None
+
+
+async def test_sender_with_a_stalled_reader_ends_in_a_slow_consumer_cut() -> None:
+    hub, _ = await make_hub(send_queue=8)
+    conn, sender, sock = await with_sender(hub, "bob", "room:x")
+    closes: list[str] = []
+    conn.on_close = lambda code, reason: (closes.append(reason), sender.stop())
+    sock.open.clear()
+    for i in range(20):
+        await hub.publish("alice", "room:x", i)
+        await asyncio.sleep(0)
+        assert len(conn.queue) <= 8
+    assert len(closes) == 1 and closes[0].startswith("slow consumer")
+    assert conn.close_code == wire.CLOSE_POLICY
