@@ -4,6 +4,7 @@ Not a test (pytest does not collect it: no ``test_`` prefix); a benchmark with a
 
     python tests/perf/echo_cost.py echo --server ws --rate 2000
     python tests/perf/echo_cost.py echo --server ws --saturate
+    python tests/perf/echo_cost.py fanout --server ws --rate 200 --subscribers 50
     python tests/perf/echo_cost.py idle --server sse --levels 0,500,1000,2000
 
 The server is ``sobranie-bench serve KIND --port 0 --json``, started as its own process (so its
@@ -18,6 +19,8 @@ where the client was the bottleneck shows.
   ``--saturate``, closed-loop with a few echoes in flight per connection (maximum throughput).
   Server CPU per echo = (user + system CPU of the server process over the window) / echoes
   answered in the window, after a warm-up.
+- ``fanout``: one publisher at a fixed rate, N WebSocket subscribers (default 50) on one
+  channel: server CPU per delivered message and per publish.
 - ``idle``: open idle connections in steps (WebSocket: upgraded and subscribed to one channel;
   SSE: the stream open on one channel, ``hello`` read), read the server's RSS at each step, and
   fit a line: the slope is the memory per idle connection.
@@ -351,6 +354,76 @@ async def echo_cost(server: Server, kind: str, conns: int, rate: float | None, s
         client_bound=client_util > 0.8 and server_util < 0.8)
 
 
+# --- fan-out cost ---------------------------------------------------------------------------
+
+
+@dataclass
+class FanoutResult:
+    server: str
+    subscribers: int
+    publishes_per_s: float
+    deliveries: int
+    seconds: float
+    deliveries_per_s: float
+    server_cpu_us_per_delivery: float
+    server_cpu_us_per_publish: float
+    server_cpu_util: float
+    client_cpu_util: float
+    client_bound: bool
+
+
+def publish_frame(seq: int) -> bytes:
+    return masked_text_frame(json.dumps({"op": "publish", "channel": "fan:1",
+                                         "data": {"seq": seq, "pad": PAYLOAD}},
+                                        separators=(",", ":")))
+
+
+async def fanout_cost(server: Server, kind: str, subscribers: int, rate: float,
+                      seconds: float, warmup: float, deflate: bool) -> FanoutResult:
+    """One publisher at ``rate`` publishes/s to a channel with ``subscribers`` WebSocket
+    subscribers; server CPU per delivered message."""
+    loop = asyncio.get_running_loop()
+    subs: list[WsConn] = await _open(server, kind, subscribers,  # type: ignore[assignment]
+                                     deflate=deflate)
+    for p in subs:
+        p.send(masked_text_frame('{"op":"subscribe","channel":"fan:1"}'))
+    (pub,) = await _open(server, kind, 1)
+    publisher: WsConn = pub  # type: ignore[assignment]
+    frame = publish_frame(0)  # the same bytes each time: servers never read data
+    deadline = loop.time() + warmup + seconds
+    t0, sent, tick = loop.time(), 0, 0.005
+
+    def pace() -> None:
+        nonlocal sent
+        now = loop.time()
+        if now >= deadline:
+            return
+        due = int((now - t0) * rate) - sent
+        for _ in range(due):
+            publisher.send(frame)
+        sent += due
+        loop.call_at(now + tick, pace)
+
+    pace()
+    await asyncio.sleep(warmup)
+    c0, s0, r0, w0 = _client_cpu(), server.cpu(), sum(p.replies for p in subs), loop.time()
+    p0 = publisher.replies
+    await asyncio.sleep(seconds)
+    c1, s1, r1, w1 = _client_cpu(), server.cpu(), sum(p.replies for p in subs), loop.time()
+    p1 = publisher.replies
+    _close([*subs, publisher])
+    wall, delivered = w1 - w0, r1 - r0
+    client_util, server_util = (c1 - c0) / wall, (s1 - s0) / wall
+    return FanoutResult(
+        server=kind, subscribers=subscribers, publishes_per_s=round((p1 - p0) / wall, 1),
+        deliveries=delivered, seconds=round(wall, 3),
+        deliveries_per_s=round(delivered / wall, 1),
+        server_cpu_us_per_delivery=round((s1 - s0) / max(delivered, 1) * 1e6, 2),
+        server_cpu_us_per_publish=round((s1 - s0) / max(p1 - p0, 1) * 1e6, 2),
+        server_cpu_util=round(server_util, 3), client_cpu_util=round(client_util, 3),
+        client_bound=client_util > 0.8 and server_util < 0.8)
+
+
 # --- idle memory ------------------------------------------------------------------------------
 
 
@@ -472,12 +545,20 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--seconds", type=float, default=10.0)
     e.add_argument("--warmup", type=float, default=3.0)
     e.add_argument("--trials", type=int, default=1, help="fresh server per trial")
+    f = sub.add_parser("fanout", help="server CPU per delivered message (one publisher, "
+                                      "N subscribers)")
+    f.add_argument("--server", default="ws", choices=["ws", "ws-websockets"])
+    f.add_argument("--subscribers", type=int, default=50)
+    f.add_argument("--rate", type=float, default=200.0, help="publishes/s (open loop)")
+    f.add_argument("--seconds", type=float, default=10.0)
+    f.add_argument("--warmup", type=float, default=3.0)
+    f.add_argument("--trials", type=int, default=1)
     i = sub.add_parser("idle", help="memory per idle connection")
     i.add_argument("--server", default="ws", choices=["ws", "ws-websockets", "sse", "bare-aiohttp"])
     i.add_argument("--levels", default="0,500,1000,2000")
     i.add_argument("--settle", type=float, default=1.0)
     i.add_argument("--trials", type=int, default=1)
-    for p in (e, i):
+    for p in (e, f, i):
         p.add_argument("--deflate", action="store_true",
                        help="offer permessage-deflate in the handshake, as browsers do")
         p.add_argument("--serve-arg", action="append", default=[],
@@ -504,9 +585,12 @@ def main(argv: list[str] | None = None) -> int:
         server = Server(args.server, args.serve_arg, args.profile)
         try:
             if args.what == "echo":
-                res: EchoResult | IdleResult = asyncio.run(echo_cost(
+                res: EchoResult | FanoutResult | IdleResult = asyncio.run(echo_cost(
                     server, args.server, args.conns, None if args.saturate else args.rate,
                     args.seconds, args.warmup, args.window, args.deflate))
+            elif args.what == "fanout":
+                res = asyncio.run(fanout_cost(server, args.server, args.subscribers, args.rate,
+                                              args.seconds, args.warmup, args.deflate))
             else:
                 levels = [int(x) for x in args.levels.split(",")]
                 res = asyncio.run(idle_memory(server, args.server, levels, args.settle,
