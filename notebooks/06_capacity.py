@@ -51,7 +51,7 @@ display(Markdown("\n".join(f"- {n}" for n in substitutions) or
 # ## Each transport carrying everything, at the target size
 
 # %%
-what_if, unplanned = recommendation.plan_each(costs, ONLINE_USERS, res.transports)
+what_if, unplanned = recommendation.plan_each(costs, ONLINE_USERS, res.with_figures)
 fleets = recommendation.fleet_frame(what_if)
 fleets
 

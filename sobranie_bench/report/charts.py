@@ -285,7 +285,7 @@ def model_instances(res: Results, users: Sequence[int]
         return {}, f"capacity model unavailable: {type(exc).__name__}"
     curves: dict[str, list[tuple[int, int]]] = {}
     skipped: set[str] = set()
-    measured = [t for t in res.transports if res.has_figures(t)]
+    measured = list(res.with_figures)
     for n in users:
         fleets, notes = plan_each(costs, n, measured)
         for fleet in fleets:

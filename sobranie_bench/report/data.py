@@ -82,6 +82,11 @@ class Results:
         return any(raw["transport"] == transport and scenario in (None, raw["scenario"])
                    for raw in self.raws)
 
+    @property
+    def with_figures(self) -> tuple[str, ...]:
+        """Measured transports that have figures (not only failed runs)."""
+        return tuple(t for t in self.transports if self.has_figures(t))
+
     def has_figures(self, transport: str) -> bool:
         """True when some run of this transport produced figures (not only failures)."""
         rows = self.rows

@@ -235,13 +235,34 @@ def usable_costs(costs: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
 
 def transport_for(chosen: Mapping[str, Choice]) -> dict[str, str] | None:
-    """The capacity workload's feature -> transport mapping for our choices."""
+    """The capacity workload's feature -> transport mapping for our choices.
+
+    A user holds one connection per transport in use, so features whose winners speak the
+    same protocol (say ws and ws-websockets, two servers of WebSocket) share one connection:
+    the transport of that protocol that wins the most of them (ties: the higher total score).
+    """
+    winners: dict[str, Scored] = {}
+    for key, choice in chosen.items():
+        if choice.feature.direction == "media":
+            continue
+        if not choice.ranking:
+            return None
+        winners[key] = choice.ranking[0]
+    by_tech: dict[str, list[Scored]] = {}
+    for s in winners.values():
+        by_tech.setdefault(TECHNOLOGY_OF.get(s.transport, s.transport), []).append(s)
+    pick = {}
+    for tech, wins in by_tech.items():
+        tally: dict[str, tuple[int, float]] = {}
+        for s in wins:
+            n, total = tally.get(s.transport, (0, 0.0))
+            tally[s.transport] = (n + 1, total + s.score)
+        pick[tech] = max(tally, key=lambda t: tally[t])
     mapping = {}
-    for choice in chosen.values():
-        for cap_feature in choice.feature.capacity_features:
-            if choice.winner is None:
-                return None
-            mapping[cap_feature] = choice.winner
+    for key, s in winners.items():
+        transport = pick[TECHNOLOGY_OF.get(s.transport, s.transport)]
+        for cap_feature in chosen[key].feature.capacity_features:
+            mapping[cap_feature] = transport
     return mapping
 
 
@@ -407,7 +428,9 @@ def render(res: Results, online_users: int = ONLINE_USERS) -> str:
     parts += [f"## Cost at {online_users:,} online users", ""]
     if cap.ours is not None:
         total = sum(f.instances for f in cap.ours.fleets)
-        parts += [("Our mapping, planned with `sobranie_bench.capacity.plan` (instances of the "
+        parts += [("Our mapping (features whose winners speak the same protocol share one "
+                   "connection: that protocol's transport that wins the most of them), planned "
+                   "with `sobranie_bench.capacity.plan` (instances of the "
                   f"benchmarked size: {cap.ours.instance.cores} cores, "
                   f"{text.nbytes(cap.ours.instance.memory_bytes)}; p95 delivery objective "
                   f"{cap.ours.slo_s * 1000:.0f} ms; {cap.ours.calibration}): "

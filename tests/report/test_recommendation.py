@@ -60,6 +60,23 @@ def test_zero_measured_figures_fall_back_and_say_so(fixture_dir: Path) -> None:
 def test_recommendation_md_costs_both_stacks_at_a_million(built: Path) -> None:
     md = (built / "recommendation.md").read_text()
     assert "## Cost at 1,000,000 online users" in md
-    assert "Our mapping, planned with `sobranie_bench.capacity.plan`" in md
+    assert "planned with `sobranie_bench.capacity.plan`" in md
     assert "The note's stack (WebSockets + SSE)" in md
     assert "WebRTC media" in md and "Not measured here" in md
+
+
+def test_features_won_by_one_protocol_share_one_connection() -> None:
+    features = {f.key: f for f in recommendation.FEATURES}
+
+    def won(key: str, transport: str, score: float) -> recommendation.Choice:
+        return recommendation.Choice(features[key], [recommendation.Scored(transport, score, {})],
+                                     {}, {})
+
+    chosen = {"chat": won("chat", "ws", 0.9), "collab": won("collab", "ws", 0.9),
+              "presence": won("presence", "ws-websockets", 0.8),
+              "notifications": won("notifications", "sse", 0.7),
+              "feed": won("feed", "ws-websockets", 0.8),
+              "calls": recommendation.Choice(features["calls"], [], {}, {})}
+    mapping = recommendation.transport_for(chosen)
+    assert mapping == {"chat": "ws", "collab": "ws", "presence": "ws", "feed": "ws",
+                       "counters": "ws", "notifications": "sse"}
