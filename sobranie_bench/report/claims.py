@@ -101,8 +101,11 @@ def ratio_text(res: Results, a: str, b: str, scenario: str, metric: str, label: 
     """``a / b`` with a sentence; the sentence says why when there is no ratio."""
     fa, fb = res.figure(a, scenario, metric, params), res.figure(b, scenario, metric, params)
     if fa is None or fb is None:
-        missing = " and ".join(t for t, f in ((a, fa), (b, fb)) if f is None)
-        return None, f"{label}: {missing} not measured yet"
+        failed = [t for t, f in ((a, fa), (b, fb)) if f is None and res.failed(t, scenario)]
+        missing = [t for t, f in ((a, fa), (b, fb)) if f is None and t not in failed]
+        why = ([f"{' and '.join(failed)}: run failed"] if failed else []) + (
+            [f"{' and '.join(missing)} not measured yet"] if missing else [])
+        return None, f"{label}: {'; '.join(why)}"
     if fa.run_id != fb.run_id:
         return None, (f"{label}: {a} and {b} come from different runs ({fa.run_id}, "
                       f"{fb.run_id}); no ratio is taken across runs")
