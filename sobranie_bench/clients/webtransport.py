@@ -304,6 +304,9 @@ class _SessionProtocol(QuicConnectionProtocol):
         self.close_reason = ""
         self._pin = pin
         self._counter = counter
+        self.handshake: asyncio.Future[None] = self._loop.create_future()
+        """Done once the QUIC handshake completed (ConnectionError if the connection ended
+        first). Ours, not aioquic's ``wait_connected``: see :func:`connect_quic`."""
         self._response: asyncio.Future[tuple[int, bytes]] = self._loop.create_future()
         self._status = 0
         self._body = b""
@@ -329,11 +332,16 @@ class _SessionProtocol(QuicConnectionProtocol):
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, HandshakeCompleted):
             self.refused = self._check_pin()
+            if not self.handshake.done():
+                self.handshake.set_result(None)
             if self.refused:
                 self.close(reason_phrase=self.refused)
                 return
             self.h3 = H3Connection(self._quic, enable_webtransport=True)
         elif isinstance(event, ConnectionTerminated):
+            if not self.handshake.done():
+                self.handshake.set_exception(ConnectionError(
+                    f"connection closed during the handshake: {event.reason_phrase}"))
             if not self._response.done():
                 self._response.set_exception(ClientError(
                     f"connection closed during the CONNECT: {event.reason_phrase}"))
@@ -492,7 +500,11 @@ async def connect_quic(host: str, port: int, pin: str | None, counter: ByteCount
     _, proto = await loop.create_datagram_endpoint(factory, local_addr=local, family=family)
     try:
         proto.connect(addr)
-        await asyncio.wait_for(proto.wait_connected(), timeout)
+        # Not ``wait_for(proto.wait_connected())``: aioquic records a completed handshake only
+        # if a waiter exists by then, and wait_for starts that coroutine as a task, one loop
+        # iteration later. uvloop delivers datagrams before callbacks already queued with
+        # call_soon, so under load the server's reply came first and the waiter never woke.
+        await asyncio.wait_for(proto.handshake, timeout)
     except BaseException:
         proto.shutdown(graceful=False)
         raise

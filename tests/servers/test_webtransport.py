@@ -5,13 +5,17 @@ client-opened-stream trap in aioquic."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import re
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -26,7 +30,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from servers.auth import make_token
 from servers.hub import Limits
-from servers.webtransport import CERT_VALIDITY, self_signed_certificate
+from servers.webtransport import (
+    CERT_VALIDITY,
+    UDP_BUFFER_BYTES,
+    WebTransportServer,
+    self_signed_certificate,
+)
 from sobranie_bench import wire
 from sobranie_bench.clients import Backoff, ClientError
 from sobranie_bench.clients.webtransport import (
@@ -355,6 +364,54 @@ async def test_vanished_client_is_reaped_by_the_idle_timeout(start_server, clien
     assert re.search(r'sobranie_connections_total\{transport="webtransport"\} 1', text)
 
 
+# --- under uvloop, the harness's event loop ----------------------------------------------------
+
+
+def test_concurrent_connects_all_succeed_under_uvloop():
+    """100 clients connecting at once under uvloop to a server process (as in the harness) all
+    get their hello.
+
+    uvloop hands a datagram to its protocol before callbacks already queued with ``call_soon``,
+    so the server's handshake reply could overtake the start of the task that was to wait for
+    it; aioquic's ``wait_connected()`` then missed the handshake, and connects timed out.
+    """
+    uvloop = pytest.importorskip("uvloop")
+
+    async def connect_all(url: str) -> list[object]:
+        made = [WebTransportClient(url, token(f"user{i}"), reconnect=False, timeout=3 * UNIT)
+                for i in range(100)]
+        try:
+            return await asyncio.gather(*(c.connect(["chat:1"]) for c in made),
+                                        return_exceptions=True)
+        finally:
+            await asyncio.gather(*(c.close() for c in made), return_exceptions=True)
+
+    with serve_process() as info:
+        results = uvloop.run(connect_all(info["url"]))
+    failed = [repr(r) for r in results if isinstance(r, BaseException)]
+    assert not failed, f"{len(failed)} of 100 connects failed, first: {failed[0]}"
+    assert {r["type"] for r in results} == {"hello"}  # type: ignore[index]
+
+
+
+async def test_the_shared_udp_socket_gets_large_buffers():
+    """Bursts of handshakes queue on the one UDP socket; the default buffer drops them."""
+    limits = {}
+    for option, name in ((socket.SO_RCVBUF, "rmem_max"), (socket.SO_SNDBUF, "wmem_max")):
+        try:
+            limits[option] = int(Path(f"/proc/sys/net/core/{name}").read_text())
+        except OSError:
+            pytest.skip("no /proc/sys/net/core here (not Linux)")
+    server = WebTransportServer(secret=SECRET)
+    await server.start("127.0.0.1", 0)
+    try:
+        assert server._quic is not None and server._quic._transport is not None
+        sock = server._quic._transport.get_extra_info("socket")
+        for option, cap in limits.items():  # Linux reports twice what was granted
+            assert sock.getsockopt(socket.SOL_SOCKET, option) >= min(UDP_BUFFER_BYTES, cap)
+    finally:
+        await server.stop()
+
 # --- the aioquic trap ------------------------------------------------------------------------
 
 
@@ -459,13 +516,23 @@ async def test_given_certificate_and_qlog(start_server, clients, tmp_path):
     assert list((tmp_path / "qlog").glob("*.qlog"))
 
 
-def test_serve_command_prints_the_endpoints():
+@contextlib.contextmanager
+def serve_process() -> Iterator[dict]:
+    """``sobranie-bench serve webtransport`` in its own process (uvloop, as the harness runs it):
+    the endpoints it prints."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "sobranie_bench.cli", "serve", WT, "--port", "0", "--json",
          "--jwt-secret", SECRET], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
-        info = json.loads(proc.stdout.readline())
+        yield json.loads(proc.stdout.readline())
+    finally:
+        proc.terminate()
+        proc.wait(5 * UNIT)
+
+
+def test_serve_command_prints_the_endpoints():
+    with serve_process() as info:
 
         async def hello() -> dict:
             client = WebTransportClient(info["url"], token("cli"), timeout=UNIT)
@@ -477,6 +544,3 @@ def test_serve_command_prints_the_endpoints():
         assert info["url"].startswith("https://127.0.0.1:")
         assert info["webtransport"] == info["url"] + "/wt"
         assert asyncio.run(hello())["user"] == "cli"
-    finally:
-        proc.terminate()
-        proc.wait(5 * UNIT)
