@@ -3,7 +3,9 @@ replies come back as their Socket.IO acks; ``hello``, ``message``, ``presence`` 
 arrive as events carrying the envelope.
 
 python-socketio's own reconnection is off: the base class reconnects with full-jitter backoff and
-resumes by subscribing with ``since``. ``SocketIOClient`` speaks the websocket transport only,
+resumes by subscribing with ``since``. The token rides the handshake's ``Authorization`` header:
+checked before engine.io opens a session (HTTP 401), and sent once per connection, as a browser's
+``auth`` dict would be, where ``?token=`` would repeat in every poll's URL. ``SocketIOClient`` speaks the websocket transport only,
 ``SocketIOPollingClient`` HTTP long-polling only (no upgrade), so each is measured on its own.
 """
 
@@ -53,7 +55,7 @@ class SocketIOClient(Client):
         sio.on("connect_error", self._refused)
         self._handshake_status = self._refusal = None
         try:
-            await sio.connect(f"{self.url}?{self.token_query}",
+            await sio.connect(self.url, headers={"Authorization": f"Bearer {self.token}"},
                               transports=self.engineio_transports, wait_timeout=self.timeout)
         except socketio.exceptions.ConnectionError as exc:
             raise ClientError(self._refusal_message(exc)) from None
