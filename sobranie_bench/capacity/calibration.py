@@ -243,7 +243,7 @@ def _per_params(rows: pd.DataFrame, metric: str) -> pd.Series:
 
 def _measured(rows: pd.DataFrame, metric: str, unit: str, note: str) -> Figure | None:
     medians = _per_params(rows, metric)
-    if medians.empty:
+    if medians.empty or medians.median() <= 0:  # zero: below what the run could resolve
         return None
     return Figure(float(medians.median()), unit, "measured", note)
 
@@ -270,8 +270,8 @@ def _keepalive(rows: pd.DataFrame) -> Figure | None:
         for params, value in percent.items()
         if float(parse_params(params).get("connections", 0)) > 0
     ]
-    if not per_connection:
-        return None
+    if not per_connection or pd.Series(per_connection).median() <= 0:
+        return None  # an idle hold too short to resolve keep-alive CPU: use the fallback
     return Figure(
         float(pd.Series(per_connection).median()),
         "us/s",

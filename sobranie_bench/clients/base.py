@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import random
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -22,6 +23,7 @@ from sobranie_bench import wire
 from sobranie_bench.wire import WireError
 
 Envelope = dict[str, Any]
+log = logging.getLogger("sobranie.client")
 
 
 class ClientError(Exception):
@@ -84,7 +86,7 @@ class Client(ABC):
             await self._open(resume=False)
         except ClientError:
             raise
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             raise ClientError(f"cannot reach {self.url}: {exc}") from None
         self._runner = asyncio.create_task(self._run())
         return await asyncio.wait_for(self._hello, self.timeout)
@@ -214,7 +216,7 @@ class Client(ABC):
         async def send() -> None:
             try:
                 await self._send(req)
-            except Exception as exc:  # the reply will never come: fail the future
+            except Exception as exc:  # noqa: BLE001  (the reply will never come: fail it)
                 self._pending.pop(req.ref, None)  # type: ignore[arg-type]
                 if not fut.done():
                     fut.set_exception(exc if isinstance(exc, (WireError, ClientError))
@@ -228,8 +230,8 @@ class Client(ABC):
         while not self._closing:
             try:
                 await self._read()
-            except Exception:  # noqa: BLE001 - whatever ended the transport, resume from cursor
-                pass
+            except Exception as exc:  # noqa: BLE001  (whatever ended it, resume from the cursor)
+                log.debug("%s transport ended: %r", self.transport, exc)
             if self._closing or not self.reconnect:
                 break
             for attempt in itertools.count():
@@ -239,7 +241,8 @@ class Client(ABC):
                 await asyncio.sleep(self.backoff.delay(attempt, self.rng))
                 try:
                     await self._open(resume=True)
-                except Exception:  # noqa: BLE001 - unreachable for now: back off and retry
+                except Exception as exc:  # noqa: BLE001  (unreachable for now: back off, retry)
+                    log.debug("%s reconnect failed: %r", self.transport, exc)
                     continue
                 self.reconnects += 1
                 break

@@ -186,6 +186,6 @@ class WsClient(Client):
             proto.send(OP_CLOSE, (1000).to_bytes(2, "big"))
             try:
                 await asyncio.wait_for(asyncio.shield(proto.ended), 1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         proto.transport.abort()

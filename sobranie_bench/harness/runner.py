@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,7 @@ class Server:
     url: str
     pid: int
     process: asyncio.subprocess.Process
+    client_options: dict[str, Any] = field(default_factory=dict)
 
     async def stop(self) -> None:
         proc = self.process
@@ -88,7 +89,7 @@ class Server:
         proc.terminate()
         try:
             await asyncio.wait_for(proc.wait(), 10)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
 
@@ -103,11 +104,12 @@ async def spawn_server(kind: str, plan: Plan) -> Server:
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), SERVER_START_SECONDS)
         info = json.loads(line)
-    except (asyncio.TimeoutError, ValueError):
+    except (TimeoutError, ValueError):
         proc.kill()
         err = (await proc.stderr.read()).decode(errors="replace").strip().splitlines()
         raise HarnessError(f"server {kind!r} did not start: {' / '.join(err[-3:])}") from None
-    return Server(info["url"], proc.pid, proc)
+    options = {"cert_hash": info["cert_sha256"]} if "cert_sha256" in info else {}
+    return Server(info["url"], proc.pid, proc, options)
 
 
 async def check_target(url: str) -> None:
@@ -116,11 +118,11 @@ async def check_target(url: str) -> None:
         raise HarnessError(f"--target must be an http(s):// base URL, got {url!r}")
     health = url.replace("https://", "http://", 1).rstrip("/") + "/healthz"
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-            async with session.get(health) as resp:
-                body = await resp.text()
-                ok = resp.status == 200 and json.loads(body).get("status") == "ok"
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session, \
+                session.get(health) as resp:
+            body = await resp.text()
+            ok = resp.status == 200 and json.loads(body).get("status") == "ok"
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise HarnessError(f"no server answers at {url} ({exc.__class__.__name__}: {exc}); "
                            "start one with `sobranie-bench serve ws --port 8080` or check "
                            "the URL") from None
@@ -147,7 +149,7 @@ def metadata(plan: Plan, run_id: str) -> dict[str, Any]:
             "git_commit": commit, "profile": plan.profile, "seed": plan.seed,
             "workers": plan.workers, "broker": plan.broker, "target": plan.target,
             "cluster": plan.cluster,
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "started": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
 def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -201,9 +203,10 @@ async def run_parts(scenario: Scenario, ctx: PartContext, workers: int,
 
 
 @contextlib.asynccontextmanager
-async def server_for(plan: Plan, transport: str) -> AsyncIterator[dict[str, int | str]]:
+async def server_for(plan: Plan, transport: str) -> AsyncIterator[dict[str, Any]]:
     """What a run talks to: the --target, a fresh cluster, or a fresh server; yields the base
-    URL (key ``url``) and the pids to sample (``server``, ``server-2``...)."""
+    URL (``url``), client ``options`` it announced, and the pids to sample (``server``,
+    ``server-2``...)."""
     if plan.target:
         yield {"url": plan.target}
     elif plan.cluster:
@@ -219,7 +222,7 @@ async def server_for(plan: Plan, transport: str) -> AsyncIterator[dict[str, int 
     else:
         server = await spawn_server(TRANSPORTS[transport].server, plan)
         try:
-            yield {"url": server.url, "server": server.pid}
+            yield {"url": server.url, "server": server.pid, "options": server.client_options}
         finally:
             await server.stop()
 
@@ -231,7 +234,8 @@ async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
         start_ns = time.monotonic_ns() + int(scenario.setup_budget(params) * 1e9)
         ctx = PartContext(transport=transport, url=str(target.pop("url")), params=params,
                           index=0, count=1, seed=plan.seed * 1000 + trial, start_ns=start_ns,
-                          warmup=warmup, duration=duration, secret=plan.secret)
+                          warmup=warmup, duration=duration, secret=plan.secret,
+                          client_options=target.pop("options", {}))
         pids = {"harness": os.getpid(), **{k: int(v) for k, v in target.items()}}
         async with Sampler(pids) as sampler:
             parts = await run_parts(scenario, ctx, plan.workers, sampler)
@@ -256,7 +260,7 @@ def window(ctx: PartContext, times: dict[str, float]) -> dict[str, float]:
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 async def run_plan(plan: Plan, on_result: Callable[[str, dict[str, Any] | None], None]

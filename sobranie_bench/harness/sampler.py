@@ -7,6 +7,7 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass
+from typing import Self
 
 import psutil
 
@@ -55,7 +56,7 @@ class Sampler:
             self.mark()
             await asyncio.sleep(INTERVAL_SECONDS)
 
-    async def __aenter__(self) -> Sampler:
+    async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._loop())
         return self
 
@@ -84,9 +85,8 @@ def raise_fd_limit() -> int:
 
 
 def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
     return os.uname().machine

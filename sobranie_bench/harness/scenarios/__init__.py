@@ -9,6 +9,7 @@ Scenarios see transports only through the client interface.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import logging
 import random
@@ -48,6 +49,9 @@ class PartContext:
     """JWT secret shared with the server."""
     timeout: float = 10.0
     """Seconds any single connect or reply may take."""
+    client_options: dict[str, Any] = field(default_factory=dict)
+    """Extra client arguments the server announced (a WebTransport certificate's hash, so
+    each connect does not fetch it first)."""
 
     @property
     def measure_ns(self) -> int:
@@ -75,6 +79,7 @@ class PartContext:
 
     def client(self, user: str, **kwargs: Any) -> Client:
         kwargs.setdefault("timeout", self.timeout)
+        kwargs = {**self.client_options, **kwargs}
         token = auth.make_token(user, self.secret, ttl=24 * 3600)
         return TRANSPORTS[self.transport].client_class()(self.url, token, **kwargs)
 
@@ -154,6 +159,12 @@ async def quiet(progress: Callable[[], int], timeout: float, still: float = 0.5)
             return
 
 
+def padding(size: int, rng: random.Random) -> str:
+    """``size`` characters of random base64: like real text it travels as JSON unescaped, and
+    unlike one repeated character it does not compress away (HTTP gzip, permessage-deflate)."""
+    return base64.b64encode(rng.randbytes(size))[:size].decode()
+
+
 def probe(seq: int, intended_ns: int, pad: str) -> dict[str, Any]:
     """The harness's fields inside ``data`` (servers never read them)."""
     return {"t": intended_ns, "seq": seq, "pad": pad}
@@ -161,8 +172,14 @@ def probe(seq: int, intended_ns: int, pad: str) -> dict[str, Any]:
 
 def registry() -> dict[str, Scenario]:
     """Every scenario, by name (imported here so each module stays independent)."""
-    from sobranie_bench.harness.scenarios import (capacity, churn, connections, echo, fanout,
-                                                  overhead)
+    from sobranie_bench.harness.scenarios import (
+        capacity,
+        churn,
+        connections,
+        echo,
+        fanout,
+        overhead,
+    )
 
     return {m.SCENARIO.name: m.SCENARIO
             for m in (echo, fanout, connections, overhead, churn, capacity)}

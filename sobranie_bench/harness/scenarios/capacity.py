@@ -11,8 +11,7 @@ import time
 from typing import Any
 
 from sobranie_bench.harness.recorder import decode, stats
-from sobranie_bench.harness.scenarios import PartContext, Scenario
-from sobranie_bench.harness.scenarios import fanout
+from sobranie_bench.harness.scenarios import PartContext, Scenario, fanout
 
 
 async def part(ctx: PartContext) -> dict[str, Any]:

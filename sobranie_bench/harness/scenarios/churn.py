@@ -12,8 +12,17 @@ from typing import Any
 
 from sobranie_bench.harness.load import Schedule, open_loop
 from sobranie_bench.harness.recorder import Recorder
-from sobranie_bench.harness.scenarios import (PartContext, Scenario, close_all, connect_all,
-                                              drain, probe, quiet, sleep_until)
+from sobranie_bench.harness.scenarios import (
+    PartContext,
+    Scenario,
+    close_all,
+    connect_all,
+    drain,
+    padding,
+    probe,
+    quiet,
+    sleep_until,
+)
 from sobranie_bench.harness.scenarios.fanout import Tally
 
 
@@ -39,6 +48,7 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     churned = churn_failures = 0
     tasks: list[asyncio.Task[None]] = []
     rng = ctx.rng()
+    pad = padding(int(p["payload"]), rng)
 
     async def churner(i: int, intended: int) -> None:
         nonlocal churned, churn_failures
@@ -60,7 +70,7 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     async def publish(i: int, intended: int) -> None:
         async def one() -> None:
             nonlocal acked
-            await pub.publish(channel, probe(i, intended, "x" * int(p["payload"])))
+            await pub.publish(channel, probe(i, intended, pad))
             acked += 1
         tasks.append(asyncio.ensure_future(one()))
 

@@ -6,14 +6,21 @@ Poisson) schedule; the round trip is measured from the intended send time to the
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 from sobranie_bench.harness.load import Schedule, open_loop
 from sobranie_bench.harness.recorder import Recorder
-from sobranie_bench.harness.scenarios import (PartContext, Scenario, close_all, connect_all,
-                                              drain, probe, sleep_until)
+from sobranie_bench.harness.scenarios import (
+    PartContext,
+    Scenario,
+    close_all,
+    connect_all,
+    drain,
+    padding,
+    probe,
+    sleep_until,
+)
 
 
 async def part(ctx: PartContext) -> dict[str, Any]:
@@ -35,7 +42,7 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     failed = await connect_all(clients)
     ctx = ctx.started()
     rec.measure_from_ns = ctx.measure_ns
-    pad = "x" * int(p["payload"])
+    pad = padding(int(p["payload"]), ctx.rng())
     live = [c for c in clients if c.conn]
     sent = sent_measured = 0
 

@@ -14,8 +14,17 @@ from typing import Any
 
 from sobranie_bench.harness.load import Schedule, open_loop
 from sobranie_bench.harness.recorder import Recorder
-from sobranie_bench.harness.scenarios import (PartContext, Scenario, close_all, connect_all,
-                                              drain, probe, quiet, sleep_until)
+from sobranie_bench.harness.scenarios import (
+    PartContext,
+    Scenario,
+    close_all,
+    connect_all,
+    drain,
+    padding,
+    probe,
+    quiet,
+    sleep_until,
+)
 
 
 class Tally:
@@ -23,7 +32,7 @@ class Tally:
     (any skipped ids are remembered as missing), a missing id arriving late is new but
     reordered, anything else is a duplicate."""
 
-    __slots__ = ("last", "unique", "duplicates", "reordered", "missing")
+    __slots__ = ("duplicates", "last", "missing", "reordered", "unique")
 
     def __init__(self) -> None:
         self.last = 0
@@ -83,7 +92,7 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     rec.measure_from_ns = ctx.measure_ns
     acked: dict[str, int] = {ch: 0 for ch in channels}
     in_flight: set[asyncio.Future[Any]] = set()
-    pad = "x" * int(p["payload"])
+    pad = padding(int(p["payload"]), ctx.rng())
     rng = ctx.rng()
 
     async def publish(pub: Any, channel: str) -> None:

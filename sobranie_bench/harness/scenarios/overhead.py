@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from sobranie_bench.clients import Client
 from sobranie_bench.harness.proxy import CountingProxy
-from sobranie_bench.harness.scenarios import PartContext, Scenario, drain, probe
+from sobranie_bench.harness.scenarios import PartContext, Scenario, drain, padding, probe
 
 
 class Meter:
@@ -51,7 +51,7 @@ class Meter:
 
 async def part(ctx: PartContext) -> dict[str, Any]:
     p = ctx.params
-    n, pad = int(p["messages"]), "x" * int(p["payload"])
+    n, pad = int(p["messages"]), padding(int(p["payload"]), ctx.rng())
     channel = f"overhead:{ctx.seed}"
     delivered = 0
 
