@@ -30,8 +30,9 @@ from aiortc.exceptions import InvalidStateError
 from servers import auth
 from servers.brokers import Broker, make_broker
 from servers.http_app import AUTH, HUB, authenticate, error_response, healthz, read_body
-from servers.hub import Hub, Limits, Sender
+from servers.hub import Connection, Hub, Limits, Sender
 from servers.run import Options, Running
+from sobranie_bench import wire
 from sobranie_bench.clients.webrtc import (
     RELIABLE,
     UNRELIABLE,
@@ -95,6 +96,10 @@ class Peer:
         self.pc.on("datachannel", self._on_channel)
         self.pc.on("connectionstatechange", self._on_state)
         self.inbox: asyncio.Queue[str | bytes] = asyncio.Queue()
+        self.unhandled = 0
+        """Bytes received but not yet handled: aiortc reads without backpressure, so a peer
+        sending faster than the hub handles is cut off past the hard frame limit."""
+        self.conn: Connection | None = None
         self.session: asyncio.Task[None] | None = None
         self.closing: asyncio.Task[None] | None = None
         self.deadline = asyncio.get_running_loop().call_later(peers.negotiation_timeout,
@@ -111,13 +116,22 @@ class Peer:
     def _on_channel(self, channel: RTCDataChannel) -> None:
         if channel.label == RELIABLE and self.session is None:
             self.deadline.cancel()
-            channel.on("message", self.inbox.put_nowait)
+            channel.on("message", self._received)
             channel.on("close", self.close_soon)
             self.session = asyncio.get_running_loop().create_task(self._serve(channel))
         elif channel.label == UNRELIABLE:
-            channel.on("message", self.inbox.put_nowait)
+            channel.on("message", self._received)
         else:
             channel.close()
+
+    def _received(self, data: str | bytes) -> None:
+        self.unhandled += len(data)
+        if self.unhandled <= self.peers.hub.limits.hard_frame:
+            self.inbox.put_nowait(data)
+        elif self.conn is not None:
+            self.conn.close(wire.CLOSE_POLICY, "flood: unhandled input over the hard frame limit")
+        else:
+            self.close_soon()
 
     def _on_state(self) -> None:
         if self.pc.connectionState in ("failed", "closed"):
@@ -131,13 +145,15 @@ class Peer:
 
     async def _serve(self, channel: RTCDataChannel) -> None:
         hub = self.peers.hub
-        conn = await hub.connect(self.user, "webrtc")
+        self.conn = conn = await hub.connect(self.user, "webrtc")
         sender = Sender(conn, _ChannelSend(channel), gone=(InvalidStateError, ConnectionError))
         conn.on_close = lambda code, reason: self.close_soon()
         try:
             await sender.flush()  # hello
             while True:
-                await sender.handle(await self.inbox.get())
+                raw = await self.inbox.get()
+                self.unhandled -= len(raw)
+                await sender.handle(raw)
         finally:
             sender.stop()
             await hub.disconnect(conn)

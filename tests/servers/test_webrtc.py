@@ -10,12 +10,15 @@ import re
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection
 
+from servers.http_app import HUB
+from servers.webrtc import make_app
 from sobranie_bench.clients import ClientError
 from sobranie_bench.clients.webrtc import RELIABLE
 from sobranie_bench.wire import ErrorCode, WireError
-from tests.conftest import UNIT, messages, next_of, token
+from tests.conftest import SECRET, UNIT, messages, next_of, token
 
 T = "webrtc"
 
@@ -259,6 +262,35 @@ async def test_udp_bytes_are_counted_across_reconnects(start_server, clients):
     await client.publish("b:1", "after")
     assert client.reconnects == 1
     assert client.bytes_sent > sent and client.bytes_received > received
+
+
+async def test_input_faster_than_the_hub_handles_is_cut_off(clients):
+    """aiortc reads without backpressure: past the hard frame limit of unhandled input the peer
+    is cut off (here the hub never finishes handling the first message)."""
+    app = make_app(secret=SECRET)
+    hub = app[HUB]
+    never = asyncio.Event()
+
+    async def stuck(conn: object, raw: object) -> None:
+        await never.wait()
+
+    hub.handle = stuck  # type: ignore[method-assign]
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        client = clients(T, url, reconnect=False)
+        await client.connect()
+        chunk = "x" * 60_000
+        for _ in range(hub.limits.hard_frame // len(chunk) + 2):
+            await client.send_raw(chunk)
+        await asyncio.wait_for(client._runner, UNIT)  # the server closed the peer connection
+        text = await _until_metric(url, r"sobranie_peer_connections 0")
+        assert re.search(r'sobranie_disconnects_total\{reason="flood"\} 1', text)
+    finally:
+        await runner.cleanup()
 
 
 async def _post_offer(url: str, sdp: str, **headers: str) -> tuple[int, dict]:
