@@ -41,6 +41,7 @@ OPS = ("subscribe", "unsubscribe", "publish", "echo")
 USER = web.RequestKey("sobranie.user", str)
 """Request key where the middleware leaves the user id a valid handshake token proved."""
 
+
 class SocketIOAdapter:
     """The Socket.IO server and its sessions, each bound to one hub Connection."""
 
@@ -188,8 +189,8 @@ class Session:
 
 def event_packet(event: str, envelope_text: str) -> str:
     """The Socket.IO (v5) EVENT packet for the default namespace, ``2["<event>",<envelope>]``,
-    built around the envelope text the hub encoded once for every recipient (python-socketio's
-    ``emit`` would decode nothing but re-encode the payload for every call)."""
+    built around the envelope text the hub encoded once for all recipients (python-socketio's
+    ``emit`` takes the envelope as a dict and encodes it again on every call)."""
     return f'2["{event}",{envelope_text}]'
 
 

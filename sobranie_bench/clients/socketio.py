@@ -2,11 +2,12 @@
 replies come back as their Socket.IO acks; ``hello``, ``message``, ``presence`` and ``error``
 arrive as events carrying the envelope.
 
-python-socketio's own reconnection is off: the base class reconnects with full-jitter backoff and
-resumes by subscribing with ``since``. The token rides the handshake's ``Authorization`` header:
-checked before engine.io opens a session (HTTP 401), and sent once per connection, as a browser's
-``auth`` dict would be, where ``?token=`` would repeat in every poll's URL. ``SocketIOClient`` speaks the websocket transport only,
-``SocketIOPollingClient`` HTTP long-polling only (no upgrade), so each is measured on its own.
+``SocketIOClient`` speaks the websocket transport only, ``SocketIOPollingClient`` HTTP
+long-polling only (no upgrade), so each is measured on its own. python-socketio's own
+reconnection is off: the base class reconnects with full-jitter backoff and resumes by
+subscribing with ``since``. The token rides the handshake's ``Authorization`` header: checked
+before engine.io opens a session (HTTP 401), and sent once per connection, as a browser's
+``auth`` dict would be (``?token=`` would repeat in every poll's URL).
 """
 
 from __future__ import annotations
