@@ -49,21 +49,26 @@ class Running:
     """Extra URLs worth printing (the WebSocket endpoint, the cert hash...)."""
 
 
-async def start_aiohttp(opts: Options) -> Running:
-    from servers.http_app import make_app
-
-    app = make_app(secret=opts.secret, origins=opts.origins, broker=make_broker(opts.broker, opts.history_size),
-                   limits=opts.limits)
+async def serve_app(app: web.Application, opts: Options,
+                    endpoints: Callable[[str], dict[str, str]]) -> Running:
+    """Bind an aiohttp app (handler cancellation on, so a client that leaves ends its
+    handler); ``endpoints`` maps the base URL to the URLs worth printing."""
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
                            shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, opts.host, opts.port, backlog=4096, reuse_address=True)
     await site.start()
-    port = runner.addresses[0][1]
-    url = f"http://{_host(opts.host)}:{port}"
-    ws = url.replace("http", "ws", 1)
-    return Running(url, runner.cleanup, {"ws": f"{ws}/ws", "sse": f"{url}/sse",
-                                         "poll": f"{url}/poll"})
+    url = f"http://{_host(opts.host)}:{runner.addresses[0][1]}"
+    return Running(url, runner.cleanup, endpoints(url))
+
+
+async def start_aiohttp(opts: Options) -> Running:
+    from servers.http_app import make_app
+
+    app = make_app(secret=opts.secret, origins=opts.origins,
+                   broker=make_broker(opts.broker, opts.history_size), limits=opts.limits)
+    return await serve_app(app, opts, lambda url: {
+        "ws": url.replace("http", "ws", 1) + "/ws", "sse": f"{url}/sse", "poll": f"{url}/poll"})
 
 
 async def start_websockets(opts: Options) -> Running:

@@ -32,7 +32,7 @@ from servers import auth
 from servers.brokers import Broker, make_broker
 from servers.http_app import AUTH, HUB, authenticate, healthz, metrics
 from servers.hub import Connection, Hub, Limits
-from servers.run import Options, Running
+from servers.run import Options, Running, serve_app
 from sobranie_bench import wire
 from sobranie_bench.wire import ErrorCode
 
@@ -238,10 +238,4 @@ async def start(opts: Options) -> Running:
     """``sobranie-bench serve socketio``: the Socket.IO app on its own port."""
     app = make_app(secret=opts.secret, origins=opts.origins,
                    broker=make_broker(opts.broker, opts.history_size), limits=opts.limits)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, opts.host, opts.port, backlog=4096, reuse_address=True)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-    return Running(url, runner.cleanup, {"socketio": f"{url}{PATH}"})
+    return await serve_app(app, opts, lambda url: {"socketio": f"{url}{PATH}"})

@@ -31,7 +31,7 @@ from servers import auth
 from servers.brokers import Broker, make_broker
 from servers.http_app import AUTH, HUB, authenticate, error_response, healthz, read_body
 from servers.hub import Connection, Hub, Limits, Sender
-from servers.run import Options, Running
+from servers.run import Options, Running, serve_app
 from sobranie_bench import wire
 from sobranie_bench.clients.webrtc import (
     RELIABLE,
@@ -270,10 +270,4 @@ async def start(opts: Options) -> Running:
                    broker=make_broker(opts.broker, opts.history_size), limits=opts.limits,
                    negotiation_timeout=float(opts.extra.get("negotiation_timeout",
                                                             NEGOTIATION_SECONDS)))
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, opts.host, opts.port, backlog=4096, reuse_address=True)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-    return Running(url, runner.cleanup, {"webrtc": f"{url}/webrtc/offer"})
+    return await serve_app(app, opts, lambda url: {"webrtc": f"{url}/webrtc/offer"})
