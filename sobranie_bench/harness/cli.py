@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
     plan = Plan(profile=args.profile, transports=tuple(args.transports or ()),
                 scenarios=tuple(args.scenarios or ()), target=args.target, out=out,
                 workers=args.workers, trials=args.trials, seed=args.seed, broker=args.broker,
-                cluster=args.cluster)
+                cluster=args.cluster, overrides=tuple(args.set or ()))
     raws: list[dict[str, Any]] = []
     try:
         total = count_points(plan)
@@ -94,6 +95,16 @@ def _csv(text: str) -> list[str]:
     return [t for t in text.split(",") if t]
 
 
+def _setting(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
 def register(sub: Any) -> None:
     scenarios = registry()
     p = sub.add_parser(
@@ -123,6 +134,9 @@ def register(sub: Any) -> None:
     p.add_argument("--cluster", type=int, default=0, metavar="N",
                    help="run against N instances behind HAProxy over --broker (redis:// or "
                         "nats://), fresh per run; ws, sse and longpoll only")
+    p.add_argument("--set", type=_setting, action="append", metavar="KEY=VALUE",
+                   help="set a scenario parameter in every grid point that has it, e.g. "
+                        "--set subscribers=1000 --set rate=50 (repeatable)")
     p.add_argument("--fresh", action="store_true",
                    help="delete OUT/runs first, so the summary holds this run only")
     p.set_defaults(func=_run)

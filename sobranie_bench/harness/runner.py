@@ -61,6 +61,8 @@ class Plan:
     """Broker of the servers the harness starts."""
     cluster: int = 0
     """Run against N instances behind HAProxy (fresh per run) instead of one server."""
+    overrides: tuple[tuple[str, Any], ...] = ()
+    """(parameter, value) pairs set in every grid point that has that parameter."""
     secret: str = field(default_factory=lambda: auth.secret_from_env())
     """JWT secret shared with the server."""
 
@@ -70,9 +72,18 @@ class Plan:
         trials = self.trials or (1 if self.profile == "ci" else 3)
         for transport in self.transports or tuple(TRANSPORTS):
             for name in names:
-                for params in scenarios[name].grid[self.profile]:
+                for params in self.grid(scenarios[name]):
                     for trial in range(1, trials + 1):
                         yield transport, scenarios[name], params, trial
+
+    def grid(self, scenario: Scenario) -> list[dict[str, Any]]:
+        """The profile's points with the overrides applied (points that become equal, once)."""
+        points: list[dict[str, Any]] = []
+        for params in scenario.grid[self.profile]:
+            point = {**params, **{k: v for k, v in self.overrides if k in params}}
+            if point not in points:
+                points.append(point)
+        return points
 
 
 @dataclass

@@ -99,3 +99,14 @@ def test_cli_reports_a_dead_target_without_a_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "no server answers" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_overrides_set_parameters_in_every_point_that_has_them() -> None:
+    plan = Plan(profile="quick", transports=("ws",), scenarios=("fanout", "overhead"), trials=1,
+                overrides=(("subscribers", 1000), ("rate", 50)))
+    points = [(s.name, p) for _, s, p, _ in plan.points()]
+    fanout = [p for name, p in points if name == "fanout"]
+    assert fanout == [{"channels": 1, "subscribers": 1000, "rate": 50, "payload": 64}]
+    overhead = [p for name, p in points if name == "overhead"]
+    assert {p["rate"] for p in overhead} == {50} and all("subscribers" not in p
+                                                          for p in overhead)
