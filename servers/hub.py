@@ -197,14 +197,18 @@ class Sender:
     """Drains a connection's outbox through ``send`` (the adapter's coroutine that sends one
     encoded envelope) without a writer task per connection.
 
-    The replies to a client's request go out inline, right after the hub handled it
-    (:meth:`handle`): no task switch per echo or ack. What other connections push meanwhile
-    (messages, presence) wakes a short-lived task that sends until the outbox is empty. One
-    sender at a time: whoever is sending loops until the outbox is empty, so order is kept.
-    ``send`` suspends only when the socket's buffer is full (the peer reads slowly); the outbox
-    then grows until the hub cuts the connection off as a slow consumer."""
+    The reply to a client's request goes out inline, right after the hub handled it
+    (:meth:`handle`): no task switch per echo or ack. Requests that arrived in the same read
+    (a pipelining client under load) are a burst: only the first reply goes inline, the rest go
+    out together when the reader has caught up (the loop's next turn), as a writer task would
+    have sent them; replying to each at once spreads the writes out and costs both ends a
+    wake-up per message. What other connections push meanwhile (messages, presence) wakes a
+    short-lived task that sends until the outbox is empty. One sender at a time: whoever is
+    sending loops until the outbox is empty, so order is kept. ``send`` suspends only when the
+    socket's buffer is full (the peer reads slowly); the outbox then grows until the hub cuts
+    the connection off as a slow consumer."""
 
-    __slots__ = ("conn", "gone", "handling", "send", "sending", "task")
+    __slots__ = ("burst", "conn", "gone", "handling", "send", "sending", "task")
 
     def __init__(self, conn: Connection, send: Callable[[str], Awaitable[Any]],
                  gone: tuple[type[BaseException], ...] = (ConnectionError,)) -> None:
@@ -214,18 +218,30 @@ class Sender:
         """Exceptions of ``send`` that mean the peer is gone: sending stops quietly."""
         self.handling = False
         self.sending = False
+        self.burst = False
         self.task: asyncio.Task[None] | None = None
         conn.wake = self.wake
 
     async def handle(self, raw: str | bytes) -> None:
-        """One envelope from the client; its replies are sent before this returns."""
+        """One envelope from the client; its replies are sent before this returns (the first
+        of a burst) or at the loop's next turn (the others)."""
         self.handling = True
         try:
             await self.conn.hub.handle(self.conn, raw)
         finally:
             self.handling = False
-        if self.conn.queue and not self.sending:
-            await self.flush()
+        if not self.conn.queue or self.sending:
+            return
+        if self.burst:  # more requests in the same read: their replies go out together after it
+            return
+        self.burst = True
+        asyncio.get_running_loop().call_soon(self._end_burst)
+        await self.flush()
+
+    def _end_burst(self) -> None:
+        self.burst = False
+        if self.conn.queue:
+            self.wake()
 
     def wake(self) -> None:
         if not (self.handling or self.sending or self.task is not None

@@ -599,6 +599,23 @@ async def test_sender_sends_replies_inline_without_a_task() -> None:
     assert sender.task is None and conn.queue == []
 
 
+async def test_sender_sends_the_replies_of_a_burst_together_after_it() -> None:
+    hub, _ = await make_hub()
+    conn, sender, sock = await with_sender(hub, "alice")
+    for i in range(4):  # arrived in one read: handled in one turn of the loop
+        await sender.handle(json.dumps({"op": "echo", "data": i}))
+    assert [e["data"] for e in sock.sent] == [0], "the first reply goes out at once"
+    assert len(conn.queue) == 3 and sender.task is None
+    await asyncio.sleep(0)  # the loop's next turn: the burst is over
+    task = sender.task
+    assert task is not None
+    await task
+    assert [e["data"] for e in sock.sent] == [0, 1, 2, 3]
+    await asyncio.sleep(0)
+    await sender.handle(json.dumps({"op": "echo", "data": "next"}))  # a new burst
+    assert sock.sent[-1]["data"] == "next"
+
+
 async def test_sender_wakes_a_task_for_what_others_push_then_lets_it_go() -> None:
     hub, _ = await make_hub()
     _conn, sender, sock = await with_sender(hub, "bob", "room:x")
