@@ -72,7 +72,7 @@ SCENARIO = Scenario(
     name="echo", doc="round-trip latency of the echo op at an offered rate (open loop)",
     part=part,
     grid={
-        "ci": [{"connections": 50, "payload": 48, "rate": 1000}],
+        "ci": [{"connections": 50, "payload": 48, "rate": 500}],
         "quick": [{"connections": c, "payload": pl, "rate": r}
                   for c in (50, 500) for pl in (48, 4096) for r in (1000, 4000)],
         "full": [{"connections": c, "payload": pl, "rate": r, "poisson": po}
