@@ -6,10 +6,13 @@ makes tests slower, never red.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 
 from servers import auth, run
@@ -17,7 +20,6 @@ from sobranie_bench.clients import TRANSPORTS, Client
 
 UNIT = float(os.environ.get("SOBRANIE_TEST_UNIT", "5"))
 SECRET = "test-secret-of-at-least-thirty-two-bytes"
-CORE_TRANSPORTS = ["ws", "ws-websockets", "sse", "longpoll"]
 
 
 def token(user: str, ttl: float = 600, **kwargs: Any) -> str:
@@ -66,3 +68,37 @@ async def next_of(client, kind, channel=None):
 
 async def messages(client, n, channel):
     return [await next_of(client, "message", channel) for _ in range(n)]
+
+
+async def subscriber_and_publisher(make, transport, url, channel):
+    """``(bob, alice)`` from ``make`` (the ``clients`` fixture), connected to ``url`` over
+    ``transport``: bob subscribed to ``channel``, alice to publish on it."""
+    sub, pub = make(transport, url, "bob"), make(transport, url, "alice")
+    await sub.connect([channel])
+    await pub.connect()
+    return sub, pub
+
+
+def http_url(server: run.Running) -> str:
+    """Where ``server`` answers plain HTTP (/metrics, /healthz): its URL, or for WebTransport
+    the TCP listener on the same port."""
+    return server.endpoints.get("http", server.url)
+
+
+async def metrics_text(url: str) -> str:
+    """``GET <url>/metrics``."""
+    async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as resp:
+        assert resp.status == 200
+        return await resp.text()
+
+
+async def until_metric(url: str, pattern: str, within: float = UNIT) -> str:
+    """/metrics of ``url`` once it matches ``pattern`` (polled for up to ``within`` seconds)."""
+    async with aiohttp.ClientSession() as session:
+        for _ in range(int(within / 0.05)):
+            async with session.get(url + "/metrics") as resp:
+                text = await resp.text()
+            if re.search(pattern, text):
+                return text
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"/metrics never showed {pattern}:\n{text}")
