@@ -182,8 +182,8 @@ def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
             out["times"][k] = pick(out["times"].get(k, v), v)
         for table, values in p.get("per_channel", {}).items():
             acc = out["per_channel"].setdefault(table, {})
-            for ch, n in values.items():
-                acc[ch] = n if table == "acked" else acc.get(ch, 0) + n
+            for ch, n in values.items():  # acks come from the one publishing part: sums too
+                acc[ch] = acc.get(ch, 0) + n
         if "steps" in p:
             out["steps"] = p["steps"]
     return out

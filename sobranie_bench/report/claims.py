@@ -265,7 +265,7 @@ def _sio_reconnect(ctx: Context) -> Verdict:
         source("socketio-reconnect"),
         "but delivery is at most once by default: events sent while a client was away are "
         "not replayed " + per("socketio-delivery"),
-        test(SOCKETIO_TESTS, "test_resume_after_drop_replays_exactly_the_missed", "socketio")
+        test(TRANSPORTS_TESTS, "test_resume_after_drop_replays_exactly_the_missed", "socketio")
         + ": resume works here because the contract adds ids and `since`"))
 
 
@@ -278,7 +278,7 @@ def _sio_fallback(ctx: Context) -> Verdict:
                          echo_params(res, "socketio"))
     return Verdict(CONFIRMED, _compact(
         source("socketio-how"),
-        test(SOCKETIO_TESTS, "test_publish_delivers_in_order_with_ids_and_acks",
+        test(TRANSPORTS_TESTS, "test_publish_delivers_in_order_with_ids_and_acks",
              "socketio-polling"),
         line))
 
@@ -299,7 +299,7 @@ def _sio_acks(ctx: Context) -> Verdict:
         source("socketio-acks"),
         "an ack confirms the server handled the event, not that subscribers got it "
         + per("socketio-delivery"),
-        test(SOCKETIO_TESTS, "test_publish_delivers_in_order_with_ids_and_acks", "socketio")))
+        test(TRANSPORTS_TESTS, "test_publish_delivers_in_order_with_ids_and_acks", "socketio")))
 
 
 @claim("sio-binary", "Socket.IO", "pro", "Бинарные данные", "Binary data.")
@@ -365,7 +365,7 @@ def _sio_resources(ctx: Context) -> Verdict:
 def _wt_http3(ctx: Context) -> Verdict:
     return Verdict(CONFIRMED, (
         source("w3c-webtransport", "ietf-webtrans-http3", "rfc9000"),
-        test(WEBTRANSPORT_TESTS, "test_publish_delivers_in_order_with_ids_and_acks")
+        test(TRANSPORTS_TESTS, "test_publish_delivers_in_order_with_ids_and_acks", "webtransport")
         + " (our adapter runs on aioquic's HTTP/3)"))
 
 

@@ -49,3 +49,15 @@ async def test_fanout_run_delivers_every_acked_message_once(start_server) -> Non
     assert c["duplicated"] == 0
     assert pc["subscribers"] == {ch: 5 for ch in pc["acked"]}
     assert all(pc["unique"][ch] == pc["acked"][ch] * 5 for ch in pc["acked"])
+
+
+def test_parts_merge_into_exact_per_channel_counts() -> None:
+    from sobranie_bench.harness.runner import merge_parts
+
+    publisher = {"per_channel": {"acked": {"a": 10}, "subscribers": {"a": 2},
+                                 "unique": {"a": 20}}}
+    other = {"per_channel": {"acked": {"a": 0}, "subscribers": {"a": 3}, "unique": {"a": 29}}}
+    merged = merge_parts([publisher, other])["per_channel"]
+    assert merged == {"acked": {"a": 10}, "subscribers": {"a": 5}, "unique": {"a": 49}}
+    raw = _raw(merged["acked"], merged["subscribers"], merged["unique"], 0)
+    assert results.metrics(raw)["lost"][0] == 1
