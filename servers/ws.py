@@ -59,5 +59,6 @@ class _Cut:
                                    CLOSE_GRACE_SECONDS)
         except (TimeoutError, ConnectionError):
             pass
-        if self.request.transport is not None:
-            self.request.transport.abort()
+        finally:  # also when close() is cancelled with the sender's drain it shared
+            if self.request.transport is not None:
+                self.request.transport.abort()

@@ -20,6 +20,7 @@ from websockets.http11 import Request, Response
 from servers import auth
 from servers.brokers import Broker
 from servers.hub import Hub, Limits, Sender
+from servers.ws import CLOSE_GRACE_SECONDS
 from sobranie_bench import wire
 
 
@@ -70,8 +71,8 @@ class WebsocketsServer:
 
 
 class _Cut:
-    """The hub gave up on this connection: close with its reason (websockets aborts a
-    reader that does not answer within its close_timeout)."""
+    """The hub gave up on this connection: close with its reason; abort a stalled reader
+    (whose full socket buffer would hold the closing handshake up)."""
 
     __slots__ = ("sender", "ws")
 
@@ -80,5 +81,13 @@ class _Cut:
 
     def __call__(self, code: int, reason: str) -> None:
         self.sender.stop()
-        asyncio.get_running_loop().create_task(self.ws.close(code, reason[:120]))
+        asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            await asyncio.wait_for(self.ws.close(code, reason[:120]), CLOSE_GRACE_SECONDS)
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            self.ws.transport.abort()
 

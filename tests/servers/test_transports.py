@@ -73,8 +73,6 @@ class Probe:
     path that may write to ``user:`` channels."""
     stall_messages = 0
     """Messages of 16 kB that fill a stalled reader's buffers (0: no stalled reader test)."""
-    forgets_a_cut_reader = True
-    """A reader cut off as a slow consumer leaves the hub within UNIT."""
 
     def __init__(self, label: str, endpoint: str, headers: dict[str, str] | None = None) -> None:
         self.label = label
@@ -150,10 +148,6 @@ async def _raw_stall(server: Running, target: str, subscribed: bytes | None,
 
 class WsProbe(Probe):
     stall_messages = 1200
-    forgets_a_cut_reader = False
-    """Not so on either WebSocket server: aiohttp's close of the cut reader is cancelled with
-    the sender's drain (they share one drain future), so servers/ws.py never aborts it and its
-    hub connection lingers ~30 s; websockets closes it only after 2 x close_timeout (20 s)."""
 
     async def stall(self, server, clients, channel):
         subscribe = json.dumps({"op": "subscribe", "channel": channel, "ref": "s"})
@@ -488,9 +482,8 @@ async def test_stalled_reader_is_cut_off_and_others_keep_receiving(transport, pr
     got = await messages(good, n, "live:1")
     assert [m["data"]["i"] for m in got] == list(range(n))
     await until_metric(http_url(server), r'sobranie_disconnects_total\{reason="slow consumer"\} 1')
-    if probe.forgets_a_cut_reader:  # the stalled one is gone; good and pub remain
-        await until_metric(http_url(server),
-                           rf'sobranie_connections\{{transport="{probe.label}"\}} 2')
+    # the stalled one is gone from the hub; good and pub remain
+    await until_metric(http_url(server), rf'sobranie_connections\{{transport="{probe.label}"\}} 2')
     if stalled is not None:
         stalled.close()
 
