@@ -162,11 +162,23 @@ def loads(raw: str | bytes) -> Any:
 def parse_request(raw: str | bytes, *, limit: int = MAX_ENVELOPE_BYTES) -> Request:
     """Parse one client envelope; raise :class:`WireError` for anything else."""
     if len(raw) > limit:
-        raise WireError(ErrorCode.TOO_LARGE, f"envelope of {len(raw)} bytes over {limit}")
+        raise WireError(ErrorCode.TOO_LARGE, f"envelope of {len(raw)} bytes over {limit}",
+                        _ref_of(raw))
     obj = loads(raw)
     if type(obj) is not dict:
         raise WireError(ErrorCode.BAD_REQUEST, "envelope must be a JSON object")
     return request_from_dict(obj)
+
+
+def _ref_of(raw: str | bytes) -> str | None:
+    """The ``ref`` of an envelope refused as too large, so the client's request fails at once
+    (it is under the hard frame limit, so parsing it once more is bounded)."""
+    try:
+        obj = loads(raw)
+    except WireError:
+        return None
+    ref = obj.get("ref") if type(obj) is dict else None
+    return None if ref is None else str(ref)
 
 
 def request_from_dict(obj: dict[str, Any]) -> Request:

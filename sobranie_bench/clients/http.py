@@ -60,6 +60,8 @@ class OneWayClient(AiohttpClient):
                     env = wire.decode(text)
                 except (ValueError, wire.WireError):
                     raise refused(resp, text) from None
+                if env["type"] == "error":  # the answer to this request, whatever its ref
+                    raise wire.WireError(wire.ErrorCode(env["code"]), env["message"], req.ref)
                 self._dispatch(env)
 
     @property

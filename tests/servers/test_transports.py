@@ -488,6 +488,16 @@ async def test_stalled_reader_is_cut_off_and_others_keep_receiving(transport, pr
         stalled.close()
 
 
+async def test_an_oversize_publish_fails_its_own_request(transport, probe, serve, clients):
+    server = await serve()
+    client = clients(transport, server.url)
+    await client.connect(["big:1"])
+    with pytest.raises(WireError) as err:
+        await client.publish("big:1", "x" * 70_000)
+    assert err.value.code == ErrorCode.TOO_LARGE
+    assert await client.publish("big:1", "small") == 1
+
+
 async def test_metrics_count_what_happened(transport, probe, serve, clients):
     server = await serve()
     client = clients(transport, server.url)
