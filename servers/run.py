@@ -125,12 +125,12 @@ def serve_forever(kind: str, opts: Options, announce: Callable[[Running], None])
     install_uvloop()
 
     async def main() -> None:
-        running = await starter(kind)(opts)
-        announce(running)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        running = await starter(kind)(opts)
+        announce(running)  # only now: a signal sent as soon as the URL shows is handled
         try:
             await stop.wait()
         finally:

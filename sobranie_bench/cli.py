@@ -49,7 +49,10 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, all_commands: bool = True) -> argparse.ArgumentParser:
+    """The whole CLI; without ``all_commands`` only serve and token, so that a server process
+    does not import the harness's and the models' libraries (pandas, numpy, simpy: about
+    50 MiB of RSS before the first connection)."""
     from servers.run import SERVERS
 
     parser = argparse.ArgumentParser(
@@ -90,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a back-end token (scope=server) that may publish to user: channels")
     token.set_defaults(func=_token)
 
-    for module in _COMMANDS:
+    for module in _COMMANDS if all_commands else ():
         __import__(module, fromlist=["register"]).register(sub)
     return parser
 
@@ -101,7 +104,8 @@ _COMMANDS: list[str] = ["sobranie_bench.harness.cli", "sobranie_bench.capacity.c
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(all_commands=argv[:1] not in (["serve"], ["token"])).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
