@@ -35,7 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
-    except Exception as exc:  # broker unreachable and similar start-up failures
+    except Exception as exc:  # noqa: BLE001  (broker unreachable, other start-up failures)
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
