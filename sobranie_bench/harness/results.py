@@ -152,7 +152,8 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
         m.update(_latency_rows("latency", h["latency"]["measured"]))
         if scenario == "fanout":
             pc = raw["per_channel"]
-            lost = sum(pc["acked"].get(ch, 0) * subs - pc["unique"].get(ch, 0)
+            joined = pc.get("joined", {})  # ids published before a subscriber joined
+            lost = sum(pc["acked"].get(ch, 0) * subs - joined.get(ch, 0) - pc["unique"].get(ch, 0)
                        for ch, subs in pc["subscribers"].items())
             n = c["delivered_measured"]
             m["delivered_per_s"] = (n / duration, "msg/s")

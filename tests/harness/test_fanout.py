@@ -61,3 +61,9 @@ def test_parts_merge_into_exact_per_channel_counts() -> None:
     assert merged == {"acked": {"a": 10}, "subscribers": {"a": 5}, "unique": {"a": 49}}
     raw = _raw(merged["acked"], merged["subscribers"], merged["unique"], 0)
     assert results.metrics(raw)["lost"][0] == 1
+
+
+def test_a_subscriber_that_joined_late_is_owed_only_what_followed() -> None:
+    raw = _raw({"a": 10}, {"a": 2}, {"a": 10 + 7}, 0)
+    raw["per_channel"]["joined"] = {"a": 3}  # the second one joined when id 3 was the latest
+    assert results.metrics(raw)["lost"][0] == 0

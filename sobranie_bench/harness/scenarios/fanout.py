@@ -3,7 +3,8 @@
 Every delivery's one-way latency is measured from the publisher's intended send time (sender and
 receivers share the host's monotonic clock). Ids are per channel and in order, so each
 subscriber counts a delivery as new (id above its last), duplicate (id at or below it); lost is
-what the publisher had acknowledged minus what arrived.
+what the publisher had acknowledged after the subscriber joined (the channel's id in the ack of
+its subscribe) minus what arrived.
 """
 
 from __future__ import annotations
@@ -32,9 +33,12 @@ class Tally:
     (any skipped ids are remembered as missing), a missing id arriving late is new but
     reordered, anything else is a duplicate."""
 
-    __slots__ = ("duplicates", "last", "missing", "reordered", "unique")
+    __slots__ = ("duplicates", "joined", "last", "missing", "reordered", "unique")
 
     def __init__(self) -> None:
+        self.joined: int | None = None
+        """The channel's latest id when the subscription began (from its ack): earlier
+        messages are not owed to this subscriber."""
         self.last = 0
         self.unique = 0
         self.duplicates = 0
@@ -58,7 +62,7 @@ class Tally:
 
 async def part(ctx: PartContext) -> dict[str, Any]:
     p = ctx.params
-    channels = [f"fanout:{ctx.seed}-{c}" for c in range(int(p.get("channels", 1)))]
+    channels = [f"fanout:{ctx.seed}-{ctx.start_ns}-{c}" for c in range(int(p.get("channels", 1)))]
     per_channel = int(p["subscribers"])
     rec = Recorder()
     delivered_measured = 0
@@ -72,6 +76,9 @@ async def part(ctx: PartContext) -> dict[str, Any]:
                     env["data"]["t"]):
                 delivered_measured += 1
                 last_rx = time.monotonic()
+            elif env["type"] == "ack" and "id" in env and tally.joined is None:
+                tally.joined = env["id"]
+                tally.last = max(tally.last, env["id"])
         return on_envelope
 
     subs = []
@@ -112,14 +119,17 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     await sleep_until(ctx.start_ns)
     await asyncio.gather(*(publish(pub, ch) for pub, ch in zip(publishers, channels)))
     await drain(lambda: not in_flight, timeout=ctx.timeout)
+    await sleep_until(ctx.end_ns)  # a part without the publisher listens as long as it sends
     await quiet(lambda: sum(t.unique for t in tallies), timeout=ctx.timeout)
     end = time.monotonic()
     await close_all(subs + publishers)
     per_channel_subs: dict[str, int] = {}
     per_channel_unique: dict[str, int] = {}
+    per_channel_joined: dict[str, int] = {}
     for tally, (ch,) in zip(tallies, sub_channels):
         per_channel_subs[ch] = per_channel_subs.get(ch, 0) + 1
         per_channel_unique[ch] = per_channel_unique.get(ch, 0) + tally.unique
+        per_channel_joined[ch] = per_channel_joined.get(ch, 0) + (tally.joined or 0)
     return {"histograms": {"latency": rec.encoded()},
             "counters": {"published": sum(acked.values()),
                          "delivered": sum(t.unique for t in tallies),
@@ -127,7 +137,7 @@ async def part(ctx: PartContext) -> dict[str, Any]:
                          "duplicated": sum(t.duplicates for t in tallies),
                          "connect_failures": failed, "subscribers": len(subs)},
             "per_channel": {"acked": acked, "subscribers": per_channel_subs,
-                            "unique": per_channel_unique},
+                            "unique": per_channel_unique, "joined": per_channel_joined},
             "times": {"load_end": end, "last_rx": last_rx, **ctx.milestones()}}
 
 
