@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from typing import Any
 
 from servers.run import install_uvloop
 from sobranie_bench.harness.sampler import raise_fd_limit
@@ -17,8 +18,10 @@ def main() -> None:
     ctx = PartContext(**spec["ctx"])
     raise_fd_limit()
     install_uvloop()
-    result = asyncio.run(registry()[spec["scenario"]].part(ctx))
-    json.dump(result, sys.stdout)
+    async def run() -> dict[str, Any]:
+        return await registry()[spec["scenario"]].part(ctx)
+
+    json.dump(asyncio.run(run()), sys.stdout)
 
 
 if __name__ == "__main__":
