@@ -7,7 +7,7 @@ they share: authentication of a request, the JSON answers, /publish, /echo, /sub
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +20,8 @@ from sobranie_bench.wire import ErrorCode, WireError
 
 HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
 AUTH: web.AppKey[auth.Authenticator] = web.AppKey("auth", auth.Authenticator)
+EXTRA_METRICS: web.AppKey[Callable[[web.Application], str]] = web.AppKey("extra_metrics")
+"""A transport's own Prometheus lines, appended to the hub's at /metrics."""
 
 _STATUS = {ErrorCode.BAD_REQUEST: 400, ErrorCode.UNKNOWN_CHANNEL: 404, ErrorCode.FORBIDDEN: 403,
            ErrorCode.TOO_LARGE: 413, ErrorCode.RATE_LIMITED: 429, ErrorCode.HISTORY_GAP: 409,
@@ -94,34 +96,56 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    return web.Response(text=hub.metrics.render(hub), content_type="text/plain")
+    extra = request.app.get(EXTRA_METRICS)
+    text = hub.metrics.render(hub) + (extra(request.app) if extra else "")
+    return web.Response(text=text, content_type="text/plain")
+
+
+def hub_app(hub: Hub, authenticator: auth.Authenticator, *,
+            middlewares: Sequence[Any] = (),
+            closing: Sequence[Callable[[], Awaitable[Any]]] = (),
+            extra_metrics: Callable[[web.Application], str] | None = None) -> web.Application:
+    """An aiohttp app around ``hub``: its authenticator, /healthz and /metrics (plus what
+    ``extra_metrics`` renders), the hub started with the app and closed with it (after
+    ``closing``: what the transport must end first)."""
+    app = web.Application(client_max_size=hub.limits.hard_frame, middlewares=list(middlewares))
+    app[HUB] = hub
+    app[AUTH] = authenticator
+    if extra_metrics is not None:
+        app[EXTRA_METRICS] = extra_metrics
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+
+    async def start(app: web.Application) -> None:
+        await hub.start()
+
+    async def stop(app: web.Application) -> None:
+        for close in closing:
+            await close()
+        await hub.close()
+
+    app.on_startup.append(start)
+    app.on_shutdown.append(stop)
+    return app
 
 
 def make_app(*, secret: str | None = None, origins: Sequence[str] = (),
              broker: Broker | None = None, limits: Limits | None = None,
              hub: Hub | None = None) -> web.Application:
+    """The one app of the WebSocket, SSE and long-polling transports."""
     from servers import longpoll, sse, ws
 
     hub = hub or Hub(broker, limits=limits, server="sobranie-aiohttp")
-    app = web.Application(client_max_size=hub.limits.hard_frame)
-    app[HUB] = hub
-    app[AUTH] = auth.Authenticator(auth.secret_from_env(secret), origins)
+    app = hub_app(hub, auth.Authenticator(auth.secret_from_env(secret), origins))
     app.router.add_get("/ws", ws.handle)
     app.router.add_get("/sse", sse.handle)
     app.router.add_get("/poll", longpoll.handle)
     app.router.add_post("/publish", publish)
     for path in ("/echo", "/subscribe", "/unsubscribe"):
         app.router.add_post(path, stream_request)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
 
-    async def on_startup(app: web.Application) -> None:
-        await hub.start()
+    async def start_reaper(app: web.Application) -> None:
         longpoll.start_reaper(app)
 
-    async def on_shutdown(app: web.Application) -> None:
-        await hub.close()
-
-    app.on_startup.append(on_startup)
-    app.on_shutdown.append(on_shutdown)
+    app.on_startup.append(start_reaper)
     return app

@@ -30,7 +30,7 @@ from engineio.payload import Payload
 
 from servers import auth
 from servers.brokers import Broker, make_broker
-from servers.http_app import AUTH, HUB, authenticate, healthz, metrics
+from servers.http_app import authenticate, hub_app
 from servers.hub import Connection, Hub, Limits
 from servers.run import Options, Running, serve_app
 from sobranie_bench import wire
@@ -214,23 +214,10 @@ def make_app(*, secret: str | None = None, origins: Sequence[str] = (),
              broker: Broker | None = None, limits: Limits | None = None) -> web.Application:
     hub = Hub(broker, limits=limits, server="sobranie-socketio")
     authenticator = auth.Authenticator(auth.secret_from_env(secret), origins)
-    app = web.Application(middlewares=[_middleware(authenticator)])
-    app[HUB] = hub
-    app[AUTH] = authenticator
     adapter = SocketIOAdapter(hub, authenticator)
+    app = hub_app(hub, authenticator, middlewares=[_middleware(authenticator)],
+                  closing=[adapter.sio.shutdown])
     adapter.sio.attach(app, socketio_path=PATH.strip("/"))
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
-
-    async def on_startup(app: web.Application) -> None:
-        await hub.start()
-
-    async def on_shutdown(app: web.Application) -> None:
-        await hub.close()
-        await adapter.sio.shutdown()
-
-    app.on_startup.append(on_startup)
-    app.on_shutdown.append(on_shutdown)
     return app
 
 

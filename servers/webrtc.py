@@ -29,7 +29,7 @@ from aiortc.exceptions import InvalidStateError
 
 from servers import auth
 from servers.brokers import Broker, make_broker
-from servers.http_app import AUTH, HUB, authenticate, error_response, healthz, read_body
+from servers.http_app import AUTH, HUB, authenticate, error_response, hub_app, read_body
 from servers.hub import Connection, Hub, Limits, Sender
 from servers.run import Options, Running, serve_app
 from sobranie_bench import wire
@@ -216,33 +216,15 @@ async def offer(request: web.Request) -> web.Response:
     return web.json_response({"sdp": answer.sdp, "type": answer.type})
 
 
-async def metrics(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    return web.Response(text=hub.metrics.render(hub) + request.app[PEERS].render(),
-                        content_type="text/plain")
-
-
 def make_app(*, secret: str | None = None, origins: tuple[str, ...] = (),
              broker: Broker | None = None, limits: Limits | None = None,
              negotiation_timeout: float = NEGOTIATION_SECONDS) -> web.Application:
     hub = Hub(broker, limits=limits, server="sobranie-webrtc")
-    app = web.Application()
-    app[HUB] = hub
-    app[AUTH] = auth.Authenticator(auth.secret_from_env(secret), origins)
-    app[PEERS] = peers = Peers(hub, negotiation_timeout)
+    peers = Peers(hub, negotiation_timeout)
+    app = hub_app(hub, auth.Authenticator(auth.secret_from_env(secret), origins),
+                  closing=[peers.close], extra_metrics=lambda app: app[PEERS].render())
+    app[PEERS] = peers
     app.router.add_post("/webrtc/offer", offer)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
-
-    async def on_startup(app: web.Application) -> None:
-        await hub.start()
-
-    async def on_shutdown(app: web.Application) -> None:
-        await peers.close()
-        await hub.close()
-
-    app.on_startup.append(on_startup)
-    app.on_shutdown.append(on_shutdown)
     return app
 
 
