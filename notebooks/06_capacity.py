@@ -39,13 +39,9 @@ from sobranie_bench.report import charts, load, recommendation
 from sobranie_bench.report.data import summary_frame
 
 res = load(RESULTS)
-costs, substitutions = recommendation.usable_costs(calibrate(summary_frame(res)))
+costs = calibrate(summary_frame(res))
 calibration = recommendation.calibration_frame(costs)
 calibration.pivot(index="transport", columns="figure", values="source")
-
-# %%
-display(Markdown("\n".join(f"- {n}" for n in substitutions) or
-                 "Every measured figure was usable as it is."))
 
 # %% [markdown]
 # ## Each transport carrying everything, at the target size

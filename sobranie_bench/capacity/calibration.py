@@ -253,8 +253,8 @@ def _wire_overhead(rows: pd.DataFrame) -> Figure | None:
     overheads = [
         value - float(parse_params(params).get("payload", 0.0)) for params, value in medians.items()
     ]
-    if not overheads:
-        return None
+    if not overheads or pd.Series(overheads).median() <= 0:
+        return None  # compressed below the payload (polling with gzip): not a per-message cost
     return Figure(
         float(pd.Series(overheads).median()),
         "bytes",

@@ -279,8 +279,8 @@ def model_instances(res: Results, users: Sequence[int]
     try:
         from sobranie_bench.capacity import calibrate
         from sobranie_bench.report.data import summary_frame
-        from sobranie_bench.report.recommendation import plan_each, usable_costs
-        costs, _ = usable_costs(calibrate(summary_frame(res)))
+        from sobranie_bench.report.recommendation import plan_each
+        costs = calibrate(summary_frame(res))
     except Exception as exc:  # noqa: BLE001 - a chart says why it is empty
         return {}, f"capacity model unavailable: {type(exc).__name__}"
     curves: dict[str, list[tuple[int, int]]] = {}

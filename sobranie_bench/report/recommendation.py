@@ -12,7 +12,6 @@ capacity model (``sobranie_bench.capacity.plan``), calibrated from the same resu
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,25 +214,6 @@ class Capacity:
     """Substitutions made and errors met."""
 
 
-def usable_costs(costs: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Replace measured figures that are not positive (below the sampler's resolution, e.g.
-    idle keep-alive CPU over a one-second hold) by the model's fallback constants, saying so."""
-    from sobranie_bench.capacity.calibration import FALLBACKS
-
-    out, notes = {}, []
-    for name, tc in costs.items():
-        changes = {}
-        for fig_name, fig in tc.figures().items():
-            if fig.value <= 0 and name in FALLBACKS:
-                changes[fig_name] = FALLBACKS[name][fig_name]
-                notes.append(f"{name}: measured {fig_name} = {fig.value:g} (below the "
-                             f"sampler's resolution); the model's fallback "
-                             f"{FALLBACKS[name][fig_name].value:g} "
-                             f"{FALLBACKS[name][fig_name].unit} is used instead")
-        out[name] = dataclasses.replace(tc, **changes) if changes else tc
-    return out, notes
-
-
 def transport_for(chosen: Mapping[str, Choice]) -> dict[str, str] | None:
     """The capacity workload's feature -> transport mapping for our choices.
 
@@ -279,7 +259,7 @@ def capacity(res: Results, chosen: Mapping[str, Choice], online_users: int = ONL
     if res.empty:
         out.notes.append("no results: the capacity model would run on fallback constants only")
         return out
-    costs, out.notes = usable_costs(calibrate(summary_frame(res)))
+    costs = calibrate(summary_frame(res))
     base = Workload(online_users=online_users)
     label = f"calibrated from run {res.main_run}"
     mapping = transport_for(chosen)
