@@ -16,16 +16,17 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+	setup/setup.sh
 
-test: $(STAMP)
+test: setup
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
+bench: setup
 	$(BIN)/sobranie-bench run --profile $(PROFILE) --fresh
 	$(BIN)/sobranie-bench report
 	$(BIN)/sobranie-bench report --only-notebooks
 
-lint: $(STAMP)
+lint: setup
 	$(BIN)/ruff check sobranie_bench servers tests
 	$(BIN)/mypy sobranie_bench servers
 

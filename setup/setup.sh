@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# `make setup`: everything the suite needs that pip does not install. Idempotent and quick
+# when nothing is missing. Reads setup/apt.txt (system programs) and setup/npm.txt (npm folders).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+while read -r cmd pkg _; do
+  [[ -z "${cmd}" || "${cmd}" == \#* ]] && continue
+  command -v "${cmd}" >/dev/null 2>&1 || [[ -x "/usr/sbin/${cmd}" ]] || missing+=("${pkg}")
+done < setup/apt.txt
+
+if ((${#missing[@]})); then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    echo "setup: installing ${missing[*]} (Debian packages)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "setup: missing system packages; run: sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+while read -r dir _; do
+  [[ -z "${dir}" || "${dir}" == \#* ]] && continue
+  stamp="${dir}/node_modules/.installed"
+  if [[ ! -f "${stamp}" || "${dir}/package-lock.json" -nt "${stamp}" ]]; then
+    command -v npm >/dev/null || { echo "setup: npm not found; run: sudo apt-get install -y nodejs npm" >&2; exit 1; }
+    echo "setup: npm ci in ${dir}"
+    (cd "${dir}" && npm ci --no-audit --no-fund --loglevel=error)
+    touch "${stamp}"
+  fi
+done < setup/npm.txt
