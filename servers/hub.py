@@ -154,7 +154,7 @@ class Connection:
         if not self.queue and self.close_code is None:
             loop = asyncio.get_running_loop()
             self._waiter = loop.create_future()
-            timer = loop.call_later(timeout, self._wake) if timeout else None
+            timer = loop.call_later(timeout, self._wake) if timeout is not None else None
             try:
                 await self._waiter
             finally:

@@ -47,9 +47,12 @@ class WebsocketsServer:
             query = dict(parse_qsl(url.query))
             user = self.auth.user(query, request.headers)
         except auth.Unauthorized as exc:
-            return connection.respond(
+            refusal = connection.respond(
                 HTTPStatus.UNAUTHORIZED,
                 wire.encode(wire.error(wire.ErrorCode.UNAUTHORIZED, str(exc))) + "\n")
+            refusal.headers["WWW-Authenticate"] = "Bearer"
+            refusal.headers["Content-Type"] = "application/json"
+            return refusal
         if not self.auth.origin_allowed(request.headers.get("Origin")):
             return connection.respond(HTTPStatus.FORBIDDEN, "origin not allowed\n")
         connection.user = user  # type: ignore[attr-defined]
