@@ -40,6 +40,8 @@ class Limits:
     """Token bucket size: requests a connection may send at once."""
     flood: float = 1000.0
     """Requests refused past the bucket before the connection is closed (1008)."""
+    header_timeout: float = wire.HEADER_TIMEOUT_SECONDS
+    """Seconds an HTTP server waits for a request's headers (slowloris defence)."""
 
 
 class Outgoing(NamedTuple):

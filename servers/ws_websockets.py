@@ -33,7 +33,8 @@ class WebsocketsServer:
     async def start(self, host: str, port: int) -> Server:
         await self.hub.start()
         return await serve(self._session, host, port, process_request=self._check,
-                           max_size=self.hub.limits.hard_frame, compression=None)
+                           max_size=self.hub.limits.hard_frame, compression=None,
+                           open_timeout=self.hub.limits.header_timeout)
 
     def _check(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)

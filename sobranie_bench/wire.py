@@ -29,6 +29,11 @@ MAX_ID = 2**63 - 1
 """The largest message id (and ``since``, and cursor id) of the contract: a signed 64-bit
 integer, what every language's JSON reader and every broker can hold. Larger is
 ``bad_request``."""
+HEADER_TIMEOUT_SECONDS = 5.0
+"""An HTTP request (or WebSocket handshake) whose headers have not all arrived this long after
+the connection opened, or after the last answer on a kept-alive connection, is closed: the
+defence against slowloris (half-sent requests holding connections). Idle kept-alive
+connections close after the same time, as Apache's default does."""
 SSE_PING_SECONDS = 15.0
 POLL_TIMEOUT_SECONDS = 25.0
 
@@ -188,6 +193,21 @@ def check_id(value: Any, name: str, ref: str | None = None) -> int:
         raise WireError(ErrorCode.BAD_REQUEST,
                         f"{name!r} must be an integer in 0..2^63-1", ref)
     return value
+
+
+def reencode(value: Any) -> bytes:
+    """An envelope a library already decoded (Socket.IO events), as the UTF-8 JSON that
+    :func:`parse_request` reads, so it meets the same rules: text that cannot be sent on as
+    UTF-8 (a lone surrogate), binary attachments and unbounded nesting are ``bad_request``."""
+    try:
+        return encode(value).encode("utf-8")
+    except UnicodeEncodeError:
+        raise WireError(ErrorCode.BAD_REQUEST, "lone surrogate in a string") from None
+    except RecursionError:
+        raise WireError(ErrorCode.BAD_REQUEST, "not JSON: nested too deeply") from None
+    except (TypeError, ValueError):
+        raise WireError(ErrorCode.BAD_REQUEST,
+                        "binary attachments are not part of the contract") from None
 
 
 def parse_request(raw: str | bytes, *, limit: int = MAX_ENVELOPE_BYTES) -> Request:

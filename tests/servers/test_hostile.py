@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import aiohttp
 import pytest
@@ -137,3 +138,100 @@ async def test_sse_errors_are_fault_events_not_error_events(start_server):
     assert [json.loads(b.split("data: ", 1)[1])["code"] for b in blocks] == [
         "history_gap", "closed"]
     assert wire.sse_event("error") == "fault"
+
+
+class RawSocketIO:
+    """A Socket.IO session over a WebSocket of our own, packets written and read verbatim."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, server, user: str = "raw") -> RawSocketIO:
+        from tests.servers.test_transports import UPGRADE
+
+        headers = "".join(f"{k}: {v}\r\n" for k, v in UPGRADE.items())
+        reader, writer = await _raw(server, (
+            f"GET /socket.io/?EIO=4&transport=websocket&token={token(user)} HTTP/1.1\r\n"
+            f"Host: x\r\n{headers}\r\n").encode())
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        raw = cls(reader, writer)
+        assert (await raw.recv()).startswith("0{")  # engine.io OPEN
+        raw.send("40")
+        assert (await raw.recv()).startswith("40")
+        assert (await raw.recv()).startswith('42["hello"')
+        return raw
+
+    def send(self, packet: str) -> None:
+        self.writer.write(frame(OP_TEXT, packet.encode()))
+
+    async def recv(self) -> str:
+        """The next engine.io packet that is not a ping (answered)."""
+        while True:
+            head = await asyncio.wait_for(self.reader.readexactly(2), UNIT)
+            size = head[1] & 0x7F
+            if size >= 126:
+                size = int.from_bytes(await self.reader.readexactly(2 if size == 126 else 8),
+                                      "big")
+            text = (await self.reader.readexactly(size)).decode()
+            if head[0] & 0x0F == 0x8:
+                raise ConnectionError(f"closed: {text!r}")
+            if text == "2":
+                self.send("3")
+                continue
+            return text
+
+    async def reply(self, packet: str) -> dict:
+        """Send an EVENT packet; the envelope of the ACK or ``error`` event that answers."""
+        self.send(packet)
+        got = await self.recv()
+        kind, _, body = got.partition("[")
+        call = re.match(r"42(\d*)", packet)
+        assert kind in ("42", f"43{call[1] if call else ''}"), got[:80]
+        return json.loads("[" + body)[-1]
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def test_a_lone_surrogate_publish_over_socketio_is_refused_and_cuts_no_one(
+        start_server, clients):
+    server = await start_server("socketio")
+    sub = clients("socketio", server.url, "sub")
+    await sub.connect(["chat:x"])
+    raw = await RawSocketIO.open(server)
+    try:
+        env = await raw.reply('421["publish",{"channel":"chat:x","data":"\\ud800"}]')
+        assert (env["type"], env["code"]) == ("error", "bad_request"), env
+        env = await raw.reply('422["publish",{"channel":"chat:x","data":"fine"}]')
+        assert env == {"type": "ack", "ref": None, "id": 1}
+        got = await sub.recv(UNIT)
+        while got["type"] != "message":
+            got = await sub.recv(UNIT)
+        assert got["data"] == "fine"
+        assert sub.reconnects == 0
+    finally:
+        raw.close()
+
+
+async def test_socketio_packets_that_fail_to_decode_get_bad_request(start_server, caplog):
+    server = await start_server("socketio")
+    raw = await RawSocketIO.open(server)
+    deep = "[" * 3000 + "]" * 3000
+    try:
+        for packet in (f'423["echo",{{"data":{deep}}}]',
+                       '424["echo",{"data":' + "[" * 30000 + "]" * 30000 + "}]",
+                       f'425["subscribe",{{"channel":"c","since":{NINES}}}]',
+                       '426["echo",{"data":' + "[" * 100 + "]" * 100 + "}]",
+                       '427[]', '428{"op":"echo"}', '429["echo",{"data":1}'):
+            env = await raw.reply(packet)
+            assert (env["type"], env["code"]) == ("error", "bad_request"), packet[:40]
+        for packet in ("42[]", "4", "42{broken", '42["echo"'):  # no call to answer
+            env = await raw.reply(packet)
+            assert (env["type"], env["code"]) == ("error", "bad_request"), packet
+        assert await raw.reply('4210["echo",{"data":"ok"}]') == {
+            "type": "echo", "ref": None, "data": "ok"}
+    finally:
+        raw.close()
+    tracebacks = [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
+    assert tracebacks == []
