@@ -43,6 +43,15 @@ def authenticate(request: web.Request) -> dict[str, object]:
             content_type="application/json", headers={"WWW-Authenticate": "Bearer"}) from None
 
 
+def admit(request: web.Request, user: str) -> None:
+    """Before a handshake opens a hub connection: HTTP 429 when ``user`` holds too many."""
+    try:
+        request.app[HUB].admit(user)
+    except WireError as exc:
+        raise web.HTTPTooManyRequests(text=wire.encode(exc.envelope()),
+                                      content_type="application/json") from None
+
+
 async def read_body(request: web.Request, *fields: str) -> dict[str, Any]:
     hub = request.app[HUB]
     raw = await request.read()

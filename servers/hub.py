@@ -42,6 +42,20 @@ class Limits:
     """Requests refused past the bucket before the connection is closed (1008)."""
     header_timeout: float = wire.HEADER_TIMEOUT_SECONDS
     """Seconds an HTTP server waits for a request's headers (slowloris defence)."""
+    history_bytes: int = wire.HISTORY_BYTES
+    """History kept in this process across all channels (memory broker), oldest evicted."""
+    user_connections: int = 256
+    """Open connections one user may hold on this process (all transports); one more is
+    refused at its handshake (HTTP 429)."""
+    user_rate: float = 1000.0
+    """Publishes per second one user may sustain over all their connections and POSTs."""
+    user_burst: float = 2000.0
+    """Publishes one user may send at once."""
+    user_channels: int = 200
+    """Distinct channels one user may publish to per ``user_window`` (new channels cost
+    history memory, see ``history_bytes``)."""
+    user_window: float = 60.0
+    """Seconds of the ``user_channels`` window."""
 
 
 class Outgoing(NamedTuple):
@@ -123,7 +137,8 @@ class Connection:
             return
         queue = self.queue
         if len(queue) >= self.hub.limits.send_queue:
-            self.close(wire.CLOSE_POLICY, f"slow consumer: {len(queue)} envelopes queued")
+            self.close(wire.CLOSE_POLICY, f"slow consumer: {self.hub.limits.send_queue} "
+                       "envelopes queued")
             return
         queue.append(item)
         self.hub.metrics.sent[self.transport] += 1
@@ -181,6 +196,12 @@ class Connection:
         if self.on_close is not None:
             self.on_close(code, reason)
 
+    def last_words(self) -> list[Outgoing]:
+        """Once the hub closed the connection: the errors still queued (the flood's says why),
+        for the adapter to send before its close; the rest of the outbox is dropped."""
+        items, self.queue = self.queue, []
+        return [item for item in items if item.type == "error"]
+
     def take_token(self) -> bool:
         """Token bucket: False when over the rate (and closes the connection on a flood)."""
         limits = self.hub.limits
@@ -188,11 +209,42 @@ class Connection:
         self._tokens = min(limits.burst, self._tokens + (now - self._refilled) * limits.rate)
         self._refilled = now
         self._tokens -= 1
-        if self._tokens >= 0:
+        if self._tokens > -1e-9:  # a request exactly on the rate, give or take float rounding
             return True
-        if self._tokens < -limits.flood:
+        if self._tokens < -limits.flood and self.close_code is None:
+            # the last envelope, past the outbox limit: the client learns why before the close
+            self.queue.append(Outgoing("error", wire.encode(wire.error(
+                ErrorCode.RATE_LIMITED, "flood: the connection is closed"))))
+            self.hub.metrics.errors[ErrorCode.RATE_LIMITED] += 1
             self.close(wire.CLOSE_POLICY, "rate limit: flood")
         return False
+
+
+class _UserBudget:
+    """One user's publish token bucket and the channels they published to this window."""
+
+    __slots__ = ("channels", "refilled", "since", "tokens")
+
+    def __init__(self, limits: Limits, now: float) -> None:
+        self.tokens = limits.user_burst
+        self.refilled = self.since = now
+        self.channels: set[str] = set()
+
+    def charge(self, limits: Limits, now: float, channel: str, ref: str | None) -> None:
+        """Take one publish to ``channel``, or raise ``rate_limited``."""
+        self.tokens = min(limits.user_burst, self.tokens + (now - self.refilled) * limits.user_rate)
+        self.refilled = now
+        if self.tokens < 1:
+            raise WireError(ErrorCode.RATE_LIMITED,
+                            f"over {limits.user_rate:g} publishes/s for this user", ref)
+        if now - self.since >= limits.user_window:
+            self.since, self.channels = now, set()
+        if channel not in self.channels:
+            if len(self.channels) >= limits.user_channels:
+                raise WireError(ErrorCode.RATE_LIMITED, f"over {limits.user_channels} channels "
+                                f"per {limits.user_window:g} s for this user", ref)
+            self.channels.add(channel)
+        self.tokens -= 1
 
 
 class Sender:
@@ -285,6 +337,15 @@ class Sender:
         finally:
             self.sending = False
 
+    async def last_words(self) -> None:
+        """What the hub queued before it closed the connection (the flood's error), sent
+        before the close; the adapter bounds the wait."""
+        try:
+            for item in self.conn.last_words():
+                await self.send(item.text)
+        except self.gone:
+            pass
+
     def stop(self) -> None:
         """No more sending (the connection is closing)."""
         self.conn.wake = None
@@ -326,6 +387,14 @@ class Metrics:
         lines.append("# TYPE sobranie_published_total counter")
         lines.append(f"sobranie_published_total {self.published}")
         lines.append(f"sobranie_channels {len(hub.channels)}")
+        held, evicted = hub.broker.history_stats()
+        lines.append("# HELP sobranie_history_bytes History held in this process, all channels.")
+        lines.append("# TYPE sobranie_history_bytes gauge")
+        lines.append(f"sobranie_history_bytes {held}")
+        lines.append("# HELP sobranie_history_evicted_total Messages evicted by the history "
+                     "budget.")
+        lines.append("# TYPE sobranie_history_evicted_total counter")
+        lines.append(f"sobranie_history_evicted_total {evicted}")
         return "\n".join(lines) + "\n"
 
 
@@ -337,11 +406,13 @@ class Hub:
         self.broker = broker or MemoryBroker()
         self.clock = clock
         self.limits = limits or Limits()
+        self.broker.set_history_budget(self.limits.history_bytes)
         self.server = f"{server}/{__version__}"
         self.metrics = Metrics()
         self.conns: dict[str, Connection] = {}
         self.channels: dict[str, dict[Connection, None]] = {}
         self._online: Counter[str] = Counter()
+        self._budgets: dict[str, _UserBudget] = {}
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(3)
         self._started = False
@@ -357,6 +428,14 @@ class Hub:
         await self.broker.close()
 
     # --- connections ------------------------------------------------------------------
+
+    def admit(self, user: str) -> None:
+        """Before a handshake is accepted: ``rate_limited`` when ``user`` already holds
+        ``user_connections`` connections here."""
+        if self._online[user] >= self.limits.user_connections:
+            self.metrics.errors[ErrorCode.RATE_LIMITED] += 1
+            raise WireError(ErrorCode.RATE_LIMITED, f"{user} already holds "
+                            f"{self.limits.user_connections} connections")
 
     async def connect(self, user: str, transport: str) -> Connection:
         """A new authenticated connection: hello first, presence ``online`` for the user."""
@@ -379,6 +458,7 @@ class Hub:
         self._online[conn.user] -= 1
         if self._online[conn.user] <= 0:
             del self._online[conn.user]
+            self._budgets.pop(conn.user, None)
             await self.broker.publish_transient(wire.PRESENCE_CHANNEL,
                                                 wire.presence(conn.user, "offline"))
 
@@ -426,8 +506,15 @@ class Hub:
     async def publish(self, user: str | None, channel: str, data: Any,
                       ref: str | None = None) -> Message:
         """Publish as ``user``; ``user=None`` is a server-side code path (notifications)."""
-        if user is not None and not auth.may_publish(user, channel):
-            raise WireError(ErrorCode.FORBIDDEN, f"clients may not publish to {channel}", ref)
+        if user is not None:
+            if not auth.may_publish(user, channel):
+                raise WireError(ErrorCode.FORBIDDEN, f"clients may not publish to {channel}",
+                                ref)
+            now = self.clock()
+            budget = self._budgets.get(user)
+            if budget is None:
+                budget = self._budgets[user] = _UserBudget(self.limits, now)
+            budget.charge(self.limits, now, channel, ref)
         self.metrics.published += 1
         return await self.broker.publish(channel, data, user or "server")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from servers import auth
-from servers.http_app import HUB, authenticate, error_response
+from servers.http_app import HUB, admit, authenticate, error_response
 from servers.hub import Connection, Hub
 from sobranie_bench import wire
 from sobranie_bench.wire import ErrorCode, WireError
@@ -59,6 +59,7 @@ async def handle(request: web.Request) -> web.Response:
     else:
         if found is not None and found.conn.user == user:
             await _end(hub, sessions, found)
+        admit(request, user)
         session = await _open(hub, sessions, user, channels, cursor)
     session.polling = True
     try:

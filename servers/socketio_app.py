@@ -33,7 +33,7 @@ from socketio import packet
 
 from servers import auth
 from servers.brokers import Broker, make_broker
-from servers.http_app import authenticate, hub_app
+from servers.http_app import admit, authenticate, hub_app
 from servers.hub import Connection, Hub, Limits
 from servers.run import Options, Running, serve_app
 from sobranie_bench import wire
@@ -229,6 +229,8 @@ class Session:
             self.pump.cancel()
 
         async def close() -> None:
+            for item in self.conn.last_words():  # the flood's error
+                await self.adapter.sio.eio.send(self.eio_sid, event_packet(item.type, item.text))
             await self.adapter.sio.disconnect(self.sid)  # and its engine.io session
             if self.carrier is not None:
                 self.carrier.abort()
@@ -254,6 +256,7 @@ def _middleware(authenticator: auth.Authenticator) -> Middleware:
             presented = "token" in request.query or "Authorization" in request.headers
             if "sid" not in request.query and presented:
                 request[USER] = str(authenticate(request)["sub"])
+                admit(request, request[USER])
         return await handler(request)
 
     return check_handshake

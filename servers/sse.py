@@ -11,7 +11,7 @@ import asyncio
 from aiohttp import web
 
 from servers import auth
-from servers.http_app import HUB, authenticate, error_response
+from servers.http_app import HUB, admit, authenticate, error_response
 from servers.hub import Connection
 from sobranie_bench import wire
 from sobranie_bench.wire import ErrorCode, WireError
@@ -33,6 +33,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
                 raise WireError(ErrorCode.FORBIDDEN, f"{channel} is private")
     except WireError as exc:
         return error_response(exc)
+    admit(request, user)
     resp = web.StreamResponse(headers=HEADERS)
     await resp.prepare(request)
     conn = await hub.connect(user, "sse")
@@ -63,7 +64,9 @@ async def _pump(conn: Connection, resp: web.StreamResponse, cursor: wire.Cursor)
                          f"data: {item.text}\n\n")
         await resp.write("".join(parts).encode())
     reason = wire.encode(wire.error("closed", conn.close_reason))
-    await resp.write(f"event: {wire.SSE_FAULT_EVENT}\ndata: {reason}\n\n".encode())
+    last = "".join(f"event: {wire.SSE_FAULT_EVENT}\ndata: {i.text}\n\n"
+                   for i in conn.last_words())
+    await resp.write(f"{last}event: {wire.SSE_FAULT_EVENT}\ndata: {reason}\n\n".encode())
 
 
 def _cut(request: web.Request) -> None:

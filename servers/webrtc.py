@@ -29,7 +29,7 @@ from aiortc.exceptions import InvalidStateError
 
 from servers import auth
 from servers.brokers import Broker, make_broker
-from servers.http_app import AUTH, HUB, authenticate, error_response, hub_app, read_body
+from servers.http_app import AUTH, HUB, admit, authenticate, error_response, hub_app, read_body
 from servers.hub import Connection, Hub, Limits, Sender
 from servers.run import Options, Running, serve_app
 from sobranie_bench import wire
@@ -147,7 +147,7 @@ class Peer:
         hub = self.peers.hub
         self.conn = conn = await hub.connect(self.user, "webrtc")
         sender = Sender(conn, _ChannelSend(channel), gone=(InvalidStateError, ConnectionError))
-        conn.on_close = lambda code, reason: self.close_soon()
+        conn.on_close = lambda code, reason: self._last_words(channel, conn)
         try:
             await sender.flush()  # hello
             while True:
@@ -157,6 +157,14 @@ class Peer:
         finally:
             sender.stop()
             await hub.disconnect(conn)
+
+    def _last_words(self, channel: RTCDataChannel, conn: Connection) -> None:
+        """The hub closed the connection: what it queued last (the flood's error) goes out
+        on the channel before the peer closes."""
+        with contextlib.suppress(InvalidStateError, ConnectionError):
+            for item in conn.last_words():
+                channel.send(item.text)
+        self.close_soon()
 
     def close_soon(self) -> None:
         if self.closing is None:
@@ -198,6 +206,7 @@ async def offer(request: web.Request) -> web.Response:
     user = str(authenticate(request)["sub"])
     if not request.app[AUTH].origin_allowed(request.headers.get("Origin")):
         raise web.HTTPForbidden(text="origin not allowed")
+    admit(request, user)
     hub = request.app[HUB]
     try:
         body = await read_body(request, "sdp", "type")

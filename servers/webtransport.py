@@ -265,6 +265,10 @@ class _Protocol(QuicConnectionProtocol):
                                                                 str(exc))))
         if not self.server.auth.origin_allowed(headers.get("origin")):
             return self.refuse(sid, 403, "origin not allowed")
+        try:
+            self.server.hub.admit(user)
+        except WireError as exc:
+            return self.refuse(sid, 429, wire.encode(exc.envelope()))
         session = self.sessions[sid] = Session(self, sid, user)
         task = asyncio.get_running_loop().create_task(session.run())
         self.server.sessions.add(task)
@@ -457,7 +461,12 @@ class Session:
             self.close(code, reason)
 
     def _cut(self, code: int, reason: str) -> None:
-        """The hub gave up on this connection (slow consumer, flood, shutdown)."""
+        """The hub gave up on this connection (slow consumer, flood, shutdown): what it queued
+        last (the flood's error) goes out before the close."""
+        assert self.conn is not None
+        last = self.conn.last_words()
+        if self.stream_id is not None and last:
+            self.proto.send(self.stream_id, "".join(f"{i.text}\n" for i in last).encode())
         self.close(code, reason)
 
     def close(self, code: int | None = None, reason: str = "") -> None:

@@ -15,7 +15,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.helpers import set_exception
 from aiohttp.http_websocket import WebSocketError
 
-from servers.http_app import AUTH, HUB, authenticate
+from servers.http_app import AUTH, HUB, admit, authenticate
 from servers.hub import Sender
 
 CLOSE_GRACE_SECONDS = 1.0
@@ -88,6 +88,7 @@ async def handle(request: web.Request) -> web.WebSocketResponse:
     user = str(authenticate(request)["sub"])
     if not request.app[AUTH].origin_allowed(request.headers.get("Origin")):
         raise web.HTTPForbidden(text="origin not allowed")
+    admit(request, user)
     hub = request.app[HUB]
     ws = _Response(max_msg_size=hub.limits.hard_frame, compress=False)
     await ws.prepare(request)
@@ -120,10 +121,13 @@ class _Cut:
 
     async def _close(self, code: int, reason: str) -> None:
         try:
-            await asyncio.wait_for(self.ws.close(code=code, message=reason[:120].encode()),
-                                   CLOSE_GRACE_SECONDS)
+            await asyncio.wait_for(self._last(code, reason), CLOSE_GRACE_SECONDS)
         except (TimeoutError, ConnectionError):
             pass
         finally:  # also when close() is cancelled with the sender's drain it shared
             if self.request.transport is not None:
                 self.request.transport.abort()
+
+    async def _last(self, code: int, reason: str) -> None:
+        await self.sender.last_words()
+        await self.ws.close(code=code, message=reason[:120].encode())

@@ -56,6 +56,11 @@ class WebsocketsServer:
             return refusal
         if not self.auth.origin_allowed(request.headers.get("Origin")):
             return connection.respond(HTTPStatus.FORBIDDEN, "origin not allowed\n")
+        try:
+            self.hub.admit(user)
+        except wire.WireError as exc:
+            return connection.respond(HTTPStatus.TOO_MANY_REQUESTS,
+                                      wire.encode(exc.envelope()) + "\n")
         connection.user = user  # type: ignore[attr-defined]
         return None
 
@@ -89,9 +94,12 @@ class _Cut:
 
     async def _close(self, code: int, reason: str) -> None:
         try:
-            await asyncio.wait_for(self.ws.close(code, reason[:120]), CLOSE_GRACE_SECONDS)
+            await asyncio.wait_for(self._last(code, reason), CLOSE_GRACE_SECONDS)
         except (TimeoutError, ConnectionError):
             pass
         finally:
             self.ws.transport.abort()
 
+    async def _last(self, code: int, reason: str) -> None:
+        await self.sender.last_words()
+        await self.ws.close(code, reason[:120])

@@ -21,6 +21,10 @@ HARD_FRAME_BYTES = 1024 * 1024
 """A frame over this closes the connection (WebSocket 1009)."""
 HISTORY_SIZE = 1000
 """Messages kept per channel for resume."""
+HISTORY_BYTES = 256 * 1024 * 1024
+"""Bytes of history one server process keeps across all its channels (the oldest message of
+any channel is evicted first): the per-channel cap alone lets one token fill memory by
+publishing into ever new channels."""
 MAX_DEPTH = 64
 """Nesting levels an envelope may have (the envelope object itself is level 1): deeper is
 ``bad_request``. Python's own JSON encoder gives up near 1000 levels, so without a bound the

@@ -57,6 +57,14 @@ class Broker(ABC):
     async def last_id(self, channel: str) -> int:
         """The channel's latest id (0 if nothing was published)."""
 
+    def set_history_budget(self, nbytes: int) -> None:
+        """Bytes of history this process may keep across all channels (the memory broker's;
+        a shared broker keeps history in its own memory, under its own limits)."""
+
+    def history_stats(self) -> tuple[int, int]:
+        """Bytes of history held in this process, and messages evicted by the budget."""
+        return 0, 0
+
     async def subscribe(self, channel: str) -> None:
         """This instance has a first local subscriber on ``channel``."""
 

@@ -478,7 +478,8 @@ async def test_flood_past_the_rate_limit_closes_with_1008_and_a_reason() -> None
     assert (conn.close_code, conn.close_reason) == (wire.CLOSE_POLICY, "rate limit: flood")
     got = drain(conn)
     assert [e.get("code") for e in got] == [None, None, "rate_limited", "rate_limited",
-                                            "rate_limited"]
+                                            "rate_limited", "rate_limited"]
+    assert "flood" in got[-1]["message"], "the last envelope says why the close follows"
     await send(hub, conn, op="echo", data="ignored")  # a closed connection queues nothing
     assert drain(conn) == [] and closes == [(wire.CLOSE_POLICY, "rate limit: flood")]
     assert hub.metrics.cut["rate limit"] == 1
@@ -491,6 +492,7 @@ async def test_a_steady_rate_under_the_limit_is_never_refused() -> None:
         clock.advance(0.01)  # exactly the sustained rate
         await send(hub, conn, op="echo", data=i)
     assert of_type(drain(conn), "error") == []
+    assert not conn.closed
 
 
 # --- slow consumers -------------------------------------------------------------------------
@@ -680,3 +682,62 @@ async def test_sender_with_a_stalled_reader_ends_in_a_slow_consumer_cut() -> Non
         assert len(conn.queue) <= 8
     assert len(closes) == 1 and closes[0].startswith("slow consumer")
     assert conn.close_code == wire.CLOSE_POLICY
+
+
+# --- budgets across channels and per user -----------------------------------------------------
+
+
+async def test_history_budget_evicts_the_oldest_message_of_any_channel() -> None:
+    hub, _ = await make_hub(history_bytes=10_000, user_channels=10**6)
+    for i in range(1000):  # one token, 1000 fresh channels, 1 kB each
+        await hub.publish("mallory", f"fresh:{i}", "x" * 1000)
+    held, evicted = hub.broker.history_stats()
+    assert held <= 10_000 and evicted > 980
+    assert await hub.broker.history(f"fresh:{999}", 0) != []  # the newest are kept
+    assert await hub.broker.history("fresh:0", 0) == []
+    assert await hub.broker.last_id("fresh:0") == 1, "ids go on after eviction"
+    late = await connected(hub, "late")
+    await hub.subscribe(late, "fresh:0", since=0)
+    assert of_type(drain(late), "error")[0]["code"] == "history_gap"
+    text = hub.metrics.render(hub)
+    assert f"sobranie_history_bytes {held}" in text
+    assert f"sobranie_history_evicted_total {evicted}" in text
+
+
+async def test_a_user_may_publish_to_so_many_channels_per_window() -> None:
+    hub, clock = await make_hub(user_channels=3, user_window=60.0)
+    conn = await connected(hub, "mallory")
+    for i in range(4):
+        await send(hub, conn, op="publish", channel=f"c:{i}", data=1, ref=str(i))
+    errors = of_type(drain(conn), "error")
+    assert [(e["ref"], e["code"]) for e in errors] == [("3", "rate_limited")]
+    await send(hub, conn, op="publish", channel="c:0", data=1, ref="again")  # a known one
+    assert of_type(drain(conn), "ack")[0]["ref"] == "again"
+    clock.advance(60.0)
+    await send(hub, conn, op="publish", channel="c:3", data=1, ref="later")
+    assert of_type(drain(conn), "ack")[0]["ref"] == "later"
+
+
+async def test_a_users_publishes_are_limited_over_all_their_connections() -> None:
+    hub, clock = await make_hub(user_rate=10.0, user_burst=4.0)
+    conns = [await connected(hub, "mallory") for _ in range(4)]
+    for i in range(8):  # two each: under every connection's own limit
+        await send(hub, conns[i % 4], op="publish", channel="c:1", data=i)
+    codes = [e.get("code") for c in conns for e in drain(c)]
+    assert codes.count("rate_limited") == 4 and codes.count(None) == 4
+    assert not any(c.closed for c in conns)
+    clock.advance(0.1)
+    await send(hub, conns[0], op="publish", channel="c:1", data="refilled")
+    assert of_type(drain(conns[0]), "ack")
+
+
+async def test_a_user_holds_so_many_connections() -> None:
+    hub, _ = await make_hub(user_connections=2)
+    await connected(hub, "mallory")
+    second = await connected(hub, "mallory")
+    with pytest.raises(WireError) as err:
+        hub.admit("mallory")
+    assert err.value.code == ErrorCode.RATE_LIMITED
+    hub.admit("someone-else")
+    await hub.disconnect(second)
+    hub.admit("mallory")
