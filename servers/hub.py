@@ -13,15 +13,18 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Any, NamedTuple
 
 from servers import auth
 from servers.brokers import Broker, Message
-from servers.brokers.memory import MemoryBroker
-from sobranie_bench import __version__, wire
-from sobranie_bench.wire import ErrorCode, WireError
+from servers.brokers.memory_broker import MemoryBroker
+from sobranie_contract import wire
+from sobranie_contract.wire import ErrorCode, WireError
 
 Clock = Callable[[], float]
+SUITE_VERSION = version("sobranie-bench")
+"""The suite's version, in every ``hello`` and ``/healthz`` (``server`` is ``<kind>/<version>``)."""
 REPLY_TYPES = frozenset({"ack", "echo", "error"})
 """Envelope types that answer a request (what ``Connection.replies`` collects)."""
 
@@ -335,7 +338,7 @@ class Hub:
         self.broker = broker or MemoryBroker()
         self.clock = clock
         self.limits = limits or Limits()
-        self.server = f"{server}/{__version__}"
+        self.server = f"{server}/{SUITE_VERSION}"
         self.metrics = Metrics()
         self.conns: dict[str, Connection] = {}
         self.channels: dict[str, dict[Connection, None]] = {}

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from servers import auth
-from servers.http_app import HUB, authenticate, error_response
+from servers.aiohttp_common import HUB, authenticate, error_response
 from servers.hub import Connection, Hub
-from sobranie_bench import wire
-from sobranie_bench.wire import ErrorCode, WireError
+from sobranie_contract import wire
+from sobranie_contract.wire import ErrorCode, WireError
 
 MAX_TIMEOUT_SECONDS = 60.0
 IDLE_SECONDS = 30.0

@@ -29,12 +29,12 @@ from aiohttp.typedefs import Handler, Middleware
 from engineio.payload import Payload
 
 from servers import auth
+from servers.aiohttp_common import authenticate, hub_app
 from servers.brokers import Broker, make_broker
-from servers.http_app import authenticate, hub_app
 from servers.hub import Connection, Hub, Limits
 from servers.run import Options, Running, serve_app
-from sobranie_bench import wire
-from sobranie_bench.wire import ErrorCode
+from sobranie_contract import tokens, wire
+from sobranie_contract.wire import ErrorCode
 
 PATH = "/socket.io/"
 OPS = ("subscribe", "unsubscribe", "publish", "echo")
@@ -213,7 +213,7 @@ def _middleware(authenticator: auth.Authenticator) -> Middleware:
 def make_app(*, secret: str | None = None, origins: Sequence[str] = (),
              broker: Broker | None = None, limits: Limits | None = None) -> web.Application:
     hub = Hub(broker, limits=limits, server="sobranie-socketio")
-    authenticator = auth.Authenticator(auth.secret_from_env(secret), origins)
+    authenticator = auth.Authenticator(tokens.secret_from_env(secret), origins)
     adapter = SocketIOAdapter(hub, authenticator)
     app = hub_app(hub, authenticator, middlewares=[_middleware(authenticator)],
                   closing=[adapter.sio.shutdown])

@@ -11,10 +11,10 @@ import asyncio
 from aiohttp import web
 
 from servers import auth
-from servers.http_app import HUB, authenticate, error_response
+from servers.aiohttp_common import HUB, authenticate, error_response
 from servers.hub import Connection
-from sobranie_bench import wire
-from sobranie_bench.wire import ErrorCode, WireError
+from sobranie_contract import wire
+from sobranie_contract.wire import ErrorCode, WireError
 
 HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
            "X-Accel-Buffering": "no"}

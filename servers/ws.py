@@ -12,7 +12,7 @@ import asyncio
 
 from aiohttp import WSMsgType, web
 
-from servers.http_app import AUTH, HUB, authenticate
+from servers.aiohttp_common import AUTH, HUB, authenticate
 from servers.hub import Sender
 
 CLOSE_GRACE_SECONDS = 1.0

@@ -21,14 +21,14 @@ from servers import auth
 from servers.brokers import Broker
 from servers.hub import Hub, Limits, Sender
 from servers.ws import CLOSE_GRACE_SECONDS
-from sobranie_bench import wire
+from sobranie_contract import tokens, wire
 
 
 class WebsocketsServer:
     def __init__(self, *, secret: str | None = None, origins: Sequence[str] = (),
                  broker: Broker | None = None, limits: Limits | None = None) -> None:
         self.hub = Hub(broker, limits=limits, server="sobranie-websockets")
-        self.auth = auth.Authenticator(auth.secret_from_env(secret), origins)
+        self.auth = auth.Authenticator(tokens.secret_from_env(secret), origins)
 
     async def start(self, host: str, port: int) -> Server:
         await self.hub.start()
