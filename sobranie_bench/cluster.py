@@ -1,11 +1,11 @@
 """A local cluster: N server processes over one shared broker, HAProxy in front.
 
-``sobranie-bench cluster up --instances 3 --broker redis://127.0.0.1:6379`` runs it in the
+``sobranie-bench cluster up --instances 3 --broker redis`` runs it in the
 foreground until Ctrl-C / SIGTERM; ``sobranie-bench cluster measure EXPERIMENT`` runs one of
 the scale-out experiments (:mod:`sobranie_bench.scaleout`) on a fresh cluster and prints its
 metrics as JSON. The library form::
 
-    async with Cluster(instances=3, broker="redis://127.0.0.1:6379") as cluster:
+    async with Cluster(instances=3, broker="redis") as cluster:
         cluster.lb_url, cluster.instances[0].url
         await cluster.kill(0)   # SIGKILL one instance
 
@@ -13,7 +13,9 @@ Each instance is ``sobranie-bench serve KIND --port 0 --broker URL --json`` on a
 picks, ready once it prints its JSON line. HAProxy (``haproxy -f CFG -db``, config generated
 into a temporary directory with the instances' logs) balances round-robin with a sticky cookie,
 passes WebSocket upgrades through, streams SSE unbuffered, and health-checks ``/healthz``.
-Every process started is stopped and reaped on exit.
+A bare ``redis`` or ``nats`` as the broker starts one of our own for the cluster's lifetime
+(:mod:`sobranie_bench.services`); a URL uses that broker. Every process started is stopped
+and reaped on exit.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from typing import IO, Any, Self
 
 import aiohttp
 
+from sobranie_bench import services
+from sobranie_bench.services import free_port
 from sobranie_contract import wire
 
 READY_SECONDS = 20.0
@@ -93,12 +96,6 @@ class Instance:
     """Its standard error."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def haproxy_config(servers: list[str], *, host: str, port: int) -> str:
     """The balancer's configuration for instances at ``servers`` (``host:port`` each)."""
     lines = [f"    server s{i} {addr} cookie s{i}" for i, addr in enumerate(servers, 1)]
@@ -112,7 +109,7 @@ class Cluster:
     """``instances`` server processes over ``broker``, behind HAProxy unless ``balancer`` is
     False (experiments that only talk to instances directly)."""
 
-    def __init__(self, instances: int = 2, broker: str = "redis://127.0.0.1:6379", *,
+    def __init__(self, instances: int = 2, broker: str = "redis", *,
                  host: str = "127.0.0.1", port: int = 0, kind: str = "http",
                  secret: str | None = None, balancer: bool = True,
                  haproxy: str = "haproxy") -> None:
@@ -120,7 +117,8 @@ class Cluster:
             raise ClusterError("a cluster needs at least one instance")
         if instances > 1 and (not broker or broker == "memory"):
             raise ClusterError(f"{instances} instances need a shared broker: pass --broker "
-                               "redis://127.0.0.1:6379 or nats://127.0.0.1:4222")
+                               "redis or nats (our own, started for the cluster) or a "
+                               "redis:// or nats:// URL")
         self.size = instances
         self.broker = broker
         self.host = host
@@ -135,6 +133,8 @@ class Cluster:
         self.dir: Path | None = None
         """Temporary directory with the HAProxy config and every process's log."""
         self._lb: asyncio.subprocess.Process | None = None
+        self._service: services.Service | None = None
+        """Our own broker, when asked for a bare ``redis`` / ``nats``."""
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -144,16 +144,23 @@ class Cluster:
         await self.stop()
 
     async def start(self) -> None:
-        haproxy = shutil.which(self.haproxy) if self.balancer else None
-        if self.balancer and haproxy is None:
-            raise ClusterError(f"{self.haproxy} not found: install HAProxy "
-                               "(apt-get install haproxy) or put it on PATH")
+        try:
+            haproxy = (services.executable(self.haproxy, services.PACKAGES["haproxy"])
+                       if self.balancer else None)
+        except services.ServiceError as exc:
+            raise ClusterError(str(exc)) from None
         self.dir = Path(tempfile.mkdtemp(prefix="sobranie-cluster-"))
         try:
+            if self.broker in services.KINDS:
+                self._service = services.STARTERS[self.broker]()
+                self.broker = self._service.url
             self.instances = list(await asyncio.gather(
                 *(self._spawn(i) for i in range(self.size))))
             if haproxy is not None:
                 await self._start_balancer(haproxy)
+        except services.ServiceError as exc:
+            await self.stop()
+            raise ClusterError(str(exc)) from None
         except BaseException:
             await self.stop()
             raise
@@ -170,13 +177,17 @@ class Cluster:
         processes = ([self._lb] if self._lb else []) + [i.process for i in self.instances]
         await asyncio.gather(*(_terminate(p) for p in processes))
         self._lb = None
+        if self._service is not None:
+            self._service.stop()
+            self.broker = self._service.kind
+            self._service = None
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
 
     def describe(self) -> dict[str, Any]:
         """What ``cluster up --json`` prints."""
-        return {"lb": self.lb_url,
+        return {"lb": self.lb_url, "broker": self.broker,
                 "instances": [{"url": i.url, "pid": i.pid} for i in self.instances]}
 
     # --- internals ----------------------------------------------------------------------

@@ -26,6 +26,8 @@ def register(subparsers: Any) -> None:
     up = actions.add_parser("up", help="start a cluster in the foreground")
     _common(up, SERVERS)
     up.add_argument("--port", type=int, default=0, help="balancer port (default: any free)")
+    up.add_argument("--haproxy", default="haproxy",
+                    help="the HAProxy binary (default: haproxy on PATH or in /usr/sbin)")
     up.add_argument("--json", action="store_true",
                     help='print {"lb": URL, "instances": [{"url", "pid"}, ...]} on one line')
     up.set_defaults(func=_up)
@@ -46,12 +48,14 @@ def _common(parser: argparse.ArgumentParser, servers: dict[str, str], *,
     parser.add_argument("--instances", type=int, default=2, help="server processes (2)")
     if brokers:
         parser.add_argument("--broker", action="append",
-                            help="shared broker URL; repeat to compare brokers in one run "
-                                 "(default redis://127.0.0.1:6379)")
+                            help="shared broker: redis or nats (our own, started for "
+                                 "the run) or a redis:// / nats:// URL of yours; repeat to "
+                                 "compare brokers in one run (default redis)")
     else:
-        parser.add_argument("--broker", default="redis://127.0.0.1:6379",
-                            help="shared broker: redis://host:port or nats://host:port "
-                                 "(default redis://127.0.0.1:6379)")
+        parser.add_argument("--broker", default="redis",
+                            help="shared broker: redis or nats (our own, started with the "
+                                 "cluster, stopped with it) or a redis://host:port / "
+                                 "nats://host:port of yours (default redis)")
     parser.add_argument("--transport-server", default="http", choices=sorted(servers),
                         help="serve kind each instance runs (default http: /ws, /sse, /poll)")
     parser.add_argument("--jwt-secret", help="HS256 secret (default: $SOBRANIE_JWT_SECRET)")
@@ -64,7 +68,8 @@ def _up(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with Cluster(args.instances, args.broker, port=args.port,
-                           kind=args.transport_server, secret=args.jwt_secret) as cluster:
+                           kind=args.transport_server, secret=args.jwt_secret,
+                           haproxy=args.haproxy) as cluster:
             if args.json:
                 print(json.dumps(cluster.describe()), flush=True)
             else:
@@ -81,7 +86,7 @@ def _measure(args: argparse.Namespace) -> int:
     from sobranie_bench import scaleout
 
     async def main() -> None:
-        for broker in args.broker or ["redis://127.0.0.1:6379"]:
+        for broker in args.broker or ["redis"]:
             async with Cluster(args.instances, broker, kind=args.transport_server,
                                secret=args.jwt_secret,
                                balancer=scaleout.needs_balancer(args)) as cluster:
@@ -98,4 +103,3 @@ def _run(main: Any) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
-
