@@ -43,6 +43,8 @@ class Limits:
     """Token bucket size: requests a connection may send at once."""
     flood: float = 1000.0
     """Requests refused past the bucket before the connection is closed (1008)."""
+    header_timeout: float = wire.HEADER_TIMEOUT_SECONDS
+    """Seconds an HTTP server waits for a request's headers (slowloris defence)."""
 
 
 class Outgoing(NamedTuple):
@@ -157,7 +159,7 @@ class Connection:
         if not self.queue and self.close_code is None:
             loop = asyncio.get_running_loop()
             self._waiter = loop.create_future()
-            timer = loop.call_later(timeout, self._wake) if timeout else None
+            timer = loop.call_later(timeout, self._wake) if timeout is not None else None
             try:
                 await self._waiter
             finally:

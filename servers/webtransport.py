@@ -142,7 +142,8 @@ class WebTransportServer:
         app.router.add_get("/wt-cert-hash", self._cert_hash)
         app.router.add_get("/healthz", healthz)
         app.router.add_get("/metrics", metrics)
-        self._http = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        self._http = web.AppRunner(app, access_log=None, shutdown_timeout=1.0,
+                                   keepalive_timeout=self.hub.limits.header_timeout)
         await self._http.setup()
         loop = asyncio.get_running_loop()
         attempts = 1 if port else BIND_ATTEMPTS

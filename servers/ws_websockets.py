@@ -33,7 +33,8 @@ class WebsocketsServer:
     async def start(self, host: str, port: int) -> Server:
         await self.hub.start()
         return await serve(self._session, host, port, process_request=self._check,
-                           max_size=self.hub.limits.hard_frame, compression=None)
+                           max_size=self.hub.limits.hard_frame, compression=None,
+                           open_timeout=self.hub.limits.header_timeout)
 
     def _check(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
@@ -47,9 +48,12 @@ class WebsocketsServer:
             query = dict(parse_qsl(url.query))
             user = self.auth.user(query, request.headers)
         except auth.Unauthorized as exc:
-            return connection.respond(
+            refusal = connection.respond(
                 HTTPStatus.UNAUTHORIZED,
                 wire.encode(wire.error(wire.ErrorCode.UNAUTHORIZED, str(exc))) + "\n")
+            refusal.headers["WWW-Authenticate"] = "Bearer"
+            refusal.headers["Content-Type"] = "application/json"
+            return refusal
         if not self.auth.origin_allowed(request.headers.get("Origin")):
             return connection.respond(HTTPStatus.FORBIDDEN, "origin not allowed\n")
         connection.user = user  # type: ignore[attr-defined]
