@@ -25,19 +25,22 @@ _STATUS = {ErrorCode.BAD_REQUEST: 400, ErrorCode.UNKNOWN_CHANNEL: 404, ErrorCode
            ErrorCode.UNAUTHORIZED: 401, ErrorCode.UNAVAILABLE: 503}
 
 
-def error_response(exc: WireError) -> web.Response:
-    return web.json_response(exc.envelope(), status=_STATUS.get(exc.code, 400))
+def error_response(hub: Hub, exc: WireError) -> web.Response:
+    """The HTTP answer to a refused request (counted by the hub)."""
+    return web.json_response(hub.refused(exc), status=_STATUS.get(exc.code, 400))
 
 
 def authenticate(request: web.Request) -> dict[str, object]:
-    """The token's claims, or HTTP 401 before anything else is spent on the request."""
+    """The token's claims, or HTTP 401 (counted) before anything else is spent on the
+    request."""
     try:
         return request.app[AUTH].claims(
             request.app[AUTH].token_from(request.query, request.headers))
     except auth.Unauthorized as exc:
+        envelope = request.app[HUB].refused(WireError(ErrorCode.UNAUTHORIZED, str(exc)))
         raise web.HTTPUnauthorized(
-            text=wire.encode(wire.error(ErrorCode.UNAUTHORIZED, str(exc))),
-            content_type="application/json", headers={"WWW-Authenticate": "Bearer"}) from None
+            text=wire.encode(envelope), content_type="application/json",
+            headers={"WWW-Authenticate": "Bearer"}) from None
 
 
 async def read_body(request: web.Request, *fields: str) -> dict[str, Any]:

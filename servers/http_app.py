@@ -7,15 +7,12 @@ what every aiohttp app shares is in aiohttp_common.py.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from aiohttp import web
 
 from servers import auth, longpoll, sse, ws
 from servers.aiohttp_common import HUB, authenticate, error_response, hub_app, read_body
-from servers.brokers import Broker
-from servers.hub import Hub, Limits
-from sobranie_contract import tokens, wire
+from servers.hub import Hub
+from sobranie_contract import wire
 from sobranie_contract.wire import WireError
 
 
@@ -31,8 +28,7 @@ async def publish(request: web.Request) -> web.Response:
         user = None if claims.get("scope") == "server" else str(claims["sub"])
         msg = await hub.publish(user, channel, body["data"], ref)
     except WireError as exc:
-        hub.metrics.errors[exc.code] += 1
-        return error_response(exc)
+        return error_response(hub, exc)
     return web.json_response(wire.ack(ref, msg.id))
 
 
@@ -47,26 +43,18 @@ async def stream_request(request: web.Request) -> web.Response:
         body["op"] = op
         await hub.execute(conn, wire.request_from_dict(body))
     except WireError as exc:
-        hub.metrics.errors[exc.code] += 1
-        return error_response(exc)
+        return error_response(hub, exc)
     return web.json_response({"status": "accepted"}, status=202)
 
 
-def make_app(*, secret: str | None = None, origins: Sequence[str] = (),
-             broker: Broker | None = None, limits: Limits | None = None,
-             hub: Hub | None = None) -> web.Application:
+def make_app(hub: Hub, authenticator: auth.Authenticator) -> web.Application:
     """The one app of the WebSocket, SSE and long-polling transports."""
-    hub = hub or Hub(broker, limits=limits, server="sobranie-aiohttp")
-    app = hub_app(hub, auth.Authenticator(tokens.secret_from_env(secret), origins))
+    app = hub_app(hub, authenticator)
     app.router.add_get("/ws", ws.handle)
     app.router.add_get("/sse", sse.handle)
-    app.router.add_get("/poll", longpoll.handle)
     app.router.add_post("/publish", publish)
     for path in ("/echo", "/subscribe", "/unsubscribe"):
         app.router.add_post(path, stream_request)
 
-    async def start_reaper(app: web.Application) -> None:
-        longpoll.start_reaper(app)
-
-    app.on_startup.append(start_reaper)
+    longpoll.mount(app)
     return app

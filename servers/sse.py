@@ -10,11 +10,10 @@ import asyncio
 
 from aiohttp import web
 
-from servers import auth
 from servers.aiohttp_common import HUB, authenticate, error_response
 from servers.hub import Connection
 from sobranie_contract import wire
-from sobranie_contract.wire import ErrorCode, WireError
+from sobranie_contract.wire import WireError
 
 HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
            "X-Accel-Buffering": "no"}
@@ -25,14 +24,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
     user = str(authenticate(request)["sub"])
     hub = request.app[HUB]
     try:
-        cursor = wire.parse_cursor(request.headers.get("Last-Event-ID")
-                                   or request.query.get("last_event_id"))
-        channels = wire.split_channels(request.query.get("channels")) or list(cursor)
-        for channel in channels:
-            if not auth.may_subscribe(user, channel):
-                raise WireError(ErrorCode.FORBIDDEN, f"{channel} is private")
+        channels, cursor = hub.stream_channels(
+            user, request.query.get("channels"),
+            request.headers.get("Last-Event-ID") or request.query.get("last_event_id"))
     except WireError as exc:
-        return error_response(exc)
+        return error_response(hub, exc)
     resp = web.StreamResponse(headers=HEADERS)
     await resp.prepare(request)
     conn = await hub.connect(user, "sse")

@@ -29,10 +29,10 @@ from aiortc.exceptions import InvalidStateError
 
 from servers import auth
 from servers.aiohttp_common import AUTH, HUB, authenticate, error_response, hub_app, read_body
-from servers.brokers import Broker, make_broker
-from servers.hub import Connection, Hub, Limits, Sender
-from servers.run import Options, Running, serve_app
-from sobranie_contract import tokens, wire
+from servers.hub import FLOOD_REASON, Connection, Hub, Inbox
+from servers.run import Options, Running, core, serve_app
+from servers.sender import Sender
+from sobranie_contract import wire
 from sobranie_contract.framing import RELIABLE, UNRELIABLE
 from sobranie_contract.ice import loopback_address, pin_host_candidates
 from sobranie_contract.wire import ErrorCode, WireError
@@ -94,10 +94,8 @@ class Peer:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.pc.on("datachannel", self._on_channel)
         self.pc.on("connectionstatechange", self._on_state)
-        self.inbox: asyncio.Queue[str | bytes] = asyncio.Queue()
-        self.unhandled = 0
-        """Bytes received but not yet handled: aiortc reads without backpressure, so a peer
-        sending faster than the hub handles is cut off past the hard frame limit."""
+        self.inbox = Inbox(peers.hub.limits)
+        """Messages of both channels, waiting for the hub (aiortc reads without backpressure)."""
         self.conn: Connection | None = None
         self.session: asyncio.Task[None] | None = None
         self.closing: asyncio.Task[None] | None = None
@@ -126,11 +124,11 @@ class Peer:
             channel.close()
 
     def _received(self, data: str | bytes) -> None:
-        self.unhandled += len(data)
-        if self.unhandled <= self.peers.hub.limits.hard_frame:
-            self.inbox.put_nowait(data)
-        elif self.conn is not None:
-            self.conn.close(wire.CLOSE_POLICY, "flood: unhandled input over the hard frame limit")
+        """A message on either channel; both are answered on ``sobranie`` (hub rule 2)."""
+        if self.inbox.put(data):
+            return
+        if self.conn is not None:
+            self.conn.close(wire.CLOSE_POLICY, FLOOD_REASON)
         else:
             self.close_soon()
 
@@ -151,10 +149,9 @@ class Peer:
         conn.on_close = lambda code, reason: self.close_soon()
         try:
             await sender.flush()  # hello
-            while True:
-                raw = await self.inbox.get()
-                self.unhandled -= len(raw)
-                await sender.handle(raw)
+            while (item := await self.inbox.get()) is not None:
+                raw, reliable = item
+                await sender.handle(raw, reliable=reliable)
         finally:
             sender.stop()
             await hub.disconnect(conn)
@@ -212,19 +209,15 @@ async def offer(request: web.Request) -> web.Response:
         except Exception as exc:  # noqa: BLE001 - aiortc rejects a bad SDP with assorted errors
             raise WireError(ErrorCode.BAD_REQUEST, f"unusable offer: {exc!r}"[:200]) from None
     except WireError as exc:
-        hub.metrics.errors[exc.code] += 1
-        return error_response(exc)
+        return error_response(hub, exc)
     return web.json_response({"sdp": answer.sdp, "type": answer.type})
 
 
-def make_app(*, secret: str | None = None, origins: tuple[str, ...] = (),
-             broker: Broker | None = None, limits: Limits | None = None,
+def make_app(hub: Hub, authenticator: auth.Authenticator, *,
              negotiation_timeout: float = NEGOTIATION_SECONDS,
              ice_address: str | None = None) -> web.Application:
-    hub = Hub(broker, limits=limits, server="sobranie-webrtc")
     peers = Peers(hub, negotiation_timeout, ice_address)
-    app = hub_app(hub, auth.Authenticator(tokens.secret_from_env(secret), origins),
-                  closing=[peers.close], extra_metrics=lambda app: app[PEERS].render())
+    app = hub_app(hub, authenticator, closing=[peers.close], extra_metrics=lambda app: app[PEERS].render())
     app[PEERS] = peers
     app.router.add_post("/webrtc/offer", offer)
     return app
@@ -247,8 +240,7 @@ async def start(opts: Options) -> Running:
     """``sobranie-bench serve webrtc``: signalling on HTTP, data channels on UDP, ICE host
     candidates on the bound address; ``opts.extra['negotiation_timeout']`` (seconds) bounds an
     offer's wait for its data channel."""
-    app = make_app(secret=opts.secret, origins=tuple(opts.origins),
-                   broker=make_broker(opts.broker, opts.history_size), limits=opts.limits,
+    app = make_app(*core(opts, "sobranie-webrtc"),
                    negotiation_timeout=float(opts.extra.get("negotiation_timeout",
                                                             NEGOTIATION_SECONDS)),
                    ice_address=candidate_address(opts.host))

@@ -127,4 +127,4 @@ def test_graph_sees_the_imports() -> None:
     """The walk resolves ``from package import module`` and relative imports."""
     edges = graph()
     assert "sobranie_contract.wire" in edges["servers.hub"]
-    assert "servers.hub" in edges["servers.ws"]
+    assert "servers.sender" in edges["servers.ws"]

@@ -14,6 +14,7 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from servers.aiohttp_common import HUB
+from servers.run import Options, core
 from servers.webrtc import make_app
 from sobranie_contract.framing import RELIABLE
 from sobranie_contract.ice import pin_host_candidates
@@ -126,11 +127,11 @@ async def test_udp_bytes_are_counted_across_reconnects(start_server, clients):
 async def test_input_faster_than_the_hub_handles_is_cut_off(clients):
     """aiortc reads without backpressure: past the hard frame limit of unhandled input the peer
     is cut off (here the hub never finishes handling the first message)."""
-    app = make_app(secret=SECRET, ice_address="127.0.0.1")
+    app = make_app(*core(Options(secret=SECRET), "sobranie-webrtc"), ice_address="127.0.0.1")
     hub = app[HUB]
     never = asyncio.Event()
 
-    async def stuck(conn: object, raw: object) -> None:
+    async def stuck(conn: object, raw: object, **kwargs: object) -> None:
         await never.wait()
 
     hub.handle = stuck  # type: ignore[method-assign]
