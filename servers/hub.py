@@ -1,29 +1,76 @@
-"""The hub: channels, subscriptions, ids and history (through the broker), presence and limits.
+"""The hub: every rule of the contract that does not depend on the transport.
 
-Transport adapters only translate bytes into hub calls and drain each connection's outbox.
-Time comes from an injected clock, so the unit tests drive the hub without sockets or sleeps.
+Adapters only translate: bytes and transport events in, hub calls; the outbox out, bytes. What
+they may not decide themselves is written here, once (h11's ``_state.py`` keeps its rules at
+the top of the module that owns them, and so does this one):
+
+1. **A request** is one envelope: :meth:`Hub.handle` ``(conn, raw, reliable=...)`` counts it,
+   spends a token (rule 4), parses it strictly (``sobranie_contract.wire``), checks it, runs it
+   and returns its replies (``ack``, ``echo`` or ``error``). The replies also join the
+   connection's outbox, in order with everything else, unless the adapter's transport carries
+   replies apart (``Connection.replies_apart``: Socket.IO acks).
+2. **Best effort**: an envelope that came on a carrier without delivery guarantees and without
+   a reply path of its own (``reliable=False``: a WebTransport datagram) is handled as any
+   other, except that a publish gets no ``ack``; errors still go back on the outbox. (WebRTC's
+   unordered channel has its replies carried by the reliable channel: it is ``reliable=True``.)
+3. **Errors are counted once**, here: every ``error`` envelope sent (:meth:`Hub.reject`) and
+   every request refused outside a connection (:meth:`Hub.refused`: an HTTP answer, a refused
+   handshake, a 401) adds one to ``sobranie_errors_total{code}``.
+4. **Rate**: a token bucket per connection (``Limits.rate``, ``burst``); a request past it gets
+   ``rate_limited``, and ``Limits.flood`` refusals past it close the connection (1008).
+5. **Unread input is bounded**: transports that read without backpressure (aioquic, aiortc)
+   queue what they read in an :class:`Inbox`; past ``Limits.hard_frame`` bytes waiting for the
+   hub the connection is cut off as a flood (1008, :data:`FLOOD_REASON`).
+6. **The outbox is bounded**: past ``Limits.send_queue`` envelopes the connection is cut off as
+   a slow consumer (1008); the adapter closes its transport when ``Connection.on_close`` says.
+7. **Channels are checked before anything is spent**: a one-way stream's opening request (SSE's
+   GET, a poll) names channels and a cursor; :meth:`Hub.stream_channels` parses both and refuses
+   a private channel of someone else before a stream or session exists.
+8. **Subscribing** acks with the channel's latest id, then replays history after ``since``
+   (``history_gap`` instead of the ack when part of it is gone), then live messages; a message
+   is never delivered twice or out of order on one connection.
+9. **Presence**: a user's first connection publishes ``online``, the last one to leave
+   ``offline``.
+10. **Time is injected** (``clock``): the token bucket and expiry read it, nothing here sleeps.
+    A connection *parked* without a carrier (a long-poll session between polls,
+    :meth:`Hub.park`) expires ``Limits.idle`` seconds later, or at once when the hub cut it off
+    meanwhile; the adapter asks :meth:`Hub.next_deadline` when to come back and calls
+    :meth:`Hub.expire` ``(now)`` then (aioquic's ``get_timer()`` / ``handle_timer(now)``).
+11. **Per user and per process** (docs/protocol.md, limits): a user holds at most
+    ``Limits.user_connections`` connections (:meth:`Hub.admit`, before a handshake is
+    accepted: HTTP 429), publishes at most ``user_rate`` per second over all of them and to at
+    most ``user_channels`` distinct channels per ``user_window`` (``rate_limited``); history
+    across all channels is bounded by ``history_bytes`` (the oldest message goes first).
+12. **Last words**: a connection closed for a flood gets a ``rate_limited`` error first; the
+    adapter sends :meth:`Connection.last_words` before its close.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import secrets
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Any, NamedTuple
 
 from servers import auth
 from servers.brokers import Broker, Message
-from servers.brokers.memory import MemoryBroker
-from sobranie_bench import __version__, wire
-from sobranie_bench.wire import ErrorCode, WireError
+from servers.brokers.memory_broker import MemoryBroker
+from sobranie_contract import wire
+from sobranie_contract.wire import ErrorCode, WireError
 
 Clock = Callable[[], float]
+SUITE_VERSION = version("sobranie-bench")
+"""The suite's version, in every ``hello`` and ``/healthz`` (``server`` is ``<kind>/<version>``)."""
 REPLY_TYPES = frozenset({"ack", "echo", "error"})
-"""Envelope types that answer a request (what ``Connection.replies`` collects)."""
+"""Envelope types that answer a request (what :meth:`Hub.handle` returns)."""
+FLOOD_REASON = "flood: unread input over the hard frame limit"
+"""Why a connection whose unread input passed ``Limits.hard_frame`` was cut off (rule 5)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +89,8 @@ class Limits:
     """Requests refused past the bucket before the connection is closed (1008)."""
     header_timeout: float = wire.HEADER_TIMEOUT_SECONDS
     """Seconds an HTTP server waits for a request's headers (slowloris defence)."""
+    idle: float = 30.0
+    """Seconds a parked connection (no carrier: a long-poll session between polls) lives."""
     history_bytes: int = wire.HISTORY_BYTES
     """History kept in this process across all channels (memory broker), oldest evicted."""
     user_connections: int = 256
@@ -99,7 +148,8 @@ class Connection:
         "id",
         "on_close",
         "queue",
-        "replies",  # set by the Socket.IO adapter
+        "replies",
+        "replies_apart",
         "subs",
         "transport",
         "user",
@@ -121,9 +171,10 @@ class Connection:
         self.wake: Callable[[], None] | None = None
         """Set by a :class:`Sender`: called when the outbox stops being empty."""
         self.replies: list[dict[str, Any]] | None = None
-        """Set to a list by an adapter whose transport carries replies apart from the stream
-        (Socket.IO acks): while it is set, ack, echo and error envelopes land there instead of
-        the outbox."""
+        """The replies of the request being handled (a list only inside :meth:`Hub.handle`)."""
+        self.replies_apart = False
+        """Set by an adapter whose transport carries replies apart from the stream (Socket.IO
+        acks): replies then go only to what :meth:`Hub.handle` returns, not to the outbox."""
         self._waiter: asyncio.Future[None] | None = None
         self._tokens = hub.limits.burst
         self._refilled = hub.clock()
@@ -149,10 +200,12 @@ class Connection:
                 self._waiter.set_result(None)
 
     def push_envelope(self, envelope: dict[str, Any]) -> None:
-        if self.replies is not None and envelope["type"] in REPLY_TYPES:
-            self.hub.metrics.sent[self.transport] += 1
-            self.replies.append(envelope)
-            return
+        replies = self.replies
+        if replies is not None and envelope["type"] in REPLY_TYPES:
+            replies.append(envelope)
+            if self.replies_apart:
+                self.hub.metrics.sent[self.transport] += 1
+                return
         self.push(Outgoing(envelope["type"], wire.encode(envelope)))
 
     def deliver(self, item: Outgoing) -> None:
@@ -192,6 +245,8 @@ class Connection:
         self.close_code, self.close_reason = code, reason
         if by_server:
             self.hub.metrics.cut[reason.split(":")[0]] += 1
+        if self in self.hub._parked:
+            self.hub._due(self, self.hub.clock())  # a parked connection cut off expires now
         self._wake()
         if self.on_close is not None:
             self.on_close(code, reason)
@@ -247,110 +302,37 @@ class _UserBudget:
         self.tokens -= 1
 
 
-class Sender:
-    """Drains a connection's outbox through ``send`` (the adapter's coroutine that sends one
-    encoded envelope) without a writer task per connection.
+class Inbox:
+    """Input from a transport that reads without backpressure (aioquic, aiortc), waiting for
+    the hub in arrival order with the carrier it came on: bounded in bytes (rule 5)."""
 
-    The reply to a client's request goes out inline, right after the hub handled it
-    (:meth:`handle`): no task switch per echo or ack. Requests that arrived in the same read
-    (a pipelining client under load) are a burst: only the first reply goes inline, the rest go
-    out together when the reader has caught up (the loop's next turn), as a writer task would
-    have sent them; replying to each at once spreads the writes out and costs both ends a
-    wake-up per message. What other connections push meanwhile (messages, presence) wakes a
-    short-lived task that sends until the outbox is empty. One sender at a time: whoever is
-    sending loops until the outbox is empty, so order is kept. ``send`` suspends only when the
-    socket's buffer is full (the peer reads slowly); the outbox then grows until the hub cuts
-    the connection off as a slow consumer."""
+    __slots__ = ("_queue", "bytes", "limit")
 
-    __slots__ = ("burst", "conn", "gone", "handling", "send", "sending", "task")
+    def __init__(self, limits: Limits) -> None:
+        self._queue: asyncio.Queue[tuple[str | bytes, bool] | None] = asyncio.Queue()
+        self.bytes = 0
+        """Bytes read and not yet taken by :meth:`get`."""
+        self.limit = limits.hard_frame
 
-    def __init__(self, conn: Connection, send: Callable[[str], Awaitable[Any]],
-                 gone: tuple[type[BaseException], ...] = (ConnectionError,)) -> None:
-        self.conn = conn
-        self.send = send
-        self.gone = gone
-        """Exceptions of ``send`` that mean the peer is gone: sending stops quietly."""
-        self.handling = False
-        self.sending = False
-        self.burst = False
-        self.task: asyncio.Task[None] | None = None
-        conn.wake = self.wake
+    def put(self, raw: str | bytes, reliable: bool = True) -> bool:
+        """Queue one envelope; False (and nothing queued) once unread input passes the limit:
+        the adapter then cuts the connection off with :data:`FLOOD_REASON`."""
+        self.bytes += len(raw)
+        if self.bytes > self.limit:
+            return False
+        self._queue.put_nowait((raw, reliable))
+        return True
 
-    async def handle(self, raw: str | bytes) -> None:
-        """One envelope from the client; its replies are sent before this returns (the first
-        of a burst) or at the loop's next turn (the others)."""
-        self.handling = True
-        try:
-            await self.conn.hub.handle(self.conn, raw)
-        finally:
-            self.handling = False
-        if not self.conn.queue or self.sending:
-            return
-        if self.burst:  # more requests in the same read: their replies go out together after it
-            return
-        self.burst = True
-        asyncio.get_running_loop().call_soon(self._end_burst)
-        await self.flush()
+    def end(self) -> None:
+        """No more input: :meth:`get` returns None once the queued envelopes are taken."""
+        self._queue.put_nowait(None)
 
-    def _end_burst(self) -> None:
-        self.burst = False
-        if self.conn.queue:
-            self.wake()
-
-    def wake(self) -> None:
-        if not (self.handling or self.sending or self.task is not None
-                or self.conn.close_code is not None):
-            self.task = asyncio.get_running_loop().create_task(self._drain())
-
-    async def _drain(self) -> None:
-        """The woken task's body: :meth:`flush` inlined (one coroutine fewer per wake-up, which
-        a fan-out pays once per subscriber)."""
-        if self.sending:  # the reader got there first and is waiting on a full socket
-            self.task = None
-            return
-        self.sending = True
-        conn, send = self.conn, self.send
-        try:
-            while conn.queue and conn.close_code is None:
-                items, conn.queue = conn.queue, []
-                for item in items:
-                    await send(item.text)
-        except self.gone:
-            conn.wake = None
-        finally:
-            self.sending = False
-            self.task = None
-
-    async def flush(self) -> None:
-        """Send until the outbox is empty (or the connection closed or the peer left)."""
-        if self.sending:
-            return
-        self.sending = True
-        conn, send = self.conn, self.send
-        try:
-            while conn.queue and conn.close_code is None:
-                items, conn.queue = conn.queue, []
-                for item in items:
-                    await send(item.text)
-        except self.gone:
-            conn.wake = None  # nothing more can be sent; the reader sees the close
-        finally:
-            self.sending = False
-
-    async def last_words(self) -> None:
-        """What the hub queued before it closed the connection (the flood's error), sent
-        before the close; the adapter bounds the wait."""
-        try:
-            for item in self.conn.last_words():
-                await self.send(item.text)
-        except self.gone:
-            pass
-
-    def stop(self) -> None:
-        """No more sending (the connection is closing)."""
-        self.conn.wake = None
-        if self.task is not None:
-            self.task.cancel()
+    async def get(self) -> tuple[str | bytes, bool] | None:
+        """The next envelope and whether its carrier was reliable; None at the end."""
+        item = await self._queue.get()
+        if item is not None:
+            self.bytes -= len(item[0])
+        return item
 
 
 class Metrics:
@@ -407,13 +389,19 @@ class Hub:
         self.clock = clock
         self.limits = limits or Limits()
         self.broker.set_history_budget(self.limits.history_bytes)
-        self.server = f"{server}/{__version__}"
+        self.server = f"{server}/{SUITE_VERSION}"
         self.metrics = Metrics()
         self.conns: dict[str, Connection] = {}
         self.channels: dict[str, dict[Connection, None]] = {}
         self._online: Counter[str] = Counter()
         self._budgets: dict[str, _UserBudget] = {}
         self._ids = itertools.count(1)
+        self._parked: dict[Connection, float] = {}
+        """Parked connections and when each expires (rule 10)."""
+        self._deadlines: list[tuple[float, int, Connection]] = []
+        """A heap of (deadline, tie-breaker, connection); entries no longer in ``_parked``
+        with that deadline are stale and skipped."""
+        self._order = itertools.count()
         self._prefix = secrets.token_hex(3)
         self._started = False
 
@@ -430,10 +418,9 @@ class Hub:
     # --- connections ------------------------------------------------------------------
 
     def admit(self, user: str) -> None:
-        """Before a handshake is accepted: ``rate_limited`` when ``user`` already holds
-        ``user_connections`` connections here."""
+        """Before a handshake is accepted (rule 11): ``rate_limited`` when ``user`` already
+        holds ``user_connections`` connections here."""
         if self._online[user] >= self.limits.user_connections:
-            self.metrics.errors[ErrorCode.RATE_LIMITED] += 1
             raise WireError(ErrorCode.RATE_LIMITED, f"{user} already holds "
                             f"{self.limits.user_connections} connections")
 
@@ -450,6 +437,7 @@ class Hub:
         return conn
 
     async def disconnect(self, conn: Connection) -> None:
+        self._parked.pop(conn, None)
         if self.conns.pop(conn.id, None) is None:
             return
         conn.close(wire.CLOSE_GOING_AWAY, "disconnected", by_server=False)
@@ -473,35 +461,94 @@ class Hub:
 
     # --- requests -----------------------------------------------------------------------
 
-    async def handle(self, conn: Connection, raw: str | bytes) -> None:
-        """One envelope from a client: parse, check, dispatch; errors go back on the stream."""
-        self.metrics.received[conn.transport] += 1
-        if not conn.take_token():
-            self.reject(conn, WireError(ErrorCode.RATE_LIMITED, "slow down"))
-            return
-        req: wire.Request | None = None
+    async def handle(self, conn: Connection, raw: str | bytes, *,
+                     reliable: bool = True) -> list[dict[str, Any]]:
+        """One envelope from a client (rules 1-4): parse, check, run; returns its replies."""
+        replies: list[dict[str, Any]] = []
+        conn.replies = replies
         try:
-            req = wire.parse_request(raw, limit=self.limits.max_envelope)
-            await self.execute(conn, req)
-        except WireError as exc:
-            if exc.ref is None and req is not None:  # raised below the hub (broker unavailable)
-                exc.ref = req.ref
-            self.reject(conn, exc)
+            self.metrics.received[conn.transport] += 1
+            if not conn.take_token():
+                self.reject(conn, WireError(ErrorCode.RATE_LIMITED, "slow down"))
+                return replies
+            req: wire.Request | None = None
+            try:
+                req = wire.parse_request(raw, limit=self.limits.max_envelope)
+                await self.execute(conn, req, reliable=reliable)
+            except WireError as exc:
+                if exc.ref is None and req is not None:  # raised below the hub (broker down)
+                    exc.ref = req.ref
+                self.reject(conn, exc)
+        finally:
+            conn.replies = None
+        return replies
 
-    async def execute(self, conn: Connection, req: wire.Request) -> None:
+    async def execute(self, conn: Connection, req: wire.Request, *,
+                      reliable: bool = True) -> None:
         if isinstance(req, wire.Echo):
             conn.push_envelope(wire.echo(req.ref, req.data))
         elif isinstance(req, wire.Publish):
             msg = await self.publish(conn.user, req.channel, req.data, req.ref)
-            conn.push_envelope(wire.ack(req.ref, msg.id))
+            if reliable:  # rule 2: best effort is never acknowledged
+                conn.push_envelope(wire.ack(req.ref, msg.id))
         elif isinstance(req, wire.Subscribe):
             await self.subscribe(conn, req.channel, req.since, req.ref)
         else:
             await self.unsubscribe(conn, req.channel, req.ref)
 
     def reject(self, conn: Connection, exc: WireError) -> None:
+        """An ``error`` envelope for ``conn`` (counted: rule 3)."""
+        conn.push_envelope(self.refused(exc))
+
+    def refused(self, exc: WireError) -> dict[str, Any]:
+        """Count a refusal (rule 3) and return its ``error`` envelope, for what answers it
+        outside the outbox (an HTTP response, a refused handshake)."""
         self.metrics.errors[exc.code] += 1
-        conn.push_envelope(exc.envelope())
+        return exc.envelope()
+
+    def stream_channels(self, user: str, channels: str | None,
+                        cursor: str | None) -> tuple[list[str], wire.Cursor]:
+        """The channels and cursor of a one-way stream's opening request (rule 7): the
+        channels default to the cursor's; each must be one ``user`` may subscribe to."""
+        parsed = wire.parse_cursor(cursor)
+        names = wire.split_channels(channels) or list(parsed)
+        for channel in names:
+            if not auth.may_subscribe(user, channel):
+                raise WireError(ErrorCode.FORBIDDEN, f"{channel} is private")
+        return names, parsed
+
+    # --- parked connections (rule 10) -------------------------------------------------------
+
+    def park(self, conn: Connection) -> None:
+        """``conn`` has no carrier from now on: it expires ``Limits.idle`` seconds from now
+        (at once if the hub has cut it off)."""
+        now = self.clock()
+        self._due(conn, now if conn.closed else now + self.limits.idle)
+
+    def unpark(self, conn: Connection) -> None:
+        """``conn`` has a carrier again (a poll arrived): it no longer expires."""
+        self._parked.pop(conn, None)
+
+    def _due(self, conn: Connection, deadline: float) -> None:
+        self._parked[conn] = deadline
+        heapq.heappush(self._deadlines, (deadline, next(self._order), conn))
+
+    def next_deadline(self) -> float | None:
+        """When the first parked connection expires (on the hub's clock); None if none is."""
+        heap = self._deadlines
+        while heap and self._parked.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)  # resumed, re-parked or gone since
+        return heap[0][0] if heap else None
+
+    def expire(self, now: float) -> list[Connection]:
+        """The parked connections whose deadline is ``now`` or earlier, no longer parked: the
+        adapter ends each (:meth:`disconnect`) and forgets it."""
+        expired = []
+        while (deadline := self.next_deadline()) is not None and deadline <= now:
+            conn = heapq.heappop(self._deadlines)[2]
+            del self._parked[conn]
+            expired.append(conn)
+        return expired
 
     async def publish(self, user: str | None, channel: str, data: Any,
                       ref: str | None = None) -> Message:

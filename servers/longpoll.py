@@ -4,26 +4,24 @@ A session is a hub connection that lives between polls. The client's cursor is t
 whose cursor is behind what the session already sent (a response lost with a dropped
 connection), a poll racing another on the same session, or a poll for an expired session starts
 a fresh session that replays the history after the cursor, so nothing acknowledged is lost.
+Between polls a session is parked in the hub, which says when it expires (``Limits.idle``, or
+at once when the hub cut it off); one timer per app follows the hub's next deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 
-from servers import auth
-from servers.http_app import HUB, admit, authenticate, error_response
+from servers.aiohttp_common import HUB, admit, authenticate, error_response
 from servers.hub import Connection, Hub
-from sobranie_bench import wire
-from sobranie_bench.wire import ErrorCode, WireError
+from sobranie_contract import wire
+from sobranie_contract.wire import ErrorCode, WireError
 
 MAX_TIMEOUT_SECONDS = 60.0
-IDLE_SECONDS = 30.0
-"""A session with no poll for this long is closed (presence goes offline)."""
-REAP_EVERY_SECONDS = 1.0
 
 
 @dataclass
@@ -32,24 +30,57 @@ class _Session:
     cursor: wire.Cursor
     """What the session has sent so far."""
     polling: bool = False
-    idle_since: float = field(default=0.0)
 
 
-SESSIONS: web.AppKey[dict[str, _Session]] = web.AppKey("poll_sessions", dict)
+class _Sessions(dict[str, _Session]):
+    """The app's poll sessions by id, and the one timer that ends those the hub expires."""
+
+    def __init__(self, hub: Hub) -> None:
+        super().__init__()
+        self.hub = hub
+        self.timer: asyncio.TimerHandle | None = None
+        self.at: float | None = None
+        """The hub deadline the timer is set for."""
+        self.ending: set[asyncio.Task[None]] = set()
+
+    def follow(self) -> None:
+        """Set the timer for the hub's next deadline, unless it is set for one as early."""
+        deadline = self.hub.next_deadline()
+        if deadline is None or (self.at is not None and self.at <= deadline):
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+        self.at = deadline
+        self.timer = asyncio.get_running_loop().call_later(
+            max(0.0, deadline - self.hub.clock()), self._expire)
+
+    def _expire(self) -> None:
+        self.timer = self.at = None
+        for conn in self.hub.expire(self.hub.clock()):
+            session = self.get(conn.id)
+            if session is not None:
+                task = asyncio.get_running_loop().create_task(_end(self.hub, self, session))
+                self.ending.add(task)
+                task.add_done_callback(self.ending.discard)
+        self.follow()
+
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+
+SESSIONS: web.AppKey[_Sessions] = web.AppKey("poll_sessions", _Sessions)
 
 
 async def handle(request: web.Request) -> web.Response:
     user = str(authenticate(request)["sub"])
     hub = request.app[HUB]
     try:
-        cursor = wire.parse_cursor(request.query.get("cursor"))
-        channels = wire.split_channels(request.query.get("channels")) or list(cursor)
+        channels, cursor = hub.stream_channels(user, request.query.get("channels"),
+                                               request.query.get("cursor"))
         timeout = _timeout(request.query.get("timeout"))
-        for channel in channels:
-            if not auth.may_subscribe(user, channel):
-                raise WireError(ErrorCode.FORBIDDEN, f"{channel} is private")
     except WireError as exc:
-        return error_response(exc)
+        return error_response(hub, exc)
 
     sessions = request.app[SESSIONS]
     found = sessions.get(request.query.get("conn", ""))
@@ -62,6 +93,7 @@ async def handle(request: web.Request) -> web.Response:
         admit(request, user)
         session = await _open(hub, sessions, user, channels, cursor)
     session.polling = True
+    hub.unpark(session.conn)
     try:
         deadline = asyncio.get_running_loop().time() + timeout
         items = await session.conn.outgoing(timeout=timeout)
@@ -75,7 +107,8 @@ async def handle(request: web.Request) -> web.Response:
             items += more
     finally:
         session.polling = False
-        session.idle_since = hub.clock()
+        hub.park(session.conn)
+        sessions.follow()
     messages = []
     for item in items:
         if item.id:
@@ -108,9 +141,10 @@ def _continues(session: _Session, cursor: wire.Cursor) -> bool:
     return all(cursor.get(ch, 0) >= sent for ch, sent in session.cursor.items())
 
 
-async def _open(hub: Hub, sessions: dict[str, _Session], user: str, channels: list[str],
+async def _open(hub: Hub, sessions: _Sessions, user: str, channels: list[str],
                 cursor: wire.Cursor) -> _Session:
     conn = await hub.connect(user, "longpoll")
+    conn.on_close = lambda code, reason: sessions.follow()  # a parked session cut off ends now
     session = sessions[conn.id] = _Session(conn, {})
     for channel in channels:
         session.cursor[channel] = await hub.subscribe(conn, channel, cursor.get(channel))
@@ -122,23 +156,12 @@ async def _end(hub: Hub, sessions: dict[str, _Session], session: _Session) -> No
     await hub.disconnect(session.conn)
 
 
-def start_reaper(app: web.Application) -> None:
-    """Close sessions idle past IDLE_SECONDS, and sessions the hub cut off."""
-    app[SESSIONS] = {}
-    hub = app[HUB]
-
-    async def reap() -> None:
-        while True:
-            await asyncio.sleep(REAP_EVERY_SECONDS)
-            now = hub.clock()
-            for session in list(app[SESSIONS].values()):
-                expired = not session.polling and now - session.idle_since > IDLE_SECONDS
-                if expired or (session.conn.closed and not session.polling):
-                    await _end(hub, app[SESSIONS], session)
-
-    task = asyncio.get_running_loop().create_task(reap())
+def mount(app: web.Application) -> None:
+    """GET /poll on ``app``, with its sessions (ended with the app)."""
+    app[SESSIONS] = sessions = _Sessions(app[HUB])
+    app.router.add_get("/poll", handle)
 
     async def stop(app: web.Application) -> None:
-        task.cancel()
+        sessions.stop()
 
     app.on_cleanup.append(stop)

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from servers import auth
 from servers.brokers import make_broker
-from servers.hub import Limits
+from servers.hub import Hub, Limits
+from sobranie_contract import tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,14 @@ class Running:
     """Extra URLs worth printing (the WebSocket endpoint, the cert hash...)."""
 
 
+def core(opts: Options, server: str) -> tuple[Hub, auth.Authenticator]:
+    """The hub and the authenticator of a server named ``server`` (its ``hello`` and /healthz
+    say ``<server>/<version>``), built here once for every kind and injected into its
+    factory."""
+    hub = Hub(make_broker(opts.broker, opts.history_size), limits=opts.limits, server=server)
+    return hub, auth.Authenticator(tokens.secret_from_env(opts.secret), opts.origins)
+
+
 async def serve_app(app: web.Application, opts: Options,
                     endpoints: Callable[[str], dict[str, str]]) -> Running:
     """Bind an aiohttp app (handler cancellation on, so a client that leaves ends its
@@ -67,8 +77,7 @@ async def serve_app(app: web.Application, opts: Options,
 async def start_aiohttp(opts: Options) -> Running:
     from servers.http_app import make_app
 
-    app = make_app(secret=opts.secret, origins=opts.origins,
-                   broker=make_broker(opts.broker, opts.history_size), limits=opts.limits)
+    app = make_app(*core(opts, "sobranie-aiohttp"))
     return await serve_app(app, opts, lambda url: {
         "ws": url.replace("http", "ws", 1) + "/ws", "sse": f"{url}/sse", "poll": f"{url}/poll"})
 
@@ -76,8 +85,7 @@ async def start_aiohttp(opts: Options) -> Running:
 async def start_websockets(opts: Options) -> Running:
     from servers.ws_websockets import WebsocketsServer
 
-    server = WebsocketsServer(secret=opts.secret, origins=opts.origins,
-                              broker=make_broker(opts.broker, opts.history_size), limits=opts.limits)
+    server = WebsocketsServer(*core(opts, "sobranie-websockets"))
     ws_server = await server.start(opts.host, opts.port)
     port = ws_server.sockets[0].getsockname()[1]
     url = f"http://{_host(opts.host)}:{port}"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import socketio
@@ -32,12 +32,11 @@ from engineio.payload import Payload
 from socketio import packet
 
 from servers import auth
-from servers.brokers import Broker, make_broker
-from servers.http_app import admit, authenticate, hub_app
-from servers.hub import Connection, Hub, Limits
-from servers.run import Options, Running, serve_app
-from sobranie_bench import wire
-from sobranie_bench.wire import ErrorCode
+from servers.aiohttp_common import admit, authenticate, hub_app
+from servers.hub import Connection, Hub
+from servers.run import Options, Running, core, serve_app
+from sobranie_contract import wire
+from sobranie_contract.wire import ErrorCode
 
 log = logging.getLogger("sobranie.socketio")
 
@@ -83,6 +82,7 @@ class SocketIOAdapter:
             raise
         conn = await self.hub.connect(user, "socketio")
         carrier = request.transport if request.query.get("transport") == "websocket" else None
+        conn.replies_apart = True  # replies are the calls' acks, not events
         session = Session(self, sid, eio_sid, conn, carrier)
         self.sessions[sid] = session
         conn.on_close = session.cut
@@ -102,7 +102,8 @@ class SocketIOAdapter:
             return str(self.auth.claims(token if isinstance(token, str) else None)["sub"])
         except auth.Unauthorized as exc:
             raise socketio.exceptions.ConnectionRefusedError(
-                f"unauthorized: {exc}", wire.error(ErrorCode.UNAUTHORIZED, str(exc))) from None
+                f"unauthorized: {exc}",
+                self.hub.refused(wire.WireError(ErrorCode.UNAUTHORIZED, str(exc)))) from None
 
     async def disconnect(self, sid: str, reason: str) -> None:
         session = self.sessions.pop(sid, None)
@@ -130,19 +131,13 @@ class SocketIOAdapter:
         session = self.sessions.get(sid)
         if session is None:
             return None
-        conn = session.conn
         body = args[0] if len(args) == 1 else list(args)
-        conn.replies = []
         try:
-            try:
-                raw = wire.reencode({**body, "op": op} if isinstance(body, dict) else body)
-            except wire.WireError as exc:
-                self.hub.reject(conn, exc)
-            else:
-                await self.hub.handle(conn, raw)
-            return conn.replies[0] if conn.replies else None
-        finally:
-            conn.replies = None
+            raw = wire.reencode({**body, "op": op} if isinstance(body, dict) else body)
+        except wire.WireError as exc:
+            return self.hub.refused(exc)
+        replies = await self.hub.handle(session.conn, raw)
+        return replies[0] if replies else None
 
     async def undecodable(self, eio_sid: str, data: Any, exc: BaseException) -> None:
         """A Socket.IO packet python-socketio could not decode (broken or too deeply nested
@@ -161,8 +156,7 @@ class SocketIOAdapter:
         if call is None:
             self.hub.reject(session.conn, error)  # pumped as an ``error`` event
             return
-        self.hub.metrics.errors[error.code] += 1
-        await self.sio.send_ack(eio_sid, int(call[1]), error.envelope())
+        await self.sio.send_ack(eio_sid, int(call[1]), self.hub.refused(error))
 
 
 _ACK_ID = re.compile(r"[25](?:/[^,]*,)?(\d{1,15})")
@@ -262,10 +256,7 @@ def _middleware(authenticator: auth.Authenticator) -> Middleware:
     return check_handshake
 
 
-def make_app(*, secret: str | None = None, origins: Sequence[str] = (),
-             broker: Broker | None = None, limits: Limits | None = None) -> web.Application:
-    hub = Hub(broker, limits=limits, server="sobranie-socketio")
-    authenticator = auth.Authenticator(auth.secret_from_env(secret), origins)
+def make_app(hub: Hub, authenticator: auth.Authenticator) -> web.Application:
     adapter = SocketIOAdapter(hub, authenticator)
     app = hub_app(hub, authenticator, middlewares=[_middleware(authenticator)],
                   closing=[adapter.sio.shutdown])
@@ -275,6 +266,5 @@ def make_app(*, secret: str | None = None, origins: Sequence[str] = (),
 
 async def start(opts: Options) -> Running:
     """``sobranie-bench serve socketio``: the Socket.IO app on its own port."""
-    app = make_app(secret=opts.secret, origins=opts.origins,
-                   broker=make_broker(opts.broker, opts.history_size), limits=opts.limits)
+    app = make_app(*core(opts, "sobranie-socketio"))
     return await serve_app(app, opts, lambda url: {"socketio": f"{url}{PATH}"})

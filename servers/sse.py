@@ -10,11 +10,10 @@ import asyncio
 
 from aiohttp import web
 
-from servers import auth
-from servers.http_app import HUB, admit, authenticate, error_response
+from servers.aiohttp_common import HUB, admit, authenticate, error_response
 from servers.hub import Connection
-from sobranie_bench import wire
-from sobranie_bench.wire import ErrorCode, WireError
+from sobranie_contract import wire
+from sobranie_contract.wire import WireError
 
 HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
            "X-Accel-Buffering": "no"}
@@ -25,14 +24,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
     user = str(authenticate(request)["sub"])
     hub = request.app[HUB]
     try:
-        cursor = wire.parse_cursor(request.headers.get("Last-Event-ID")
-                                   or request.query.get("last_event_id"))
-        channels = wire.split_channels(request.query.get("channels")) or list(cursor)
-        for channel in channels:
-            if not auth.may_subscribe(user, channel):
-                raise WireError(ErrorCode.FORBIDDEN, f"{channel} is private")
+        channels, cursor = hub.stream_channels(
+            user, request.query.get("channels"),
+            request.headers.get("Last-Event-ID") or request.query.get("last_event_id"))
     except WireError as exc:
-        return error_response(exc)
+        return error_response(hub, exc)
     admit(request, user)
     resp = web.StreamResponse(headers=HEADERS)
     await resp.prepare(request)
@@ -65,7 +61,7 @@ async def _pump(conn: Connection, resp: web.StreamResponse, cursor: wire.Cursor)
         await resp.write("".join(parts).encode())
     reason = wire.encode(wire.error("closed", conn.close_reason))
     last = "".join(f"event: {wire.SSE_FAULT_EVENT}\ndata: {i.text}\n\n"
-                   for i in conn.last_words())
+                   for i in conn.last_words())  # the flood's error, queued at the close
     await resp.write(f"{last}event: {wire.SSE_FAULT_EVENT}\ndata: {reason}\n\n".encode())
 
 

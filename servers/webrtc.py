@@ -28,18 +28,22 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessi
 from aiortc.exceptions import InvalidStateError
 
 from servers import auth
-from servers.brokers import Broker, make_broker
-from servers.http_app import AUTH, HUB, admit, authenticate, error_response, hub_app, read_body
-from servers.hub import Connection, Hub, Limits, Sender
-from servers.run import Options, Running, serve_app
-from sobranie_bench import wire
-from sobranie_bench.clients.webrtc import (
-    RELIABLE,
-    UNRELIABLE,
-    loopback_address,
-    pin_host_candidates,
+from servers.aiohttp_common import (
+    AUTH,
+    HUB,
+    admit,
+    authenticate,
+    error_response,
+    hub_app,
+    read_body,
 )
-from sobranie_bench.wire import ErrorCode, WireError
+from servers.hub import FLOOD_REASON, Connection, Hub, Inbox
+from servers.run import Options, Running, core, serve_app
+from servers.sender import Sender
+from sobranie_contract import wire
+from sobranie_contract.framing import RELIABLE, UNRELIABLE
+from sobranie_contract.ice import loopback_address, pin_host_candidates
+from sobranie_contract.wire import ErrorCode, WireError
 
 NEGOTIATION_SECONDS = 10.0
 """Default time from the offer to an open ``sobranie`` channel before the peer is dropped."""
@@ -54,9 +58,12 @@ log = logging.getLogger("sobranie.webrtc")
 class Peers:
     """The server's peer connections: what /metrics counts and what shutdown closes."""
 
-    def __init__(self, hub: Hub, negotiation_timeout: float) -> None:
+    def __init__(self, hub: Hub, negotiation_timeout: float,
+                 ice_address: str | None = None) -> None:
         self.hub = hub
         self.negotiation_timeout = negotiation_timeout
+        self.ice_address = ice_address
+        """The one address every peer gathers host candidates on (None: aioice's choice)."""
         self.active: set[Peer] = set()
         self.expired = 0
         """Negotiations dropped because no channel opened in time."""
@@ -95,10 +102,8 @@ class Peer:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.pc.on("datachannel", self._on_channel)
         self.pc.on("connectionstatechange", self._on_state)
-        self.inbox: asyncio.Queue[str | bytes] = asyncio.Queue()
-        self.unhandled = 0
-        """Bytes received but not yet handled: aiortc reads without backpressure, so a peer
-        sending faster than the hub handles is cut off past the hard frame limit."""
+        self.inbox = Inbox(peers.hub.limits)
+        """Messages of both channels, waiting for the hub (aiortc reads without backpressure)."""
         self.conn: Connection | None = None
         self.session: asyncio.Task[None] | None = None
         self.closing: asyncio.Task[None] | None = None
@@ -110,6 +115,8 @@ class Peer:
         if self.pc.sctp is None:
             raise WireError(ErrorCode.BAD_REQUEST, "the offer has no data channel "
                             "(no m=application section)")
+        if self.peers.ice_address is not None:
+            pin_host_candidates(self.pc, [self.peers.ice_address])
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         return self.pc.localDescription
 
@@ -125,11 +132,11 @@ class Peer:
             channel.close()
 
     def _received(self, data: str | bytes) -> None:
-        self.unhandled += len(data)
-        if self.unhandled <= self.peers.hub.limits.hard_frame:
-            self.inbox.put_nowait(data)
-        elif self.conn is not None:
-            self.conn.close(wire.CLOSE_POLICY, "flood: unhandled input over the hard frame limit")
+        """A message on either channel; both are answered on ``sobranie`` (hub rule 2)."""
+        if self.inbox.put(data):
+            return
+        if self.conn is not None:
+            self.conn.close(wire.CLOSE_POLICY, FLOOD_REASON)
         else:
             self.close_soon()
 
@@ -150,17 +157,16 @@ class Peer:
         conn.on_close = lambda code, reason: self._last_words(channel, conn)
         try:
             await sender.flush()  # hello
-            while True:
-                raw = await self.inbox.get()
-                self.unhandled -= len(raw)
-                await sender.handle(raw)
+            while (item := await self.inbox.get()) is not None:
+                raw, reliable = item
+                await sender.handle(raw, reliable=reliable)
         finally:
             sender.stop()
             await hub.disconnect(conn)
 
     def _last_words(self, channel: RTCDataChannel, conn: Connection) -> None:
-        """The hub closed the connection: what it queued last (the flood's error) goes out
-        on the channel before the peer closes."""
+        """The hub closed the connection: the errors it queued last (the flood's) go out on
+        the channel before the peer closes."""
         with contextlib.suppress(InvalidStateError, ConnectionError):
             for item in conn.last_words():
                 channel.send(item.text)
@@ -220,18 +226,15 @@ async def offer(request: web.Request) -> web.Response:
         except Exception as exc:  # noqa: BLE001 - aiortc rejects a bad SDP with assorted errors
             raise WireError(ErrorCode.BAD_REQUEST, f"unusable offer: {exc!r}"[:200]) from None
     except WireError as exc:
-        hub.metrics.errors[exc.code] += 1
-        return error_response(exc)
+        return error_response(hub, exc)
     return web.json_response({"sdp": answer.sdp, "type": answer.type})
 
 
-def make_app(*, secret: str | None = None, origins: tuple[str, ...] = (),
-             broker: Broker | None = None, limits: Limits | None = None,
-             negotiation_timeout: float = NEGOTIATION_SECONDS) -> web.Application:
-    hub = Hub(broker, limits=limits, server="sobranie-webrtc")
-    peers = Peers(hub, negotiation_timeout)
-    app = hub_app(hub, auth.Authenticator(auth.secret_from_env(secret), origins),
-                  closing=[peers.close], extra_metrics=lambda app: app[PEERS].render())
+def make_app(hub: Hub, authenticator: auth.Authenticator, *,
+             negotiation_timeout: float = NEGOTIATION_SECONDS,
+             ice_address: str | None = None) -> web.Application:
+    peers = Peers(hub, negotiation_timeout, ice_address)
+    app = hub_app(hub, authenticator, closing=[peers.close], extra_metrics=lambda app: app[PEERS].render())
     app[PEERS] = peers
     app.router.add_post("/webrtc/offer", offer)
     return app
@@ -254,11 +257,8 @@ async def start(opts: Options) -> Running:
     """``sobranie-bench serve webrtc``: signalling on HTTP, data channels on UDP, ICE host
     candidates on the bound address; ``opts.extra['negotiation_timeout']`` (seconds) bounds an
     offer's wait for its data channel."""
-    address = candidate_address(opts.host)
-    if address is not None:
-        pin_host_candidates([address])
-    app = make_app(secret=opts.secret, origins=tuple(opts.origins),
-                   broker=make_broker(opts.broker, opts.history_size), limits=opts.limits,
+    app = make_app(*core(opts, "sobranie-webrtc"),
                    negotiation_timeout=float(opts.extra.get("negotiation_timeout",
-                                                            NEGOTIATION_SECONDS)))
+                                                            NEGOTIATION_SECONDS)),
+                   ice_address=candidate_address(opts.host))
     return await serve_app(app, opts, lambda url: {"webrtc": f"{url}/webrtc/offer"})

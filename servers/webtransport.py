@@ -21,7 +21,6 @@ import functools
 import ipaddress
 import logging
 import socket
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
@@ -54,18 +53,17 @@ from cryptography.x509.oid import NameOID
 from multidict import CIMultiDict
 
 from servers import auth
-from servers.brokers import Broker, make_broker
-from servers.http_app import HUB, healthz, metrics
-from servers.hub import Connection, Hub, Limits
-from servers.run import Options, Running
-from sobranie_bench import wire
-from sobranie_bench.clients.webtransport import (
+from servers.aiohttp_common import HUB, healthz, metrics
+from servers.hub import FLOOD_REASON, Connection, Hub, Inbox
+from servers.run import Options, Running, core
+from sobranie_contract import wire
+from sobranie_contract.framing import (
     CLOSE_SESSION_CAPSULE,
     CapsuleReader,
     LineSplitter,
     close_capsule,
 )
-from sobranie_bench.wire import ErrorCode, WireError
+from sobranie_contract.wire import ErrorCode, WireError
 
 log = logging.getLogger("sobranie.webtransport")
 
@@ -111,12 +109,11 @@ def self_signed_certificate(now: datetime | None = None
 class WebTransportServer:
     """One hub behind a QUIC/HTTP/3 port, plus the plain-HTTP side on the same port number."""
 
-    def __init__(self, *, secret: str | None = None, origins: Sequence[str] = (),
-                 broker: Broker | None = None, limits: Limits | None = None,
+    def __init__(self, hub: Hub, authenticator: auth.Authenticator, *,
                  idle_timeout: float = DEFAULT_IDLE_TIMEOUT, cert: str | None = None,
                  key: str | None = None, quic_log: str | None = None) -> None:
-        self.hub = Hub(broker, limits=limits, server="sobranie-webtransport")
-        self.auth = auth.Authenticator(auth.secret_from_env(secret), origins)
+        self.hub = hub
+        self.auth = authenticator
         self.config = QuicConfiguration(
             alpn_protocols=H3_ALPN, is_client=False, max_datagram_frame_size=65536,
             idle_timeout=idle_timeout, quic_logger=QuicFileLogger(quic_log) if quic_log else None)
@@ -261,14 +258,14 @@ class _Protocol(QuicConnectionProtocol):
         try:
             user = self.server.auth.user(dict(parse_qsl(query)), headers)
         except auth.Unauthorized as exc:
-            return self.refuse(sid, 401, wire.encode(wire.error(ErrorCode.UNAUTHORIZED,
-                                                                str(exc))))
+            return self.refuse(sid, 401, wire.encode(self.server.hub.refused(
+                WireError(ErrorCode.UNAUTHORIZED, str(exc)))))
         if not self.server.auth.origin_allowed(headers.get("origin")):
             return self.refuse(sid, 403, "origin not allowed")
         try:
             self.server.hub.admit(user)
         except WireError as exc:
-            return self.refuse(sid, 429, wire.encode(exc.envelope()))
+            return self.refuse(sid, 429, wire.encode(self.server.hub.refused(exc)))
         session = self.sessions[sid] = Session(self, sid, user)
         task = asyncio.get_running_loop().create_task(session.run())
         self.server.sessions.add(task)
@@ -361,10 +358,9 @@ class Session:
         self.closed = False
         self._lines = LineSplitter()
         self._capsules = CapsuleReader()
-        self._inbox: asyncio.Queue[tuple[bool, bytes] | None] = asyncio.Queue()
-        """(reliable, envelope) in arrival order; None once the session ended."""
-        self._queued = 0
-        """Bytes in the inbox: aioquic reads without backpressure, so this is bounded here."""
+        self._inbox = Inbox(self.hub.limits)
+        """Stream lines and datagrams, waiting for the hub (aioquic reads without
+        backpressure)."""
         self._stream_open = asyncio.Event()
 
     async def run(self) -> None:
@@ -376,12 +372,8 @@ class Session:
                 self.proto.accept(self)
                 self.accepted = True
             while (item := await self._inbox.get()) is not None and not conn.closed:
-                reliable, raw = item
-                self._queued -= len(raw)
-                if reliable:
-                    await self.hub.handle(conn, raw)
-                else:
-                    await self._best_effort(conn, raw)
+                raw, reliable = item
+                await self.hub.handle(conn, raw, reliable=reliable)  # a datagram: hub rule 2
         finally:
             writer.cancel()
             self.close()
@@ -398,22 +390,6 @@ class Session:
                 self.close()
                 return
             await self.proto.drained(self.stream_id)
-
-    async def _best_effort(self, conn: Connection, raw: bytes) -> None:
-        """A datagram: one envelope, as on the stream, except that a publish is not acked."""
-        hub = self.hub
-        hub.metrics.received[conn.transport] += 1
-        if not conn.take_token():
-            hub.reject(conn, WireError(ErrorCode.RATE_LIMITED, "slow down"))
-            return
-        try:
-            req = wire.parse_request(raw, limit=hub.limits.max_envelope)
-            if isinstance(req, wire.Publish):
-                await hub.publish(conn.user, req.channel, req.data, req.ref)
-            else:
-                await hub.execute(conn, req)
-        except WireError as exc:
-            hub.reject(conn, exc)
 
     # --- from the protocol (synchronous, in QUIC event order) ------------------------------
 
@@ -441,10 +417,8 @@ class Session:
             self._enqueue(False, data)
 
     def _enqueue(self, reliable: bool, raw: bytes) -> None:
-        self._queued += len(raw)
-        if self._queued > self.hub.limits.hard_frame:
-            return self._refuse_input(wire.CLOSE_POLICY, "flood: unread input over the hard limit")
-        self._inbox.put_nowait((reliable, raw))
+        if not self._inbox.put(raw, reliable):
+            self._refuse_input(wire.CLOSE_POLICY, FLOOD_REASON)
 
     def capsule_data(self, data: bytes, ended: bool) -> None:
         try:
@@ -475,7 +449,7 @@ class Session:
         if self.closed:
             return
         self.closed = True
-        self._inbox.put_nowait(None)
+        self._inbox.end()
         self.proto.end(self, code, reason)
 
 
@@ -496,8 +470,7 @@ async def start(opts: Options) -> Running:
     """The ``webtransport`` kind of ``sobranie-bench serve``."""
     extra = opts.extra
     server = WebTransportServer(
-        secret=opts.secret, origins=opts.origins, limits=opts.limits,
-        broker=make_broker(opts.broker, opts.history_size),
+        *core(opts, "sobranie-webtransport"),
         idle_timeout=float(extra.get("idle_timeout", DEFAULT_IDLE_TIMEOUT)),
         cert=extra.get("cert"), key=extra.get("key"), quic_log=extra.get("quic_log"))
     port = await server.start(opts.host, opts.port)

@@ -1,24 +1,22 @@
 """WebSocket adapter (aiohttp): text frames in -> hub; the outbox -> text frames out.
 
 Replies go out inline after each request, other envelopes from a short-lived task
-(:class:`~servers.hub.Sender`): no writer task per connection. permessage-deflate is not
+(:class:`~servers.sender.Sender`): no writer task per connection. permessage-deflate is not
 negotiated (``compress=False``): browsers offer it on every connection, and a deflate context
 costs about 90 KiB per connection and a fifth more CPU per small envelope (docs/performance.md).
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.helpers import set_exception
 from aiohttp.http_websocket import WebSocketError
 
-from servers.http_app import AUTH, HUB, admit, authenticate
-from servers.hub import Sender
+from servers.aiohttp_common import AUTH, HUB, admit, authenticate
+from servers.sender import Cut, Sender
 
-CLOSE_GRACE_SECONDS = 1.0
 _DATA = (WSMsgType.TEXT, WSMsgType.BINARY)
 
 
@@ -94,7 +92,8 @@ async def handle(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     conn = await hub.connect(user, "ws")
     sender = Sender(conn, ws.send_str)
-    conn.on_close = _Cut(request, ws, sender)
+    conn.on_close = Cut(sender, lambda code, reason: ws.close(code=code, message=reason.encode()),
+                        lambda: _abort(request), lambda: ws.closed)
     try:
         await sender.flush()  # hello
         async for msg in ws:
@@ -106,28 +105,6 @@ async def handle(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-class _Cut:
-    """The hub gave up on this connection: close with its reason; abort a stalled reader."""
-
-    __slots__ = ("request", "sender", "ws")
-
-    def __init__(self, request: web.Request, ws: web.WebSocketResponse, sender: Sender) -> None:
-        self.request, self.ws, self.sender = request, ws, sender
-
-    def __call__(self, code: int, reason: str) -> None:
-        self.sender.stop()
-        if not self.ws.closed:
-            asyncio.get_running_loop().create_task(self._close(code, reason))
-
-    async def _close(self, code: int, reason: str) -> None:
-        try:
-            await asyncio.wait_for(self._last(code, reason), CLOSE_GRACE_SECONDS)
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:  # also when close() is cancelled with the sender's drain it shared
-            if self.request.transport is not None:
-                self.request.transport.abort()
-
-    async def _last(self, code: int, reason: str) -> None:
-        await self.sender.last_words()
-        await self.ws.close(code=code, message=reason[:120].encode())
+def _abort(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.abort()

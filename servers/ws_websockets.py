@@ -2,14 +2,13 @@
 
 Auth and Origin are checked in ``process_request`` (401/403 before the upgrade); /healthz and
 /metrics are answered there too. Everything else is the same hub as the aiohttp server, and the
-same :class:`~servers.hub.Sender` (replies inline, no writer task per connection); no
+same :class:`~servers.sender.Sender` and :class:`~servers.sender.Cut` (replies inline, no writer task per connection); no
 permessage-deflate, as on the aiohttp server.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
+import json
 from http import HTTPStatus
 from urllib.parse import parse_qsl, urlsplit
 
@@ -18,17 +17,15 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from servers import auth
-from servers.brokers import Broker
-from servers.hub import Hub, Limits, Sender
-from servers.ws import CLOSE_GRACE_SECONDS
-from sobranie_bench import wire
+from servers.hub import Hub
+from servers.sender import Cut, Sender
+from sobranie_contract import wire
 
 
 class WebsocketsServer:
-    def __init__(self, *, secret: str | None = None, origins: Sequence[str] = (),
-                 broker: Broker | None = None, limits: Limits | None = None) -> None:
-        self.hub = Hub(broker, limits=limits, server="sobranie-websockets")
-        self.auth = auth.Authenticator(auth.secret_from_env(secret), origins)
+    def __init__(self, hub: Hub, authenticator: auth.Authenticator) -> None:
+        self.hub = hub
+        self.auth = authenticator
 
     async def start(self, host: str, port: int) -> Server:
         await self.hub.start()
@@ -39,7 +36,8 @@ class WebsocketsServer:
     def _check(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
         if url.path == "/healthz":
-            return connection.respond(HTTPStatus.OK, '{"status":"ok"}\n')
+            return connection.respond(HTTPStatus.OK, json.dumps(
+                {"status": "ok", "server": self.hub.server}) + "\n")
         if url.path == "/metrics":
             return connection.respond(HTTPStatus.OK, self.hub.metrics.render(self.hub))
         if url.path != "/ws":
@@ -48,9 +46,8 @@ class WebsocketsServer:
             query = dict(parse_qsl(url.query))
             user = self.auth.user(query, request.headers)
         except auth.Unauthorized as exc:
-            refusal = connection.respond(
-                HTTPStatus.UNAUTHORIZED,
-                wire.encode(wire.error(wire.ErrorCode.UNAUTHORIZED, str(exc))) + "\n")
+            envelope = self.hub.refused(wire.WireError(wire.ErrorCode.UNAUTHORIZED, str(exc)))
+            refusal = connection.respond(HTTPStatus.UNAUTHORIZED, wire.encode(envelope) + "\n")
             refusal.headers["WWW-Authenticate"] = "Bearer"
             refusal.headers["Content-Type"] = "application/json"
             return refusal
@@ -60,14 +57,14 @@ class WebsocketsServer:
             self.hub.admit(user)
         except wire.WireError as exc:
             return connection.respond(HTTPStatus.TOO_MANY_REQUESTS,
-                                      wire.encode(exc.envelope()) + "\n")
+                                      wire.encode(self.hub.refused(exc)) + "\n")
         connection.user = user  # type: ignore[attr-defined]
         return None
 
     async def _session(self, ws: ServerConnection) -> None:
         conn = await self.hub.connect(ws.user, "ws")  # type: ignore[attr-defined]
         sender = Sender(conn, ws.send, gone=(ConnectionClosed,))
-        conn.on_close = _Cut(ws, sender)
+        conn.on_close = Cut(sender, ws.close, ws.transport.abort)
         try:
             await sender.flush()  # hello
             async for raw in ws:
@@ -77,29 +74,3 @@ class WebsocketsServer:
         finally:
             sender.stop()
             await self.hub.disconnect(conn)
-
-
-class _Cut:
-    """The hub gave up on this connection: close with its reason; abort a stalled reader
-    (whose full socket buffer would hold the closing handshake up)."""
-
-    __slots__ = ("sender", "ws")
-
-    def __init__(self, ws: ServerConnection, sender: Sender) -> None:
-        self.ws, self.sender = ws, sender
-
-    def __call__(self, code: int, reason: str) -> None:
-        self.sender.stop()
-        asyncio.get_running_loop().create_task(self._close(code, reason))
-
-    async def _close(self, code: int, reason: str) -> None:
-        try:
-            await asyncio.wait_for(self._last(code, reason), CLOSE_GRACE_SECONDS)
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            self.ws.transport.abort()
-
-    async def _last(self, code: int, reason: str) -> None:
-        await self.sender.last_words()
-        await self.ws.close(code, reason[:120])

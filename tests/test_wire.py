@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from sobranie_bench import wire
-from sobranie_bench.wire import ErrorCode, WireError
+from sobranie_contract import wire
+from sobranie_contract.wire import ErrorCode, WireError
 
 REQUEST_TYPES = (wire.Subscribe, wire.Unsubscribe, wire.Publish, wire.Echo)
 CHANNEL = st.from_regex(r"[a-z0-9_-]{1,32}(:[A-Za-z0-9_.-]{1,64})?", fullmatch=True)

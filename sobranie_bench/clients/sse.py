@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import aiohttp
 
-from sobranie_bench import wire
 from sobranie_bench.clients.base import ClientError
 from sobranie_bench.clients.http import OneWayClient, refused
+from sobranie_contract import wire
 
 
 class SseClient(OneWayClient):

@@ -10,8 +10,8 @@ import re
 import aiohttp
 import pytest
 
-from sobranie_bench import wire
 from sobranie_bench.clients.ws import OP_TEXT, frame
+from sobranie_contract import wire
 from tests.conftest import UNIT, token
 
 NINES = "9" * 5000

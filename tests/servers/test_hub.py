@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 
+from servers import sender
 from servers.brokers import Message
-from servers.brokers.memory import MemoryBroker
-from servers.hub import Connection, Hub, Limits, Sender
-from sobranie_bench import wire
-from sobranie_bench.wire import ErrorCode, WireError
+from servers.brokers.memory_broker import MemoryBroker
+from servers.hub import Connection, Hub, Inbox, Limits
+from servers.sender import Sender
+from sobranie_contract import wire
+from sobranie_contract.wire import ErrorCode, WireError
 
 
 class FakeClock:
@@ -682,6 +684,139 @@ async def test_sender_with_a_stalled_reader_ends_in_a_slow_consumer_cut() -> Non
         assert len(conn.queue) <= 8
     assert len(closes) == 1 and closes[0].startswith("slow consumer")
     assert conn.close_code == wire.CLOSE_POLICY
+
+
+# --- the rules every adapter leaves to the hub (the list at the top of servers/hub.py) --------
+
+
+async def test_handle_returns_the_replies_and_queues_them_in_order() -> None:
+    hub, _ = await make_hub()
+    conn = await connected(hub, "alice")
+    replies = await hub.handle(conn, json.dumps({"op": "subscribe", "channel": "c:1",
+                                                 "ref": "s"}))
+    assert replies == [{"type": "ack", "ref": "s", "id": 0}]
+    assert drain(conn) == replies, "the reply also joins the outbox"
+    [error] = await hub.handle(conn, "nope")
+    assert error["code"] == "bad_request" and drain(conn) == [error]
+
+
+async def test_replies_apart_skip_the_outbox() -> None:
+    """Socket.IO carries replies as acks: they are returned, never queued."""
+    hub, _ = await make_hub()
+    conn = await connected(hub, "alice")
+    conn.replies_apart = True
+    replies = await hub.handle(conn, json.dumps({"op": "echo", "data": 1, "ref": "e"}))
+    assert replies == [{"type": "echo", "ref": "e", "data": 1}]
+    assert conn.queue == [] and conn.replies is None
+    [error] = await hub.handle(conn, "not json")
+    assert error["code"] == "bad_request" and conn.queue == []
+    assert hub.metrics.errors["bad_request"] == 1
+
+
+async def test_best_effort_publish_is_delivered_and_never_acked() -> None:
+    hub, _ = await make_hub()
+    sub = await connected(hub, "bob", "cursor:1")
+    pub = await connected(hub, "alice")
+    raw = json.dumps({"op": "publish", "channel": "cursor:1", "data": 1, "ref": "p"})
+    assert await hub.handle(pub, raw, reliable=False) == []
+    assert pub.queue == []
+    assert [e["data"] for e in of_type(drain(sub), "message")] == [1]
+    [error] = await hub.handle(pub, json.dumps({"op": "publish", "channel": "user:bob",
+                                                "data": 1}), reliable=False)
+    assert error["code"] == "forbidden", "errors still go back"
+
+
+async def test_refusals_outside_a_connection_are_counted_once() -> None:
+    hub, _ = await make_hub()
+    envelope = hub.refused(WireError(ErrorCode.UNAUTHORIZED, "missing token"))
+    assert envelope == {"type": "error", "ref": None, "code": "unauthorized",
+                        "message": "missing token"}
+    assert hub.metrics.errors == {"unauthorized": 1}
+
+
+async def test_stream_channels_are_parsed_and_checked_before_anything_exists() -> None:
+    hub, _ = await make_hub()
+    assert hub.stream_channels("alice", "a,user:alice", None) == (["a", "user:alice"], {})
+    assert hub.stream_channels("alice", None, "a=3;b=4") == (["a", "b"], {"a": 3, "b": 4})
+    with pytest.raises(WireError) as err:
+        hub.stream_channels("alice", "a,user:bob", None)
+    assert err.value.code == ErrorCode.FORBIDDEN
+    with pytest.raises(WireError) as err:
+        hub.stream_channels("alice", None, "a=x")
+    assert err.value.code == ErrorCode.BAD_REQUEST
+    assert hub.conns == {}
+
+
+async def test_parked_connections_expire_on_the_injected_clock() -> None:
+    hub, clock = await make_hub(idle=30.0)
+    a, b = await connected(hub, "a"), await connected(hub, "b")
+    assert hub.next_deadline() is None
+    hub.park(a)
+    clock.advance(10)
+    hub.park(b)
+    assert hub.next_deadline() == clock.now + 20
+    assert hub.expire(clock.now) == []
+    hub.unpark(a)  # a poll arrived
+    assert hub.next_deadline() == clock.now + 30
+    clock.advance(5)
+    hub.park(a)  # and was answered
+    clock.advance(25)
+    assert hub.expire(clock.now) == [b]
+    assert hub.next_deadline() == clock.now + 5
+    clock.advance(5)
+    assert hub.expire(clock.now) == [a] and hub.next_deadline() is None
+
+
+async def test_a_parked_connection_cut_off_expires_at_once() -> None:
+    hub, clock = await make_hub(idle=30.0)
+    conn = await connected(hub, "a")
+    hub.park(conn)
+    conn.close(wire.CLOSE_POLICY, "slow consumer: test")
+    assert hub.next_deadline() == clock.now
+    assert hub.expire(clock.now) == [conn]
+    hub.park(conn)  # a poll of a session cut off while it waited
+    assert hub.expire(clock.now) == [conn]
+
+
+async def test_a_disconnected_connection_is_no_longer_parked() -> None:
+    hub, _ = await make_hub()
+    conn = await connected(hub, "a")
+    hub.park(conn)
+    await hub.disconnect(conn)
+    assert hub.next_deadline() is None
+
+
+async def test_inbox_is_bounded_in_unread_bytes() -> None:
+    inbox = Inbox(Limits(hard_frame=10))
+    assert inbox.put(b"12345") and inbox.put(b"123", reliable=False)
+    assert not inbox.put(b"123"), "11 unread bytes: a flood"
+    assert await inbox.get() == (b"12345", True)
+    assert inbox.bytes == 6  # 3 queued, and 3 counted when refused
+    assert await inbox.get() == (b"123", False)
+    inbox.end()
+    assert await inbox.get() is None
+
+
+# --- Sender's tables --------------------------------------------------------------------------
+
+
+def test_sender_tables_name_every_move_between_known_states() -> None:
+    readers = {sender.READING, sender.HANDLING, sender.BURST, sender.BURST_HANDLING}
+    writers = {sender.IDLE, sender.SCHEDULED, sender.SENDING, sender.FLUSHING, sender.STOPPED}
+    assert {s for pair in sender.READER.items() for s in (pair[0][0], pair[1])} == readers
+    assert {s for pair in sender.WRITER.items() for s in (pair[0][0], pair[1])} == writers
+    with pytest.raises(KeyError):
+        sender.READER.__getitem__((sender.HANDLING, "request"))  # one request at a time
+
+
+async def test_sender_stops_for_good_when_the_peer_is_gone() -> None:
+    hub, _ = await make_hub()
+    _conn, s, sock = await with_sender(hub, "bob")
+    sock.gone = True
+    await s.handle(json.dumps({"op": "echo", "data": 1}))
+    assert s.writer == sender.STOPPED and s.reader == sender.BURST
+    await asyncio.sleep(0)
+    assert s.reader == sender.READING
 
 
 # --- budgets across channels and per user -----------------------------------------------------

@@ -11,25 +11,23 @@ transport has lives in its own file (test_webtransport.py, test_socketio.py, tes
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
 
-from servers import longpoll
-from servers.auth import make_token
 from servers.hub import Limits
 from servers.run import Running
-from sobranie_bench import wire
 from sobranie_bench.clients import TRANSPORTS, Client, ClientError
 from sobranie_bench.clients.webtransport import ByteCounter, connect_quic
 from sobranie_bench.clients.ws import OP_TEXT, frame
-from sobranie_bench.wire import ErrorCode, WireError
+from sobranie_contract import wire
+from sobranie_contract.tokens import make_token
+from sobranie_contract.wire import ErrorCode, WireError
 from tests.conftest import (
     UNIT,
     http_url,
@@ -113,11 +111,6 @@ class Probe:
             await client.subscribe(channel, since=since)
         return err.value.code
 
-    @contextlib.contextmanager
-    def offline_soon(self) -> Iterator[None]:
-        """While waiting for a closed client's presence to go offline."""
-        yield
-
     async def stall(self, server: Running, clients: Callable[..., Client],
                     channel: str) -> asyncio.StreamWriter | None:
         """A connection subscribed to ``channel`` that reads nothing from now on (the writer
@@ -195,15 +188,6 @@ class OneWayProbe(Probe):
 
 class PollProbe(OneWayProbe):
     reconnects_on_drop = False
-
-    @contextlib.contextmanager
-    def offline_soon(self):
-        """A poll session ends once its client has not polled for IDLE_SECONDS."""
-        saved, longpoll.IDLE_SECONDS = longpoll.IDLE_SECONDS, 0.1
-        try:
-            yield
-        finally:
-            longpoll.IDLE_SECONDS = saved
 
 
 class WebTransportProbe(Probe):
@@ -353,7 +337,9 @@ async def test_echo_goes_to_sender_only(transport, serve, clients):
 
 
 async def test_presence_on_connect_and_disconnect(transport, probe, serve, clients):
-    server = await serve()
+    """A closed client goes offline: at once, or once its connection has had no carrier for
+    ``Limits.idle`` (a poll session whose client stopped polling)."""
+    server = await serve(limits=Limits(idle=UNIT / 2))
     watcher = clients(transport, server.url, "watcher")
     await watcher.connect(["presence"])
     carol = clients(transport, server.url, "carol")
@@ -361,8 +347,7 @@ async def test_presence_on_connect_and_disconnect(transport, probe, serve, clien
     env = await next_of(watcher, "presence")
     assert (env["user"], env["status"]) == ("carol", "online")
     await carol.close()
-    with probe.offline_soon():
-        env = await asyncio.wait_for(next_of(watcher, "presence"), 3 * UNIT)
+    env = await asyncio.wait_for(next_of(watcher, "presence"), 3 * UNIT)
     assert (env["user"], env["status"]) == ("carol", "offline")
 
 

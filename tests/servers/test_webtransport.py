@@ -29,24 +29,22 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from servers.hub import Limits
+from servers.run import Options, core
 from servers.webtransport import (
     CERT_VALIDITY,
     UDP_BUFFER_BYTES,
     WebTransportServer,
     self_signed_certificate,
 )
-from sobranie_bench import wire
 from sobranie_bench.clients import Backoff, ClientError
 from sobranie_bench.clients.webtransport import (
     ByteCounter,
-    CapsuleReader,
-    LineSplitter,
     WebTransportClient,
-    close_capsule,
     connect_quic,
     open_bidi_stream,
-    parse_close,
 )
+from sobranie_contract import wire
+from sobranie_contract.framing import CapsuleReader, LineSplitter, close_capsule, parse_close
 from tests.conftest import SECRET, UNIT, next_of, subscriber_and_publisher, token
 
 WT = "webtransport"
@@ -103,9 +101,9 @@ async def test_unread_input_over_the_hard_limit_closes_the_session(start_server,
     gate = asyncio.Event()
     handle = hub.handle
 
-    async def stalled_handle(conn, raw):  # a hub slower than the network (a remote broker)
+    async def stalled_handle(conn, raw, **kwargs):  # a hub slower than the network
         await gate.wait()
-        await handle(conn, raw)
+        return await handle(conn, raw, **kwargs)
 
     hub.handle = stalled_handle
     client = clients(WT, server.url, reconnect=False)
@@ -232,7 +230,7 @@ async def test_the_shared_udp_socket_gets_large_buffers():
             limits[option] = int(Path(f"/proc/sys/net/core/{name}").read_text())
         except OSError:
             pytest.skip("no /proc/sys/net/core here (not Linux)")
-    server = WebTransportServer(secret=SECRET)
+    server = WebTransportServer(*core(Options(secret=SECRET), "sobranie-webtransport"))
     await server.start("127.0.0.1", 0)
     try:
         assert server._quic is not None and server._quic._transport is not None
