@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from http import HTTPStatus
+from ssl import SSLContext
 from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -30,10 +31,10 @@ class WebsocketsServer:
         self.hub = Hub(broker, limits=limits, server="sobranie-websockets")
         self.auth = auth.Authenticator(auth.secret_from_env(secret), origins)
 
-    async def start(self, host: str, port: int) -> Server:
+    async def start(self, host: str, port: int, ssl: SSLContext | None = None) -> Server:
         await self.hub.start()
         return await serve(self._session, host, port, process_request=self._check,
-                           max_size=self.hub.limits.hard_frame, compression=None)
+                           max_size=self.hub.limits.hard_frame, compression=None, ssl=ssl)
 
     def _check(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
