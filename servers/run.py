@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import importlib
 import signal
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -18,7 +19,7 @@ from aiohttp import web
 from servers import auth
 from servers.brokers import make_broker
 from servers.hub import Hub, Limits
-from sobranie_contract import tokens
+from sobranie_contract import tls, tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,21 @@ class Options:
     """Messages kept per channel for resume."""
     extra: dict[str, str] = field(default_factory=dict)
     """Transport-specific options (certificates, log directories)."""
+    tls: tls.CertPaths | None = None
+    """Serve the TCP transports over TLS 1.3 with these files (:func:`sobranie_contract.tls.ensure`)."""
+    tls_resumption: bool = False
+    """Issue TLS session tickets (off: every connect pays a full handshake)."""
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        return (tls.server_context(self.tls, resumption=self.tls_resumption)
+                if self.tls else None)
+
+    def base_url(self, port: int) -> str:
+        return f"{'https' if self.tls else 'http'}://{_host(self.host)}:{port}"
+
+    def tls_endpoints(self) -> dict[str, str]:
+        """``{"ca": path}`` when serving TLS: what a client must trust."""
+        return {"ca": str(self.tls.ca)} if self.tls else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +84,11 @@ async def serve_app(app: web.Application, opts: Options,
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
                            shutdown_timeout=1.0, keepalive_timeout=opts.limits.header_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, opts.host, opts.port, backlog=4096, reuse_address=True)
+    site = web.TCPSite(runner, opts.host, opts.port, backlog=4096, reuse_address=True,
+                       ssl_context=opts.ssl_context())
     await site.start()
-    url = f"http://{_host(opts.host)}:{runner.addresses[0][1]}"
-    return Running(url, runner.cleanup, endpoints(url))
+    url = opts.base_url(runner.addresses[0][1])
+    return Running(url, runner.cleanup, {**endpoints(url), **opts.tls_endpoints()})
 
 
 async def start_aiohttp(opts: Options) -> Running:
@@ -86,16 +103,17 @@ async def start_websockets(opts: Options) -> Running:
     from servers.ws_websockets import WebsocketsServer
 
     server = WebsocketsServer(*core(opts, "sobranie-websockets"))
-    ws_server = await server.start(opts.host, opts.port)
+    ws_server = await server.start(opts.host, opts.port, opts.ssl_context())
     port = ws_server.sockets[0].getsockname()[1]
-    url = f"http://{_host(opts.host)}:{port}"
+    url = opts.base_url(port)
 
     async def stop() -> None:
         ws_server.close()
         await server.hub.close()
         await ws_server.wait_closed()
 
-    return Running(url, stop, {"ws": f"ws://{_host(opts.host)}:{port}/ws"})
+    return Running(url, stop, {"ws": url.replace("http", "ws", 1) + "/ws",
+                               **opts.tls_endpoints()})
 
 
 SERVERS: dict[str, str] = {

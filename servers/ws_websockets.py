@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from http import HTTPStatus
+from ssl import SSLContext
 from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -27,11 +28,11 @@ class WebsocketsServer:
         self.hub = hub
         self.auth = authenticator
 
-    async def start(self, host: str, port: int) -> Server:
+    async def start(self, host: str, port: int, ssl: SSLContext | None = None) -> Server:
         await self.hub.start()
         return await serve(self._session, host, port, process_request=self._check,
                            max_size=self.hub.limits.hard_frame, compression=None,
-                           open_timeout=self.hub.limits.header_timeout)
+                           open_timeout=self.hub.limits.header_timeout, ssl=ssl)
 
     def _check(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)

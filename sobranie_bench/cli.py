@@ -12,12 +12,18 @@ from sobranie_bench import __version__
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from servers import run
+    from sobranie_contract import tls
     from servers.hub import Limits
 
+    certs = tls.ensure(Path(args.tls_dir) if args.tls_dir else None, [args.host]) \
+        if args.tls else None
     opts = run.Options(host=args.host, port=args.port, secret=args.jwt_secret,
                        origins=tuple(args.origin or ()), broker=args.broker,
                        limits=Limits(send_queue=args.send_queue),
+                       tls=certs, tls_resumption=args.tls_resumption,
                        extra={k: v for k, v in vars(args).items()
                               if k in ("cert", "key", "quic_log") and v})
 
@@ -81,6 +87,15 @@ def build_parser(*, all_commands: bool = True) -> argparse.ArgumentParser:
     serve.add_argument("--cert", help="TLS certificate (WebTransport; default: self-signed)")
     serve.add_argument("--key", help="TLS private key (with --cert)")
     serve.add_argument("--quic-log", help="directory for qlog files (WebTransport)")
+    serve.add_argument("--tls", action="store_true",
+                       help="serve the TCP transports over TLS 1.3 (https://, wss://) with a "
+                            "certificate of the local CA (made when missing; clients trust "
+                            "its ca.pem, printed with --json). WebTransport and WebRTC "
+                            "always encrypt")
+    serve.add_argument("--tls-dir", help="where the local CA and certificate live (default: "
+                                         "$SOBRANIE_TLS_DIR or ~/.cache/sobranie-bench/tls)")
+    serve.add_argument("--tls-resumption", action="store_true",
+                       help="issue TLS session tickets (default off: full handshakes)")
     serve.add_argument("--json", action="store_true", help="print the URLs as one JSON line")
     serve.set_defaults(func=_serve)
 

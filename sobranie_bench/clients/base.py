@@ -14,12 +14,13 @@ import asyncio
 import itertools
 import logging
 import random
+import ssl
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from sobranie_contract import wire
+from sobranie_contract import tls, wire
 from sobranie_contract.wire import WireError
 
 Envelope = dict[str, Any]
@@ -51,8 +52,10 @@ class Client(ABC):
     def __init__(self, url: str, token: str, *, reconnect: bool = True,
                  backoff: Backoff = Backoff(), rng: random.Random | None = None,
                  on_envelope: Callable[[Envelope], None] | None = None,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, ca: str | None = None) -> None:
         self.url = url.rstrip("/")
+        self.ca = ca
+        """CA certificate to trust for https:// (default: the local CA of sobranie_contract.tls)."""
         self.token = token
         self.reconnect = reconnect
         self.backoff = backoff
@@ -74,6 +77,7 @@ class Client(ABC):
         self._hello: asyncio.Future[Envelope] | None = None
         self._runner: asyncio.Task[None] | None = None
         self._closing = False
+        self._ssl: ssl.SSLContext | None = None
 
     # --- the interface --------------------------------------------------------------------
 
@@ -161,6 +165,15 @@ class Client(ABC):
     @abstractmethod
     async def _abort(self, graceful: bool = False) -> None:
         """Close the transport."""
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """TLS for an https:// URL (trusting ``ca``), None for http://; made once."""
+        if not self.url.startswith("https://"):
+            return None
+        if self._ssl is None:
+            self._ssl = tls.client_context(self.ca)
+        return self._ssl
 
     @property
     def token_query(self) -> str:

@@ -25,7 +25,8 @@ class AiohttpClient(Client):
             # Keep cookies from IP hosts too, as browsers do: a balancer's sticky-session
             # cookie (HAProxy ``cookie SRV insert``) on http://127.0.0.1 must come back.
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, force_close=False),
+                connector=aiohttp.TCPConnector(limit=0, force_close=False,
+                                             ssl=self.ssl_context or True),
                 cookie_jar=aiohttp.CookieJar(unsafe=True))
         return self._session
 

@@ -130,7 +130,8 @@ class SocketIOClient(Client):
 
             trace.on_request_end.append(on_end)
             self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0), trace_configs=[trace])
+                connector=aiohttp.TCPConnector(limit=0, ssl=self.ssl_context or True),
+                trace_configs=[trace])
         return self._http
 
     async def close(self) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import hashlib
 import os
+import ssl
 import struct
 from urllib.parse import urlsplit
 
@@ -141,13 +142,15 @@ class WsClient(Client):
 
     async def _open(self, resume: bool) -> None:
         url = urlsplit(self.url)
-        host, port = url.hostname or "127.0.0.1", url.port or 80
+        ctx = self.ssl_context
+        host, port = url.hostname or "127.0.0.1", url.port or (443 if ctx else 80)
         key = base64.b64encode(os.urandom(16))
         loop = asyncio.get_running_loop()
         try:
             _, proto = await asyncio.wait_for(loop.create_connection(
-                lambda: _Protocol(self, key), host, port), self.timeout)
-        except OSError as exc:
+                lambda: _Protocol(self, key), host, port, ssl=ctx,
+                server_hostname=host if ctx else None), self.timeout)
+        except (OSError, ssl.SSLError) as exc:
             raise ClientError(f"cannot reach {self.url}: {exc}") from None
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         assert proto.transport is not None

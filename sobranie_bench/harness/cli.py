@@ -62,7 +62,8 @@ def _run(args: argparse.Namespace) -> int:
     plan = Plan(profile=args.profile, transports=tuple(args.transports or ()),
                 scenarios=tuple(args.scenarios or ()), target=args.target, out=out,
                 workers=args.workers, trials=args.trials, seed=args.seed, broker=args.broker,
-                cluster=args.cluster, overrides=tuple(args.set or ()))
+                cluster=args.cluster, overrides=tuple(args.set or ()), tls=args.tls,
+                ca=args.ca)
     raws: list[dict[str, Any]] = []
     try:
         total = count_points(plan)
@@ -138,6 +139,11 @@ def register(sub: Any) -> None:
     p.add_argument("--set", type=_setting, action="append", metavar="KEY=VALUE",
                    help="set a scenario parameter in every grid point that has it, e.g. "
                         "--set subscribers=1000 --set rate=50 (repeatable)")
+    p.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True,
+                   help="TCP transports over TLS 1.3 with our local CA (default; WebTransport "
+                        "and WebRTC always encrypt); --no-tls measures plaintext, labelled "
+                        "tls=False in every result")
+    p.add_argument("--ca", help="CA certificate to trust for an https:// --target")
     p.add_argument("--fresh", action="store_true",
                    help="delete OUT/runs first, so the summary holds this run only")
     p.set_defaults(func=_run)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 
 
@@ -20,6 +21,15 @@ class Counts:
     """Server -> client bytes."""
     connections: int = 0
     """TCP connections the client opened."""
+    turns: list[float] = field(default_factory=list)
+    """On the first connection: when the server began each answer to a client flight
+    (monotonic seconds). The turns before the client's ``hello`` are its handshake round
+    trips (TCP's own SYN/SYN-ACK not included: the same for every TCP transport)."""
+    _last: str = ""
+
+    def round_trips_before(self, t: float) -> int:
+        """Round trips the first connection made before ``t`` (its ``hello``)."""
+        return sum(1 for turn in self.turns if turn <= t)
 
 
 @dataclass
@@ -43,6 +53,7 @@ class CountingProxy:
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.counts.connections += 1
+        first = self.counts.connections == 1
         try:
             up_r, up_w = await asyncio.open_connection(self.target_host, self.target_port)
         except OSError:
@@ -52,7 +63,8 @@ class CountingProxy:
         assert task is not None
         self._tasks.add(task)
         try:
-            await asyncio.gather(self._pipe(reader, up_w, "up"), self._pipe(up_r, writer, "down"))
+            await asyncio.gather(self._pipe(reader, up_w, "up", first),
+                                 self._pipe(up_r, writer, "down", first))
         finally:
             self._tasks.discard(task)
             for w in (writer, up_w):
@@ -60,9 +72,14 @@ class CountingProxy:
                     w.close()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    direction: str) -> None:
+                    direction: str, first: bool) -> None:
+        counts = self.counts
         try:
             while data := await reader.read(65536):
+                if first and direction != counts._last:
+                    if direction == "down" and counts._last == "up":
+                        counts.turns.append(time.monotonic())
+                    counts._last = direction
                 if direction == "up":
                     self.counts.up += len(data)
                 else:

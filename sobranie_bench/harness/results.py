@@ -19,7 +19,7 @@ from sobranie_bench.harness.recorder import decode, stats
 
 RAW_VERSION = 1
 SUMMARY_COLUMNS = ["run_id", "transport", "scenario", "params", "trial", "metric", "value",
-                   "unit", "client_bound"]
+                   "unit", "client_bound", "tls"]
 CLIENT_BOUND_PERCENT = 90.0
 """A harness process this busy (while the server is not) means the client was the limit."""
 
@@ -190,6 +190,8 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
         m["bytes_per_msg"] = ((c["sub_up"] + c["sub_down"] + c["pub_up"] + c["pub_down"]) / n,
                               "bytes")
         m["delivered"] = (c["delivered"], "count")
+        if "handshake_round_trips" in c:
+            m["handshake_round_trips"] = (c["handshake_round_trips"], "round trips")
     elif scenario == "capacity":
         m["max_clients_within_sla"] = (c["max_clients_within_sla"], "clients")
         m["sla_ms"] = (c["sla_ms"], "ms")
@@ -202,7 +204,7 @@ def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
     bound = is_client_bound(raw, w.get("measure", 0), w.get("end", 0))
     base = {"run_id": raw["metadata"]["run_id"], "transport": raw["transport"],
             "scenario": raw["scenario"], "params": params_key(raw["params"]),
-            "trial": raw["trial"], "client_bound": bound}
+            "trial": raw["trial"], "client_bound": bound, "tls": bool(raw.get("tls", False))}
     return [{**base, "metric": name, "value": round(float(value), 3), "unit": unit}
             for name, (value, unit) in sorted(metrics(raw).items())]
 

@@ -67,6 +67,11 @@ class Plan:
     """(parameter, value) pairs set in every grid point that has that parameter."""
     secret: str = field(default_factory=lambda: tokens.secret_from_env())
     """JWT secret shared with the server."""
+    tls: bool = True
+    """TCP transports over TLS 1.3 (what production pays; QUIC and DTLS always encrypt).
+    False = plaintext, labelled so in every result."""
+    ca: str | None = None
+    """CA certificate clients trust for an https:// ``target`` (default: our local CA)."""
 
     def points(self) -> Iterator[tuple[str, Scenario, dict[str, Any], int]]:
         scenarios = registry()
@@ -111,7 +116,7 @@ async def spawn_server(kind: str, plan: Plan) -> Server:
     """A fresh server process on an OS-chosen loopback port, ready when it prints its URL."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "sobranie_bench.cli", "serve", kind, "--port", "0", "--json",
-        "--broker", plan.broker, "--jwt-secret", plan.secret,
+        "--broker", plan.broker, "--jwt-secret", plan.secret, *(["--tls"] if plan.tls else []),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     try:
@@ -122,6 +127,8 @@ async def spawn_server(kind: str, plan: Plan) -> Server:
         err = (await proc.stderr.read()).decode(errors="replace").strip().splitlines()
         raise HarnessError(f"server {kind!r} did not start: {' / '.join(err[-3:])}") from None
     options = {"cert_hash": info["cert_sha256"]} if "cert_sha256" in info else {}
+    if "ca" in info:
+        options["ca"] = info["ca"]
     return Server(info["url"], proc.pid, proc, options)
 
 
@@ -161,7 +168,7 @@ def metadata(plan: Plan, run_id: str) -> dict[str, Any]:
             "cpu": cpu_model(), "cores": os.cpu_count(), "kernel": platform.release(),
             "git_commit": commit, "profile": plan.profile, "seed": plan.seed,
             "workers": plan.workers, "broker": plan.broker, "target": plan.target,
-            "cluster": plan.cluster,
+            "cluster": plan.cluster, "tls": plan.tls, "tls_resumption": False,
             "started": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
@@ -221,7 +228,7 @@ async def server_for(plan: Plan, transport: str) -> AsyncIterator[dict[str, Any]
     URL (``url``), client ``options`` it announced, and the pids to sample (``server``,
     ``server-2``...)."""
     if plan.target:
-        yield {"url": plan.target}
+        yield {"url": plan.target, "options": {"ca": plan.ca} if plan.ca else {}}
     elif plan.cluster:
         from sobranie_bench.cluster import Cluster
 
@@ -257,11 +264,20 @@ async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
     merged = merge_parts(parts)
     raw = {"version": results.RAW_VERSION, "metadata": meta, "transport": transport,
            "scenario": scenario.name, "params": params, "trial": trial,
-           "profile": plan.profile, "parts": len(parts),
+           "profile": plan.profile, "parts": len(parts), "tls": encrypted(ctx.url, transport),
            "window": window(ctx, merged["times"]),
            "resources": sampler.as_dict(), **merged}
     results.write_raw(plan.out / "runs" / run_id, raw)
     return raw
+
+
+ALWAYS_ENCRYPTED = {"webtransport", "webrtc"}
+"""Transports that encrypt whatever the plan says (QUIC, DTLS)."""
+
+
+def encrypted(url: str, transport: str) -> bool:
+    """Whether a run's traffic was encrypted: https:// (TLS over TCP) or QUIC / DTLS."""
+    return url.startswith("https://") or transport in ALWAYS_ENCRYPTED
 
 
 def window(ctx: PartContext, times: dict[str, float]) -> dict[str, float]:

@@ -8,6 +8,7 @@ close is counted, so handshakes are amortised over the run's messages.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -23,6 +24,8 @@ class Meter:
         self.ctx, self.user, self.kwargs = ctx, user, kwargs
         self.proxy: CountingProxy | None = None
         self.client: Client | None = None
+        self.round_trips: int | None = None
+        """Handshake round trips to the ``hello``, counted at the relay (TCP transports)."""
 
     async def open(self, channels: list[str]) -> Client:
         url = urlsplit(self.ctx.url)
@@ -36,6 +39,8 @@ class Meter:
             self.client = type(probe_client)(relayed, probe_client.token,
                                              timeout=self.ctx.timeout, **self.kwargs)
         await self.client.connect(channels)
+        if self.proxy is not None:
+            self.round_trips = self.proxy.counts.round_trips_before(time.monotonic())
         return self.client
 
     async def close(self) -> tuple[int, int]:
@@ -69,8 +74,11 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     await drain(lambda: delivered >= n, timeout=ctx.timeout)
     sub_up, sub_down = await sub_meter.close()
     pub_up, pub_down = await pub_meter.close()
-    return {"counters": {"published": n, "delivered": delivered, "sub_up": sub_up,
-                         "sub_down": sub_down, "pub_up": pub_up, "pub_down": pub_down}}
+    counters = {"published": n, "delivered": delivered, "sub_up": sub_up,
+                "sub_down": sub_down, "pub_up": pub_up, "pub_down": pub_down}
+    if pub_meter.round_trips is not None:  # the publisher's connect has no subscription
+        counters["handshake_round_trips"] = pub_meter.round_trips
+    return {"counters": counters}
 
 
 SCENARIO = Scenario(
