@@ -15,8 +15,8 @@ def _serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from servers import run
-    from sobranie_contract import tls
     from servers.hub import Limits
+    from sobranie_contract import tls
 
     certs = tls.ensure(Path(args.tls_dir) if args.tls_dir else None, [args.host]) \
         if args.tls else None

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from sobranie_contract import tls
 from sobranie_bench.clients import ClientError
+from sobranie_contract import tls
 from tests.conftest import UNIT, http_url, next_of
 
 TCP_TRANSPORTS = ["ws", "ws-websockets", "sse", "longpoll", "socketio", "socketio-polling"]
