@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from servers import auth
+from servers import auth, cors
 from servers.brokers import Broker
 from servers.hub import Hub, Limits
 from sobranie_bench import wire
@@ -111,6 +111,7 @@ def hub_app(hub: Hub, authenticator: auth.Authenticator, *,
     app = web.Application(client_max_size=hub.limits.hard_frame, middlewares=list(middlewares))
     app[HUB] = hub
     app[AUTH] = authenticator
+    cors.install(app, authenticator)
     if extra_metrics is not None:
         app[EXTRA_METRICS] = extra_metrics
     app.router.add_get("/healthz", healthz)

@@ -28,7 +28,7 @@ class Options:
     secret: str | None = None
     """JWT secret; None reads SOBRANIE_JWT_SECRET or the development default."""
     origins: Sequence[str] = ()
-    """WebSocket Origin allow-list; empty allows all."""
+    """Origin allow-list (WebSocket upgrades and CORS, servers/cors.py); empty allows all."""
     broker: str = "memory"
     """memory, redis://host:port or nats://host:port."""
     limits: Limits = field(default_factory=Limits)

@@ -53,7 +53,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from multidict import CIMultiDict
 
-from servers import auth
+from servers import auth, cors
 from servers.brokers import Broker, make_broker
 from servers.http_app import HUB, healthz, metrics
 from servers.hub import Connection, Hub, Limits
@@ -139,6 +139,7 @@ class WebTransportServer:
         await self.hub.start()
         app = web.Application()
         app[HUB] = self.hub
+        cors.install(app, self.auth)
         app.router.add_get("/wt-cert-hash", self._cert_hash)
         app.router.add_get("/healthz", healthz)
         app.router.add_get("/metrics", metrics)
@@ -186,7 +187,7 @@ class WebTransportServer:
         return web.json_response(
             {"algorithm": "sha-256", "value": self.cert_sha256,
              "expires": self.cert_expires.isoformat()},
-            headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "no-store"})
+            headers={"Cache-Control": "no-store"})
 
 
 class _Protocol(QuicConnectionProtocol):

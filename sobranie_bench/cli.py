@@ -73,7 +73,8 @@ def build_parser(*, all_commands: bool = True) -> argparse.ArgumentParser:
     serve.add_argument("--jwt-secret", help="HS256 secret (default: $SOBRANIE_JWT_SECRET, "
                                             "else the development secret)")
     serve.add_argument("--origin", action="append",
-                       help="allowed WebSocket Origin (repeat; none = allow all)")
+                       help="allowed page Origin, for WebSocket upgrades and CORS "
+                            "(repeat; none = allow all)")
     serve.add_argument("--broker", default="memory",
                        help="memory (default), redis://host:port or nats://host:port")
     serve.add_argument("--send-queue", type=int, default=4096,
