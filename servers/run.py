@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from servers import static
 from servers.brokers import make_broker
 from servers.hub import Limits
 
@@ -36,7 +37,8 @@ class Options:
     history_size: int = 1000
     """Messages kept per channel for resume."""
     extra: dict[str, str] = field(default_factory=dict)
-    """Transport-specific options (certificates, log directories)."""
+    """Transport-specific options (certificates, log directories, ``static``: a folder of
+    pages to serve at /web/)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,8 @@ async def serve_app(app: web.Application, opts: Options,
                     endpoints: Callable[[str], dict[str, str]]) -> Running:
     """Bind an aiohttp app (handler cancellation on, so a client that leaves ends its
     handler); ``endpoints`` maps the base URL to the URLs worth printing."""
+    if "static" in opts.extra:
+        static.mount(app, opts.extra["static"])
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
                            shutdown_timeout=1.0)
     await runner.setup()

@@ -19,7 +19,7 @@ def _serve(args: argparse.Namespace) -> int:
                        origins=tuple(args.origin or ()), broker=args.broker,
                        limits=Limits(send_queue=args.send_queue),
                        extra={k: v for k, v in vars(args).items()
-                              if k in ("cert", "key", "quic_log") and v})
+                              if k in ("cert", "key", "quic_log", "static") and v})
 
     def announce(running: run.Running) -> None:
         endpoint = running.endpoints.get(args.kind, running.url)
@@ -82,6 +82,9 @@ def build_parser(*, all_commands: bool = True) -> argparse.ArgumentParser:
     serve.add_argument("--cert", help="TLS certificate (WebTransport; default: self-signed)")
     serve.add_argument("--key", help="TLS private key (with --cert)")
     serve.add_argument("--quic-log", help="directory for qlog files (WebTransport)")
+    serve.add_argument("--static", metavar="DIR",
+                       help="also serve the pages in DIR at /web/ (e.g. web: the browser client "
+                            "and demo; aiohttp-based servers)")
     serve.add_argument("--json", action="store_true", help="print the URLs as one JSON line")
     serve.set_defaults(func=_serve)
 
