@@ -86,6 +86,12 @@ async def test_socketio_keeps_a_single_allow_origin_header(start_server):
                           f"&token={token('alice')}", headers={"Origin": PAGE})
     assert resp.status == 200
     assert resp.headers.getall(ACAO) == [PAGE]
+    same_origin = await _request("GET", f"{server.url}/socket.io/?EIO=4&transport=polling"
+                                 f"&token={token('alice')}")  # a page's own polling GET
+    assert same_origin.status == 200
+    foreign = await _request("GET", f"{server.url}/socket.io/?EIO=4&transport=polling"
+                             f"&token={token('alice')}", headers={"Origin": FOREIGN})
+    assert foreign.status == 403
 
 
 async def test_the_webtransport_cert_hash_follows_the_allow_list(start_server):
