@@ -4,7 +4,7 @@ For each transport, pages run web/check.js in parallel: from the server's own or
 aiohttp-based servers serve web/ with ``static``), from another origin on the allow-list, and
 from an origin that is not on it. The first two must do token, hello, subscribe, publish,
 receive, drop, resume with nothing lost or duplicated; the third must be refused. One browser
-for the module, one fresh context per page.
+for the module, one page per origin (each in its own context).
 """
 
 from __future__ import annotations
@@ -48,6 +48,13 @@ class Stack:
         self.page_runners: list[web.AppRunner] = []
         self.browser: Any = None
         self.engine: browser.Engine | None = None
+        self._pages: dict[str, Any] = {}
+
+    async def page(self, origin: str) -> Any:
+        """The check page on ``origin`` (one per origin, reused: opening one is the slow part)."""
+        if origin not in self._pages:
+            self._pages[origin] = await browser.open_check_page(self.browser, origin)
+        return self._pages[origin]
 
     async def page_origin(self) -> str:
         runner = web.AppRunner(static.page_app(), access_log=None)
@@ -90,22 +97,15 @@ async def stack() -> AsyncIterator[Stack]:
 
 
 async def _check(stack: Stack, origin: str, transport: str, channel: str) -> dict[str, Any]:
-    page = await browser.open_check_page(stack.browser, origin)
-    try:
-        return await browser.run_check(
-            page, transport=transport, url=stack.url(transport), token=token("bob"),
-            publisherToken=token("alice"), channel=channel, timeoutMs=TIMEOUT_MS)
-    finally:
-        await page.context.close()
+    return await browser.run_check(
+        await stack.page(origin), transport=transport, url=stack.url(transport),
+        token=token("bob"), publisherToken=token("alice"), channel=channel, timeoutMs=TIMEOUT_MS)
 
 
 async def _refused(stack: Stack, transport: str) -> dict[str, Any]:
-    page = await browser.open_check_page(stack.browser, stack.refused)
-    try:
-        return await browser.connect_only(page, transport=transport, url=stack.url(transport),
-                                          token=token("bob"), timeoutMs=TIMEOUT_MS)
-    finally:
-        await page.context.close()
+    return await browser.connect_only(await stack.page(stack.refused), transport=transport,
+                                      url=stack.url(transport), token=token("bob"),
+                                      timeoutMs=TIMEOUT_MS)
 
 
 @pytest.mark.parametrize("transport", list(KINDS))
@@ -134,8 +134,6 @@ async def test_a_foreign_page_cannot_read_an_http_answer(stack: Stack) -> None:
     url = stack.url("sse") + "/healthz"
     seen = {}
     for case, origin in (("allowed", stack.allowed), ("refused", stack.refused)):
-        page = await browser.open_check_page(stack.browser, origin)
-        seen[case] = await page.evaluate(
+        seen[case] = await (await stack.page(origin)).evaluate(
             "(u) => fetch(u).then(r => r.status, e => 'blocked: ' + e.name)", url)
-        await page.context.close()
     assert seen == {"allowed": 200, "refused": "blocked: TypeError"}
