@@ -4,9 +4,9 @@
 import { formatCursor, parseCursor } from "./client.js";
 import { OneWayClient } from "./http.js";
 
-/** The SSE event of the contract's error envelope; EventSource fires its own "error" for
- * connection failures, so the contract renames its event (issue 12, item 11). */
-export const SSE_ERROR_EVENT = "error";
+/** The SSE event of the contract's error envelope (wire.SSE_FAULT_EVENT): EventSource fires
+ * its own "error" for connection failures, so the contract's is named otherwise. */
+export const SSE_ERROR_EVENT = "fault";
 const EVENTS = ["hello", "ack", "message", "echo", "presence"];
 
 export class SseClient extends OneWayClient {
@@ -29,7 +29,7 @@ export class SseClient extends OneWayClient {
       for (const name of EVENTS) es.addEventListener(name, onEvent);
       if (SSE_ERROR_EVENT !== "error") es.addEventListener(SSE_ERROR_EVENT, onEvent);
       es.addEventListener("error", (event) => {
-        if (event.data !== undefined) { onEvent(event); return; }  // the contract's own
+        if (event.data !== undefined) { onEvent(event); return; }  // a server before the rename
         if (es !== this._es) return;
         if (es.readyState === EventSource.CLOSED) {  // refused (HTTP error): not retried by it
           reject(new Error("EventSource refused"));
