@@ -101,6 +101,7 @@ SERVERS: dict[str, str] = {
     "webtransport": "servers.webtransport:start",
     "socketio": "servers.socketio_app:start",
     "webrtc": "servers.webrtc:start",
+    "demo": "servers.demo:start",
 }
 """``serve`` kind -> ``module:starter``; the aiohttp kinds share one app."""
 

@@ -6,6 +6,7 @@
 // "hello") and for "state" (connecting, open, reconnecting, closed); drop() cuts the
 // connection; resume() reopens it from the cursor (drop() is followed by resume() after a
 // backoff with full jitter, as in Python: uniform in [0, min(cap, base * 2**attempt)]).
+// A cursor set before connect() ({channel: last id seen}) is where the subscriptions start.
 // A transport implements only _open(resume), _send(request) and _abort(), and calls
 // _dispatch(envelope) for what arrives and _ended(reason) when the connection is gone.
 
@@ -92,8 +93,9 @@ export class Client {
     return ack.id;
   }
 
+  /** Ask for an echo (it arrives as an "echo" envelope: round-trip timing). */
   echo(data, ref = this._ref()) {
-    return this._send({ op: "echo", data, ref });
+    return Promise.resolve().then(() => this._send({ op: "echo", data, ref }));
   }
 
   /** Send a request and resolve with its ack (reject with its error). */

@@ -1,6 +1,7 @@
 // Server-Sent Events (GET /sse): EventSource reconnects by itself after a network error and
 // sends Last-Event-ID (the stream's cursor); drop() closes it for good, and resume() opens a
-// new one with ?last_event_id= carrying the cursor this client kept.
+// new one with ?last_event_id= carrying the cursor this client kept (as does connect() when a
+// cursor was set before it).
 import { formatCursor, parseCursor } from "./client.js";
 import { OneWayClient } from "./http.js";
 
@@ -15,7 +16,7 @@ export class SseClient extends OneWayClient {
   _open(resume) {
     return new Promise((resolve, reject) => {
       let url = `${this.url}/sse?channels=${this.channelQuery}&${this.tokenQuery}`;
-      if (resume && Object.keys(this.cursor).length) {
+      if (Object.keys(this.cursor).length) {
         url += `&last_event_id=${encodeURIComponent(formatCursor(this.cursor))}`;
       }
       const es = (this._es = new EventSource(url));
