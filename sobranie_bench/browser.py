@@ -77,3 +77,50 @@ async def connect_only(page: Any, **params: Any) -> dict[str, Any]:
     """``connectOnly(params)`` of web/check.js: ``{ok, helloMs, error}``."""
     result: dict[str, Any] = await page.evaluate("(p) => window.sobranieConnect(p)", params)
     return result
+
+
+DEMO_VIEWPORT = {"width": 1280, "height": 820}
+
+
+async def demo_page(browser: Any, url: str, user: str, transport: str) -> Any:
+    """The demo page at ``url`` (``serve demo``'s base URL) as ``user``, open on ``transport``."""
+    context = await browser.new_context(viewport=DEMO_VIEWPORT)
+    page = await context.new_page()
+    await page.goto(f"{url}/web/demo/index.html?user={user}&transport={transport}")
+    await wait_demo_open(page, transport)
+    return page
+
+
+async def wait_demo_open(page: Any, transport: str, timeout_ms: float = 20000) -> None:
+    await page.wait_for_function(
+        "(t) => window.demo && window.demo.transport === t && window.demo.client "
+        "&& window.demo.client.state === 'open'", arg=transport, timeout=timeout_ms)
+
+
+async def demo_screenshot(url: str, path: str) -> None:
+    """The README's screenshot: alice on WebSockets, bob on SSE, a chat, a like, a drop."""
+    import asyncio
+
+    async with chromium() as (browser, _):
+        alice = await demo_page(browser, url, "alice", "ws")
+        bob = await demo_page(browser, url, "bob", "sse")
+        for page, text in ((alice, "Shipping the browser client today"),
+                           (bob, "Nice: SSE and WebSockets in one room")):
+            await page.fill("#text", text)
+            await page.click("#composer button")
+            await asyncio.sleep(0.3)
+        await bob.click(".messages li:has-text('Shipping') .like")
+        await alice.click("#drop")
+        await bob.fill("#text", "Posted while alice was dropped: she gets it on resume")
+        await bob.click("#composer button")
+        await asyncio.sleep(1.5)
+        await wait_demo_open(alice, "ws")
+        await asyncio.sleep(1.0)
+        await alice.screenshot(path=path)
+
+
+if __name__ == "__main__":  # python -m sobranie_bench.browser URL PNG (a running `serve demo`)
+    import asyncio
+    import sys
+
+    asyncio.run(demo_screenshot(sys.argv[1], sys.argv[2]))

@@ -137,3 +137,37 @@ async def test_a_foreign_page_cannot_read_an_http_answer(stack: Stack) -> None:
         seen[case] = await (await stack.page(origin)).evaluate(
             "(u) => fetch(u).then(r => r.status, e => 'blocked: ' + e.name)", url)
     assert seen == {"allowed": 200, "refused": "blocked: TypeError"}
+
+
+async def test_the_demo_page_works_end_to_end_on_every_transport(stack: Stack) -> None:
+    """alice switches through every transport: each time she chats, drops and resumes with
+    nothing lost or duplicated (a bot keeps talking meanwhile); bob, on SSE, likes her
+    message: the counter and her notification arrive, and she sees him online."""
+    demo = await run.starter("demo")(run.Options(secret=SECRET, extra={"bot_seconds": "0.2"}))
+    try:
+        alice = await browser.demo_page(stack.browser, demo.url, "alice", "ws")
+        bob = await browser.demo_page(stack.browser, demo.url, "bob", "sse")
+        await alice.wait_for_selector("#presence li:has-text('bob')")
+        for transport in KINDS:
+            await alice.click(f"button[data-transport='{transport}']")
+            await browser.wait_demo_open(alice, transport, TIMEOUT_MS)
+            await alice.fill("#text", f"hello over {transport}")
+            await alice.click("#composer button")
+            await alice.wait_for_selector(f".messages li:has-text('hello over {transport}')",
+                                          timeout=TIMEOUT_MS)
+            recovered = await alice.evaluate("window.demo.stats.recovered")
+            await alice.click("#drop")
+            await alice.wait_for_function(
+                "(n) => window.demo.client.state === 'open' && window.demo.stats.recovered > n",
+                arg=recovered, timeout=TIMEOUT_MS)
+        stats = await alice.evaluate("window.demo.stats")
+        assert stats["drops"] == len(KINDS)
+        assert stats["lost"] == 0 and stats["duplicated"] == 0
+        await bob.click(".messages li:has-text('hello over ws') .like")
+        await alice.wait_for_selector("#notifications li:has-text('bob liked')",
+                                      timeout=TIMEOUT_MS)
+        assert "1" in await alice.inner_text(".messages li:has-text('hello over ws') .like")
+        shot = await alice.screenshot()
+        assert shot[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        await demo.stop()
