@@ -25,14 +25,15 @@ from typing import Any
 
 from aiohttp import web
 
-from servers import auth, http_app, socketio_app, static, webrtc
+from servers import aiohttp_common, http_app, socketio_app, static, webrtc
 from servers.brokers import Message
 from servers.brokers.memory import MemoryBroker
 from servers.hub import Hub
 from servers.run import Options, Running, serve_app
 from servers.webtransport import WebTransportServer
 from servers.ws_websockets import WebsocketsServer
-from sobranie_bench.wire import WireError
+from sobranie_contract import tokens
+from sobranie_contract.wire import WireError
 
 PAGE = "/web/demo/index.html"
 LOBBY = "chat:lobby"
@@ -69,7 +70,7 @@ class SharedMemoryBroker(MemoryBroker):
 async def start(opts: Options) -> Running:
     """Every server on one shared broker; the demo page on the aiohttp app."""
     broker = SharedMemoryBroker(opts.history_size)
-    secret = auth.secret_from_env(opts.secret)
+    secret = tokens.secret_from_env(opts.secret)
     origins = tuple(opts.origins)
     if origins:  # the page's own origin must be allowed too
         origins += (f"http://{opts.host}:{opts.port}",)
@@ -92,15 +93,13 @@ async def start(opts: Options) -> Running:
         stops.append(sio.stop)
         urls["socketio"] = urls["socketio-polling"] = sio.url
 
-        address = webrtc.candidate_address(opts.host)
-        if address is not None:
-            webrtc.pin_host_candidates([address])
-        rtc = await serve_app(webrtc.make_app(**common), side, lambda url: {})
+        rtc = await serve_app(webrtc.make_app(
+            **common, ice_address=webrtc.candidate_address(opts.host)), side, lambda url: {})
         stops.append(rtc.stop)
         urls["webrtc"] = rtc.url
 
         app = http_app.make_app(**common)
-        hub = app[http_app.HUB]
+        hub = app[aiohttp_common.HUB]
         _add_demo_routes(app, hub, secret, urls)
         bot = float(opts.extra.get("bot_seconds", BOT_SECONDS))
         if bot > 0:
@@ -144,14 +143,14 @@ def _add_demo_routes(app: web.Application, hub: Hub, secret: str,
         user = request.query.get("user", "")
         if not USER.match(user) or user == BOT:
             raise web.HTTPBadRequest(text="user: 1 to 32 of A-Z a-z 0-9 _ . -")
-        return web.json_response({"user": user, "token": auth.make_token(user, secret)})
+        return web.json_response({"user": user, "token": tokens.make_token(user, secret)})
 
     async def like(request: web.Request) -> web.Response:
-        liker = str(http_app.authenticate(request)["sub"])
+        liker = str(aiohttp_common.authenticate(request)["sub"])
         try:
-            body = await http_app.read_body(request, "channel", "id", "author")
+            body = await aiohttp_common.read_body(request, "channel", "id", "author")
         except WireError as exc:
-            return http_app.error_response(exc)
+            return aiohttp_common.error_response(exc)
         author = str(body["author"])
         if not USER.match(author):
             raise web.HTTPBadRequest(text="author: not a user id")
