@@ -27,7 +27,7 @@ from aiohttp import web
 
 from servers import aiohttp_common, http_app, socketio_app, static, webrtc
 from servers.brokers import Message
-from servers.brokers.memory import MemoryBroker
+from servers.brokers.memory_broker import MemoryBroker
 from servers.hub import Hub
 from servers.run import Options, Running, serve_app
 from servers.webtransport import WebTransportServer
