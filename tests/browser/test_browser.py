@@ -171,3 +171,10 @@ async def test_the_demo_page_works_end_to_end_on_every_transport(stack: Stack) -
         assert shot[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
         await demo.stop()
+
+
+def test_firefox_is_not_run_yet() -> None:
+    """Firefox ESR is not driven: Playwright cannot launch Debian's build, and the
+    puppeteer-core (WebDriver BiDi) driver is not written yet. Reported, never passed."""
+    pytest.skip("Firefox ESR: NOT RUN (Playwright cannot launch Debian's firefox-esr; the "
+                "puppeteer-core WebDriver BiDi driver is not built yet)")
