@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from servers import auth
+from servers import auth, cors
 from servers.hub import Hub
 from sobranie_contract import wire
 from sobranie_contract.wire import ErrorCode, WireError
@@ -89,6 +89,7 @@ def hub_app(hub: Hub, authenticator: auth.Authenticator, *,
     app = web.Application(client_max_size=hub.limits.hard_frame, middlewares=list(middlewares))
     app[HUB] = hub
     app[AUTH] = authenticator
+    cors.install(app, authenticator)
     if extra_metrics is not None:
         app[EXTRA_METRICS] = extra_metrics
     app.router.add_get("/healthz", healthz)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from servers import auth
+from servers import auth, static
 from servers.brokers import make_broker
 from servers.hub import Hub, Limits
 from sobranie_contract import tls, tokens
@@ -31,7 +31,7 @@ class Options:
     secret: str | None = None
     """JWT secret; None reads SOBRANIE_JWT_SECRET or the development default."""
     origins: Sequence[str] = ()
-    """WebSocket Origin allow-list; empty allows all."""
+    """Origin allow-list (WebSocket upgrades and CORS, servers/cors.py); empty allows all."""
     broker: str = "memory"
     """memory, redis://host:port or nats://host:port."""
     limits: Limits = field(default_factory=Limits)
@@ -39,7 +39,8 @@ class Options:
     history_size: int = 1000
     """Messages kept per channel for resume."""
     extra: dict[str, str] = field(default_factory=dict)
-    """Transport-specific options (certificates, log directories)."""
+    """Transport-specific options (certificates, log directories, ``static``: a folder of
+    pages to serve at /web/)."""
     tls: tls.CertPaths | None = None
     """Serve the TCP transports over TLS 1.3 with these files (:func:`sobranie_contract.tls.ensure`)."""
     tls_resumption: bool = False
@@ -81,6 +82,8 @@ async def serve_app(app: web.Application, opts: Options,
     handler); ``endpoints`` maps the base URL to the URLs worth printing. aiohttp's keep-alive
     timer also closes a connection whose request has not arrived whole: it is the header-read
     timeout (``Limits.header_timeout``)."""
+    if "static" in opts.extra:
+        static.mount(app, opts.extra["static"])
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
                            shutdown_timeout=1.0, keepalive_timeout=opts.limits.header_timeout)
     await runner.setup()
@@ -125,6 +128,7 @@ SERVERS: dict[str, str] = {
     "webtransport": "servers.webtransport:start",
     "socketio": "servers.socketio_app:start",
     "webrtc": "servers.webrtc:start",
+    "demo": "servers.demo:start",
 }
 """``serve`` kind -> ``module:starter``; the aiohttp kinds share one app."""
 

@@ -52,7 +52,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from multidict import CIMultiDict
 
-from servers import auth
+from servers import auth, cors
 from servers.aiohttp_common import HUB, healthz, metrics
 from servers.hub import FLOOD_REASON, Connection, Hub, Inbox
 from servers.run import Options, Running, core
@@ -136,6 +136,7 @@ class WebTransportServer:
         await self.hub.start()
         app = web.Application()
         app[HUB] = self.hub
+        cors.install(app, self.auth)
         app.router.add_get("/wt-cert-hash", self._cert_hash)
         app.router.add_get("/healthz", healthz)
         app.router.add_get("/metrics", metrics)
@@ -184,7 +185,7 @@ class WebTransportServer:
         return web.json_response(
             {"algorithm": "sha-256", "value": self.cert_sha256,
              "expires": self.cert_expires.isoformat()},
-            headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "no-store"})
+            headers={"Cache-Control": "no-store"})
 
 
 class _Protocol(QuicConnectionProtocol):

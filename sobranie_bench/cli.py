@@ -25,7 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
                        limits=Limits(send_queue=args.send_queue),
                        tls=certs, tls_resumption=args.tls_resumption,
                        extra={k: v for k, v in vars(args).items()
-                              if k in ("cert", "key", "quic_log") and v})
+                              if k in ("cert", "key", "quic_log", "static") and v})
 
     def announce(running: run.Running) -> None:
         endpoint = running.endpoints.get(args.kind, running.url)
@@ -79,7 +79,8 @@ def build_parser(*, all_commands: bool = True) -> argparse.ArgumentParser:
     serve.add_argument("--jwt-secret", help="HS256 secret (default: $SOBRANIE_JWT_SECRET, "
                                             "else the development secret)")
     serve.add_argument("--origin", action="append",
-                       help="allowed WebSocket Origin (repeat; none = allow all)")
+                       help="allowed page Origin, for WebSocket upgrades and CORS "
+                            "(repeat; none = allow all)")
     serve.add_argument("--broker", default="memory",
                        help="memory (default), redis://host:port or nats://host:port")
     serve.add_argument("--send-queue", type=int, default=4096,
@@ -96,6 +97,9 @@ def build_parser(*, all_commands: bool = True) -> argparse.ArgumentParser:
                                          "$SOBRANIE_TLS_DIR or ~/.cache/sobranie-bench/tls)")
     serve.add_argument("--tls-resumption", action="store_true",
                        help="issue TLS session tickets (default off: full handshakes)")
+    serve.add_argument("--static", metavar="DIR",
+                       help="also serve the pages in DIR at /web/ (e.g. web: the browser client "
+                            "and demo; aiohttp-based servers)")
     serve.add_argument("--json", action="store_true", help="print the URLs as one JSON line")
     serve.set_defaults(func=_serve)
 
