@@ -120,7 +120,8 @@ async def spawn_server(kind: str, plan: Plan) -> Server:
         err = (await proc.stderr.read()).decode(errors="replace").strip().splitlines()
         raise HarnessError(f"server {kind!r} did not start: {' / '.join(err[-3:])}") from None
     options = {"cert_hash": info["cert_sha256"]} if "cert_sha256" in info else {}
-    return Server(info["url"], proc.pid, proc, options)
+    # a server that runs in a child of `serve` (Elysia) announces the pid to sample
+    return Server(info["url"], int(info.get("pid", proc.pid)), proc, options)
 
 
 async def check_target(url: str) -> None:
