@@ -131,7 +131,12 @@ export function buildApp(hub: Hub, auth: Authenticator, options: Options) {
     .post("/echo", streamRequest("echo"), { parse: "none" })
     .post("/subscribe", streamRequest("subscribe"), { parse: "none" })
     .post("/unsubscribe", streamRequest("unsubscribe"), { parse: "none" })
-    .get("/ws", ({ request, server }) => {
+    .get("/ws", async ({ request, server }) => {
+      // One turn of the loop before the new connection is served, as asyncio gives aiohttp:
+      // requests already read from open connections are handled first. A client that sends
+      // a subscribe and then opens a second connection (whose presence it must see) relies
+      // on it; without the turn, uWS serves whichever socket epoll lists first.
+      await new Promise((resolve) => setImmediate(resolve));
       const claims = authenticate(request, new URL(request.url).searchParams);
       if (claims instanceof Response) return claims;
       if (!auth.originAllowed(request.headers.get("origin"))) {

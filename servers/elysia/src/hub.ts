@@ -182,7 +182,9 @@ export class Metrics {
 }
 
 export class Hub {
-  readonly metrics = new Metrics();
+  metrics = new Metrics();
+  quiet = false;
+  /** While true (the server's warm-up), no presence is published. */
   readonly conns = new Map<string, Connection>();
   readonly channels = new Map<string, Set<Connection>>();
   private online = new Map<string, number>();
@@ -211,7 +213,7 @@ export class Hub {
     conn.pushEnvelope(wire.hello(conn.id, user, this.server));
     const count = (this.online.get(user) ?? 0) + 1;
     this.online.set(user, count);
-    if (count === 1) void this.broker.publishTransient(wire.PRESENCE_CHANNEL, wire.presence(user, "online"));
+    if (count === 1 && !this.quiet) void this.broker.publishTransient(wire.PRESENCE_CHANNEL, wire.presence(user, "online"));
     return conn;
   }
 
@@ -225,7 +227,7 @@ export class Hub {
       return;
     }
     this.online.delete(conn.user);
-    await this.broker.publishTransient(wire.PRESENCE_CHANNEL, wire.presence(conn.user, "offline"));
+    if (!this.quiet) await this.broker.publishTransient(wire.PRESENCE_CHANNEL, wire.presence(conn.user, "offline"));
   }
 
   /** The stream ``connId`` of ``user`` (for /echo, /subscribe on SSE and polling). */

@@ -6,7 +6,7 @@ import { parseArgs } from "node:util";
 import { buildApp } from "./app";
 import { Authenticator, DEV_SECRET } from "./auth";
 import { makeBroker } from "./brokers";
-import { DEFAULT_LIMITS, Hub } from "./hub";
+import { DEFAULT_LIMITS, Hub, Metrics } from "./hub";
 import { HISTORY_SIZE } from "./wire";
 
 const HELP = `usage: bun run src/main.ts [--host H] [--port P] [--broker memory|redis://h:p]
@@ -92,8 +92,44 @@ try {
 const server = app.server!;
 const host = args.host!.includes(":") ? `[${args.host}]` : args.host;
 const url = `${tls ? "https" : "http"}://${host}:${server.port}`;
+await warmUp(url);
 console.log(JSON.stringify({ kind: "elysia", url, pid: process.pid, ws: `${url.replace("http", "ws")}/ws`,
   sse: `${url}/sse`, poll: `${url}/poll`, bun: Bun.version }));
+
+/** Before saying ready: Elysia compiles its routes and reloads the server after the first
+ * tick, and the JIT compiles each handler on first use, so the first connections of a cold
+ * server each took 5-35 ms -- long enough for a client's second connection to overtake its
+ * first one's subscribe. A few WebSocket and SSE sessions of our own go through every path
+ * first (no presence is published for them, and the counters start from zero after). */
+async function warmUp(base: string): Promise<void> {
+  const token = auth.token("sobranie-warmup");
+  hub.quiet = true;
+  for (let round = 0; round < 5; round++) {
+    await new Promise<void>((resolve, reject) => {
+      const ws = new WebSocket(`${base.replace("http", "ws")}/ws?token=${token}`);
+      let seen = 0;
+      ws.onopen = () => {
+        ws.send(JSON.stringify({ op: "subscribe", channel: "presence", ref: "s" }));
+        ws.send(JSON.stringify({ op: "echo", data: { round }, ref: "e" }));
+        ws.send("not json");
+      };
+      ws.onmessage = () => {
+        if (++seen === 4) ws.close();
+      };
+      ws.onclose = () => resolve();
+      ws.onerror = () => reject(new Error("warm-up WebSocket failed"));
+    });
+    const sse = await fetch(`${base}/sse?channels=presence&token=${token}`);
+    const reader = sse.body!.getReader();
+    await reader.read();
+    await reader.cancel();
+    for (const path of ["/healthz", "/metrics", "/ws", "/poll", "/nope"]) await (await fetch(base + path)).text();
+    await (await fetch(`${base}/publish`, { method: "POST", body: "{}", headers: { Authorization: `Bearer ${token}` } })).text();
+  }
+  for (let i = 0; i < 1000 && hub.conns.size; i++) await Bun.sleep(1);
+  hub.quiet = false;
+  hub.metrics = new Metrics();
+}
 
 let stopping = false;
 async function shutdown(): Promise<void> {
