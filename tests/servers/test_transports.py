@@ -73,7 +73,7 @@ class Probe:
     path that may write to ``user:`` channels."""
     stall_messages = 0
     """Messages of 16 kB that fill a stalled reader's buffers (0: no stalled reader test)."""
-    serve_extra: dict[str, str] = {}
+    serve_extra: tuple[tuple[str, str], ...] = ()
     """``Options.extra`` of the servers this probe's tests start (a subprocess server takes
     what a test would patch in-process as a start-up option)."""
 
@@ -212,7 +212,7 @@ class PollProbe(OneWayProbe):
 class ElysiaPollProbe(PollProbe):
     """Long-polling on the Elysia server, a subprocess: its idle time is set when it starts."""
 
-    serve_extra = {"poll_idle": "0.5"}
+    serve_extra = (("poll_idle", "0.5"),)
 
     @contextlib.contextmanager
     def offline_soon(self):

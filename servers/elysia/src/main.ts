@@ -106,7 +106,10 @@ async function warmUp(base: string): Promise<void> {
   hub.quiet = true;
   for (let round = 0; round < 5; round++) {
     await new Promise<void>((resolve, reject) => {
-      const ws = new WebSocket(`${base.replace("http", "ws")}/ws?token=${token}`);
+      const origin = [...auth.origins][0];  // Bun's client sends none; the allow-list wants one
+      const ws = new WebSocket(`${base.replace("http", "ws")}/ws?token=${token}`,
+        // @ts-expect-error Bun's WebSocket takes headers
+        origin ? { headers: { Origin: origin } } : undefined);
       let seen = 0;
       ws.onopen = () => {
         ws.send(JSON.stringify({ op: "subscribe", channel: "presence", ref: "s" }));
