@@ -101,9 +101,17 @@ async def test_origin_allow_list_and_cors(start_server):
                                    headers={**headers, "Origin": "https://evil.example"}) as resp:
             assert resp.status == 403
             assert "Access-Control-Allow-Origin" not in resp.headers
-        async with session.get(server.url + "/healthz",
-                               headers={"Origin": "https://sobranie.example"}) as resp:
-            assert resp.headers["Access-Control-Allow-Origin"] == "https://sobranie.example"
+        for path in ("/healthz", "/metrics"):  # on every answer, set by a handler or not
+            async with session.get(server.url + path,
+                                   headers={"Origin": "https://sobranie.example"}) as resp:
+                assert resp.headers["Access-Control-Allow-Origin"] == "https://sobranie.example"
+        async with session.post(server.url + "/publish", json={"channel": "a", "data": 1},
+                                headers={"Origin": "https://evil.example",
+                                         "Authorization": f"Bearer {token('a')}"}) as resp:
+            assert resp.status == 403  # refused before it runs: nothing was published
+        async with session.post(server.url + "/publish", json={"channel": "a", "data": 1},
+                                headers={"Authorization": f"Bearer {token('a')}"}) as resp:
+            assert (await resp.json())["id"] == 1
 
 
 async def test_python_and_elysia_share_ids_history_and_delivery(namespaced, start_server,

@@ -31,11 +31,16 @@ const seconds = () => performance.now() / 1000;
 export function buildApp(hub: Hub, auth: Authenticator, options: Options) {
   const sessions = new Map<string, Session>();
 
-  // --- CORS: the Origin allow-list is the CORS list; credentials off ---------------------------
+  // --- CORS: the Origin allow-list is the CORS list (as servers/cors.py) ----------------------
+  // A request without Origin is served as before; one whose Origin is not allowed is refused
+  // (403) before anything runs; an allowed one gets Access-Control-Allow-Origin on every
+  // answer, errors included (``*`` with an empty list); a preflight is answered 204.
+  // Credentials stay off: the token travels as ?token= or Authorization, never a cookie.
   const corsHeaders = (request: Request): Record<string, string> => {
     const origin = request.headers.get("origin");
     if (origin === null || !auth.originAllowed(origin)) return {};
-    return { "Access-Control-Allow-Origin": auth.origins.size ? origin : "*", Vary: "Origin" };
+    return auth.origins.size ? { "Access-Control-Allow-Origin": origin, Vary: "Origin" }
+      : { "Access-Control-Allow-Origin": "*" };
   };
   const json = (request: Request, body: unknown, status = 200, headers: Record<string, string> = {}) =>
     new Response(typeof body === "string" ? body : wire.encode(body),
@@ -103,14 +108,22 @@ export function buildApp(hub: Hub, auth: Authenticator, options: Options) {
   }, 1000);
 
   const app = new Elysia()
-    .onRequest(({ request }) => {  // CORS preflight: answered before any route
-      if (request.method !== "OPTIONS") return;
-      const headers = corsHeaders(request);
-      if (!headers["Access-Control-Allow-Origin"]) return new Response(null, { status: 403 });
-      return new Response(null, { status: 204, headers: { ...headers,
-        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-        "Access-Control-Allow-Headers": "Authorization, Content-Type, Last-Event-ID",
-        "Access-Control-Max-Age": "600" } });
+    .onRequest(({ request }) => {
+      const origin = request.headers.get("origin");
+      if (origin === null) return;
+      if (!auth.originAllowed(origin)) return new Response("origin not allowed", { status: 403 });
+      if (request.method === "OPTIONS" && request.headers.has("access-control-request-method")) {
+        return new Response(null, { status: 204, headers: { ...corsHeaders(request),
+          "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+          "Access-Control-Allow-Headers": "Authorization, Content-Type, Last-Event-ID",
+          "Access-Control-Max-Age": "600" } });
+      }
+    })
+    .onAfterHandle(({ request, response }) => {  // what the handlers did not set themselves
+      if (!(response instanceof Response)) return;
+      for (const [name, value] of Object.entries(corsHeaders(request))) {
+        if (!response.headers.has(name)) response.headers.set(name, value);
+      }
     })
     .get("/healthz", ({ request }) => json(request, { status: "ok", server: hub.server }))
     .get("/metrics", () => new Response(hub.metrics.render(hub), { headers: { "Content-Type": "text/plain; charset=utf-8" } }))
@@ -146,7 +159,7 @@ export function buildApp(hub: Hub, auth: Authenticator, options: Options) {
       if ((server as Server<WsData>).upgrade(request, { data })) return;
       return new Response("expected a WebSocket upgrade", { status: 400 });
     })
-    .get("/sse", ({ request }) => {
+    .get("/sse", ({ request, server }) => {
       const query = new URL(request.url).searchParams;
       const claims = authenticate(request, query);
       if (claims instanceof Response) return claims;
@@ -163,10 +176,11 @@ export function buildApp(hub: Hub, auth: Authenticator, options: Options) {
         if (exc instanceof WireError) return errorResponse(request, exc);
         throw exc;
       }
+      server?.timeout(request, 0);  // a stream: idle between events by design (pings: 15 s)
       return new Response(sseStream(hub, request, claims.sub, channels, cursor),
         { headers: { ...SSE_HEADERS, ...corsHeaders(request) } });
     })
-    .get("/poll", async ({ request }) => {
+    .get("/poll", async ({ request, server }) => {
       const query = new URL(request.url).searchParams;
       const claims = authenticate(request, query);
       if (claims instanceof Response) return claims;
@@ -190,6 +204,7 @@ export function buildApp(hub: Hub, auth: Authenticator, options: Options) {
         if (exc instanceof WireError) return errorResponse(request, exc);
         throw exc;
       }
+      server?.timeout(request, Math.ceil(timeout) + 10);  // held on purpose, up to timeout
       let session = sessions.get(query.get("conn") ?? "");
       if (session === undefined || session.conn.user !== user || !continues(session, cursor)) {
         if (session !== undefined && session.conn.user === user) await endSession(session);

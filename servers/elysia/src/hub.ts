@@ -96,11 +96,11 @@ export class Connection {
   async outgoing(timeout: number, signal?: AbortSignal): Promise<Outgoing[]> {
     if (this.queue.length === 0 && this.closeCode === null) {
       await new Promise<void>((resolve) => {
-        const timer = timeout > 0 ? setTimeout(() => this.wake(), timeout * 1000) : null;
+        const timer = setTimeout(() => this.wake(), timeout * 1000);
         const abort = () => this.wake();
         signal?.addEventListener("abort", abort);
         this.waiter = () => {
-          if (timer !== null) clearTimeout(timer);
+          clearTimeout(timer);
           signal?.removeEventListener("abort", abort);
           resolve();
         };

@@ -11,7 +11,8 @@ import { HISTORY_SIZE } from "./wire";
 
 const HELP = `usage: bun run src/main.ts [--host H] [--port P] [--broker memory|redis://h:p]
   [--origin O ...] [--send-queue N] [--max-envelope B] [--hard-frame B] [--rate R] [--burst N]
-  [--flood N] [--history-size N] [--poll-idle S] [--server-name NAME] [--cert PEM --key PEM]
+  [--flood N] [--history-size N] [--poll-idle S] [--header-timeout S] [--server-name NAME]
+  [--cert PEM --key PEM]
   [--exit-with-stdin]  (stop when standard input closes: the parent that started it is gone)
 The JWT secret is $SOBRANIE_JWT_SECRET (else the development secret).`;
 
@@ -29,6 +30,7 @@ const { values: args } = parseArgs({
     flood: { type: "string" },
     "history-size": { type: "string", default: String(HISTORY_SIZE) },
     "poll-idle": { type: "string", default: "30" },
+    "header-timeout": { type: "string", default: "10" },
     "server-name": { type: "string", default: "sobranie-elysia/0.1.0" },
     cert: { type: "string" },
     key: { type: "string" },
@@ -82,7 +84,10 @@ const tls = args.cert && args.key ? { cert: Bun.file(args.cert), key: Bun.file(a
 try {
   app.listen({
     hostname: args.host, port: number("port", args.port, 8080), reusePort: false,
-    maxRequestBodySize: limits.hardFrame, idleTimeout: 120, development: false,
+    // idle HTTP connections (and half-sent requests) close after --header-timeout; a held
+    // poll and an SSE stream set their own (app.ts)
+    maxRequestBodySize: limits.hardFrame, development: false,
+    idleTimeout: number("header-timeout", args["header-timeout"], 10),
     websocket, tls,
   });
 } catch (exc) {
