@@ -130,10 +130,11 @@ def register(sub: Any) -> None:
     p.add_argument("--trials", type=int, help="trials per point (default: ci 1, else 3)")
     p.add_argument("--seed", type=int, default=1, help="seed for schedules (default 1)")
     p.add_argument("--broker", default="memory",
-                   help="broker of the servers the harness starts (memory, redis://, nats://)")
+                   help="broker of the servers the harness starts: memory (default), redis or "
+                        "nats (our own, started fresh per run) or a redis:// / nats:// URL")
     p.add_argument("--cluster", type=int, default=0, metavar="N",
-                   help="run against N instances behind HAProxy over --broker (redis:// or "
-                        "nats://), fresh per run; ws, sse and longpoll only")
+                   help="run against N instances behind HAProxy over --broker (redis, nats "
+                        "or a URL), fresh per run; ws, sse and longpoll only")
     p.add_argument("--set", type=_setting, action="append", metavar="KEY=VALUE",
                    help="set a scenario parameter in every grid point that has it, e.g. "
                         "--set subscribers=1000 --set rate=50 (repeatable)")

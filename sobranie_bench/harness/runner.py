@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from servers import auth
-from sobranie_bench import __version__
+from sobranie_bench import __version__, services
 from sobranie_bench.clients import TRANSPORTS
 from sobranie_bench.harness import results
 from sobranie_bench.harness.recorder import merge
@@ -58,7 +58,8 @@ class Plan:
     seed: int = 1
     """Seed for schedules and payloads."""
     broker: str = "memory"
-    """Broker of the servers the harness starts."""
+    """Broker of the servers the harness starts: memory, a URL, or a bare ``redis`` / ``nats``
+    (our own, fresh per run, :mod:`sobranie_bench.services`)."""
     cluster: int = 0
     """Run against N instances behind HAProxy (fresh per run) instead of one server."""
     overrides: tuple[tuple[str, Any], ...] = ()
@@ -234,11 +235,13 @@ async def server_for(plan: Plan, transport: str) -> AsyncIterator[dict[str, Any]
                     for i, inst in enumerate(cluster.instances)}
             yield {"url": cluster.lb_url, **pids}
     else:
-        server = await spawn_server(TRANSPORTS[transport].server, plan)
-        try:
-            yield {"url": server.url, "server": server.pid, "options": server.client_options}
-        finally:
-            await server.stop()
+        async with services.broker(plan.broker) as broker:
+            server = await spawn_server(TRANSPORTS[transport].server, replace(plan, broker=broker))
+            try:
+                yield {"url": server.url, "server": server.pid,
+                       "options": server.client_options}
+            finally:
+                await server.stop()
 
 
 async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
