@@ -2,19 +2,14 @@
 one's keys, script and envelope, so Python and Elysia instances make one cluster.
 
 The contract itself runs over Elysia in test_transports.py (ws@elysia, sse@elysia,
-longpoll@elysia). Redis here is a redis-server of this module's own, on a free port.
+longpoll@elysia). Redis is the session's own (``redis_url`` in tests/conftest.py), one
+namespace per test.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import secrets
-import shutil
-import socket
-import subprocess
-from collections.abc import Iterator
 
 import aiohttp
 import psutil
@@ -23,43 +18,13 @@ import pytest
 from servers import elysia
 from servers.brokers import make_broker
 from servers.run import Options
-from sobranie_bench.cluster import Cluster
-from tests.conftest import SECRET, UNIT, messages, metrics_text, next_of, token
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    """A redis-server of this module's own (no persistence), stopped at the end."""
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed: `make setup` installs it (setup/apt.txt)")
-    port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(int(UNIT / 0.05)):
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    break
-            asyncio.run(asyncio.sleep(0.05))
-        else:
-            raise AssertionError("redis-server did not answer PING")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.kill()
-        proc.wait()
+from sobranie_bench.cluster import Cluster, free_port
+from tests.conftest import SECRET, messages, metrics_text, next_of, token
 
 
 @pytest.fixture
 def namespaced(redis_url: str) -> str:
-    """The module's Redis under a fresh namespace (keys of one test never meet another's)."""
+    """The session's Redis under a fresh namespace (keys of one test never meet another's)."""
     return f"{redis_url}?namespace=t{secrets.token_hex(4)}"
 
 
@@ -123,8 +88,9 @@ async def test_python_and_elysia_share_ids_history_and_delivery(namespaced, star
     bun = await start_server("elysia", broker=namespaced)
     subs = [clients("ws", python.url, "bob"), clients("ws@elysia", bun.url, "eve"),
             clients("sse@elysia", bun.url, "sam")]
-    for sub in subs:
-        await sub.connect(["chat:mixed"])
+    for sub in subs:  # subscribed once acked (connect alone returns at the hello)
+        await sub.connect()
+        await sub.subscribe("chat:mixed")
     pubs = [clients("ws", python.url, "alice"), clients("ws@elysia", bun.url, "alice")]
     for pub in pubs:
         await pub.connect()
@@ -153,7 +119,8 @@ async def test_presence_crosses_between_python_and_elysia(namespaced, start_serv
     python = await start_server("ws", broker=namespaced)
     bun = await start_server("elysia", broker=namespaced)
     watcher = clients("ws", python.url, "watcher")
-    await watcher.connect(["presence"])
+    await watcher.connect()
+    await watcher.subscribe("presence")  # acked once Redis confirmed the subscription
     carol = clients("ws@elysia", bun.url, "carol")
     await carol.connect()
     env = await next_of(watcher, "presence")
@@ -163,12 +130,11 @@ async def test_presence_crosses_between_python_and_elysia(namespaced, start_serv
     assert (env["user"], env["status"]) == ("carol", "offline")
 
 
-async def test_mixed_cluster_behind_haproxy_delivers_in_order(namespaced, clients):
+async def test_mixed_cluster_behind_haproxy_delivers_in_order(namespaced, haproxy, clients):
     """Python and Elysia instances behind one HAProxy: clients through the balancer land on
     either, and every one of them gets the same ids in the same order."""
-    if shutil.which("haproxy") is None:
-        pytest.fail("haproxy is not installed: `make setup` installs it (setup/apt.txt)")
-    async with Cluster(2, namespaced, kind="http,elysia", secret=SECRET) as cluster:
+    async with Cluster(2, namespaced, kind="http,elysia", secret=SECRET,
+                       haproxy=haproxy) as cluster:
         servers = set()
         async with aiohttp.ClientSession() as session:
             for instance in cluster.instances:
@@ -178,7 +144,8 @@ async def test_mixed_cluster_behind_haproxy_delivers_in_order(namespaced, client
         subs = [clients(t, cluster.lb_url, f"u{i}")
                 for i, t in enumerate(["ws", "ws", "sse", "sse", "longpoll", "longpoll"])]
         for sub in subs:
-            await sub.connect(["feed:mixed"])
+            await sub.connect()
+            await sub.subscribe("feed:mixed")
         hellos = {sub.conn for sub in subs}
         assert len(hellos) == len(subs)
         pubs = [clients("ws", cluster.lb_url, "p1"), clients("ws", cluster.lb_url, "p2")]
