@@ -16,16 +16,17 @@ from typing import Any
 import aiohttp
 import pytest
 
-from servers import auth, run
+from servers import run
 from sobranie_bench import services
 from sobranie_bench.clients import TRANSPORTS, Client
+from sobranie_contract import tokens
 
 UNIT = float(os.environ.get("SOBRANIE_TEST_UNIT", "5"))
 SECRET = "test-secret-of-at-least-thirty-two-bytes"
 
 
 def token(user: str, ttl: float = 600, **kwargs: Any) -> str:
-    return auth.make_token(user, SECRET, ttl, **kwargs)
+    return tokens.make_token(user, SECRET, ttl, **kwargs)
 
 
 @pytest.fixture(scope="session")

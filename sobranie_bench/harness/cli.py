@@ -17,7 +17,7 @@ from servers.run import install_uvloop
 from sobranie_bench.clients import TRANSPORTS
 from sobranie_bench.harness import results
 from sobranie_bench.harness.runner import HarnessError, Plan, count_points, run_plan
-from sobranie_bench.harness.scenarios import registry
+from sobranie_bench.harness.scenarios.registry import registry
 
 HEADLINES = {
     "echo": [("rtt_p50_us", "p50 µs"), ("rtt_p99_us", "p99 µs"),

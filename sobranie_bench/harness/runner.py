@@ -20,13 +20,14 @@ from typing import Any
 
 import aiohttp
 
-from servers import auth
 from sobranie_bench import __version__, services
 from sobranie_bench.clients import TRANSPORTS
 from sobranie_bench.harness import results
 from sobranie_bench.harness.recorder import merge
 from sobranie_bench.harness.sampler import Sampler, cpu_model, raise_fd_limit
-from sobranie_bench.harness.scenarios import PartContext, Scenario, registry
+from sobranie_bench.harness.scenarios import PartContext, Scenario
+from sobranie_bench.harness.scenarios.registry import registry
+from sobranie_contract import tokens
 
 SERVER_START_SECONDS = 30.0
 CLUSTER_KINDS = {"http", "ws", "sse", "longpoll", "elysia"}
@@ -64,7 +65,7 @@ class Plan:
     """Run against N instances behind HAProxy (fresh per run) instead of one server."""
     overrides: tuple[tuple[str, Any], ...] = ()
     """(parameter, value) pairs set in every grid point that has that parameter."""
-    secret: str = field(default_factory=lambda: auth.secret_from_env())
+    secret: str = field(default_factory=lambda: tokens.secret_from_env())
     """JWT secret shared with the server."""
 
     def points(self) -> Iterator[tuple[str, Scenario, dict[str, Any], int]]:

@@ -22,9 +22,10 @@ import pytest
 from servers.brokers import Broker, BrokerUnavailable, Message, make_broker
 from servers.brokers.backplane import Sequencer, envelope_around_id, split_namespace
 from servers.hub import Hub
-from sobranie_bench import services, wire
+from sobranie_bench import services
 from sobranie_bench.services import free_port
-from sobranie_bench.wire import ErrorCode, WireError
+from sobranie_contract import wire
+from sobranie_contract.wire import ErrorCode, WireError
 from tests.conftest import UNIT, messages, next_of, token
 
 
