@@ -16,8 +16,10 @@ import json
 import os
 from pathlib import Path
 
-from servers import auth, longpoll
+from servers import longpoll
+from servers.hub import SUITE_VERSION
 from servers.run import Options, Running
+from sobranie_contract import tokens
 
 HERE = Path(__file__).resolve().parent
 BUN = HERE / "node_modules" / ".bin" / "bun"
@@ -32,16 +34,15 @@ class ElysiaUnavailable(RuntimeError):
 
 def command(opts: Options) -> list[str]:
     """The command line of a server with ``opts`` (the secret travels in the environment)."""
-    from sobranie_bench import __version__
-
     limits = opts.limits
     args = [str(BUN), "run", str(MAIN), "--host", opts.host, "--port", str(opts.port),
             "--broker", opts.broker or "memory", "--send-queue", str(limits.send_queue),
             "--max-envelope", str(limits.max_envelope), "--hard-frame", str(limits.hard_frame),
             "--rate", str(limits.rate), "--burst", str(limits.burst),
             "--flood", str(limits.flood), "--history-size", str(opts.history_size),
+            "--header-timeout", str(limits.header_timeout),
             "--poll-idle", opts.extra.get("poll_idle", str(longpoll.IDLE_SECONDS)),
-            "--server-name", f"sobranie-elysia/{__version__}", "--exit-with-stdin"]
+            "--server-name", f"sobranie-elysia/{SUITE_VERSION}", "--exit-with-stdin"]
     for origin in opts.origins:
         args += ["--origin", origin]
     if opts.extra.get("cert") and opts.extra.get("key"):
@@ -53,7 +54,7 @@ async def start(opts: Options) -> Running:
     if not BUN.exists():
         raise ElysiaUnavailable(f"{BUN.relative_to(HERE.parent.parent)} is missing: run "
                                 "`make setup` (npm ci in servers/elysia)")
-    env = {**os.environ, "SOBRANIE_JWT_SECRET": auth.secret_from_env(opts.secret)}
+    env = {**os.environ, "SOBRANIE_JWT_SECRET": tokens.secret_from_env(opts.secret)}
     # stdin is a pipe the server watches: it exits with this process, even a killed one
     proc = await asyncio.create_subprocess_exec(
         *command(opts), cwd=HERE, env=env, stdin=asyncio.subprocess.PIPE,

@@ -297,7 +297,7 @@ function sseStream(hub: Hub, request: Request, user: string, channels: string[],
       conn.onClose = (_code, reason) => {  // the hub gave up on this stream: the final event
         if (ended) return;
         try {
-          controller.enqueue(enc.encode(`event: error\ndata: ${wire.encode(wire.error("closed", reason))}\n\n`));
+          controller.enqueue(enc.encode(`event: ${wire.SSE_FAULT_EVENT}\ndata: ${wire.encode(wire.error("closed", reason))}\n\n`));
           controller.close();
         } catch {
           // the reader is gone already
@@ -323,7 +323,7 @@ function sseStream(hub: Hub, request: Request, user: string, channels: string[],
           cursor.set(item.channel!, item.id);
           lastId = wire.formatCursor(cursor);
         }
-        out += `id: ${lastId}\nevent: ${item.type}\ndata: ${item.text}\n\n`;
+        out += `id: ${lastId}\nevent: ${wire.sseEvent(item.type)}\ndata: ${item.text}\n\n`;
       }
       controller.enqueue(enc.encode(out));
     },

@@ -30,7 +30,7 @@ const { values: args } = parseArgs({
     flood: { type: "string" },
     "history-size": { type: "string", default: String(HISTORY_SIZE) },
     "poll-idle": { type: "string", default: "30" },
-    "header-timeout": { type: "string", default: "10" },
+    "header-timeout": { type: "string", default: "5" },
     "server-name": { type: "string", default: "sobranie-elysia/0.1.0" },
     cert: { type: "string" },
     key: { type: "string" },
@@ -87,7 +87,7 @@ try {
     // idle HTTP connections (and half-sent requests) close after --header-timeout; a held
     // poll and an SSE stream set their own (app.ts)
     maxRequestBodySize: limits.hardFrame, development: false,
-    idleTimeout: number("header-timeout", args["header-timeout"], 10),
+    idleTimeout: Math.max(1, Math.round(number("header-timeout", args["header-timeout"], 5))),
     websocket, tls,
   });
 } catch (exc) {

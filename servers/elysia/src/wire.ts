@@ -8,8 +8,13 @@ export const HISTORY_SIZE = 1000;
 export const SSE_PING_SECONDS = 15;
 export const POLL_TIMEOUT_SECONDS = 25;
 export const POLL_MAX_TIMEOUT_SECONDS = 60;
-export const MAX_DEPTH = 900;
-/** Nesting past this is ``bad_request`` (Python's parser gives up near 1000 levels). */
+export const MAX_DEPTH = 64;
+/** Nesting past this is ``bad_request`` (wire.MAX_DEPTH; the envelope itself is level 1). */
+export const MAX_ID = 2n ** 63n - 1n;
+/** The largest id, ``since`` and cursor id of the contract (wire.MAX_ID). */
+export const SSE_FAULT_EVENT = "fault";
+/** The SSE event of an ``error`` envelope: EventSource owns ``error`` (wire.SSE_FAULT_EVENT). */
+export const sseEvent = (type: string): string => (type === "error" ? SSE_FAULT_EVENT : type);
 
 export const CHANNEL_RE = /^[a-z0-9_-]{1,32}(:[A-Za-z0-9_.-]{1,64})?$/;
 // JavaScript's `$` without the m flag matches only at the very end: `chat:1\n` fails, as in
@@ -173,7 +178,8 @@ export function requestFromDict(obj: Record<string, unknown>): Request {
     const since = obj.since;
     if (since !== undefined && since !== null
         && !(typeof since === "number" && Number.isSafeInteger(since) && since >= 0)) {
-      throw new WireError("bad_request", "'since' must be a non-negative integer", ref);
+      // above 2^53 a double cannot tell ids apart: refused as out of range (wire.check_id)
+      throw new WireError("bad_request", "'since' must be an integer in 0..2^63-1", ref);
     }
     return { op, channel: checkChannel(obj.channel, ref), since: (since as number | null) ?? null, ref };
   }
@@ -232,6 +238,9 @@ export function parseCursor(text: string | null | undefined): Cursor {
     const num = part.slice(at + 1);
     if (at < 0 || !/^[0-9]+$/.test(num) || !CHANNEL_RE.test(ch)) {
       throw new WireError("bad_request", `bad cursor part ${JSON.stringify(part.slice(0, 80))}`);
+    }
+    if (num.length > 19 || BigInt(num) > MAX_ID) {
+      throw new WireError("bad_request", `cursor id of ${ch} out of range 0..2^63-1`);
     }
     out.set(ch, Number(num));
   }
