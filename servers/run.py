@@ -129,8 +129,10 @@ SERVERS: dict[str, str] = {
     "socketio": "servers.socketio_app:start",
     "webrtc": "servers.webrtc:start",
     "demo": "servers.demo:start",
+    "elysia": "servers.elysia:start",
 }
-"""``serve`` kind -> ``module:starter``; the aiohttp kinds share one app."""
+"""``serve`` kind -> ``module:starter``; the aiohttp kinds share one app; ``elysia`` is the
+Bun + Elysia server (/ws, /sse, /poll on one port), a subprocess (servers/elysia/)."""
 
 
 def starter(kind: str) -> Callable[[Options], Awaitable[Running]]:

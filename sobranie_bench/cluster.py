@@ -89,7 +89,8 @@ class Instance:
     url: str
     """Base URL (http://host:port), reached directly."""
     pid: int
-    """Process id of the ``sobranie-bench serve`` process."""
+    """Process id of the server (the ``sobranie-bench serve`` process, or the Bun process it
+    started for ``elysia``)."""
     process: asyncio.subprocess.Process
     """The process itself (``returncode`` is set once it has been reaped)."""
     log: Path
@@ -195,8 +196,9 @@ class Cluster:
     async def _spawn(self, index: int) -> Instance:
         assert self.dir is not None
         log = self.dir / f"instance-{index}.log"
-        args = [sys.executable, "-m", "sobranie_bench.cli", "serve", self.kind, "--host",
-                self.host, "--port", "0", "--broker", self.broker, "--json"]
+        kinds = self.kind.split(",")  # "http,elysia": a mixed cluster, kinds taken in turn
+        args = [sys.executable, "-m", "sobranie_bench.cli", "serve", kinds[index % len(kinds)],
+                "--host", self.host, "--port", "0", "--broker", self.broker, "--json"]
         env = {**os.environ, "SOBRANIE_JWT_SECRET": self.secret} if self.secret else None
         with _log_file(log) as err:
             process = await asyncio.create_subprocess_exec(
@@ -211,7 +213,8 @@ class Cluster:
             await _terminate(process)
             raise ClusterError(f"instance {index} did not start: {_last_line(log)}")
         # Nothing else is printed on stdout; the pipe stays open, unread, until exit.
-        return Instance(json.loads(line)["url"], process.pid, process, log)
+        info = json.loads(line)  # a server in a child of `serve` (Elysia) names its own pid
+        return Instance(info["url"], int(info.get("pid", process.pid)), process, log)
 
     async def _start_balancer(self, haproxy: str) -> None:
         assert self.dir is not None

@@ -15,7 +15,8 @@ from sobranie_bench.clients.base import Backoff, Client, ClientError
 @dataclass(frozen=True, slots=True)
 class Transport:
     name: str
-    """Name used on the command line and in results."""
+    """Name used on the command line and in results: the transport (``ws``), or
+    ``transport@server`` (``ws@elysia``) for the same transport served by another server."""
     server: str
     """``sobranie-bench serve`` kind that serves it."""
     client: str
@@ -44,6 +45,19 @@ TRANSPORTS: dict[str, Transport] = {t.name: t for t in [
               "Socket.IO over engine.io HTTP long-polling only"),
     Transport("webrtc", "webrtc", "sobranie_bench.clients.webrtc:WebRTCClient",
               "WebRTC data channels (aiortc), signalling by HTTP POST"),
+    # transport@server: the same transport and client against another server, so one run
+    # measures a transport row on several servers and each result names the one it came from
+    Transport("ws@elysia", "elysia", "sobranie_bench.clients.ws:WsClient",
+              "WebSocket on Bun + Elysia"),
+    Transport("sse@elysia", "elysia", "sobranie_bench.clients.sse:SseClient",
+              "Server-Sent Events on Bun + Elysia (+ HTTP POST upstream)"),
+    Transport("longpoll@elysia", "elysia", "sobranie_bench.clients.longpoll:PollClient",
+              "HTTP long-polling on Bun + Elysia (+ HTTP POST upstream)"),
 ]}
 
-__all__ = ["TRANSPORTS", "Backoff", "Client", "ClientError", "Transport"]
+
+def base_transport(name: str) -> str:
+    """``ws@elysia`` -> ``ws``: the technology a ``transport@server`` row measures."""
+    return name.partition("@")[0]
+
+__all__ = ["TRANSPORTS", "Backoff", "Client", "ClientError", "Transport", "base_transport"]

@@ -30,8 +30,8 @@ from sobranie_bench.harness.scenarios.registry import registry
 from sobranie_contract import tokens
 
 SERVER_START_SECONDS = 30.0
-CLUSTER_KINDS = {"http", "ws", "sse", "longpoll"}
-"""Server kinds a cluster instance (``serve http``) serves."""
+CLUSTER_KINDS = {"http", "ws", "sse", "longpoll", "elysia"}
+"""Server kinds a cluster instance serves (``serve http``, or ``serve elysia`` for theirs)."""
 LIBRARIES = ("aiohttp", "websockets", "aioquic", "python-socketio", "aiortc", "uvloop",
              "hdrhistogram", "psutil", "redis", "nats-py")
 
@@ -129,7 +129,8 @@ async def spawn_server(kind: str, plan: Plan) -> Server:
     options = {"cert_hash": info["cert_sha256"]} if "cert_sha256" in info else {}
     if "ca" in info:
         options["ca"] = info["ca"]
-    return Server(info["url"], proc.pid, proc, options)
+    # a server that runs in a child of `serve` (Elysia) announces the pid to sample
+    return Server(info["url"], int(info.get("pid", proc.pid)), proc, options)
 
 
 async def check_target(url: str) -> None:
@@ -234,8 +235,10 @@ async def server_for(plan: Plan, transport: str) -> AsyncIterator[dict[str, Any]
 
         if TRANSPORTS[transport].server not in CLUSTER_KINDS:
             raise HarnessError(f"{transport} cannot run in a cluster (the cluster's instances "
-                               f"serve {', '.join(sorted(CLUSTER_KINDS - {'http'}))})")
-        async with Cluster(plan.cluster, plan.broker, secret=plan.secret) as cluster:
+                               f"serve {', '.join(sorted(CLUSTER_KINDS - {'http', 'elysia'}))}"
+                               " and their @elysia forms)")
+        kind = "elysia" if TRANSPORTS[transport].server == "elysia" else "http"
+        async with Cluster(plan.cluster, plan.broker, kind=kind, secret=plan.secret) as cluster:
             pids = {("server" if i == 0 else f"server-{i + 1}"): inst.pid
                     for i, inst in enumerate(cluster.instances)}
             yield {"url": cluster.lb_url, **pids}

@@ -75,8 +75,9 @@ class Server:
                  profile: str | None = None) -> None:
         if kind == "bare-aiohttp":
             cmd = [os.path.abspath(__file__), "bare-server"]
-        else:
-            cmd = ["-m", "sobranie_bench.cli", "serve", kind, "--port", "0", "--json",
+        else:  # ws@elysia, sse@elysia: the transport on the Bun + Elysia server
+            cmd = ["-m", "sobranie_bench.cli", "serve", kind.partition("@")[2] or kind,
+                   "--port", "0", "--json",
                    "--jwt-secret", SECRET, *(extra or [])]
         if profile:  # pyinstrument (the dev extra) writes its text report when the server stops
             cmd = ["-m", "pyinstrument", "-r", "text", "--show-all", "-o", profile, *cmd]
@@ -93,7 +94,7 @@ class Server:
         self.url: str = info["url"]
         self.host, port = self.url.removeprefix("http://").rsplit(":", 1)
         self.port = int(port)
-        self.ps = psutil.Process(self.proc.pid)
+        self.ps = psutil.Process(int(info.get("pid", self.proc.pid)))  # Bun: serve's child
 
     def cpu(self) -> float:
         t = self.ps.cpu_times()
@@ -447,7 +448,7 @@ async def _settled_rss(server: Server, settle: float) -> int:
 
 async def idle_memory(server: Server, kind: str, levels: list[int], settle: float,
                       deflate: bool) -> IdleResult:
-    transport = "sse" if kind == "sse" else "ws"
+    transport = kind.partition("@")[0] if kind.startswith("sse") else "ws"
     warm = await _open(server, transport, 50, deflate=deflate, subscribe=transport != "sse")
     await asyncio.sleep(settle)
     _close(warm)
@@ -536,7 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
     e = sub.add_parser("echo", help="server CPU per echo")
-    e.add_argument("--server", default="ws", choices=["ws", "ws-websockets", "bare-aiohttp"])
+    e.add_argument("--server", default="ws",
+                   choices=["ws", "ws-websockets", "ws@elysia", "bare-aiohttp"])
     e.add_argument("--conns", type=int, default=50)
     e.add_argument("--rate", type=float, default=2000.0, help="echoes/s offered (open loop)")
     e.add_argument("--saturate", action="store_true", help="closed loop, max throughput")
@@ -554,7 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--warmup", type=float, default=3.0)
     f.add_argument("--trials", type=int, default=1)
     i = sub.add_parser("idle", help="memory per idle connection")
-    i.add_argument("--server", default="ws", choices=["ws", "ws-websockets", "sse", "bare-aiohttp"])
+    i.add_argument("--server", default="ws", choices=["ws", "ws-websockets", "sse", "ws@elysia",
+                                                      "sse@elysia", "bare-aiohttp"])
     i.add_argument("--levels", default="0,500,1000,2000")
     i.add_argument("--settle", type=float, default=1.0)
     i.add_argument("--trials", type=int, default=1)

@@ -71,6 +71,9 @@ class Probe:
     path that may write to ``user:`` channels."""
     stall_messages = 0
     """Messages of 16 kB that fill a stalled reader's buffers (0: no stalled reader test)."""
+    serve_extra: tuple[tuple[str, str], ...] = ()
+    """``Options.extra`` of the servers this probe's tests start (a subprocess server takes
+    what a test would patch in-process as a start-up option)."""
 
     def __init__(self, label: str, endpoint: str, headers: dict[str, str] | None = None) -> None:
         self.label = label
@@ -190,6 +193,16 @@ class PollProbe(OneWayProbe):
     reconnects_on_drop = False
 
 
+class ElysiaPollProbe(PollProbe):
+    """Long-polling on the Elysia server, a subprocess: its idle time is set when it starts."""
+
+    serve_extra = (("poll_idle", "0.5"),)
+
+    @contextlib.contextmanager
+    def offline_soon(self):
+        yield
+
+
 class WebTransportProbe(Probe):
     stall_messages = 300
 
@@ -278,6 +291,9 @@ PROBES: dict[str, Probe] = {
     "socketio": SocketIOProbe("websocket"),
     "socketio-polling": SocketIOProbe("polling"),
     "webrtc": WebRTCProbe("webrtc", "/webrtc/offer"),
+    "ws@elysia": WsProbe("ws", "/ws", UPGRADE),
+    "sse@elysia": OneWayProbe("sse", "/sse?channels=a"),
+    "longpoll@elysia": ElysiaPollProbe("longpoll", "/poll"),
 }
 
 
@@ -292,9 +308,10 @@ def probe(transport: str) -> Probe:
 
 
 @pytest.fixture
-def serve(transport, start_server):
+def serve(transport, probe, start_server):
     """``await serve(**Options)``: the server of ``transport`` (its ``serve`` kind)."""
-    return lambda **kwargs: start_server(TRANSPORTS[transport].server, **kwargs)
+    return lambda **kwargs: start_server(TRANSPORTS[transport].server,
+                                         **{"extra": dict(probe.serve_extra), **kwargs})
 
 
 def test_every_registered_transport_has_a_probe():
@@ -432,7 +449,7 @@ async def test_bad_envelopes_get_errors_and_connection_stays(transport, probe, s
     assert (await next_of(client, "message", "chat:1"))["data"] == "still usable"
 
 
-@pytest.mark.parametrize("transport", ["ws", "ws-websockets"])
+@pytest.mark.parametrize("transport", ["ws", "ws-websockets", "ws@elysia"])
 async def test_frame_over_hard_limit_closes(transport, serve, clients):
     server = await serve()
     client = clients(transport, server.url, reconnect=False)
@@ -442,7 +459,7 @@ async def test_frame_over_hard_limit_closes(transport, serve, clients):
     assert client.close_code == wire.CLOSE_TOO_BIG
 
 
-@pytest.mark.parametrize("transport", ["sse", "longpoll"])
+@pytest.mark.parametrize("transport", ["sse", "longpoll", "sse@elysia", "longpoll@elysia"])
 async def test_post_over_hard_limit_is_413(transport, serve):
     server = await serve()
     big = json.dumps({"channel": "a", "data": "x" * (wire.HARD_FRAME_BYTES + 10)})

@@ -1,0 +1,87 @@
+"""The Bun + Elysia server (TypeScript in ``src/``), started as a subprocess.
+
+``start(opts)`` is the ``serve elysia`` starter of :mod:`servers.run`: it spawns
+``node_modules/.bin/bun run src/main.ts`` with the port, secret, broker, origins and limits,
+waits for the JSON line the server prints once it listens, and returns a
+:class:`~servers.run.Running` whose ``stop`` ends it (SIGTERM, then SIGKILL). The server's
+own process id is in ``endpoints["pid"]``: that is the process to sample, not this one.
+The Bun binary comes from the npm package ``bun`` that ``make setup`` installs here
+(``npm ci``, listed in setup/npm.txt). See docs/elysia.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+from servers import longpoll
+from servers.hub import SUITE_VERSION
+from servers.run import Options, Running
+from sobranie_contract import tokens
+
+HERE = Path(__file__).resolve().parent
+BUN = HERE / "node_modules" / ".bin" / "bun"
+MAIN = HERE / "src" / "main.ts"
+READY_SECONDS = 20.0
+STOP_SECONDS = 5.0
+
+
+class ElysiaUnavailable(RuntimeError):
+    """Bun is not installed in servers/elysia, or the server did not come up."""
+
+
+def command(opts: Options) -> list[str]:
+    """The command line of a server with ``opts`` (the secret travels in the environment)."""
+    limits = opts.limits
+    args = [str(BUN), "run", str(MAIN), "--host", opts.host, "--port", str(opts.port),
+            "--broker", opts.broker or "memory", "--send-queue", str(limits.send_queue),
+            "--max-envelope", str(limits.max_envelope), "--hard-frame", str(limits.hard_frame),
+            "--rate", str(limits.rate), "--burst", str(limits.burst),
+            "--flood", str(limits.flood), "--history-size", str(opts.history_size),
+            "--header-timeout", str(limits.header_timeout),
+            "--poll-idle", opts.extra.get("poll_idle", str(longpoll.IDLE_SECONDS)),
+            "--server-name", f"sobranie-elysia/{SUITE_VERSION}", "--exit-with-stdin"]
+    for origin in opts.origins:
+        args += ["--origin", origin]
+    if opts.extra.get("cert") and opts.extra.get("key"):
+        args += ["--cert", opts.extra["cert"], "--key", opts.extra["key"]]
+    return args
+
+
+async def start(opts: Options) -> Running:
+    if not BUN.exists():
+        raise ElysiaUnavailable(f"{BUN.relative_to(HERE.parent.parent)} is missing: run "
+                                "`make setup` (npm ci in servers/elysia)")
+    env = {**os.environ, "SOBRANIE_JWT_SECRET": tokens.secret_from_env(opts.secret)}
+    # stdin is a pipe the server watches: it exits with this process, even a killed one
+    proc = await asyncio.create_subprocess_exec(
+        *command(opts), cwd=HERE, env=env, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), READY_SECONDS)
+        info = json.loads(line)
+    except (TimeoutError, ValueError):
+        await _stop(proc)
+        raise ElysiaUnavailable(f"the Elysia server did not start (exit code {proc.returncode}"
+                                "; its errors are above)") from None
+
+    async def stop() -> None:
+        await _stop(proc)
+
+    endpoints = {k: str(v) for k, v in info.items() if k not in ("url", "kind")}
+    return Running(info["url"], stop, endpoints)
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_SECONDS)
+        except TimeoutError:
+            proc.kill()
+    await proc.wait()
+    if proc.stdin is not None:
+        proc.stdin.close()
