@@ -21,10 +21,12 @@ from sobranie_bench.capacity.calibration import (
     TransportCosts,
     calibrate,
 )
-from sobranie_bench.capacity.cluster import (
+from sobranie_bench.capacity.fleet import (
+    FD_LIMIT,
     GIB,
     INSTANCE_JOBS,
     SLO_S,
+    HostSpec,
     InstanceSpec,
     Plan,
     plan,
@@ -91,17 +93,22 @@ def _plan_tables(result: Plan) -> list[Table]:
     fleets = Table(
         title=f"Fleets for {users:,} online users (p95 SLO {result.slo_s * 1000:g} ms)",
         caption=_carried(result)
-        + ". N+1: instances needed + spares. fallbacks: calibration figures not measured.",
+        + ". processes N+1: event-loop processes needed + spares (one core each); hosts: "
+        f"{result.instance.host.processes_per_host} processes per {result.instance.host.cores}"
+        "-core host. conns: connections (file descriptors) per process. fallbacks: "
+        "calibration figures not measured.",
     )
-    for column in ("transport", "N+1", "binding", "CPU", "memory", "egress", "p95",
-                   "handshakes/s", "fallbacks"):  # fmt: skip
+    for column in ("transport", "processes N+1", "hosts", "binding", "CPU", "conns", "memory",
+                   "egress", "p95", "handshakes/s", "fallbacks"):  # fmt: skip
         fleets.add_column(column)
     for f in result.fleets:
         fleets.add_row(
             f.transport,
             f"{f.instances_needed}+{f.instances - f.instances_needed}",
+            str(f.hosts),
             f.binding,
             f"{f.cpu_utilisation:.0%}",
+            _fmt(f.connections_per_instance),
             f"{f.memory_bytes_per_instance / GIB:.2f} GiB",
             f"{f.egress_bytes_per_s_per_instance / 1e6:.1f} MB/s",
             f"{f.p95_delivery_s * 1000:.1f} ms",
@@ -139,10 +146,15 @@ def _plan(args: argparse.Namespace) -> int:
     console = _err_console(args.json)
     costs, note = _costs(args.summary, console)
     transports = list(TRANSPORTS) if args.transport == ["all"] else args.transport
+    host = HostSpec(
+        cores=args.host_cores,
+        memory_bytes=int(args.host_memory_gib * GIB),
+        processes=args.processes_per_host,
+    )
     instance = InstanceSpec(
-        cores=args.cores,
-        memory_bytes=int(args.memory_gib * GIB),
+        host=host,
         max_utilisation=args.max_utilisation,
+        fd_limit=args.fd_limit,
         spare_instances=args.spares,
     )
     try:
@@ -165,7 +177,7 @@ def _plan(args: argparse.Namespace) -> int:
             scenario = result.workload.all_over(fleet.transport) if transports else result.workload
             hours.append(
                 simulate_fleet_hour(
-                    fleet, scenario, costs[fleet.transport], cores=args.cores, seed=args.seed
+                    fleet, scenario, costs[fleet.transport], seed=args.seed
                 )
             )
     if args.json:
@@ -225,7 +237,7 @@ def _storm(args: argparse.Namespace) -> int:
         transport_costs = (
             costs.get(args.transport) or calibrate(None, (args.transport,))[args.transport]
         )
-        capacity = args.cores * 1e6 / transport_costs.cpu_us_per_connection.value
+        capacity = 1e6 / transport_costs.cpu_us_per_connection.value
         console.print(
             f"connect capacity: {capacity:,.0f} handshakes/s per instance "
             f"({args.transport}, {transport_costs.cpu_us_per_connection.source} CPU per "
@@ -319,8 +331,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "capacity",
         help="plan servers and Redis for N online users; reconnect storms; model checks",
         description="SimPy capacity models calibrated from results/summary.csv: how many "
-        "instances each transport needs for N online users, how much Redis pub/sub load "
-        "that makes, how reconnect storms play out, and how the queueing model compares "
+        "server processes (one event loop, one core each) and hosts each transport needs for "
+        "N online users, how much Redis pub/sub load that makes, how reconnect storms play out, and how the queueing model compares "
         "with Erlang C.",
         formatter_class=_FORMATTER,
     )
@@ -328,10 +340,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     p = commands.add_parser(
         "plan",
-        help="instances, memory, egress and Redis load for N online users",
-        description="Size one fleet per transport so the simulated p95 publish-to-delivery "
-        "latency stays under the SLO, CPU under --max-utilisation, connection memory and "
-        "egress within one instance, then add --spares instances (N+1). Without --transport "
+        help="processes, hosts, memory, egress and Redis load for N online users",
+        description="Size one fleet of server processes per transport (one event loop each, "
+        "at most one core) so the simulated p95 publish-to-delivery latency stays under the "
+        "SLO, the load below the measured latency knee, the core under --max-utilisation, "
+        "connections under the per-process file limit, connection memory and egress within "
+        "the process's share of its host, then add --spares processes (N+1). Without --transport "
         "the default mapping is planned (chat/presence/collab over ws, notifications/feed/"
         "counters over sse); with --transport each named transport is planned as if it "
         "carried every feature, for comparison.\n\nexample:\n"
@@ -345,12 +359,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         f"all of {', '.join(TRANSPORTS)}")  # fmt: skip
     p.add_argument("--slo-ms", type=float, default=SLO_S * 1000,
                    help="p95 delivery latency objective in ms (default 500)")  # fmt: skip
-    p.add_argument("--cores", type=int, default=InstanceSpec.cores,
-                   help="cores per instance (default 2, the benchmark machine)")  # fmt: skip
-    p.add_argument("--memory-gib", type=float, default=InstanceSpec.memory_bytes / GIB,
-                   help="RAM per instance in GiB (default 4)")  # fmt: skip
+    p.add_argument("--host-cores", type=int, default=HostSpec.cores,
+                   help="cores per host (default 2, the benchmark machine); an instance is "
+                        "one event-loop process using at most one core")  # fmt: skip
+    p.add_argument("--host-memory-gib", type=float, default=HostSpec.memory_bytes / GIB,
+                   help="RAM per host in GiB, shared by its processes (default 8)")  # fmt: skip
+    p.add_argument("--processes-per-host", type=int, metavar="N",
+                   help="server processes per host (default: one per core)")  # fmt: skip
+    p.add_argument("--fd-limit", type=int, default=FD_LIMIT,
+                   help=f"open files per process: one per connection "
+                        f"(default {FD_LIMIT:,})")  # fmt: skip
     p.add_argument("--max-utilisation", type=float, default=InstanceSpec.max_utilisation,
-                   help="highest planned CPU utilisation per instance (default 0.75)")  # fmt: skip
+                   help="highest planned utilisation of a process's core "
+                        "(default 0.75)")  # fmt: skip
     p.add_argument("--spares", type=int, default=InstanceSpec.spare_instances,
                    help="spare instances per fleet (default 1: N+1)")  # fmt: skip
     p.add_argument("--latency-jobs", type=int, default=INSTANCE_JOBS, metavar="N",
@@ -380,8 +401,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="strategies to simulate (default: all three)")  # fmt: skip
     s.add_argument("--transport", default="ws", choices=TRANSPORTS,
                    help="whose CPU per connection sets the connect capacity (default ws)")  # fmt: skip
-    s.add_argument("--cores", type=int, default=InstanceSpec.cores,
-                   help="cores per instance (default 2)")  # fmt: skip
     s.add_argument("--connect-capacity", type=float, metavar="PER_S",
                    help="handshakes per second per instance (overrides the calibration)")  # fmt: skip
     s.add_argument("--jitter-window-s", type=float, default=JITTER_WINDOW_S,
