@@ -291,6 +291,31 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from servers.run import install_uvloop
+    from sobranie_bench.capacity import measure
+
+    console = _console(stderr=True)
+    out = Path(args.out)
+    transports = args.transport
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as progress:  # fmt: skip
+        task = progress.add_task("calibration", total=measure.points(args.quick, transports))
+
+        def on_result(label: str, raw: dict[str, object] | None) -> None:
+            if raw is None:
+                progress.update(task, description=label)
+            else:
+                progress.advance(task)
+
+        install_uvloop()
+        done = measure.measure(out, transports, args.quick, on_result)
+    console.print(f"fit run: {done.fit_run}\nheld-out run: {done.holdout_run}", highlight=False)
+    return 0
+
+
 def _cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
@@ -424,6 +449,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     v.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
     v.set_defaults(func=_validate)
+
+    c = commands.add_parser(
+        "calibrate",
+        help="measure the model's fit points and held-out points (about 15 min; --quick)",
+        description="Run the harness's calibrate profile (echo at 500 and 2000/s, fan-out of "
+        "100 and 1000 subscribers at 20/s; 3 trials of 30 s each) and its holdout profile "
+        "(echo at 1000/s, fan-out of 500, and the capacity scenario stepping subscribers up "
+        "to the knee; 1 trial each) on fresh servers, record the host (CPU, cores, load), "
+        "then fit and validate (`capacity validate --against OUT`). The machine's other load "
+        "shows in the server's run-queue wait: a fit point whose server waited for a CPU more "
+        "than 10% of its window is refused.\n\nexample:\n"
+        "  sobranie-bench capacity calibrate --transport ws sse",
+        formatter_class=_FORMATTER,
+    )
+    c.add_argument("--transport", nargs="+", default=["ws", "sse"], choices=TRANSPORTS,
+                   metavar="T", help="transports to measure (default: ws sse)")  # fmt: skip
+    c.add_argument("--out", default="results/calibrate",
+                   help="results root for the two runs (default results/calibrate)")  # fmt: skip
+    c.add_argument("--quick", action="store_true",
+                   help="one 2 s trial per point and two capacity steps: checks the pipeline "
+                        "in about a minute, fits nothing worth trusting")  # fmt: skip
+    c.set_defaults(func=_calibrate)
 
     g = commands.add_parser(
         "scaling",
