@@ -51,6 +51,7 @@ INSTANCE_JOBS = 30_000  # messages simulated per instance-latency check
 TICK_S = 1.0  # time step of the fleet-hour simulation, seconds
 HOUR_S = 3600.0  # simulated duration of the fleet-hour run, seconds
 RECONNECT_WINDOW_S = 10.0  # clients of a lost instance reconnect spread over this, seconds
+IDLE_JOBS_PER_S = 200.0  # a process's idle CPU (timers, GC) as a stream of small jobs
 RESP_OVERHEAD_BYTES = 60  # RESP framing + channel name per pub/sub message, bytes
 GIB = 1024**3
 
@@ -211,6 +212,11 @@ class FleetPlan:
     """Redis load with sharded pub/sub."""
     fallbacks: tuple[str, ...]
     """Calibration figures of this transport that are fallback constants, not measurements."""
+    instances_interval: tuple[int, int] | None = None
+    """5th and 95th percentile of ``instances`` over the fitted costs' bootstrap (Monte
+    Carlo, closed-form limits); None without a fit (:mod:`sobranie_bench.capacity.errors`)."""
+    extrapolation: bool = False
+    """One process's planned load lies beyond the largest load the costs were fitted to."""
 
 
 @dataclass(frozen=True)
@@ -281,6 +287,7 @@ def job_streams(
         if rate_per_s > 0 and cost_us > 0:  # a zero-cost figure adds no work to simulate
             streams.append(JobStream(name, rate_per_s, cost_us * 1e-6, **fan_out))
 
+    add("idle", IDLE_JOBS_PER_S, costs.idle_cores.value * 1e6 / IDLE_JOBS_PER_S)
     add("inbound", sum(load.inbound_per_s for load in loads) / instances,
         costs.cpu_us_per_inbound.value)  # fmt: skip
     add("connect", connects_per_s / instances, costs.cpu_us_per_connection.value)
@@ -371,6 +378,41 @@ def _p95_delivery(streams: Sequence[JobStream], jobs: int, seed: int) -> float:
     return sender_leg + REDIS_HOP_S + (result.delivery_p95_s or 0.0)
 
 
+def limit_needs(
+    loads: Sequence[FeatureLoad],
+    costs: TransportCosts,
+    workload: Workload,
+    instance: InstanceSpec,
+    knee_cores: float | None,
+) -> dict[Constraint, int]:
+    """Processes each closed-form limit needs on its own: CPU, the measured latency knee
+    (``knee_cores`` of one process's core, a hard limit), memory, egress, file descriptors
+    and the broker connection."""
+    connections = float(workload.online_users)
+    connects = connections / workload.session_length_s
+    deliveries = sum(load.deliveries_per_s for load in loads)
+    bytes_per_delivery = workload.payload_bytes + costs.wire_overhead_bytes.value
+
+    def cores_used(n: int) -> float:
+        return _cpu_cores(job_streams(loads, costs, connections, connects, n))
+
+    limits: dict[Constraint, Callable[[int], bool]] = {
+        "cpu": lambda n: cores_used(n) <= instance.max_utilisation * instance.cores,
+        "memory": lambda n: (
+            connections / n * costs.memory_bytes_per_connection.value
+            <= instance.connection_memory_bytes
+        ),
+        "egress": lambda n: deliveries / n * bytes_per_delivery <= instance.egress_bytes_per_s,
+        "file descriptors": lambda n: connections / n <= instance.max_connections,
+        "broker connection": lambda n: (
+            _broker_messages(loads, n) / n <= instance.broker_messages_per_s
+        ),
+    }
+    if knee_cores is not None:
+        limits["measured latency"] = lambda n: cores_used(n) <= knee_cores
+    return {name: _smallest(fits) for name, fits in limits.items()}
+
+
 def plan_fleet(
     transport: str,
     loads: Sequence[FeatureLoad],
@@ -399,25 +441,11 @@ def plan_fleet(
             f"{slo_s * 1000:g} ms SLO, so no number of instances meets it"
         )
     measured_cores = None if knee is None else knee * 1e-6
+    needs = limit_needs(loads, costs, workload, instance, measured_cores)
 
     def cores_used(n: int) -> float:
         return _cpu_cores(job_streams(loads, costs, connections, connects, n))
 
-    limits: dict[Constraint, Callable[[int], bool]] = {
-        "cpu": lambda n: cores_used(n) <= instance.max_utilisation * instance.cores,
-        "memory": lambda n: (
-            connections / n * costs.memory_bytes_per_connection.value
-            <= instance.connection_memory_bytes
-        ),
-        "egress": lambda n: deliveries / n * bytes_per_delivery <= instance.egress_bytes_per_s,
-        "file descriptors": lambda n: connections / n <= instance.max_connections,
-        "broker connection": lambda n: (
-            _broker_messages(loads, n) / n <= instance.broker_messages_per_s
-        ),
-    }
-    if measured_cores is not None:
-        limits["measured latency"] = lambda n: cores_used(n) <= measured_cores
-    needs = {name: _smallest(fits) for name, fits in limits.items()}
     binding: Constraint = max(needs, key=lambda name: needs[name])
     needed = needs[binding]
 
