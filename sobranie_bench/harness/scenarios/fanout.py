@@ -154,8 +154,8 @@ SCENARIO = Scenario(
                  for pl in (64, 4096)],
         # the capacity model's fit points and the points it must predict (capacity validate)
         "calibrate": [{"channels": 1, "subscribers": s, "rate": 20, "payload": 64}
-                      for s in (100, 1000)],
-        "holdout": [{"channels": 1, "subscribers": 500, "rate": 20, "payload": 64}],
+                      for s in (100, 600)],
+        "holdout": [{"channels": 1, "subscribers": 300, "rate": 20, "payload": 64}],
     },
     timing={"ci": (0.5, 2.0), "quick": (2.0, 10.0), "full": (5.0, 30.0),
             "calibrate": (2.0, 30.0), "holdout": (2.0, 30.0)},
