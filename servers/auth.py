@@ -1,46 +1,19 @@
-"""Who may connect and what they may touch: JWT (HS256), channel ACL, Origin allow-list."""
+"""Who may connect and what they may touch: JWT (HS256), channel ACL, Origin allow-list.
+
+The tokens themselves (how they are made, the shared secret) are the contract's:
+:mod:`sobranie_contract.tokens`."""
 
 from __future__ import annotations
 
-import logging
-import os
-import time
 from collections.abc import Mapping, Sequence
 
 import jwt
 
-from sobranie_bench import wire
-
-DEV_SECRET = "sobranie-dev-secret-not-for-production"
-log = logging.getLogger("sobranie.auth")
-_warned = False
+from sobranie_contract import wire
 
 
 class Unauthorized(Exception):
     """No valid token: answered with HTTP 401 before any upgrade or stream."""
-
-
-def secret_from_env(explicit: str | None = None) -> str:
-    """The shared HS256 secret: explicit, else ``SOBRANIE_JWT_SECRET``, else the dev default."""
-    global _warned
-    secret = explicit or os.environ.get("SOBRANIE_JWT_SECRET")
-    if secret:
-        return secret
-    if not _warned:
-        log.warning("SOBRANIE_JWT_SECRET is not set: using the development secret")
-        _warned = True
-    return DEV_SECRET
-
-
-def make_token(user: str, secret: str, ttl: float = 3600.0, *, scope: str | None = None,
-               now: float | None = None) -> str:
-    """A signed token for ``user`` expiring in ``ttl`` seconds (``scope='server'`` for
-    back-end code allowed to publish to private ``user:`` channels)."""
-    issued = time.time() if now is None else now
-    claims: dict[str, object] = {"sub": user, "iat": int(issued), "exp": int(issued + ttl)}
-    if scope:
-        claims["scope"] = scope
-    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 class Authenticator:

@@ -13,15 +13,18 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Any, NamedTuple
 
 from servers import auth
 from servers.brokers import Broker, Message
-from servers.brokers.memory import MemoryBroker
-from sobranie_bench import __version__, wire
-from sobranie_bench.wire import ErrorCode, WireError
+from servers.brokers.memory_broker import MemoryBroker
+from sobranie_contract import wire
+from sobranie_contract.wire import ErrorCode, WireError
 
 Clock = Callable[[], float]
+SUITE_VERSION = version("sobranie-bench")
+"""The suite's version, in every ``hello`` and ``/healthz`` (``server`` is ``<kind>/<version>``)."""
 REPLY_TYPES = frozenset({"ack", "echo", "error"})
 """Envelope types that answer a request (what ``Connection.replies`` collects)."""
 
@@ -40,6 +43,8 @@ class Limits:
     """Token bucket size: requests a connection may send at once."""
     flood: float = 1000.0
     """Requests refused past the bucket before the connection is closed (1008)."""
+    header_timeout: float = wire.HEADER_TIMEOUT_SECONDS
+    """Seconds an HTTP server waits for a request's headers (slowloris defence)."""
 
 
 class Outgoing(NamedTuple):
@@ -154,7 +159,7 @@ class Connection:
         if not self.queue and self.close_code is None:
             loop = asyncio.get_running_loop()
             self._waiter = loop.create_future()
-            timer = loop.call_later(timeout, self._wake) if timeout else None
+            timer = loop.call_later(timeout, self._wake) if timeout is not None else None
             try:
                 await self._waiter
             finally:
@@ -335,7 +340,7 @@ class Hub:
         self.broker = broker or MemoryBroker()
         self.clock = clock
         self.limits = limits or Limits()
-        self.server = f"{server}/{__version__}"
+        self.server = f"{server}/{SUITE_VERSION}"
         self.metrics = Metrics()
         self.conns: dict[str, Connection] = {}
         self.channels: dict[str, dict[Connection, None]] = {}

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from servers import auth
-from servers.http_app import HUB, authenticate, error_response
+from servers.aiohttp_common import HUB, authenticate, error_response
 from servers.hub import Connection, Hub
-from sobranie_bench import wire
-from sobranie_bench.wire import ErrorCode, WireError
+from sobranie_contract import wire
+from sobranie_contract.wire import ErrorCode, WireError
 
 MAX_TIMEOUT_SECONDS = 60.0
 IDLE_SECONDS = 30.0
@@ -44,26 +44,34 @@ async def handle(request: web.Request) -> web.Response:
     try:
         cursor = wire.parse_cursor(request.query.get("cursor"))
         channels = wire.split_channels(request.query.get("channels")) or list(cursor)
-        timeout = float(request.query.get("timeout", wire.POLL_TIMEOUT_SECONDS))
-        if not 0 <= timeout <= MAX_TIMEOUT_SECONDS:
-            raise ValueError
+        timeout = _timeout(request.query.get("timeout"))
         for channel in channels:
             if not auth.may_subscribe(user, channel):
                 raise WireError(ErrorCode.FORBIDDEN, f"{channel} is private")
-    except ValueError:
-        return error_response(WireError(ErrorCode.BAD_REQUEST, "timeout must be 0..60 s"))
     except WireError as exc:
         return error_response(exc)
 
     sessions = request.app[SESSIONS]
-    session = sessions.get(request.query.get("conn", ""))
-    if session is None or session.conn.user != user or not _continues(session, cursor):
-        if session is not None and session.conn.user == user:
-            await _end(hub, sessions, session)
+    found = sessions.get(request.query.get("conn", ""))
+    fresh = found is None or found.conn.user != user or not _continues(found, cursor)
+    if found is not None and not fresh:
+        session = found
+    else:
+        if found is not None and found.conn.user == user:
+            await _end(hub, sessions, found)
         session = await _open(hub, sessions, user, channels, cursor)
     session.polling = True
     try:
+        deadline = asyncio.get_running_loop().time() + timeout
         items = await session.conn.outgoing(timeout=timeout)
+        while fresh and cursor and items and all(item.type in _NOT_NEWS for item in items):
+            # a fresh session for a poll that carries a cursor: its hello and acks are not
+            # news after that cursor, so the poll holds on as any other would
+            left = deadline - asyncio.get_running_loop().time()
+            more = await session.conn.outgoing(timeout=left) if left > 0 else []
+            if not more:
+                break
+            items += more
     finally:
         session.polling = False
         session.idle_since = hub.clock()
@@ -76,6 +84,21 @@ async def handle(request: web.Request) -> web.Response:
             f'"cursor":{json.dumps(wire.format_cursor(session.cursor))},'
             f'"conn":{json.dumps(session.conn.id)}}}')
     return web.Response(text=body, content_type="application/json")
+
+
+_NOT_NEWS = frozenset({"hello", "ack"})
+"""What a fresh session queues before anything a poll's cursor has not seen."""
+
+
+def _timeout(text: str | None) -> float:
+    """The poll's ``timeout`` (seconds, 0..MAX_TIMEOUT_SECONDS; default POLL_TIMEOUT_SECONDS)."""
+    try:
+        timeout = wire.POLL_TIMEOUT_SECONDS if text is None else float(text)
+    except ValueError:
+        timeout = -1.0
+    if not 0 <= timeout <= MAX_TIMEOUT_SECONDS:  # also NaN
+        raise WireError(ErrorCode.BAD_REQUEST, f"timeout must be 0..{MAX_TIMEOUT_SECONDS:g} s")
+    return timeout
 
 
 def _continues(session: _Session, cursor: wire.Cursor) -> bool:

@@ -52,9 +52,11 @@ class Running:
 async def serve_app(app: web.Application, opts: Options,
                     endpoints: Callable[[str], dict[str, str]]) -> Running:
     """Bind an aiohttp app (handler cancellation on, so a client that leaves ends its
-    handler); ``endpoints`` maps the base URL to the URLs worth printing."""
+    handler); ``endpoints`` maps the base URL to the URLs worth printing. aiohttp's keep-alive
+    timer also closes a connection whose request has not arrived whole: it is the header-read
+    timeout (``Limits.header_timeout``)."""
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
-                           shutdown_timeout=1.0)
+                           shutdown_timeout=1.0, keepalive_timeout=opts.limits.header_timeout)
     await runner.setup()
     site = web.TCPSite(runner, opts.host, opts.port, backlog=4096, reuse_address=True)
     await site.start()

@@ -20,6 +20,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
@@ -27,14 +29,17 @@ import socketio
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from engineio.payload import Payload
+from socketio import packet
 
 from servers import auth
+from servers.aiohttp_common import authenticate, hub_app
 from servers.brokers import Broker, make_broker
-from servers.http_app import authenticate, hub_app
 from servers.hub import Connection, Hub, Limits
 from servers.run import Options, Running, serve_app
-from sobranie_bench import wire
-from sobranie_bench.wire import ErrorCode
+from sobranie_contract import tokens, wire
+from sobranie_contract.wire import ErrorCode
+
+log = logging.getLogger("sobranie.socketio")
 
 PATH = "/socket.io/"
 OPS = ("subscribe", "unsubscribe", "publish", "echo")
@@ -48,7 +53,8 @@ class SocketIOAdapter:
     def __init__(self, hub: Hub, authenticator: auth.Authenticator) -> None:
         self.hub = hub
         self.auth = authenticator
-        self.sio = socketio.AsyncServer(
+        self.sio = _Server(
+            self.undecodable,
             async_mode="aiohttp",
             async_handlers=False,  # a session's requests run in order, like a WebSocket's
             max_http_buffer_size=hub.limits.hard_frame,
@@ -129,15 +135,58 @@ class SocketIOAdapter:
         conn.replies = []
         try:
             try:
-                raw = wire.encode({**body, "op": op} if isinstance(body, dict) else body)
-            except (TypeError, ValueError):
-                self.hub.reject(conn, wire.WireError(
-                    ErrorCode.BAD_REQUEST, "binary attachments are not part of the contract"))
+                raw = wire.reencode({**body, "op": op} if isinstance(body, dict) else body)
+            except wire.WireError as exc:
+                self.hub.reject(conn, exc)
             else:
                 await self.hub.handle(conn, raw)
             return conn.replies[0] if conn.replies else None
         finally:
             conn.replies = None
+
+    async def undecodable(self, eio_sid: str, data: Any, exc: BaseException) -> None:
+        """A Socket.IO packet python-socketio could not decode (broken or too deeply nested
+        JSON, a number too long, an event with no name): ``bad_request``, as the ack of the
+        call when the packet names one, else as an ``error`` event; a session that never
+        connected is ended."""
+        log.info("socket.io packet refused: %s: %s", type(exc).__name__, str(exc)[:200])
+        sid = self.sio.manager.sid_from_eio_sid(eio_sid, "/")
+        session = self.sessions.get(sid) if sid is not None else None
+        if session is None:
+            await self.sio.eio.disconnect(eio_sid)
+            return
+        error = wire.WireError(ErrorCode.BAD_REQUEST,
+                               f"undecodable Socket.IO packet: {type(exc).__name__}")
+        call = _ACK_ID.match(data) if isinstance(data, str) else None
+        if call is None:
+            self.hub.reject(session.conn, error)  # pumped as an ``error`` event
+            return
+        self.hub.metrics.errors[error.code] += 1
+        await self.sio.send_ack(eio_sid, int(call[1]), error.envelope())
+
+
+_ACK_ID = re.compile(r"[25](?:/[^,]*,)?(\d{1,15})")
+"""The ack id of an EVENT packet, which names the call its reply answers."""
+
+
+class _Server(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's server, with the packets it cannot decode handed to ``undecodable``
+    instead of raising out of its handler (a traceback in the log, and no answer)."""
+
+    def __init__(self, undecodable: Callable[[str, Any, BaseException], Awaitable[None]],
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.undecodable = undecodable
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except (ValueError, RecursionError, IndexError, KeyError, TypeError) as exc:
+            await self.undecodable(eio_sid, data, exc)
+
+    async def send_ack(self, eio_sid: str, ack_id: int, envelope: dict[str, Any]) -> None:
+        await self._send_packet(eio_sid, self.packet_class(
+            packet.ACK, namespace="/", data=[envelope], id=ack_id))
 
 
 class Session:
@@ -213,7 +262,7 @@ def _middleware(authenticator: auth.Authenticator) -> Middleware:
 def make_app(*, secret: str | None = None, origins: Sequence[str] = (),
              broker: Broker | None = None, limits: Limits | None = None) -> web.Application:
     hub = Hub(broker, limits=limits, server="sobranie-socketio")
-    authenticator = auth.Authenticator(auth.secret_from_env(secret), origins)
+    authenticator = auth.Authenticator(tokens.secret_from_env(secret), origins)
     adapter = SocketIOAdapter(hub, authenticator)
     app = hub_app(hub, authenticator, middlewares=[_middleware(authenticator)],
                   closing=[adapter.sio.shutdown])

@@ -11,10 +11,10 @@ import asyncio
 from aiohttp import web
 
 from servers import auth
-from servers.http_app import HUB, authenticate, error_response
+from servers.aiohttp_common import HUB, authenticate, error_response
 from servers.hub import Connection
-from sobranie_bench import wire
-from sobranie_bench.wire import ErrorCode, WireError
+from sobranie_contract import wire
+from sobranie_contract.wire import ErrorCode, WireError
 
 HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
            "X-Accel-Buffering": "no"}
@@ -59,10 +59,11 @@ async def _pump(conn: Connection, resp: web.StreamResponse, cursor: wire.Cursor)
             if item.id:
                 cursor[item.channel] = item.id  # type: ignore[index]
                 last_id = wire.format_cursor(cursor)
-            parts.append(f"id: {last_id}\nevent: {item.type}\ndata: {item.text}\n\n")
+            parts.append(f"id: {last_id}\nevent: {wire.sse_event(item.type)}\n"
+                         f"data: {item.text}\n\n")
         await resp.write("".join(parts).encode())
     reason = wire.encode(wire.error("closed", conn.close_reason))
-    await resp.write(f"event: error\ndata: {reason}\n\n".encode())
+    await resp.write(f"event: {wire.SSE_FAULT_EVENT}\ndata: {reason}\n\n".encode())
 
 
 def _cut(request: web.Request) -> None:

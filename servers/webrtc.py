@@ -28,18 +28,14 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessi
 from aiortc.exceptions import InvalidStateError
 
 from servers import auth
+from servers.aiohttp_common import AUTH, HUB, authenticate, error_response, hub_app, read_body
 from servers.brokers import Broker, make_broker
-from servers.http_app import AUTH, HUB, authenticate, error_response, hub_app, read_body
 from servers.hub import Connection, Hub, Limits, Sender
 from servers.run import Options, Running, serve_app
-from sobranie_bench import wire
-from sobranie_bench.clients.webrtc import (
-    RELIABLE,
-    UNRELIABLE,
-    loopback_address,
-    pin_host_candidates,
-)
-from sobranie_bench.wire import ErrorCode, WireError
+from sobranie_contract import tokens, wire
+from sobranie_contract.framing import RELIABLE, UNRELIABLE
+from sobranie_contract.ice import loopback_address, pin_host_candidates
+from sobranie_contract.wire import ErrorCode, WireError
 
 NEGOTIATION_SECONDS = 10.0
 """Default time from the offer to an open ``sobranie`` channel before the peer is dropped."""
@@ -54,9 +50,12 @@ log = logging.getLogger("sobranie.webrtc")
 class Peers:
     """The server's peer connections: what /metrics counts and what shutdown closes."""
 
-    def __init__(self, hub: Hub, negotiation_timeout: float) -> None:
+    def __init__(self, hub: Hub, negotiation_timeout: float,
+                 ice_address: str | None = None) -> None:
         self.hub = hub
         self.negotiation_timeout = negotiation_timeout
+        self.ice_address = ice_address
+        """The one address every peer gathers host candidates on (None: aioice's choice)."""
         self.active: set[Peer] = set()
         self.expired = 0
         """Negotiations dropped because no channel opened in time."""
@@ -110,6 +109,8 @@ class Peer:
         if self.pc.sctp is None:
             raise WireError(ErrorCode.BAD_REQUEST, "the offer has no data channel "
                             "(no m=application section)")
+        if self.peers.ice_address is not None:
+            pin_host_candidates(self.pc, [self.peers.ice_address])
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         return self.pc.localDescription
 
@@ -218,10 +219,11 @@ async def offer(request: web.Request) -> web.Response:
 
 def make_app(*, secret: str | None = None, origins: tuple[str, ...] = (),
              broker: Broker | None = None, limits: Limits | None = None,
-             negotiation_timeout: float = NEGOTIATION_SECONDS) -> web.Application:
+             negotiation_timeout: float = NEGOTIATION_SECONDS,
+             ice_address: str | None = None) -> web.Application:
     hub = Hub(broker, limits=limits, server="sobranie-webrtc")
-    peers = Peers(hub, negotiation_timeout)
-    app = hub_app(hub, auth.Authenticator(auth.secret_from_env(secret), origins),
+    peers = Peers(hub, negotiation_timeout, ice_address)
+    app = hub_app(hub, auth.Authenticator(tokens.secret_from_env(secret), origins),
                   closing=[peers.close], extra_metrics=lambda app: app[PEERS].render())
     app[PEERS] = peers
     app.router.add_post("/webrtc/offer", offer)
@@ -245,11 +247,9 @@ async def start(opts: Options) -> Running:
     """``sobranie-bench serve webrtc``: signalling on HTTP, data channels on UDP, ICE host
     candidates on the bound address; ``opts.extra['negotiation_timeout']`` (seconds) bounds an
     offer's wait for its data channel."""
-    address = candidate_address(opts.host)
-    if address is not None:
-        pin_host_candidates([address])
     app = make_app(secret=opts.secret, origins=tuple(opts.origins),
                    broker=make_broker(opts.broker, opts.history_size), limits=opts.limits,
                    negotiation_timeout=float(opts.extra.get("negotiation_timeout",
-                                                            NEGOTIATION_SECONDS)))
+                                                            NEGOTIATION_SECONDS)),
+                   ice_address=candidate_address(opts.host))
     return await serve_app(app, opts, lambda url: {"webrtc": f"{url}/webrtc/offer"})

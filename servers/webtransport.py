@@ -54,18 +54,18 @@ from cryptography.x509.oid import NameOID
 from multidict import CIMultiDict
 
 from servers import auth
+from servers.aiohttp_common import HUB, healthz, metrics
 from servers.brokers import Broker, make_broker
-from servers.http_app import HUB, healthz, metrics
 from servers.hub import Connection, Hub, Limits
 from servers.run import Options, Running
-from sobranie_bench import wire
-from sobranie_bench.clients.webtransport import (
+from sobranie_contract import tokens, wire
+from sobranie_contract.framing import (
     CLOSE_SESSION_CAPSULE,
     CapsuleReader,
     LineSplitter,
     close_capsule,
 )
-from sobranie_bench.wire import ErrorCode, WireError
+from sobranie_contract.wire import ErrorCode, WireError
 
 log = logging.getLogger("sobranie.webtransport")
 
@@ -116,7 +116,7 @@ class WebTransportServer:
                  idle_timeout: float = DEFAULT_IDLE_TIMEOUT, cert: str | None = None,
                  key: str | None = None, quic_log: str | None = None) -> None:
         self.hub = Hub(broker, limits=limits, server="sobranie-webtransport")
-        self.auth = auth.Authenticator(auth.secret_from_env(secret), origins)
+        self.auth = auth.Authenticator(tokens.secret_from_env(secret), origins)
         self.config = QuicConfiguration(
             alpn_protocols=H3_ALPN, is_client=False, max_datagram_frame_size=65536,
             idle_timeout=idle_timeout, quic_logger=QuicFileLogger(quic_log) if quic_log else None)
@@ -142,7 +142,8 @@ class WebTransportServer:
         app.router.add_get("/wt-cert-hash", self._cert_hash)
         app.router.add_get("/healthz", healthz)
         app.router.add_get("/metrics", metrics)
-        self._http = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        self._http = web.AppRunner(app, access_log=None, shutdown_timeout=1.0,
+                                   keepalive_timeout=self.hub.limits.header_timeout)
         await self._http.setup()
         loop = asyncio.get_running_loop()
         attempts = 1 if port else BIND_ATTEMPTS

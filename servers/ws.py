@@ -9,14 +9,79 @@ costs about 90 KiB per connection and a fifth more CPU per small envelope (docs/
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.helpers import set_exception
+from aiohttp.http_websocket import WebSocketError
 
-from servers.http_app import AUTH, HUB, authenticate
+from servers.aiohttp_common import AUTH, HUB, authenticate
 from servers.hub import Sender
 
 CLOSE_GRACE_SECONDS = 1.0
 _DATA = (WSMsgType.TEXT, WSMsgType.BINARY)
+
+
+class _MaskedOnly:
+    """Stands in front of aiohttp's frame parser and refuses the first unmasked client frame:
+    RFC 6455 5.1 says a server must close (1002) on one, and aiohttp's parser unmasks only when
+    the mask bit is set. It reads frame headers only (payloads are skipped by length)."""
+
+    __slots__ = ("head", "parser", "queue", "skip")
+
+    def __init__(self, parser: Any, queue: Any) -> None:
+        self.parser = parser
+        self.queue = queue
+        """Where the parser puts messages (and errors) for ``receive()``."""
+        self.head = b""
+        """The start of a frame header split across reads."""
+        self.skip = 0
+        """Payload bytes of the current frame still to come."""
+
+    def feed_eof(self) -> None:
+        self.parser.feed_eof()
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        pos, end = 0, len(data)
+        while pos < end:
+            if self.skip:
+                step = min(self.skip, end - pos)
+                self.skip -= step
+                pos += step
+                continue
+            head = self.head + data[pos:pos + 14]
+            if len(head) < 2:
+                break
+            if not head[1] & 0x80:
+                if pos:
+                    self.parser.feed_data(data[:pos])
+                set_exception(self.queue, WebSocketError(
+                    WSCloseCode.PROTOCOL_ERROR, "unmasked client frame"))
+                return True, b""
+            size = head[1] & 0x7F
+            ext = 2 if size == 126 else 8 if size == 127 else 0
+            if len(head) < 2 + ext + 4:
+                break
+            if ext:
+                size = int.from_bytes(head[2:2 + ext], "big")
+            pos += 2 + ext + 4 - len(self.head)
+            self.head = b""
+            self.skip = size
+        self.head += data[pos:]  # a header split across reads (nothing when pos == end)
+        return self.parser.feed_data(data)  # type: ignore[no-any-return]
+
+
+class _Response(web.WebSocketResponse):
+    """aiohttp's WebSocket response, its frame parser behind :class:`_MaskedOnly`."""
+
+    def _post_start(self, request: web.BaseRequest, protocol: str | None,
+                    writer: Any) -> None:
+        handler: Any = request.protocol
+        tail, handler._message_tail = handler._message_tail, b""  # frames sent with the upgrade
+        super()._post_start(request, protocol, writer)
+        handler._payload_parser = guard = _MaskedOnly(handler._payload_parser, self._reader)
+        if tail:
+            guard.feed_data(tail)
 
 
 async def handle(request: web.Request) -> web.WebSocketResponse:
@@ -24,7 +89,7 @@ async def handle(request: web.Request) -> web.WebSocketResponse:
     if not request.app[AUTH].origin_allowed(request.headers.get("Origin")):
         raise web.HTTPForbidden(text="origin not allowed")
     hub = request.app[HUB]
-    ws = web.WebSocketResponse(max_msg_size=hub.limits.hard_frame, compress=False)
+    ws = _Response(max_msg_size=hub.limits.hard_frame, compress=False)
     await ws.prepare(request)
     conn = await hub.connect(user, "ws")
     sender = Sender(conn, ws.send_str)

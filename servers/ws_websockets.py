@@ -21,19 +21,20 @@ from servers import auth
 from servers.brokers import Broker
 from servers.hub import Hub, Limits, Sender
 from servers.ws import CLOSE_GRACE_SECONDS
-from sobranie_bench import wire
+from sobranie_contract import tokens, wire
 
 
 class WebsocketsServer:
     def __init__(self, *, secret: str | None = None, origins: Sequence[str] = (),
                  broker: Broker | None = None, limits: Limits | None = None) -> None:
         self.hub = Hub(broker, limits=limits, server="sobranie-websockets")
-        self.auth = auth.Authenticator(auth.secret_from_env(secret), origins)
+        self.auth = auth.Authenticator(tokens.secret_from_env(secret), origins)
 
     async def start(self, host: str, port: int) -> Server:
         await self.hub.start()
         return await serve(self._session, host, port, process_request=self._check,
-                           max_size=self.hub.limits.hard_frame, compression=None)
+                           max_size=self.hub.limits.hard_frame, compression=None,
+                           open_timeout=self.hub.limits.header_timeout)
 
     def _check(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
@@ -47,9 +48,12 @@ class WebsocketsServer:
             query = dict(parse_qsl(url.query))
             user = self.auth.user(query, request.headers)
         except auth.Unauthorized as exc:
-            return connection.respond(
+            refusal = connection.respond(
                 HTTPStatus.UNAUTHORIZED,
                 wire.encode(wire.error(wire.ErrorCode.UNAUTHORIZED, str(exc))) + "\n")
+            refusal.headers["WWW-Authenticate"] = "Bearer"
+            refusal.headers["Content-Type"] = "application/json"
+            return refusal
         if not self.auth.origin_allowed(request.headers.get("Origin")):
             return connection.respond(HTTPStatus.FORBIDDEN, "origin not allowed\n")
         connection.user = user  # type: ignore[attr-defined]

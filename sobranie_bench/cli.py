@@ -42,9 +42,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from servers import auth
+    from sobranie_contract import tokens
 
-    print(auth.make_token(args.user, auth.secret_from_env(args.jwt_secret), args.ttl,
+    print(tokens.make_token(args.user, tokens.secret_from_env(args.jwt_secret), args.ttl,
                           scope="server" if args.server else None))
     return 0
 
@@ -99,7 +99,7 @@ def build_parser(*, all_commands: bool = True) -> argparse.ArgumentParser:
 
 
 _COMMANDS: list[str] = ["sobranie_bench.harness.cli", "sobranie_bench.capacity.cli",
-                        "sobranie_bench.cluster", "sobranie_bench.report.cli"]
+                        "sobranie_bench.cluster_cli", "sobranie_bench.report.cli"]
 """Modules whose ``register(subparsers)`` adds a command (harness, capacity, report...)."""
 
 

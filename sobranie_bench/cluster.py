@@ -1,11 +1,11 @@
 """A local cluster: N server processes over one shared broker, HAProxy in front.
 
-``sobranie-bench cluster up --instances 3 --broker redis://127.0.0.1:6379`` runs it in the
+``sobranie-bench cluster up --instances 3 --broker redis`` runs it in the
 foreground until Ctrl-C / SIGTERM; ``sobranie-bench cluster measure EXPERIMENT`` runs one of
 the scale-out experiments (:mod:`sobranie_bench.scaleout`) on a fresh cluster and prints its
 metrics as JSON. The library form::
 
-    async with Cluster(instances=3, broker="redis://127.0.0.1:6379") as cluster:
+    async with Cluster(instances=3, broker="redis") as cluster:
         cluster.lb_url, cluster.instances[0].url
         await cluster.kill(0)   # SIGKILL one instance
 
@@ -13,19 +13,18 @@ Each instance is ``sobranie-bench serve KIND --port 0 --broker URL --json`` on a
 picks, ready once it prints its JSON line. HAProxy (``haproxy -f CFG -db``, config generated
 into a temporary directory with the instances' logs) balances round-robin with a sticky cookie,
 passes WebSocket upgrades through, streams SSE unbuffered, and health-checks ``/healthz``.
-Every process started is stopped and reaped on exit.
+A bare ``redis`` or ``nats`` as the broker starts one of our own for the cluster's lifetime
+(:mod:`sobranie_bench.services`); a URL uses that broker. Every process started is stopped
+and reaped on exit.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -34,7 +33,9 @@ from typing import IO, Any, Self
 
 import aiohttp
 
-from sobranie_bench import wire
+from sobranie_bench import services
+from sobranie_bench.services import free_port
+from sobranie_contract import wire
 
 READY_SECONDS = 20.0
 """Longest wait for an instance's JSON line, or for the balancer to answer."""
@@ -95,12 +96,6 @@ class Instance:
     """Its standard error."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def haproxy_config(servers: list[str], *, host: str, port: int) -> str:
     """The balancer's configuration for instances at ``servers`` (``host:port`` each)."""
     lines = [f"    server s{i} {addr} cookie s{i}" for i, addr in enumerate(servers, 1)]
@@ -114,7 +109,7 @@ class Cluster:
     """``instances`` server processes over ``broker``, behind HAProxy unless ``balancer`` is
     False (experiments that only talk to instances directly)."""
 
-    def __init__(self, instances: int = 2, broker: str = "redis://127.0.0.1:6379", *,
+    def __init__(self, instances: int = 2, broker: str = "redis", *,
                  host: str = "127.0.0.1", port: int = 0, kind: str = "http",
                  secret: str | None = None, balancer: bool = True,
                  haproxy: str = "haproxy") -> None:
@@ -122,7 +117,8 @@ class Cluster:
             raise ClusterError("a cluster needs at least one instance")
         if instances > 1 and (not broker or broker == "memory"):
             raise ClusterError(f"{instances} instances need a shared broker: pass --broker "
-                               "redis://127.0.0.1:6379 or nats://127.0.0.1:4222")
+                               "redis or nats (our own, started for the cluster) or a "
+                               "redis:// or nats:// URL")
         self.size = instances
         self.broker = broker
         self.host = host
@@ -137,6 +133,8 @@ class Cluster:
         self.dir: Path | None = None
         """Temporary directory with the HAProxy config and every process's log."""
         self._lb: asyncio.subprocess.Process | None = None
+        self._service: services.Service | None = None
+        """Our own broker, when asked for a bare ``redis`` / ``nats``."""
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -146,16 +144,23 @@ class Cluster:
         await self.stop()
 
     async def start(self) -> None:
-        haproxy = shutil.which(self.haproxy) if self.balancer else None
-        if self.balancer and haproxy is None:
-            raise ClusterError(f"{self.haproxy} not found: install HAProxy "
-                               "(apt-get install haproxy) or put it on PATH")
+        try:
+            haproxy = (services.executable(self.haproxy, services.PACKAGES["haproxy"])
+                       if self.balancer else None)
+        except services.ServiceError as exc:
+            raise ClusterError(str(exc)) from None
         self.dir = Path(tempfile.mkdtemp(prefix="sobranie-cluster-"))
         try:
+            if self.broker in services.KINDS:
+                self._service = services.STARTERS[self.broker]()
+                self.broker = self._service.url
             self.instances = list(await asyncio.gather(
                 *(self._spawn(i) for i in range(self.size))))
             if haproxy is not None:
                 await self._start_balancer(haproxy)
+        except services.ServiceError as exc:
+            await self.stop()
+            raise ClusterError(str(exc)) from None
         except BaseException:
             await self.stop()
             raise
@@ -172,13 +177,17 @@ class Cluster:
         processes = ([self._lb] if self._lb else []) + [i.process for i in self.instances]
         await asyncio.gather(*(_terminate(p) for p in processes))
         self._lb = None
+        if self._service is not None:
+            self._service.stop()
+            self.broker = self._service.kind
+            self._service = None
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
 
     def describe(self) -> dict[str, Any]:
         """What ``cluster up --json`` prints."""
-        return {"lb": self.lb_url,
+        return {"lb": self.lb_url, "broker": self.broker,
                 "instances": [{"url": i.url, "pid": i.pid} for i in self.instances]}
 
     # --- internals ----------------------------------------------------------------------
@@ -252,94 +261,3 @@ def _log_file(path: Path) -> IO[bytes]:
 def _last_line(path: Path) -> str:
     lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
     return lines[-1] if lines else "no output"
-
-
-# --- the command line ---------------------------------------------------------------------
-
-
-def register(subparsers: Any) -> None:
-    from servers.run import SERVERS
-
-    parser = subparsers.add_parser(
-        "cluster", help="run N instances over a shared broker behind HAProxy",
-        description="up: start N server instances (each `sobranie-bench serve KIND --broker "
-                    "URL`) and HAProxy in front, print the URLs, run until Ctrl-C / SIGTERM. "
-                    "measure: run a scale-out experiment on a fresh cluster, print JSON.")
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-    up = actions.add_parser("up", help="start a cluster in the foreground")
-    _common(up, SERVERS)
-    up.add_argument("--port", type=int, default=0, help="balancer port (default: any free)")
-    up.add_argument("--json", action="store_true",
-                    help='print {"lb": URL, "instances": [{"url", "pid"}, ...]} on one line')
-    up.set_defaults(func=_up)
-
-    from sobranie_bench import scaleout
-
-    measure = actions.add_parser(
-        "measure", help="run a scale-out experiment, print its metrics as JSON",
-        description=scaleout.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    measure.add_argument("experiment", choices=sorted(scaleout.EXPERIMENTS))
-    _common(measure, SERVERS, brokers=True)
-    scaleout.add_arguments(measure)
-    measure.set_defaults(func=_measure)
-
-
-def _common(parser: argparse.ArgumentParser, servers: dict[str, str], *,
-            brokers: bool = False) -> None:
-    parser.add_argument("--instances", type=int, default=2, help="server processes (2)")
-    if brokers:
-        parser.add_argument("--broker", action="append",
-                            help="shared broker URL; repeat to compare brokers in one run "
-                                 "(default redis://127.0.0.1:6379)")
-    else:
-        parser.add_argument("--broker", default="redis://127.0.0.1:6379",
-                            help="shared broker: redis://host:port or nats://host:port "
-                                 "(default redis://127.0.0.1:6379)")
-    parser.add_argument("--transport-server", default="http", choices=sorted(servers),
-                        help="serve kind each instance runs (default http: /ws, /sse, /poll)")
-    parser.add_argument("--jwt-secret", help="HS256 secret (default: $SOBRANIE_JWT_SECRET)")
-
-
-def _up(args: argparse.Namespace) -> int:
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        async with Cluster(args.instances, args.broker, port=args.port,
-                           kind=args.transport_server, secret=args.jwt_secret) as cluster:
-            if args.json:
-                print(json.dumps(cluster.describe()), flush=True)
-            else:
-                print(f"sobranie-bench cluster: balancer on {cluster.lb_url} "
-                      f"(logs in {cluster.dir}); Ctrl-C to stop", flush=True)
-                for i, inst in enumerate(cluster.instances):
-                    print(f"  instance {i}: {inst.url} pid {inst.pid}", flush=True)
-            await stop.wait()
-
-    return _run(main)
-
-
-def _measure(args: argparse.Namespace) -> int:
-    from sobranie_bench import scaleout
-
-    async def main() -> None:
-        for broker in args.broker or ["redis://127.0.0.1:6379"]:
-            async with Cluster(args.instances, broker, kind=args.transport_server,
-                               secret=args.jwt_secret,
-                               balancer=scaleout.needs_balancer(args)) as cluster:
-                result = await scaleout.run(args.experiment, cluster, args)
-            print(json.dumps(result), flush=True)
-
-    return _run(main)
-
-
-def _run(main: Any) -> int:
-    try:
-        asyncio.run(main())
-    except (ClusterError, ValueError) as exc:  # ValueError: an experiment's parameters
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-

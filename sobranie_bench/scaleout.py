@@ -34,13 +34,13 @@ from urllib.parse import urlsplit
 import aiohttp
 import psutil
 
-from servers import auth
 from servers.brokers import make_broker
 from sobranie_bench.clients import TRANSPORTS, Client
 from sobranie_bench.cluster import Cluster
 from sobranie_bench.harness.load import Schedule, open_loop
 from sobranie_bench.harness.recorder import Recorder, stats
 from sobranie_bench.harness.sampler import cpu_model, raise_fd_limit, read
+from sobranie_contract import tokens
 
 CONNECT_CONCURRENCY = 32
 """Clients connecting at once while a run is set up."""
@@ -118,11 +118,11 @@ class _Run:
         self.channel = f"scale:{secrets.token_hex(4)}"
         self.clients: list[Client] = []
         self.recorders: dict[str, Recorder] = {}
-        self._secret = auth.secret_from_env(cluster.secret)
+        self._secret = tokens.secret_from_env(cluster.secret)
 
     def client(self, url: str, user: str, **kwargs: Any) -> Client:
         made = TRANSPORTS[self.transport].client_class()(
-            url, auth.make_token(user, self._secret, 3600), **kwargs)
+            url, tokens.make_token(user, self._secret, 3600), **kwargs)
         self.clients.append(made)
         return made
 

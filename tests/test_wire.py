@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from sobranie_bench import wire
-from sobranie_bench.wire import ErrorCode, WireError
+from sobranie_contract import wire
+from sobranie_contract.wire import ErrorCode, WireError
 
 REQUEST_TYPES = (wire.Subscribe, wire.Unsubscribe, wire.Publish, wire.Echo)
 CHANNEL = st.from_regex(r"[a-z0-9_-]{1,32}(:[A-Za-z0-9_.-]{1,64})?", fullmatch=True)
@@ -120,6 +120,29 @@ def test_deep_nesting_is_a_bad_request_not_a_crash(raw: str | bytes) -> None:
     assert err.value.code == ErrorCode.BAD_REQUEST
 
 
+def test_nesting_is_bounded_where_the_encoder_could_still_send_it() -> None:
+    def nested(levels: int) -> str:  # the envelope is level 1
+        return '{"op":"echo","data":' + "[" * (levels - 1) + "]" * (levels - 1) + "}"
+
+    assert wire.parse_request(nested(wire.MAX_DEPTH)) == wire.Echo(
+        json.loads(nested(wire.MAX_DEPTH))["data"])
+    for levels in (wire.MAX_DEPTH + 1, 984):
+        with pytest.raises(WireError, match="nested") as err:
+            wire.parse_request(nested(levels))
+        assert err.value.code == ErrorCode.BAD_REQUEST
+    assert wire.parse_request('{"op":"echo","data":"' + "[{" * 100 + '"}')  # in a string
+    assert wire.depth([{"a": [1]}, 2]) == 3 and wire.depth(5) == 0 and wire.depth({}) == 1
+
+
+@pytest.mark.parametrize("since", [2**63, 10**30, -1])
+def test_ids_are_signed_64_bit(since: int) -> None:
+    with pytest.raises(WireError, match="2\\^63") as err:
+        wire.parse_request(json.dumps({"op": "subscribe", "channel": "c", "since": since}))
+    assert err.value.code == ErrorCode.BAD_REQUEST
+    assert wire.parse_request(json.dumps({"op": "subscribe", "channel": "c",
+                                          "since": wire.MAX_ID})).since == wire.MAX_ID
+
+
 @pytest.mark.parametrize("raw, why", [
     ('{"op":"echo","data":NaN}', "NaN"),
     ('{"op":"echo","data":[Infinity]}', "Infinity"),
@@ -212,7 +235,7 @@ def test_decode_reads_server_envelopes_only() -> None:
 # --- cursors ------------------------------------------------------------------------------------
 
 
-@given(st.dictionaries(CHANNEL, st.integers(0, 2**63), max_size=8))
+@given(st.dictionaries(CHANNEL, st.integers(0, wire.MAX_ID), max_size=8))
 def test_cursor_round_trip(cursor: dict[str, int]) -> None:
     text = wire.format_cursor(cursor)
     assert wire.parse_cursor(text) == cursor
@@ -229,6 +252,7 @@ def test_cursor_format_is_the_contracts() -> None:
 @pytest.mark.parametrize("text", [
     "chat", "chat=", "=5", "chat=-1", "chat=x", "chat=1.5", "chat= 1", "Chat=1", "a:b:c=1",
     "chat:1=2=3", "chat=²", "chat=١", "chat\n=1", "a=1;b", "чат=1",
+    f"chat={2**63}", "chat=" + "9" * 5000, "chat=" + "0" * 30 + "1",
 ])
 def test_malformed_cursor_is_a_bad_request(text: str) -> None:
     with pytest.raises(WireError) as err:

@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from servers.brokers import Deliver, Message
-from sobranie_bench.wire import ErrorCode, WireError
+from servers.brokers.base import Deliver, Message
+from sobranie_contract.wire import ErrorCode, WireError
 
 log = logging.getLogger("sobranie.broker")
 

@@ -19,8 +19,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from sobranie_bench import wire
-from sobranie_bench.wire import WireError
+from sobranie_contract import wire
+from sobranie_contract.wire import WireError
 
 Envelope = dict[str, Any]
 log = logging.getLogger("sobranie.client")

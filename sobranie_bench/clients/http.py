@@ -6,8 +6,8 @@ from typing import Any
 
 import aiohttp
 
-from sobranie_bench import wire
 from sobranie_bench.clients.base import Client, ClientError
+from sobranie_contract import wire
 
 
 class AiohttpClient(Client):

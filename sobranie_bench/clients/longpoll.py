@@ -6,9 +6,9 @@ import json
 
 import aiohttp
 
-from sobranie_bench import wire
 from sobranie_bench.clients.base import ClientError
 from sobranie_bench.clients.http import OneWayClient, refused
+from sobranie_contract import wire
 
 
 class PollClient(OneWayClient):

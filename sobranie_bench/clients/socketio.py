@@ -21,8 +21,8 @@ import aiohttp
 import socketio
 from engineio.payload import Payload
 
-from sobranie_bench import wire
 from sobranie_bench.clients.base import Client, ClientError
+from sobranie_contract import wire
 
 SERVER_EVENTS = ("hello", "message", "presence", "error")
 """Events whose single argument is a server envelope (replies travel as acks instead)."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import aiohttp
 
-from sobranie_bench import wire
 from sobranie_bench.clients.base import ClientError
 from sobranie_bench.clients.http import OneWayClient, refused
+from sobranie_contract import wire
 
 
 class SseClient(OneWayClient):
@@ -34,18 +34,26 @@ class SseClient(OneWayClient):
         assert self._resp is not None
         data: bytes | None = None
         event_id: str | None = None
+        event = "message"  # the SSE default
         async for raw in self._resp.content:
             line = raw.rstrip(b"\r\n")
             if not line:
                 if data is not None:
                     if event_id:
                         self.merge_cursor(wire.parse_cursor(event_id))
-                    self._dispatch(wire.decode(data))
+                    env = wire.decode(data)
+                    if wire.sse_event(env["type"]) != event:
+                        raise ClientError(f"SSE event {event!r} carries a {env['type']!r} "
+                                          f"envelope (expected {wire.sse_event(env['type'])!r})")
+                    self._dispatch(env)
                 data = event_id = None
+                event = "message"
             elif line.startswith(b"data:"):
                 data = line[5:].lstrip(b" ") if data is None else data + b"\n" + line[5:]
             elif line.startswith(b"id:"):
                 event_id = line[3:].strip().decode()
+            elif line.startswith(b"event:"):
+                event = line[6:].strip().decode()
 
     async def _abort(self, graceful: bool = False) -> None:
         if self._resp is not None:

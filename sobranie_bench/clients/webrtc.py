@@ -9,50 +9,18 @@ the set-up cost the ``connections`` scenario measures; a reconnect is a new peer
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
-from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import aioice.ice
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
-from sobranie_bench import wire
 from sobranie_bench.clients.base import ClientError
 from sobranie_bench.clients.http import AiohttpClient, refused
-
-RELIABLE = "sobranie"
-"""Label of the reliable, ordered channel: every envelope, both ways."""
-UNRELIABLE = "sobranie-unreliable"
-"""Label of the unordered channel without retransmits: unreliable publishes."""
-
-
-def pin_host_candidates(addresses: Sequence[str]) -> None:
-    """Gather ICE host candidates on exactly ``addresses``, for every peer in this process.
-
-    aioice offers no way to choose interfaces (aiortc/aioice#2) and, as RFC 8445 §5.1.1.1
-    asks, never gathers loopback. The suite runs on loopback only, so both peers replace aioice's
-    address lookup, the one place it decides; SDP filtering could not help, as a loopback
-    candidate is never gathered to keep."""
-    pinned = list(addresses)
-
-    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return [a for a in pinned if (use_ipv6 if ":" in a else use_ipv4)]
-
-    aioice.ice.get_host_addresses = host_addresses
-
-
-def loopback_address(host: str | None) -> str | None:
-    """The loopback address to pin candidates to when ``host`` is one, else None."""
-    if host == "localhost":
-        return "127.0.0.1"
-    try:
-        address = ipaddress.ip_address(host or "")
-    except ValueError:
-        return None
-    return str(address) if address.is_loopback else None
+from sobranie_contract import wire
+from sobranie_contract.framing import RELIABLE, UNRELIABLE
+from sobranie_contract.ice import loopback_address, pin_host_candidates
 
 
 def dtls_bytes(pc: RTCPeerConnection) -> tuple[int, int]:
@@ -104,8 +72,6 @@ class WebRTCClient(AiohttpClient):
 
     async def _open(self, resume: bool) -> None:
         loopback = loopback_address(urlsplit(self.url).hostname)
-        if loopback is not None:
-            pin_host_candidates([loopback])
         self.setup_times = {}
         self._started = time.perf_counter()
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -114,6 +80,8 @@ class WebRTCClient(AiohttpClient):
         try:
             reliable = pc.createDataChannel(RELIABLE)
             unreliable = pc.createDataChannel(UNRELIABLE, ordered=False, maxRetransmits=0)
+            if loopback is not None:
+                pin_host_candidates(pc, [loopback])
             reliable.on("message", self._on_message)
             reliable.on("close", ended.set)
 

@@ -6,9 +6,9 @@ The client opens a QUIC connection, checks the server's certificate against a pi
 bidirectional stream that carries newline-delimited JSON envelopes both ways. An unreliable
 publish goes out as one HTTP/3 datagram and is never acknowledged.
 
-Also here, because the server speaks them too: the capsules that close a session
-(``CLOSE_WEBTRANSPORT_SESSION``) and the registration of a client-opened stream, which aioquic's
-:class:`H3Connection` forgets (see :func:`open_bidi_stream`).
+The framing both sides speak (the stream's lines, the capsule that closes a session) is in
+:mod:`sobranie_contract.framing`; here is the registration of a client-opened stream, which
+aioquic's :class:`H3Connection` forgets (see :func:`open_bidi_stream`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aioquic.asyncio import QuicConnectionProtocol
-from aioquic.buffer import Buffer, BufferReadError
 from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection, H3Stream
 from aioquic.h3.events import (
     DataReceived,
@@ -38,62 +37,21 @@ from aioquic.quic.connection import NetworkAddress, QuicConnection
 from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, QuicEvent
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from sobranie_bench import wire
 from sobranie_bench.clients.base import Client, ClientError
+from sobranie_contract import wire
+from sobranie_contract.framing import (
+    CLOSE_SESSION_CAPSULE,
+    MAX_DATAGRAM_PAYLOAD,
+    CapsuleReader,
+    LineSplitter,
+    close_capsule,
+    parse_close,
+)
 
-# --- WebTransport framing shared with servers/webtransport.py ----------------------------------
+# --- aioquic glue ------------------------------------------------------------------------------
 
-CLOSE_SESSION_CAPSULE = 0x2843
-"""CLOSE_WEBTRANSPORT_SESSION: a 32-bit application code, then a UTF-8 reason."""
-MAX_CLOSE_REASON_BYTES = 1024
-"""Longest reason a CLOSE_WEBTRANSPORT_SESSION capsule may carry."""
-MAX_CAPSULE_BYTES = 64 * 1024
-"""A capsule still incomplete past this many buffered bytes is a protocol error."""
-MAX_DATAGRAM_PAYLOAD = 1100
-"""Largest envelope sent as one datagram: a DATAGRAM frame must fit one QUIC packet of 1200
-bytes with its header, the AEAD tag and the quarter stream id (aioquic's default packet size)."""
 DRAFT_HEADERS = [(b"sec-webtransport-http3-draft02", b"1")]
 """Request header Chromium sends; the server answers ``sec-webtransport-http3-draft: draft02``."""
-
-
-def close_capsule(code: int, reason: str) -> bytes:
-    """A CLOSE_WEBTRANSPORT_SESSION capsule (RFC 9297 framing)."""
-    value = code.to_bytes(4, "big") + reason.encode()[:MAX_CLOSE_REASON_BYTES]
-    buf = Buffer(capacity=16 + len(value))
-    buf.push_uint_var(CLOSE_SESSION_CAPSULE)
-    buf.push_uint_var(len(value))
-    buf.push_bytes(value)
-    return buf.data
-
-
-def parse_close(value: bytes) -> tuple[int, str]:
-    """The code and reason of a CLOSE_WEBTRANSPORT_SESSION capsule's value."""
-    if len(value) < 4:
-        raise ValueError("CLOSE_WEBTRANSPORT_SESSION shorter than its 4-byte code")
-    return int.from_bytes(value[:4], "big"), value[4:].decode(errors="replace")
-
-
-class CapsuleReader:
-    """Capsules (type, value) from a CONNECT stream's data, fed in pieces as they arrive."""
-
-    def __init__(self) -> None:
-        self._buf = b""
-
-    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        self._buf += data
-        out = []
-        while self._buf:
-            buf = Buffer(data=self._buf)
-            try:
-                kind = buf.pull_uint_var()
-                value = buf.pull_bytes(buf.pull_uint_var())
-            except BufferReadError:
-                break
-            out.append((kind, value))
-            self._buf = self._buf[buf.tell():]
-        if len(self._buf) > MAX_CAPSULE_BYTES:
-            raise ValueError(f"capsule over {MAX_CAPSULE_BYTES} bytes")
-        return out
 
 
 def open_bidi_stream(h3: H3Connection, session_id: int) -> int:
@@ -110,28 +68,6 @@ def open_bidi_stream(h3: H3Connection, session_id: int) -> int:
     stream.session_id = session_id
     h3._stream[stream_id] = stream
     return stream_id
-
-
-class LineSplitter:
-    """Newline-delimited envelopes from stream data fed in pieces (empty lines skipped)."""
-
-    def __init__(self) -> None:
-        self.partial = bytearray()
-        """Bytes of the line not finished yet."""
-        self._scanned = 0
-
-    def feed(self, data: bytes) -> list[bytes]:
-        self.partial += data
-        lines = []
-        start = 0
-        while (end := self.partial.find(b"\n", self._scanned)) >= 0:
-            if end > start:
-                lines.append(bytes(self.partial[start:end]))
-            start = self._scanned = end + 1
-        if start:
-            del self.partial[:start]
-        self._scanned = len(self.partial)
-        return lines
 
 
 # --- the client --------------------------------------------------------------------------------
@@ -518,6 +454,4 @@ def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-__all__ = ["CLOSE_SESSION_CAPSULE", "ByteCounter", "CapsuleReader", "LineSplitter",
-           "PinMismatch", "WebTransportClient", "close_capsule", "connect_quic", "open_bidi_stream",
-           "parse_close"]
+__all__ = ["ByteCounter", "PinMismatch", "WebTransportClient", "connect_quic", "open_bidi_stream"]

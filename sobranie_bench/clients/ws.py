@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 from websockets.speedups import apply_mask
 
-from sobranie_bench import wire
 from sobranie_bench.clients.base import Client, ClientError
+from sobranie_contract import wire
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA

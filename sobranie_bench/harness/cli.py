@@ -17,7 +17,7 @@ from servers.run import install_uvloop
 from sobranie_bench.clients import TRANSPORTS
 from sobranie_bench.harness import results
 from sobranie_bench.harness.runner import HarnessError, Plan, count_points, run_plan
-from sobranie_bench.harness.scenarios import registry
+from sobranie_bench.harness.scenarios.registry import registry
 
 HEADLINES = {
     "echo": [("rtt_p50_us", "p50 µs"), ("rtt_p99_us", "p99 µs"),
@@ -132,10 +132,11 @@ def register(sub: Any) -> None:
     p.add_argument("--trials", type=int, help="trials per point (default: ci 1, else 3)")
     p.add_argument("--seed", type=int, default=1, help="seed for schedules (default 1)")
     p.add_argument("--broker", default="memory",
-                   help="broker of the servers the harness starts (memory, redis://, nats://)")
+                   help="broker of the servers the harness starts: memory (default), redis or "
+                        "nats (our own, started fresh per run) or a redis:// / nats:// URL")
     p.add_argument("--cluster", type=int, default=0, metavar="N",
-                   help="run against N instances behind HAProxy over --broker (redis:// or "
-                        "nats://), fresh per run; ws, sse and longpoll only")
+                   help="run against N instances behind HAProxy over --broker (redis, nats "
+                        "or a URL), fresh per run; ws, sse and longpoll only")
     p.add_argument("--set", type=_setting, action="append", metavar="KEY=VALUE",
                    help="set a scenario parameter in every grid point that has it, e.g. "
                         "--set subscribers=1000 --set rate=50 (repeatable)")

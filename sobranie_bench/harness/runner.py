@@ -13,20 +13,21 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from servers import auth
-from sobranie_bench import __version__
+from sobranie_bench import __version__, services
 from sobranie_bench.clients import TRANSPORTS
 from sobranie_bench.harness import results
 from sobranie_bench.harness.recorder import merge
 from sobranie_bench.harness.sampler import Sampler, cpu_model, raise_fd_limit
-from sobranie_bench.harness.scenarios import PartContext, Scenario, registry
+from sobranie_bench.harness.scenarios import PartContext, Scenario
+from sobranie_bench.harness.scenarios.registry import registry
+from sobranie_contract import tokens
 
 SERVER_START_SECONDS = 30.0
 CLUSTER_KINDS = {"http", "ws", "sse", "longpoll"}
@@ -58,14 +59,15 @@ class Plan:
     seed: int = 1
     """Seed for schedules and payloads."""
     broker: str = "memory"
-    """Broker of the servers the harness starts."""
+    """Broker of the servers the harness starts: memory, a URL, or a bare ``redis`` / ``nats``
+    (our own, fresh per run, :mod:`sobranie_bench.services`)."""
     cluster: int = 0
     """Run against N instances behind HAProxy (fresh per run) instead of one server."""
     overrides: tuple[tuple[str, Any], ...] = ()
     """(parameter, value) pairs set in every grid point that has that parameter."""
     timing: tuple[float, float] | None = None
     """(warm-up, duration) seconds for every scenario instead of the profile's."""
-    secret: str = field(default_factory=lambda: auth.secret_from_env())
+    secret: str = field(default_factory=lambda: tokens.secret_from_env())
     """JWT secret shared with the server."""
 
     def points(self) -> Iterator[tuple[str, Scenario, dict[str, Any], int]]:
@@ -234,11 +236,13 @@ async def server_for(plan: Plan, transport: str) -> AsyncIterator[dict[str, Any]
                     for i, inst in enumerate(cluster.instances)}
             yield {"url": cluster.lb_url, **pids}
     else:
-        server = await spawn_server(TRANSPORTS[transport].server, plan)
-        try:
-            yield {"url": server.url, "server": server.pid, "options": server.client_options}
-        finally:
-            await server.stop()
+        async with services.broker(plan.broker) as broker:
+            server = await spawn_server(TRANSPORTS[transport].server, replace(plan, broker=broker))
+            try:
+                yield {"url": server.url, "server": server.pid,
+                       "options": server.client_options}
+            finally:
+                await server.stop()
 
 
 async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,

@@ -10,7 +10,8 @@ from typing import Any
 
 from servers.run import install_uvloop
 from sobranie_bench.harness.sampler import raise_fd_limit
-from sobranie_bench.harness.scenarios import PartContext, registry
+from sobranie_bench.harness.scenarios import PartContext
+from sobranie_bench.harness.scenarios.registry import registry
 
 
 def main() -> None:

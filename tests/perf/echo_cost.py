@@ -53,9 +53,9 @@ START_TIMEOUT = 30.0
 
 
 def _token(user: str) -> str:
-    from servers import auth
+    from sobranie_contract import tokens
 
-    return auth.make_token(user, SECRET, 3600)
+    return tokens.make_token(user, SECRET, 3600)
 
 
 def _raise_nofile() -> None:

@@ -1,7 +1,8 @@
 """The broker seam, for memory, Redis and NATS: ids, history, gaps, ordering; and for the
 cluster brokers, delivery between instances, resume through another instance, and failure
-(unreachable at start, going away mid-run). Redis on 127.0.0.1:6379 and NATS with JetStream
-on 127.0.0.1:4222 (``.ci/run`` starts both); each test has its own namespace and removes it."""
+(unreachable at start, going away mid-run). Redis and NATS with JetStream are our own (the
+session's ``redis_url`` / ``nats_url``, or a test's own when it kills them); each test has its
+own namespace and removes it."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ import asyncio
 import json
 import logging
 import secrets
-import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +22,11 @@ import pytest
 from servers.brokers import Broker, BrokerUnavailable, Message, make_broker
 from servers.brokers.backplane import Sequencer, envelope_around_id, split_namespace
 from servers.hub import Hub
-from sobranie_bench import wire
-from sobranie_bench.cluster import free_port
-from sobranie_bench.wire import ErrorCode, WireError
+from sobranie_bench import services
+from sobranie_bench.services import free_port
+from sobranie_contract import wire
+from sobranie_contract.wire import ErrorCode, WireError
 from tests.conftest import UNIT, messages, next_of, token
-
-SHARED = {"redis": "redis://127.0.0.1:6379/0", "nats": "nats://127.0.0.1:4222"}
-
-
-def namespaced(kind: str) -> str:
-    return f"{SHARED[kind]}?namespace=t{secrets.token_hex(4)}"
 
 
 @pytest.fixture
@@ -41,7 +36,7 @@ async def broker_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     if kind == "memory":
         yield "memory"
         return
-    url = namespaced(kind)
+    url = f"{request.getfixturevalue(f'{kind}_url')}?namespace=t{secrets.token_hex(4)}"
     yield url
     broker = make_broker(url)
     await broker.purge()  # type: ignore[attr-defined]
@@ -219,45 +214,26 @@ def test_serve_with_an_unreachable_broker_prints_one_line(kind):
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Callable[[], Any]:
+def own_redis(tmp_path: Path) -> Iterator[Callable[[], Any]]:
     """Start (and restart) a redis-server of this test's own on a free port, with an
     append-only file synced on every write so a SIGKILL loses nothing."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server not installed")
     port = free_port()
-    procs: list[subprocess.Popen[bytes]] = []
+    started: list[services.Service] = []
 
     def start() -> tuple[str, subprocess.Popen[bytes]]:
-        proc = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(tmp_path)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(proc)
-        return f"redis://127.0.0.1:{port}/0", proc
+        redis = services.start_redis(port=port, dir=tmp_path, durable=True)
+        started.append(redis)
+        return redis.url, redis.process
 
     yield start
-    for proc in procs:
-        proc.kill()
-        proc.wait()
-
-
-async def wait_ready(url: str) -> None:
-    broker = make_broker(url)
-    async with asyncio.timeout(UNIT):
-        while True:
-            try:
-                await broker.last_id("x:y")
-                break
-            except WireError:
-                await asyncio.sleep(0.05)
-    await broker.close()
+    for redis in started:
+        redis.stop()
 
 
 async def test_redis_going_away_is_reported_not_a_hang(own_redis, start_server, clients,
                                                        caplog):
     caplog.set_level(logging.WARNING)
-    url, proc = own_redis()
-    await wait_ready(url)
+    url, proc = own_redis()  # ready: it answers PING
     server = await start_server("ws", broker=url)
     other = await start_server("ws", broker=url)
     pub = clients("ws", server.url, "alice")
@@ -283,7 +259,6 @@ async def test_redis_going_away_is_reported_not_a_hang(own_redis, start_server, 
     assert any("lost" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
 
     own_redis()  # back, with its data: ids go on, subscriptions are renewed
-    await wait_ready(url)
     async with asyncio.timeout(3 * UNIT):
         while True:
             try:
@@ -301,31 +276,16 @@ async def test_redis_going_away_is_reported_not_a_hang(own_redis, start_server, 
 
 
 @pytest.fixture
-def own_nats(tmp_path: Path) -> Any:
+def own_nats() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A nats-server with JetStream of this test's own on a free port: (url, process)."""
-    if shutil.which("nats-server") is None:
-        pytest.skip("nats-server not installed")
-    port = free_port()
-    proc = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(port), "-js", "-sd",
-                             str(tmp_path)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    yield f"nats://127.0.0.1:{port}", proc
-    proc.kill()
-    proc.wait()
+    with services.start_nats() as nats:
+        yield nats.url, nats.process
 
 
 async def test_nats_going_away_is_reported_not_a_hang(own_nats, start_server, clients,
                                                       caplog):
     caplog.set_level(logging.WARNING)
-    url, proc = own_nats
-    async with asyncio.timeout(UNIT):
-        while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":")[-1]))
-                writer.close()
-                break
-            except OSError:
-                await asyncio.sleep(0.05)
+    url, proc = own_nats  # ready: it answers with JetStream enabled
     server = await start_server("ws", broker=url)
     pub = clients("ws", server.url, "alice")
     await pub.connect(["chat:down"])

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from servers.brokers import Message
-from servers.brokers.memory import MemoryBroker
+from servers.brokers.memory_broker import MemoryBroker
 from servers.hub import Connection, Hub, Limits, Sender
-from sobranie_bench import wire
-from sobranie_bench.wire import ErrorCode, WireError
+from sobranie_contract import wire
+from sobranie_contract.wire import ErrorCode, WireError
 
 
 class FakeClock:

@@ -12,8 +12,8 @@ import pytest
 import socketio
 
 from servers.socketio_app import event_packet
-from sobranie_bench import wire
-from sobranie_bench.wire import ErrorCode, WireError
+from sobranie_contract import wire
+from sobranie_contract.wire import ErrorCode, WireError
 from tests.conftest import UNIT, metrics_text, next_of, token
 
 TRANSPORTS = ["socketio", "socketio-polling"]

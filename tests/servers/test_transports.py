@@ -22,14 +22,14 @@ import aiohttp
 import pytest
 
 from servers import longpoll
-from servers.auth import make_token
 from servers.hub import Limits
 from servers.run import Running
-from sobranie_bench import wire
 from sobranie_bench.clients import TRANSPORTS, Client, ClientError
 from sobranie_bench.clients.webtransport import ByteCounter, connect_quic
 from sobranie_bench.clients.ws import OP_TEXT, frame
-from sobranie_bench.wire import ErrorCode, WireError
+from sobranie_contract import wire
+from sobranie_contract.tokens import make_token
+from sobranie_contract.wire import ErrorCode, WireError
 from tests.conftest import (
     UNIT,
     http_url,

@@ -13,9 +13,10 @@ import aiohttp
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from servers.http_app import HUB
+from servers.aiohttp_common import HUB
 from servers.webrtc import make_app
-from sobranie_bench.clients.webrtc import RELIABLE
+from sobranie_contract.framing import RELIABLE
+from sobranie_contract.ice import pin_host_candidates
 from tests.conftest import SECRET, UNIT, messages, metrics_text, next_of, token, until_metric
 
 T = "webrtc"
@@ -84,10 +85,11 @@ async def test_answer_offers_loopback_host_candidates_only(start_server):
     server = await start_server(T)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.createDataChannel(RELIABLE)
+    pin_host_candidates(pc, ["127.0.0.1"])
     await pc.setLocalDescription(await pc.createOffer())
     _, answer = await _post_offer(server.url, pc.localDescription.sdp)
     await pc.close()
-    for sdp in (pc.localDescription.sdp, answer["sdp"]):
+    for sdp in (pc.localDescription.sdp, answer["sdp"]):  # the pinned peer, and the server's
         candidates = [line for line in sdp.splitlines() if line.startswith("a=candidate:")]
         assert candidates and all(" 127.0.0.1 " in c and "typ host" in c for c in candidates)
 
@@ -124,7 +126,7 @@ async def test_udp_bytes_are_counted_across_reconnects(start_server, clients):
 async def test_input_faster_than_the_hub_handles_is_cut_off(clients):
     """aiortc reads without backpressure: past the hard frame limit of unhandled input the peer
     is cut off (here the hub never finishes handling the first message)."""
-    app = make_app(secret=SECRET)
+    app = make_app(secret=SECRET, ice_address="127.0.0.1")
     hub = app[HUB]
     never = asyncio.Event()
 
@@ -161,3 +163,18 @@ async def _metric(url: str, name: str) -> float:
     found = re.search(rf"^{name} (\S+)$", await metrics_text(url), re.MULTILINE)
     assert found, f"{name} not in /metrics"
     return float(found.group(1))
+
+
+async def test_pinning_one_peer_leaves_the_others_alone():
+    """Candidates are pinned per peer connection, never for the whole process."""
+    pinned, free = (RTCPeerConnection(RTCConfiguration(iceServers=[])) for _ in range(2))
+    for pc in (pinned, free):
+        pc.createDataChannel(RELIABLE)
+    pin_host_candidates(pinned, ["127.0.0.1"])
+    for pc in (pinned, free):
+        await pc.setLocalDescription(await pc.createOffer())
+        await pc.close()
+    hosts = [{line.split()[4] for line in pc.localDescription.sdp.splitlines()
+              if line.startswith("a=candidate:")} for pc in (pinned, free)]
+    assert hosts[0] == {"127.0.0.1"}
+    assert "127.0.0.1" not in hosts[1]  # aioice's own choice: it never gathers loopback

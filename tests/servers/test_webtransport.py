@@ -35,18 +35,15 @@ from servers.webtransport import (
     WebTransportServer,
     self_signed_certificate,
 )
-from sobranie_bench import wire
 from sobranie_bench.clients import Backoff, ClientError
 from sobranie_bench.clients.webtransport import (
     ByteCounter,
-    CapsuleReader,
-    LineSplitter,
     WebTransportClient,
-    close_capsule,
     connect_quic,
     open_bidi_stream,
-    parse_close,
 )
+from sobranie_contract import wire
+from sobranie_contract.framing import CapsuleReader, LineSplitter, close_capsule, parse_close
 from tests.conftest import SECRET, UNIT, next_of, subscriber_and_publisher, token
 
 WT = "webtransport"

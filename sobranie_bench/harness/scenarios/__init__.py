@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from servers import auth
 from sobranie_bench.clients import TRANSPORTS, Client
+from sobranie_contract import tokens
 
 Params = dict[str, Any]
 log = logging.getLogger("sobranie.harness")
@@ -80,7 +80,7 @@ class PartContext:
     def client(self, user: str, **kwargs: Any) -> Client:
         kwargs.setdefault("timeout", self.timeout)
         kwargs = {**self.client_options, **kwargs}
-        token = auth.make_token(user, self.secret, ttl=24 * 3600)
+        token = tokens.make_token(user, self.secret, ttl=24 * 3600)
         return TRANSPORTS[self.transport].client_class()(self.url, token, **kwargs)
 
 
@@ -168,18 +168,3 @@ def padding(size: int, rng: random.Random) -> str:
 def probe(seq: int, intended_ns: int, pad: str) -> dict[str, Any]:
     """The harness's fields inside ``data`` (servers never read them)."""
     return {"t": intended_ns, "seq": seq, "pad": pad}
-
-
-def registry() -> dict[str, Scenario]:
-    """Every scenario, by name (imported here so each module stays independent)."""
-    from sobranie_bench.harness.scenarios import (
-        capacity,
-        churn,
-        connections,
-        echo,
-        fanout,
-        overhead,
-    )
-
-    return {m.SCENARIO.name: m.SCENARIO
-            for m in (echo, fanout, connections, overhead, churn, capacity)}

@@ -37,7 +37,6 @@ from nats.errors import NoRespondersError
 from nats.js import api
 from nats.js.errors import APIError, NotFoundError
 
-from servers.brokers import Broker, BrokerUnavailable, Deliver, Message
 from servers.brokers.backplane import (
     TIMEOUT_SECONDS,
     Sequencer,
@@ -47,8 +46,9 @@ from servers.brokers.backplane import (
     unavailable,
     unframe,
 )
-from sobranie_bench import wire
-from sobranie_bench.wire import ErrorCode, WireError
+from servers.brokers.base import Broker, BrokerUnavailable, Deliver, Message
+from sobranie_contract import wire
+from sobranie_contract.wire import ErrorCode, WireError
 
 log = logging.getLogger("sobranie.broker.nats")
 

@@ -21,6 +21,19 @@ HARD_FRAME_BYTES = 1024 * 1024
 """A frame over this closes the connection (WebSocket 1009)."""
 HISTORY_SIZE = 1000
 """Messages kept per channel for resume."""
+MAX_DEPTH = 64
+"""Nesting levels an envelope may have (the envelope object itself is level 1): deeper is
+``bad_request``. Python's own JSON encoder gives up near 1000 levels, so without a bound the
+parser would accept what the server could then not send on."""
+MAX_ID = 2**63 - 1
+"""The largest message id (and ``since``, and cursor id) of the contract: a signed 64-bit
+integer, what every language's JSON reader and every broker can hold. Larger is
+``bad_request``."""
+HEADER_TIMEOUT_SECONDS = 5.0
+"""An HTTP request (or WebSocket handshake) whose headers have not all arrived this long after
+the connection opened, or after the last answer on a kept-alive connection, is closed: the
+defence against slowloris (half-sent requests holding connections). Idle kept-alive
+connections close after the same time, as Apache's default does."""
 SSE_PING_SECONDS = 15.0
 POLL_TIMEOUT_SECONDS = 25.0
 
@@ -151,12 +164,50 @@ def loads(raw: str | bytes) -> Any:
         raise WireError(ErrorCode.BAD_REQUEST, "not JSON: nested too deeply") from None
     except ValueError as exc:
         raise WireError(ErrorCode.BAD_REQUEST, f"not JSON: {exc}") from None
+    if raw.count("[") + raw.count("{") > MAX_DEPTH and depth(obj) > MAX_DEPTH:
+        raise WireError(ErrorCode.BAD_REQUEST, f"nested deeper than {MAX_DEPTH} levels")
     if "\\ud" in raw or "\\uD" in raw:  # an escaped surrogate: fine only as half of a pair
         try:
             encode(obj).encode("utf-8")
         except UnicodeEncodeError:
             raise WireError(ErrorCode.BAD_REQUEST, "lone surrogate in a string") from None
     return obj
+
+
+def depth(obj: Any) -> int:
+    """Nesting levels of a parsed JSON value (a scalar is 0, ``[]`` and ``{}`` are 1); walked
+    without recursion, so any depth the parser produced can be measured."""
+    deepest = 0
+    stack = [(obj, 1)] if type(obj) in (dict, list) else []
+    while stack:
+        value, level = stack.pop()
+        deepest = max(deepest, level)
+        items = value.values() if type(value) is dict else value
+        stack.extend((item, level + 1) for item in items if type(item) in (dict, list))
+    return deepest
+
+
+def check_id(value: Any, name: str, ref: str | None = None) -> int:
+    """An id of the contract (``since``, a cursor's id): an integer in 0..MAX_ID."""
+    if type(value) is not int or not 0 <= value <= MAX_ID:
+        raise WireError(ErrorCode.BAD_REQUEST,
+                        f"{name!r} must be an integer in 0..2^63-1", ref)
+    return value
+
+
+def reencode(value: Any) -> bytes:
+    """An envelope a library already decoded (Socket.IO events), as the UTF-8 JSON that
+    :func:`parse_request` reads, so it meets the same rules: text that cannot be sent on as
+    UTF-8 (a lone surrogate), binary attachments and unbounded nesting are ``bad_request``."""
+    try:
+        return encode(value).encode("utf-8")
+    except UnicodeEncodeError:
+        raise WireError(ErrorCode.BAD_REQUEST, "lone surrogate in a string") from None
+    except RecursionError:
+        raise WireError(ErrorCode.BAD_REQUEST, "not JSON: nested too deeply") from None
+    except (TypeError, ValueError):
+        raise WireError(ErrorCode.BAD_REQUEST,
+                        "binary attachments are not part of the contract") from None
 
 
 def parse_request(raw: str | bytes, *, limit: int = MAX_ENVELOPE_BYTES) -> Request:
@@ -199,9 +250,8 @@ def request_from_dict(obj: dict[str, Any]) -> Request:
         if "channel" not in obj:
             raise WireError(ErrorCode.BAD_REQUEST, "subscribe needs 'channel'", ref)
         since = obj.get("since")
-        if since is not None and (not isinstance(since, int) or isinstance(since, bool)
-                                  or since < 0):
-            raise WireError(ErrorCode.BAD_REQUEST, "'since' must be a non-negative integer", ref)
+        if since is not None:
+            check_id(since, "since", ref)
         return Subscribe(check_channel(obj["channel"], ref), since, ref)
     if op == "unsubscribe":
         if "channel" not in obj:
@@ -287,6 +337,17 @@ def error(code: ErrorCode | str, message: str, ref: str | None = None) -> dict[s
     return {"type": "error", "ref": ref, "code": str(code), "message": message}
 
 
+SSE_FAULT_EVENT = "fault"
+"""The SSE event name of an ``error`` envelope. Not ``error``: EventSource fires its own
+``error`` event (a connection failure, with no ``data``) under that name, so a page's
+``addEventListener("error", e => JSON.parse(e.data))`` would also catch those and throw."""
+
+
+def sse_event(envelope_type: str) -> str:
+    """The SSE ``event:`` name that carries an envelope of ``envelope_type``."""
+    return SSE_FAULT_EVENT if envelope_type == "error" else envelope_type
+
+
 # --- cursors ------------------------------------------------------------------------------
 
 Cursor = dict[str, int]
@@ -308,6 +369,9 @@ def parse_cursor(text: str | None) -> Cursor:
         ch, sep, num = part.rpartition("=")
         if not sep or not (num.isascii() and num.isdigit()) or not CHANNEL_RE.match(ch):
             raise WireError(ErrorCode.BAD_REQUEST, f"bad cursor part {part[:80]!r}")
+        if len(num) > len(str(MAX_ID)) or int(num) > MAX_ID:  # int() of 5000 digits raises
+            raise WireError(ErrorCode.BAD_REQUEST,
+                            f"cursor id of {ch} out of range 0..2^63-1")
         out[ch] = int(num)
     return out
 

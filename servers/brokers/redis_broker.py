@@ -28,7 +28,6 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from servers.brokers import Broker, BrokerUnavailable, Deliver, Message
 from servers.brokers.backplane import (
     TIMEOUT_SECONDS,
     Sequencer,
@@ -38,7 +37,8 @@ from servers.brokers.backplane import (
     unavailable,
     unframe,
 )
-from sobranie_bench import wire
+from servers.brokers.base import Broker, BrokerUnavailable, Deliver, Message
+from sobranie_contract import wire
 
 log = logging.getLogger("sobranie.broker.redis")
 

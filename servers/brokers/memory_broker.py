@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from servers.brokers import Broker, Deliver, Message
-from sobranie_bench import wire
+from servers.brokers.base import Broker, Deliver, Message
+from sobranie_contract import wire
 
 
 class MemoryBroker(Broker):

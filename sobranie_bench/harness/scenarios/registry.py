@@ -1,0 +1,19 @@
+"""Every declared scenario, by name: add a scenario module's ``SCENARIO`` here."""
+
+from __future__ import annotations
+
+from sobranie_bench.harness.scenarios import (
+    Scenario,
+    capacity,
+    churn,
+    connections,
+    echo,
+    fanout,
+    overhead,
+)
+
+
+def registry() -> dict[str, Scenario]:
+    """Every scenario, by name."""
+    return {m.SCENARIO.name: m.SCENARIO
+            for m in (echo, fanout, connections, overhead, churn, capacity)}
