@@ -11,7 +11,7 @@ Notebook entry points:
 
 from sobranie_bench.capacity.analytic import erlang_c, mm1_mean_wait, mmc_mean_wait
 from sobranie_bench.capacity.calibration import TransportCosts, calibrate
-from sobranie_bench.capacity.cluster import (
+from sobranie_bench.capacity.fleet import (
     FleetPlan,
     InstanceSpec,
     Plan,

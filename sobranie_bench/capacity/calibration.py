@@ -129,6 +129,8 @@ class TransportCosts:
         default=LatencyCurve((), "fallback", "no latency curve measured")
     )
     """p95 latency of one instance versus offered echo rate."""
+    idle_cores: Figure = Figure(0.0, "cores", "fallback", "not fitted: taken as none")
+    """CPU one process uses with no load (timers, GC), cores; fitted by capacity.fit."""
 
     def figures(self) -> dict[str, Figure]:
         """The scalar figures by name, for tables and JSON."""

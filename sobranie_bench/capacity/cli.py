@@ -21,16 +21,21 @@ from sobranie_bench.capacity.calibration import (
     TransportCosts,
     calibrate,
 )
-from sobranie_bench.capacity.cluster import (
+from sobranie_bench.capacity.errors import fitted_costs, measured_knees, with_error_bars
+from sobranie_bench.capacity.fit import MAX_RUN_QUEUE_WAIT, CalibrationRefused, Fit
+from sobranie_bench.capacity.fleet import (
+    FD_LIMIT,
     GIB,
     INSTANCE_JOBS,
     SLO_S,
+    HostSpec,
     InstanceSpec,
     Plan,
     plan,
     scaling_table,
     simulate_fleet_hour,
 )
+from sobranie_bench.capacity.reality import Validation
 from sobranie_bench.capacity.storm import (
     JITTER_WINDOW_S,
     STRATEGIES,
@@ -91,17 +96,26 @@ def _plan_tables(result: Plan) -> list[Table]:
     fleets = Table(
         title=f"Fleets for {users:,} online users (p95 SLO {result.slo_s * 1000:g} ms)",
         caption=_carried(result)
-        + ". N+1: instances needed + spares. fallbacks: calibration figures not measured.",
+        + ". processes N+1: event-loop processes needed + spares (one core each); hosts: "
+        f"{result.instance.host.processes_per_host} processes per {result.instance.host.cores}"
+        "-core host; (a-b): 5th-95th percentile over the fitted costs' bootstrap; "
+        "extrapolation: a process's load beyond the fitted range. conns: connections (file "
+        "descriptors) per process. fallbacks: "
+        "calibration figures not measured.",
     )
-    for column in ("transport", "N+1", "binding", "CPU", "memory", "egress", "p95",
-                   "handshakes/s", "fallbacks"):  # fmt: skip
+    for column in ("transport", "processes N+1", "hosts", "binding", "CPU", "conns", "memory",
+                   "egress", "p95", "handshakes/s", "fallbacks"):  # fmt: skip
         fleets.add_column(column)
     for f in result.fleets:
         fleets.add_row(
             f.transport,
-            f"{f.instances_needed}+{f.instances - f.instances_needed}",
+            f"{f.instances_needed}+{f.instances - f.instances_needed}"
+            + ("" if f.instances_interval is None else " ({}-{})".format(*f.instances_interval))
+            + (" extrapolation" if f.extrapolation else ""),
+            str(f.hosts),
             f.binding,
             f"{f.cpu_utilisation:.0%}",
+            _fmt(f.connections_per_instance),
             f"{f.memory_bytes_per_instance / GIB:.2f} GiB",
             f"{f.egress_bytes_per_s_per_instance / 1e6:.1f} MB/s",
             f"{f.p95_delivery_s * 1000:.1f} ms",
@@ -135,14 +149,41 @@ def _plan_tables(result: Plan) -> list[Table]:
     return [fleets, redis]
 
 
+def _fitted(
+    root: Path, base: dict[str, TransportCosts], console: Console
+) -> tuple[dict[str, TransportCosts], dict[str, Fit], dict[str, tuple[float, float, float]]]:
+    """Costs with the fits of a calibration's results, the fits and the measured knees;
+    a refused fit is said and its transport keeps the summary's costs."""
+    from sobranie_bench.capacity import fit as fitting
+
+    trials = fitting.load_trials(root)
+    fits: dict[str, Fit] = {}
+    for transport, fit in fitting.fit_all(trials).items():
+        if isinstance(fit, CalibrationRefused):
+            console.print(f"[bold yellow]warning:[/] {fit}", highlight=False)
+        else:
+            fits[transport] = fit
+    knees = measured_knees(trials)
+    return fitted_costs(fits, base, knees), fits, knees
+
+
 def _plan(args: argparse.Namespace) -> int:
     console = _err_console(args.json)
     costs, note = _costs(args.summary, console)
+    fitted = _fitted(Path(args.calibration), costs, console) if args.calibration else None
+    if fitted is not None:
+        costs = fitted[0]
+        note = f"{note}; CPU and knee fitted from {args.calibration}"
     transports = list(TRANSPORTS) if args.transport == ["all"] else args.transport
+    host = HostSpec(
+        cores=args.host_cores,
+        memory_bytes=int(args.host_memory_gib * GIB),
+        processes=args.processes_per_host,
+    )
     instance = InstanceSpec(
-        cores=args.cores,
-        memory_bytes=int(args.memory_gib * GIB),
+        host=host,
         max_utilisation=args.max_utilisation,
+        fd_limit=args.fd_limit,
         spare_instances=args.spares,
     )
     try:
@@ -159,13 +200,15 @@ def _plan(args: argparse.Namespace) -> int:
     except ValueError as error:
         console.print(f"[bold red]error:[/] {error}", highlight=False)
         return 2
+    if fitted is not None:
+        result = with_error_bars(result, costs, fitted[1], fitted[2])
     hours = []
     if args.hour:
         for fleet in result.fleets:
             scenario = result.workload.all_over(fleet.transport) if transports else result.workload
             hours.append(
                 simulate_fleet_hour(
-                    fleet, scenario, costs[fleet.transport], cores=args.cores, seed=args.seed
+                    fleet, scenario, costs[fleet.transport], seed=args.seed
                 )
             )
     if args.json:
@@ -225,7 +268,7 @@ def _storm(args: argparse.Namespace) -> int:
         transport_costs = (
             costs.get(args.transport) or calibrate(None, (args.transport,))[args.transport]
         )
-        capacity = args.cores * 1e6 / transport_costs.cpu_us_per_connection.value
+        capacity = 1e6 / transport_costs.cpu_us_per_connection.value
         console.print(
             f"connect capacity: {capacity:,.0f} handshakes/s per instance "
             f"({args.transport}, {transport_costs.cpu_us_per_connection.source} CPU per "
@@ -251,7 +294,103 @@ def _storm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit_tables(fits: dict[str, Fit | CalibrationRefused], host: dict[str, object]) -> list[Table]:
+    """The fitted unit costs with their bootstrap intervals, and each fit point's residual."""
+    before, after = host.get("before", {}), host.get("after", {})
+    load = ""
+    if isinstance(before, dict) and isinstance(after, dict) and before:
+        load = (f"; host {before.get('cpu')}, {before.get('cores')} cores, load average "
+                f"{before.get('loadavg', [0])[0]:.2f} before, "
+                f"{after.get('loadavg', [0])[0]:.2f} after")  # fmt: skip
+    costs = Table(title="Fitted costs of one server process (90% bootstrap interval over trials)",
+                  caption="cores = idle + inbound x rate + delivery x deliveries/s; harness: "
+                  f"the benchmark's client, the other queue on the path{load}")  # fmt: skip
+    for column in ("transport", "idle cores", "µs / inbound", "µs / delivery",
+                   "harness µs / inbound", "harness µs / delivery", "refused trials"):  # fmt: skip
+        costs.add_column(column)
+    residuals = Table(title="Fit points: measured against fitted CPU")
+    for column in ("transport", "point", "trials", "measured cores", "fitted", "residual"):
+        residuals.add_column(column)
+    for transport, fit in fits.items():
+        if isinstance(fit, CalibrationRefused):
+            costs.add_row(transport, f"[red]refused[/]: {fit}", "", "", "", "", "")
+            continue
+
+        def ci(attribute: str, scale: float, fit: Fit = fit) -> str:
+            low, high = fit.interval(attribute)
+            value = getattr(fit.server, attribute) * scale
+            return f"{value:.3g} [{low * scale:.3g}, {high * scale:.3g}]"
+
+        h = fit.harness
+        costs.add_row(
+            transport, ci("idle", 1.0), ci("inbound_s", 1e6), ci("delivery_s", 1e6),
+            "-" if h is None else f"{h.inbound_s * 1e6:.3g}",
+            "-" if h is None else f"{h.delivery_s * 1e6:.3g}",
+            str(len(fit.refused)),
+        )  # fmt: skip
+        for r in fit.residuals:
+            residuals.add_row(transport, f"{r.scenario} {r.params}", str(r.trials),
+                              f"{r.measured_cores:.3f}", f"{r.fitted_cores:.3f}",
+                              f"{r.error:+.1%}")  # fmt: skip
+    return [costs, residuals]
+
+
+def validation_table(result: Validation) -> Table:
+    """Predicted / measured / error per held-out point and figure."""
+    table = Table(title="Held-out validation: the calibrated model against measurements it "
+                  "was not fitted to", caption="error: predicted / measured - 1; extrapolation: "
+                  "the point's load lies outside the fitted range")  # fmt: skip
+    for column in ("transport", "point", "figure", "predicted", "measured", "error",
+                   "threshold", "pass", "note"):  # fmt: skip
+        table.add_column(column)
+    for c in result.checks:
+        verdict = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: ""}[c.passed]
+        note = ", ".join(filter(None, ["extrapolation" if c.extrapolation else "", c.note]))
+        table.add_row(
+            c.transport, c.point, c.metric,
+            "saturated" if c.predicted is None else _cell(c.predicted), _cell(c.measured),
+            "-" if c.error is None else f"{c.error:+.0%}", c.threshold, verdict, note,
+        )  # fmt: skip
+    return table
+
+
+def _validate_against(args: argparse.Namespace) -> int:
+    from sobranie_bench.capacity import fit as fitting
+    from sobranie_bench.capacity.measure import HOST_FILE
+    from sobranie_bench.capacity.reality import validate_against
+
+    console = _console()
+    root = Path(args.against)
+    if not root.exists():
+        console.print(f"[bold red]error:[/] no results at {root}", highlight=False)
+        return 2
+    trials = fitting.load_trials(root)
+    fits = fitting.fit_all(trials, args.max_run_queue_wait, seed=args.seed)
+    if not fits:
+        console.print(f"[bold red]error:[/] {root} holds no fit trials (profile calibrate): "
+                      "run `sobranie-bench capacity calibrate` first", highlight=False)
+        return 2
+    host_file = root / HOST_FILE
+    host = json.loads(host_file.read_text()) if host_file.exists() else {}
+    result = validate_against(trials, fits)
+    if args.json:
+        print(json.dumps({"host": host, "refused": result.refused,
+                          "checks": [dataclasses.asdict(c) for c in result.checks],
+                          "passed": {t: result.passed(t) for t in fits}}, indent=2))
+        return 0
+    for table in _fit_tables(fits, host):
+        console.print(table)
+    console.print(validation_table(result))
+    for transport in fits:
+        verdict = "[green]PASS[/]" if result.passed(transport) else "[red]FAIL[/]"
+        console.print(f"{transport}: {verdict} (CPU ±15%, p95 within 2x below the knee, knee "
+                      "±20%)", highlight=False)
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
+    if args.against:
+        return _validate_against(args)
     rows = validate(jobs=args.jobs, seed=args.seed)
     if args.json:
         print(_json(rows))
@@ -277,6 +416,32 @@ def _validate(args: argparse.Namespace) -> int:
         )
     _console().print(table)
     return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from servers.run import install_uvloop
+    from sobranie_bench.capacity import measure
+
+    console = _console(stderr=True)
+    out = Path(args.out)
+    transports = args.transport
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as progress:  # fmt: skip
+        task = progress.add_task("calibration", total=measure.points(args.quick, transports))
+
+        def on_result(label: str, raw: dict[str, object] | None) -> None:
+            if raw is None:
+                progress.update(task, description=label)
+            else:
+                progress.advance(task)
+
+        install_uvloop()
+        done = measure.measure(out, transports, args.quick, on_result)
+    console.print(f"fit run: {done.fit_run}\nheld-out run: {done.holdout_run}", highlight=False)
+    args.against = str(out)
+    return _validate_against(args)
 
 
 def _cell(value: object) -> str:
@@ -319,8 +484,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "capacity",
         help="plan servers and Redis for N online users; reconnect storms; model checks",
         description="SimPy capacity models calibrated from results/summary.csv: how many "
-        "instances each transport needs for N online users, how much Redis pub/sub load "
-        "that makes, how reconnect storms play out, and how the queueing model compares "
+        "server processes (one event loop, one core each) and hosts each transport needs for "
+        "N online users, how much Redis pub/sub load that makes, how reconnect storms play out, and how the queueing model compares "
         "with Erlang C.",
         formatter_class=_FORMATTER,
     )
@@ -328,10 +493,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     p = commands.add_parser(
         "plan",
-        help="instances, memory, egress and Redis load for N online users",
-        description="Size one fleet per transport so the simulated p95 publish-to-delivery "
-        "latency stays under the SLO, CPU under --max-utilisation, connection memory and "
-        "egress within one instance, then add --spares instances (N+1). Without --transport "
+        help="processes, hosts, memory, egress and Redis load for N online users",
+        description="Size one fleet of server processes per transport (one event loop each, "
+        "at most one core) so the simulated p95 publish-to-delivery latency stays under the "
+        "SLO, the load below the measured latency knee, the core under --max-utilisation, "
+        "connections under the per-process file limit, connection memory and egress within "
+        "the process's share of its host, then add --spares processes (N+1). Without --transport "
         "the default mapping is planned (chat/presence/collab over ws, notifications/feed/"
         "counters over sse); with --transport each named transport is planned as if it "
         "carried every feature, for comparison.\n\nexample:\n"
@@ -345,17 +512,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         f"all of {', '.join(TRANSPORTS)}")  # fmt: skip
     p.add_argument("--slo-ms", type=float, default=SLO_S * 1000,
                    help="p95 delivery latency objective in ms (default 500)")  # fmt: skip
-    p.add_argument("--cores", type=int, default=InstanceSpec.cores,
-                   help="cores per instance (default 2, the benchmark machine)")  # fmt: skip
-    p.add_argument("--memory-gib", type=float, default=InstanceSpec.memory_bytes / GIB,
-                   help="RAM per instance in GiB (default 4)")  # fmt: skip
+    p.add_argument("--host-cores", type=int, default=HostSpec.cores,
+                   help="cores per host (default 2, the benchmark machine); an instance is "
+                        "one event-loop process using at most one core")  # fmt: skip
+    p.add_argument("--host-memory-gib", type=float, default=HostSpec.memory_bytes / GIB,
+                   help="RAM per host in GiB, shared by its processes (default 8)")  # fmt: skip
+    p.add_argument("--processes-per-host", type=int, metavar="N",
+                   help="server processes per host (default: one per core)")  # fmt: skip
+    p.add_argument("--fd-limit", type=int, default=FD_LIMIT,
+                   help=f"open files per process: one per connection "
+                        f"(default {FD_LIMIT:,})")  # fmt: skip
     p.add_argument("--max-utilisation", type=float, default=InstanceSpec.max_utilisation,
-                   help="highest planned CPU utilisation per instance (default 0.75)")  # fmt: skip
+                   help="highest planned utilisation of a process's core "
+                        "(default 0.75)")  # fmt: skip
     p.add_argument("--spares", type=int, default=InstanceSpec.spare_instances,
                    help="spare instances per fleet (default 1: N+1)")  # fmt: skip
     p.add_argument("--latency-jobs", type=int, default=INSTANCE_JOBS, metavar="N",
                    help=f"messages simulated per instance latency check "
                         f"(default {INSTANCE_JOBS:,}; fewer is faster and noisier)")  # fmt: skip
+    p.add_argument("--calibration", metavar="RESULTS",
+                   help="results root of `capacity calibrate`: CPU costs and the knee "
+                        "fitted there (with bootstrap error bars on the process counts) "
+                        "instead of the summary's medians")  # fmt: skip
     p.add_argument("--hour", action="store_true",
                    help="also simulate each fleet for an hour as aggregate flows, losing one "
                         "instance half-way")  # fmt: skip
@@ -380,8 +558,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="strategies to simulate (default: all three)")  # fmt: skip
     s.add_argument("--transport", default="ws", choices=TRANSPORTS,
                    help="whose CPU per connection sets the connect capacity (default ws)")  # fmt: skip
-    s.add_argument("--cores", type=int, default=InstanceSpec.cores,
-                   help="cores per instance (default 2)")  # fmt: skip
     s.add_argument("--connect-capacity", type=float, metavar="PER_S",
                    help="handshakes per second per instance (overrides the calibration)")  # fmt: skip
     s.add_argument("--jitter-window-s", type=float, default=JITTER_WINDOW_S,
@@ -393,18 +569,54 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     v = commands.add_parser(
         "validate",
-        help="SimPy instance model versus M/M/1 and M/M/c (Erlang C), with Little's law",
-        description="Simulate the instance model as M/M/1 and M/M/c at utilisations up to "
-        f"0.8 ({', '.join(f'c={c} ρ={r}' for c, r in CASES)}) and print the simulated mean "
-        "wait beside the Erlang C value, with its 95% batch-means confidence interval and "
-        "Little's law (L against λW). Times are in seconds in --json.",
+        help="the model against held-out measurements (--against), or against Erlang C",
+        description="With --against RESULTS: fit the model's costs to the RESULTS' fit points "
+        "(profile calibrate), predict every other measured point (CPU, p50/p95/p99, "
+        "throughput, the capacity scenario's knee) and print predicted / measured / error; "
+        "passes when CPU is within ±15%, p95 within 2x below the knee and the knee within "
+        "±20%. Without it: simulate the instance model as M/M/1 and M/M/c at utilisations "
+        f"up to 0.8 ({', '.join(f'c={c} ρ={r}' for c, r in CASES)}) and print the simulated "
+        "mean wait beside the Erlang C value, with its 95% batch-means confidence interval and "
+        "Little's law (L against λW). Times are in seconds in --json.\n\nexample:\n"
+        "  sobranie-bench capacity validate --against results/calibrate",
         formatter_class=_FORMATTER,
     )
+    v.add_argument("--against", metavar="RESULTS",
+                   help="results root of `capacity calibrate` (fit and held-out runs)")  # fmt: skip
+    v.add_argument("--max-run-queue-wait", type=float, default=MAX_RUN_QUEUE_WAIT,
+                   metavar="SHARE", help="refuse fit trials whose server waited for a CPU "
+                   f"longer than this share of the window (default {MAX_RUN_QUEUE_WAIT:g})")  # fmt: skip
     v.add_argument("--jobs", type=int, default=JOBS,
                    help=f"messages measured per case (default {JOBS:,})")  # fmt: skip
     v.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     v.add_argument("--json", action="store_true", help="print JSON instead of a table")
     v.set_defaults(func=_validate)
+
+    c = commands.add_parser(
+        "calibrate",
+        help="measure the model's fit points and held-out points (about 15 min; --quick)",
+        description="Run the harness's calibrate profile (echo at 200 and 800/s, fan-out of "
+        "100 and 600 subscribers at 20/s; 3 trials of 30 s each) and its holdout profile "
+        "(echo at 400/s, fan-out of 300, and the capacity scenario stepping subscribers up "
+        "to the knee; 1 trial each) on fresh servers, record the host (CPU, cores, load), "
+        "then fit and validate (`capacity validate --against OUT`). The machine's other load "
+        "shows in the server's run-queue wait: a fit point whose server waited for a CPU more "
+        "than 10% of its window is refused.\n\nexample:\n"
+        "  sobranie-bench capacity calibrate --transport ws sse",
+        formatter_class=_FORMATTER,
+    )
+    c.add_argument("--transport", nargs="+", default=["ws", "sse"], choices=TRANSPORTS,
+                   metavar="T", help="transports to measure (default: ws sse)")  # fmt: skip
+    c.add_argument("--out", default="results/calibrate",
+                   help="results root for the two runs (default results/calibrate)")  # fmt: skip
+    c.add_argument("--quick", action="store_true",
+                   help="one 2 s trial per point and two capacity steps: checks the pipeline "
+                        "in about a minute, fits nothing worth trusting")  # fmt: skip
+    c.add_argument("--max-run-queue-wait", type=float, default=MAX_RUN_QUEUE_WAIT,
+                   metavar="SHARE", help="refuse fit trials whose server waited for a CPU "
+                   f"longer than this share of the window (default {MAX_RUN_QUEUE_WAIT:g})")  # fmt: skip
+    _common(c, summary=False)
+    c.set_defaults(func=_calibrate)
 
     g = commands.add_parser(
         "scaling",

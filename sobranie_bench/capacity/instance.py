@@ -117,6 +117,8 @@ class InstanceResult:
     """Deliveries made by measured messages (sum of their units on delivering streams)."""
     delivery_p95_s: float | None
     """95th percentile over recipients of arrival-to-delivery time, seconds."""
+    delivery_quantiles_s: tuple[float, float, float] | None = None
+    """(p50, p95, p99) over recipients of arrival-to-delivery time, seconds."""
 
 
 class _Message(NamedTuple):
@@ -265,6 +267,13 @@ def simulate_instance(
     observed_rate = jobs / (end - start)
     mean_sojourn = math.fsum(monitor.sojourns) / jobs
     mean_wait, low, high = batch_means_ci(monitor.waits, batches)
+    quantiles = None
+    if monitor.delivery_latencies:
+        p50, p95, p99 = (
+            percentile(monitor.delivery_latencies, q, monitor.delivery_weights)
+            for q in (0.5, 0.95, 0.99)
+        )
+        quantiles = (p50, p95, p99)
     return InstanceResult(
         cores=cores,
         arrival_rate=arrival_rate,
@@ -282,9 +291,6 @@ def simulate_instance(
             percentile(monitor.inbound_sojourns, 0.95) if monitor.inbound_sojourns else None
         ),
         deliveries=monitor.deliveries,
-        delivery_p95_s=(
-            percentile(monitor.delivery_latencies, 0.95, monitor.delivery_weights)
-            if monitor.delivery_latencies
-            else None
-        ),
+        delivery_p95_s=quantiles[1] if quantiles else None,
+        delivery_quantiles_s=quantiles,
     )

@@ -195,7 +195,7 @@ def storm(
     clients: int,
     instances: int = 10,
     strategy: Strategy = "full_jitter",
-    connect_capacity_per_s: float = 2_000.0,
+    connect_capacity_per_s: float = 1_000.0,
     jitter_window_s: float = JITTER_WINDOW_S,
     timeout_s: float = TIMEOUT_S,
     seed: int = RANDOM_SEED,
@@ -204,7 +204,7 @@ def storm(
     """Simulate ``clients`` reconnecting to ``instances`` with one strategy.
 
     ``connect_capacity_per_s`` is one instance's handshakes per second at full CPU, e.g.
-    :attr:`FleetPlan.connect_capacity_per_instance_s` (the default is 2 cores at 1 ms each).
+    :attr:`FleetPlan.connect_capacity_per_instance_s` (the default is one core at 1 ms each).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {STRATEGIES}")

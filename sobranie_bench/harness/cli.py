@@ -117,7 +117,9 @@ def register(sub: Any) -> None:
                     "needs).\n\nscenarios: " + "; ".join(f"{n}: {s.doc}"
                                                          for n, s in scenarios.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", choices=("ci", "quick", "full"), default="ci")
+    p.add_argument("--profile", choices=("ci", "quick", "full", "calibrate", "holdout"),
+                   default="ci", help="ci, quick or full; calibrate and holdout: the capacity "
+                   "model's fit and validation points (`sobranie-bench capacity calibrate`)")
     p.add_argument("--transports", type=_csv, metavar="T,T",
                    help=f"comma-separated (default all: {','.join(TRANSPORTS)})")
     p.add_argument("--scenarios", type=_csv, metavar="S,S",

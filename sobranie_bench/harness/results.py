@@ -57,12 +57,46 @@ def load_raw(root: Path) -> list[dict[str, Any]]:
 
 # --- resources -------------------------------------------------------------------------------
 
+RUN_NS, WAIT_NS = 3, 4
+"""Columns of a sample holding schedstat's run and run-queue wait nanoseconds (when taken)."""
+
+
+def at(samples: list[list[float]], t: float, column: int) -> float | None:
+    """A cumulative ``column`` at time ``t``, linear between the samples around it (the
+    nearest sample when ``t`` lies outside them); None without samples holding it."""
+    rows = [s for s in samples if len(s) > column]
+    if not rows:
+        return None
+    before = [s for s in rows if s[0] <= t]
+    after = [s for s in rows if s[0] >= t]
+    if not before or not after:
+        return float((after or before)[0 if after else -1][column])
+    low, high = before[-1], after[0]
+    if high[0] <= low[0]:
+        return float(low[column])
+    share = (t - low[0]) / (high[0] - low[0])
+    return float(low[column] + share * (high[column] - low[column]))
+
+
 def cpu_between(samples: list[list[float]], start: float, end: float) -> float | None:
-    """CPU seconds a process used between two monotonic times (nearest samples inside)."""
+    """CPU seconds a process used between two monotonic times, over exactly that window:
+    schedstat's run time (ns) where sampled, else psutil's CPU time (10 ms ticks), each
+    interpolated at the window's edges."""
     inside = [s for s in samples if start <= s[0] <= end]
     if len(inside) < 2:
         return None
-    return inside[-1][1] - inside[0][1]
+    column, scale = (RUN_NS, 1e-9) if all(len(s) > RUN_NS for s in samples) else (1, 1.0)
+    low, high = at(samples, start, column), at(samples, end, column)
+    return None if low is None or high is None else (high - low) * scale
+
+
+def run_queue_wait(samples: list[list[float]], start: float, end: float) -> float | None:
+    """Share of the window (0..1) a process's threads waited in a run queue for a CPU
+    (schedstat); None when the samples do not hold it."""
+    if end <= start or not samples or any(len(s) <= WAIT_NS for s in samples):
+        return None
+    low, high = at(samples, start, WAIT_NS), at(samples, end, WAIT_NS)
+    return None if low is None or high is None else (high - low) * 1e-9 / (end - start)
 
 
 def cpu_percent(samples: list[list[float]], start: float, end: float) -> float | None:
@@ -83,7 +117,7 @@ def server_samples(raw: dict[str, Any]) -> list[list[float]]:
     servers = [res[n] for n in sorted(res) if n.startswith("server")]
     if len(servers) <= 1:
         return servers[0] if servers else []
-    return [[rows[0][0], sum(r[1] for r in rows), sum(r[2] for r in rows)]
+    return [[rows[0][0], *(sum(r[i] for r in rows) for i in range(1, min(map(len, rows))))]
             for rows in zip(*servers)]
 
 
@@ -138,6 +172,13 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
         if cpu is not None and count > 0:
             m[name] = (cpu * 1e6 / count, "us")
 
+    def server_load() -> None:  # what the server's core did over the measured window
+        if server_cpu is not None:
+            m["server_cpu_cores"] = (server_cpu / duration, "cores")
+        wait = run_queue_wait(server, w.get("measure", 0), w.get("end", 0))
+        if wait is not None:
+            m["server_run_queue_wait_percent"] = (100 * wait, "%")
+
     if scenario == "echo":
         m.update(_latency_rows("rtt", h["rtt"]["measured"]))
         n = c["received_measured"]
@@ -148,6 +189,7 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
         m["connect_failures"] = (c["connect_failures"], "count")
         per(server_cpu, n, "server_cpu_us_per_msg")
         per(harness_total, n, "harness_cpu_us_per_msg")
+        server_load()
     elif scenario in ("fanout", "churn"):
         m.update(_latency_rows("latency", h["latency"]["measured"]))
         if scenario == "fanout":
@@ -159,6 +201,7 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
             m["delivered_per_s"] = (n / duration, "msg/s")
             per(server_cpu, n, "server_cpu_us_per_delivery")
             per(harness_total, n, "harness_cpu_us_per_delivery")
+            server_load()
         else:
             lost = c["published"] * c["subscribers"] - c["delivered"]
             m.update(_latency_rows("connect", h["connect"]["measured"]))

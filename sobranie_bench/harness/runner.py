@@ -65,6 +65,8 @@ class Plan:
     """Run against N instances behind HAProxy (fresh per run) instead of one server."""
     overrides: tuple[tuple[str, Any], ...] = ()
     """(parameter, value) pairs set in every grid point that has that parameter."""
+    timing: tuple[float, float] | None = None
+    """(warm-up, duration) seconds for every scenario instead of the profile's."""
     secret: str = field(default_factory=lambda: tokens.secret_from_env())
     """JWT secret shared with the server."""
     tls: bool = True
@@ -84,9 +86,10 @@ class Plan:
                         yield transport, scenarios[name], params, trial
 
     def grid(self, scenario: Scenario) -> list[dict[str, Any]]:
-        """The profile's points with the overrides applied (points that become equal, once)."""
+        """The profile's points with the overrides applied (points that become equal, once);
+        none for a scenario without that profile (the capacity model's ``calibrate``)."""
         points: list[dict[str, Any]] = []
-        for params in scenario.grid[self.profile]:
+        for params in scenario.grid.get(self.profile, []):
             point = {**params, **{k: v for k, v in self.overrides if k in params}}
             if point not in points:
                 points.append(point)
@@ -255,7 +258,7 @@ async def server_for(plan: Plan, transport: str) -> AsyncIterator[dict[str, Any]
 async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
                   scenario: Scenario, params: dict[str, Any], trial: int) -> dict[str, Any]:
     async with server_for(plan, transport) as target:
-        warmup, duration = scenario.timing.get(plan.profile, (0.0, 0.0))
+        warmup, duration = plan.timing or scenario.timing.get(plan.profile, (0.0, 0.0))
         start_ns = time.monotonic_ns() + int(scenario.setup_budget(params) * 1e9)
         ctx = PartContext(transport=transport, url=str(target.pop("url")), params=params,
                           index=0, count=1, seed=plan.seed * 1000 + trial, start_ns=start_ns,

@@ -1,4 +1,6 @@
-"""Resource sampling with psutil: CPU and RSS of the server and of each harness process."""
+"""Resource sampling with psutil: CPU and RSS of the server and of each harness process, and
+the scheduler's own accounting (``/proc/PID/task/*/schedstat``: nanoseconds on a CPU and
+waiting for one) where Linux has it."""
 
 from __future__ import annotations
 
@@ -22,14 +24,35 @@ class Sample:
     """User + system CPU seconds the process has used so far (children included)."""
     rss: int
     """Resident set size, bytes."""
+    run_ns: int | None = None
+    """Nanoseconds the process's threads have run on a CPU (schedstat), None off Linux."""
+    wait_ns: int | None = None
+    """Nanoseconds its threads have waited in a run queue for a CPU (schedstat)."""
 
     def as_list(self) -> list[float]:
-        return [round(self.t, 4), round(self.cpu_s, 4), self.rss]
+        row = [round(self.t, 4), round(self.cpu_s, 4), self.rss]
+        return row if self.run_ns is None else [*row, self.run_ns, self.wait_ns or 0]
 
 
 def read(proc: psutil.Process) -> tuple[float, int]:
     cpu = proc.cpu_times()
     return cpu.user + cpu.system + cpu.children_user + cpu.children_system, proc.memory_info().rss
+
+
+def schedstat(pid: int) -> tuple[int, int] | None:
+    """(run ns, run-queue wait ns) summed over the process's threads, or None without
+    ``/proc/PID/task/*/schedstat`` (not Linux, or no schedstats in this kernel)."""
+    run = wait = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for task in tasks:
+        with contextlib.suppress(OSError, ValueError), \
+                open(f"/proc/{pid}/task/{task}/schedstat") as f:
+            fields = f.read().split()
+            run, wait = run + int(fields[0]), wait + int(fields[1])
+    return run, wait
 
 
 class Sampler:
@@ -47,7 +70,8 @@ class Sampler:
         for name, proc in self.procs.items():
             with contextlib.suppress(psutil.Error):
                 cpu, rss = read(proc)
-                out[name] = Sample(now, cpu, rss)
+                run_wait = schedstat(proc.pid)
+                out[name] = Sample(now, cpu, rss, *(run_wait or (None, None)))
                 self.samples[name].append(out[name])
         return out
 

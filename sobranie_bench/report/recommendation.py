@@ -410,9 +410,9 @@ def render(res: Results, online_users: int = ONLINE_USERS) -> str:
         total = sum(f.instances for f in cap.ours.fleets)
         parts += [("Our mapping (features whose winners speak the same protocol share one "
                    "connection: that protocol's transport that wins the most of them), planned "
-                   "with `sobranie_bench.capacity.plan` (instances of the "
-                  f"benchmarked size: {cap.ours.instance.cores} cores, "
-                  f"{text.nbytes(cap.ours.instance.memory_bytes)}; p95 delivery objective "
+                   "with `sobranie_bench.capacity.plan` (an instance is one event-loop "
+                  f"process, one core of a {cap.ours.instance.host.cores}-core host, "
+                  f"{text.nbytes(cap.ours.instance.memory_bytes)} of its RAM; p95 delivery objective "
                   f"{cap.ours.slo_s * 1000:.0f} ms; {cap.ours.calibration}): "
                   f"**{total} instances** in all."), "",
                   text.table(FLEET_HEADERS, fleet_rows(cap.ours)), ""]

@@ -46,6 +46,10 @@ SCENARIO = Scenario(
                    "sla_ms": 500}],
         "full": [{"steps": [500, 1000, 2000, 4000, 8000, 12000], "rate": 20, "payload": 64,
                   "sla_ms": 500}],
+        # the knee the capacity model must predict (capacity validate): steps until it passes
+        "holdout": [{"steps": [100, 200, 300, 400, 500, 600, 800, 1000, 1250, 1500, 2000, 3000,
+                               4000, 6000, 8000, 12000, 16000], "rate": 20, "payload": 64,
+                     "sla_ms": 500}],
     },
-    timing={"ci": (0.3, 1.0), "quick": (1.0, 5.0), "full": (2.0, 10.0)},
+    timing={"ci": (0.3, 1.0), "quick": (1.0, 5.0), "full": (2.0, 10.0), "holdout": (1.0, 8.0)},
 )

@@ -78,6 +78,10 @@ SCENARIO = Scenario(
         "full": [{"connections": c, "payload": pl, "rate": r, "poisson": po}
                  for c in (50, 1000, 5000) for pl in (48, 4096)
                  for r in (1000, 4000, 8000, 16000) for po in (False, True)],
+        # the capacity model's fit points and the points it must predict (capacity validate)
+        "calibrate": [{"connections": 50, "payload": 48, "rate": r} for r in (200, 800)],
+        "holdout": [{"connections": 50, "payload": 48, "rate": 400}],
     },
-    timing={"ci": (0.5, 2.0), "quick": (2.0, 10.0), "full": (5.0, 30.0)},
+    timing={"ci": (0.5, 2.0), "quick": (2.0, 10.0), "full": (5.0, 30.0),
+            "calibrate": (2.0, 30.0), "holdout": (2.0, 30.0)},
 )

@@ -152,6 +152,11 @@ SCENARIO = Scenario(
         "full": [{"channels": c, "subscribers": s, "rate": r, "payload": pl}
                  for c in (1, 10) for s in (100, 1000, 5000) for r in (10, 50, 200)
                  for pl in (64, 4096)],
+        # the capacity model's fit points and the points it must predict (capacity validate)
+        "calibrate": [{"channels": 1, "subscribers": s, "rate": 20, "payload": 64}
+                      for s in (100, 600)],
+        "holdout": [{"channels": 1, "subscribers": 300, "rate": 20, "payload": 64}],
     },
-    timing={"ci": (0.5, 2.0), "quick": (2.0, 10.0), "full": (5.0, 30.0)},
+    timing={"ci": (0.5, 2.0), "quick": (2.0, 10.0), "full": (5.0, 30.0),
+            "calibrate": (2.0, 30.0), "holdout": (2.0, 30.0)},
 )

@@ -1,9 +1,15 @@
-"""Cluster model: instances, memory, bandwidth and Redis load for N online users.
+"""Fleet model: server processes, hosts, memory, bandwidth and Redis load for N online users.
+
+The unit is the benchmarked server: one event-loop process, which uses at most one core. A
+host runs several such processes (SO_REUSEPORT, or one port each behind HAProxy); a plan
+counts processes, and the hosts they fit on.
 
 Covers:
 
-- Sizing a fleet per transport against CPU, measured latency, memory and egress limits,
-  checking the p95 delivery latency with the SimPy instance model, plus N+1 headroom
+- Sizing a fleet per transport against what limits one process: CPU (one core), the measured
+  latency knee, its share of the host's memory and egress, file descriptors (one per
+  connection, under the per-process limit) and the broker connection it reads from; the p95
+  delivery latency checked with the SimPy instance model, plus N+1 headroom
 - Redis pub/sub load, classic (every publish broadcast to every node over the cluster bus)
   versus sharded (SPUBLISH reaches only the shard that owns the channel's slot)
 - Aggregate flows for a whole fleet over an hour: one process per *instance*, not per user
@@ -36,35 +42,96 @@ from sobranie_bench.capacity.workload import FeatureLoad, RecipientGroup, Worklo
 
 RANDOM_SEED = 42
 SLO_S = 0.5  # p95 publish-to-delivery latency objective, seconds
-BENCH_CORES = 2  # cores of the machine the summary was measured on
+HOST_CORES = 2  # cores of a host (the benchmark machine's); one process per core by default
+PROCESS_CORES = 1  # an event loop runs on one core at a time
+FD_LIMIT = 20_000  # open files per process (the benchmark machine's hard limit)
 REDIS_HOP_S = 0.001  # Redis publish to subscriber read inside one datacentre, seconds
 KEEPALIVE_PERIOD_S = 20.0  # one heartbeat per idle connection every this many seconds
 INSTANCE_JOBS = 30_000  # messages simulated per instance-latency check
 TICK_S = 1.0  # time step of the fleet-hour simulation, seconds
 HOUR_S = 3600.0  # simulated duration of the fleet-hour run, seconds
 RECONNECT_WINDOW_S = 10.0  # clients of a lost instance reconnect spread over this, seconds
+IDLE_JOBS_PER_S = 200.0  # a process's idle CPU (timers, GC) as a stream of small jobs
 RESP_OVERHEAD_BYTES = 60  # RESP framing + channel name per pub/sub message, bytes
 GIB = 1024**3
 
-Constraint = Literal["cpu", "measured latency", "memory", "egress", "simulated latency"]
+Constraint = Literal[
+    "cpu",
+    "measured latency",
+    "memory",
+    "egress",
+    "file descriptors",
+    "broker connection",
+    "simulated latency",
+]
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One machine that runs several server processes."""
+
+    cores: int = HOST_CORES
+    """Cores of the host."""
+    memory_bytes: int = 8 * GIB
+    """RAM of the host, bytes."""
+    usable_memory_fraction: float = 0.75
+    """Share of RAM available to connections (the rest: runtime, buffers, page cache)."""
+    egress_bytes_per_s: float = 125e6
+    """Sustained egress of the host's NIC (1 Gbit/s), bytes per second."""
+    processes: int | None = None
+    """Server processes per host; default one per core (each uses at most one core)."""
+
+    @property
+    def processes_per_host(self) -> int:
+        """Server processes this host runs."""
+        return self.processes or self.cores
 
 
 @dataclass(frozen=True)
 class InstanceSpec:
-    """One server instance: the benchmarked server on one machine of this size."""
+    """One server instance: one event-loop process (at most one core) on a host."""
 
-    cores: int = BENCH_CORES
-    """Cores per instance; measured per-instance limits scale by cores / BENCH_CORES."""
-    memory_bytes: int = 4 * GIB
-    """RAM per instance, bytes."""
-    usable_memory_fraction: float = 0.75
-    """Share of RAM available to connections (the rest: runtime, buffers, page cache)."""
-    egress_bytes_per_s: float = 125e6
-    """Sustained egress per instance (1 Gbit/s), bytes per second."""
+    host: HostSpec = HostSpec()
+    """The machine the process shares with ``host.processes_per_host - 1`` others."""
     max_utilisation: float = 0.75
-    """Highest planned CPU utilisation: headroom for bursts, GC pauses and deploys."""
+    """Highest planned utilisation of the process's one core: headroom for bursts, GC pauses
+    and deploys."""
+    fd_limit: int = FD_LIMIT
+    """Open files one process may hold; every connection takes one."""
+    fds_reserved: int = 64
+    """Descriptors not available to connections (listening sockets, broker connection, the
+    event loop's own, logs, imported libraries)."""
+    broker_messages_per_s: float = 50_000.0
+    """Messages one process can read from its one broker subscription connection per second
+    (an estimate for a Python client's parser on one core, until measured: the CPU it takes is
+    part of the per-delivery cost, this bounds the single connection's pipe)."""
     spare_instances: int = 1
-    """Instances added on top of the need (N+1): the plan holds with this many lost."""
+    """Processes added on top of the need (N+1): the plan holds with this many lost."""
+
+    @property
+    def cores(self) -> int:
+        """Cores one process can use: one (its event loop)."""
+        return PROCESS_CORES
+
+    @property
+    def memory_bytes(self) -> float:
+        """This process's share of the host's RAM, bytes."""
+        return self.host.memory_bytes / self.host.processes_per_host
+
+    @property
+    def connection_memory_bytes(self) -> float:
+        """RAM this process can give to connections, bytes."""
+        return self.memory_bytes * self.host.usable_memory_fraction
+
+    @property
+    def egress_bytes_per_s(self) -> float:
+        """This process's share of the host's egress, bytes per second."""
+        return self.host.egress_bytes_per_s / self.host.processes_per_host
+
+    @property
+    def max_connections(self) -> int:
+        """Connections one process can hold under its file-descriptor limit."""
+        return self.fd_limit - self.fds_reserved
 
 
 @dataclass(frozen=True)
@@ -122,11 +189,15 @@ class FleetPlan:
     instances_needed: int
     """Instances that meet every limit with all of them up."""
     instances: int
-    """Instances to run: instances_needed plus the spares (N+1)."""
+    """Server processes to run: instances_needed plus the spares (N+1)."""
+    hosts: int
+    """Hosts those processes fit on (``processes_per_host`` each)."""
     binding: Constraint
     """The limit that set instances_needed."""
     cpu_utilisation: float
-    """CPU utilisation of one instance with instances_needed up."""
+    """Utilisation of one process's core with instances_needed up."""
+    connections_per_instance: float
+    """Open connections (file descriptors) of one process with instances_needed up."""
     memory_bytes_per_instance: float
     """Connection memory of one instance with instances_needed up, bytes."""
     egress_bytes_per_s_per_instance: float
@@ -141,6 +212,11 @@ class FleetPlan:
     """Redis load with sharded pub/sub."""
     fallbacks: tuple[str, ...]
     """Calibration figures of this transport that are fallback constants, not measurements."""
+    instances_interval: tuple[int, int] | None = None
+    """5th and 95th percentile of ``instances`` over the fitted costs' bootstrap (Monte
+    Carlo, closed-form limits); None without a fit (:mod:`sobranie_bench.capacity.errors`)."""
+    extrapolation: bool = False
+    """One process's planned load lies beyond the largest load the costs were fitted to."""
 
 
 @dataclass(frozen=True)
@@ -211,6 +287,7 @@ def job_streams(
         if rate_per_s > 0 and cost_us > 0:  # a zero-cost figure adds no work to simulate
             streams.append(JobStream(name, rate_per_s, cost_us * 1e-6, **fan_out))
 
+    add("idle", IDLE_JOBS_PER_S, costs.idle_cores.value * 1e6 / IDLE_JOBS_PER_S)
     add("inbound", sum(load.inbound_per_s for load in loads) / instances,
         costs.cpu_us_per_inbound.value)  # fmt: skip
     add("connect", connects_per_s / instances, costs.cpu_us_per_connection.value)
@@ -231,6 +308,11 @@ def job_streams(
     return streams
 
 
+def _broker_messages(loads: Sequence[FeatureLoad], instances: int) -> float:
+    """Messages the broker sends to the processes of a fleet of ``instances``, per second."""
+    return sum(load.publishes_per_s * _subscribed_instances(load, instances) for load in loads)
+
+
 def _cpu_cores(streams: Sequence[JobStream]) -> float:
     return sum(s.rate_per_s * s.mean_service_s for s in streams)
 
@@ -240,9 +322,7 @@ def redis_load(
 ) -> tuple[RedisLoad, RedisLoad]:
     """Pub/sub load of one fleet on Redis, classic and sharded, with ``instances`` up."""
     publishes = sum(load.publishes_per_s for load in loads)
-    deliveries = sum(
-        load.publishes_per_s * _subscribed_instances(load, instances) for load in loads
-    )
+    deliveries = _broker_messages(loads, instances)
     message_bytes = payload_bytes + RESP_OVERHEAD_BYTES
     capacity = redis.ops_per_s_per_node * redis.max_utilisation
     subscribed = deliveries / publishes if publishes else 0.0
@@ -291,11 +371,46 @@ def _smallest(fits: Callable[[int], bool], start: int = 1) -> int:
     return high
 
 
-def _p95_delivery(streams: Sequence[JobStream], cores: int, jobs: int, seed: int) -> float:
+def _p95_delivery(streams: Sequence[JobStream], jobs: int, seed: int) -> float:
     """Conservative end-to-end p95: sender's instance p95 + Redis hop + receiver's p95."""
-    result = simulate_instance(streams, cores=cores, jobs=jobs, seed=seed)
+    result = simulate_instance(streams, cores=PROCESS_CORES, jobs=jobs, seed=seed)
     sender_leg = result.inbound_p95_s or 0.0
     return sender_leg + REDIS_HOP_S + (result.delivery_p95_s or 0.0)
+
+
+def limit_needs(
+    loads: Sequence[FeatureLoad],
+    costs: TransportCosts,
+    workload: Workload,
+    instance: InstanceSpec,
+    knee_cores: float | None,
+) -> dict[Constraint, int]:
+    """Processes each closed-form limit needs on its own: CPU, the measured latency knee
+    (``knee_cores`` of one process's core, a hard limit), memory, egress, file descriptors
+    and the broker connection."""
+    connections = float(workload.online_users)
+    connects = connections / workload.session_length_s
+    deliveries = sum(load.deliveries_per_s for load in loads)
+    bytes_per_delivery = workload.payload_bytes + costs.wire_overhead_bytes.value
+
+    def cores_used(n: int) -> float:
+        return _cpu_cores(job_streams(loads, costs, connections, connects, n))
+
+    limits: dict[Constraint, Callable[[int], bool]] = {
+        "cpu": lambda n: cores_used(n) <= instance.max_utilisation * instance.cores,
+        "memory": lambda n: (
+            connections / n * costs.memory_bytes_per_connection.value
+            <= instance.connection_memory_bytes
+        ),
+        "egress": lambda n: deliveries / n * bytes_per_delivery <= instance.egress_bytes_per_s,
+        "file descriptors": lambda n: connections / n <= instance.max_connections,
+        "broker connection": lambda n: (
+            _broker_messages(loads, n) / n <= instance.broker_messages_per_s
+        ),
+    }
+    if knee_cores is not None:
+        limits["measured latency"] = lambda n: cores_used(n) <= knee_cores
+    return {name: _smallest(fits) for name, fits in limits.items()}
 
 
 def plan_fleet(
@@ -319,35 +434,24 @@ def plan_fleet(
     connects = connections / workload.session_length_s
     deliveries = sum(load.deliveries_per_s for load in loads)
     bytes_per_delivery = workload.payload_bytes + costs.wire_overhead_bytes.value
-    memory_limit = instance.memory_bytes * instance.usable_memory_fraction
-    scale = instance.cores / BENCH_CORES
     knee = costs.latency_curve.work_within(slo_s * 1e6)
     if knee == 0.0:
         raise ValueError(
             f"{transport}: the p95 at the lowest measured load already misses the "
             f"{slo_s * 1000:g} ms SLO, so no number of instances meets it"
         )
-    measured_cores = None if knee is None else knee * 1e-6 * scale
+    measured_cores = None if knee is None else knee * 1e-6
+    needs = limit_needs(loads, costs, workload, instance, measured_cores)
 
     def cores_used(n: int) -> float:
         return _cpu_cores(job_streams(loads, costs, connections, connects, n))
 
-    limits: dict[Constraint, Callable[[int], bool]] = {
-        "cpu": lambda n: cores_used(n) <= instance.max_utilisation * instance.cores,
-        "memory": lambda n: (
-            connections / n * costs.memory_bytes_per_connection.value <= memory_limit
-        ),
-        "egress": lambda n: deliveries / n * bytes_per_delivery <= instance.egress_bytes_per_s,
-    }
-    if measured_cores is not None:
-        limits["measured latency"] = lambda n: cores_used(n) <= measured_cores
-    needs = {name: _smallest(fits) for name, fits in limits.items()}
     binding: Constraint = max(needs, key=lambda name: needs[name])
     needed = needs[binding]
 
     def p95_at(n: int) -> float:
         streams = job_streams(loads, costs, connections, connects, n)
-        return _p95_delivery(streams, instance.cores, latency_jobs, seed)
+        return _p95_delivery(streams, latency_jobs, seed)
 
     p95 = p95_at(needed)
     while p95 > slo_s:
@@ -367,12 +471,14 @@ def plan_fleet(
         connects_per_s=connects,
         instances_needed=needed,
         instances=needed + instance.spare_instances,
+        hosts=math.ceil((needed + instance.spare_instances) / instance.host.processes_per_host),
         binding=binding,
         cpu_utilisation=cores_used(needed) / instance.cores,
+        connections_per_instance=connections / needed,
         memory_bytes_per_instance=connections / needed * costs.memory_bytes_per_connection.value,
         egress_bytes_per_s_per_instance=deliveries / needed * bytes_per_delivery,
         p95_delivery_s=p95,
-        connect_capacity_per_instance_s=instance.cores * 1e6 / costs.cpu_us_per_connection.value,
+        connect_capacity_per_instance_s=1e6 / costs.cpu_us_per_connection.value,
         redis_classic=classic,
         redis_sharded=sharded,
         fallbacks=tuple(costs.fallbacks),
@@ -470,14 +576,13 @@ def simulate_fleet_hour(
     costs: TransportCosts,
     duration_s: float = HOUR_S,
     lost_instance_at_s: float | None = HOUR_S / 2,
-    cores: int = BENCH_CORES,
     seed: int = RANDOM_SEED,
 ) -> FleetHour:
     """Run a planned fleet for ``duration_s`` in ticks of TICK_S, one process per instance.
 
     Per tick, an instance's work is the compound-Poisson sum of its streams' CPU demand,
     drawn as a normal with the exact mean and variance (thousands of messages per tick).
-    Work beyond the cores' capacity carries over as a backlog. At ``lost_instance_at_s``
+    Work beyond the process's one core carries over as a backlog. At ``lost_instance_at_s``
     one instance dies: the others take its share of the load, and its clients' handshakes
     arrive spread over RECONNECT_WINDOW_S.
     """
@@ -487,7 +592,7 @@ def simulate_fleet_hour(
     mean_work = sum(s.rate_per_s * s.mean_service_s for s in streams) * TICK_S
     var_work = sum(s.rate_per_s * s.second_moment_service_s2 for s in streams) * TICK_S
     handshake_s = costs.cpu_us_per_connection.value * 1e-6
-    capacity = cores * TICK_S
+    capacity = PROCESS_CORES * TICK_S
     state = _FleetState(alive=[True] * fleet.instances)
 
     def reconnect_work(now: float) -> float:
@@ -510,7 +615,7 @@ def simulate_fleet_hour(
             backlog = max(0.0, backlog + work - capacity)
             if backlog > 0:
                 state.overloaded_ticks += 1
-                state.max_delay_s = max(state.max_delay_s, backlog / cores)
+                state.max_delay_s = max(state.max_delay_s, backlog / PROCESS_CORES)
 
     def chaos_monkey(env: simpy.Environment, at_s: float) -> simpy.events.ProcessGenerator:
         yield env.timeout(at_s)
@@ -565,7 +670,6 @@ def scaling_table(
                 scenario,
                 table[fleet.transport],
                 duration_s,
-                cores=result.instance.cores,
                 seed=seed,
             )
             rows.append(

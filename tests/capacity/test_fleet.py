@@ -7,8 +7,9 @@ import math
 import pytest
 
 from sobranie_bench.capacity.calibration import TransportCosts
-from sobranie_bench.capacity.cluster import (
+from sobranie_bench.capacity.fleet import (
     FleetPlan,
+    HostSpec,
     InstanceSpec,
     Plan,
     RedisSpec,
@@ -39,7 +40,7 @@ def test_default_plan_has_a_ws_and_an_sse_fleet(base: Plan) -> None:
         assert f.instances == f.instances_needed + 1  # N+1
         assert f.p95_delivery_s < base.slo_s
         assert f.cpu_utilisation <= InstanceSpec().max_utilisation
-        assert f.memory_bytes_per_instance <= InstanceSpec().memory_bytes * 0.75
+        assert f.memory_bytes_per_instance <= InstanceSpec().connection_memory_bytes
         assert f.fallbacks == ()
 
 
@@ -68,15 +69,18 @@ def test_larger_rooms_mean_more_deliveries_and_no_fewer_instances(
 def test_costlier_connections_need_more_instances(
     costs: dict[str, TransportCosts], base: Plan
 ) -> None:
-    small = plan(USERS, costs=costs, latency_jobs=JOBS, instance=InstanceSpec(memory_bytes=1024**3))
+    small_host = InstanceSpec(host=HostSpec(memory_bytes=256 * 1024**2))
+    small = plan(USERS, costs=costs, latency_jobs=JOBS, instance=small_host)
     assert fleet(small, "sse").instances > fleet(base, "sse").instances
     assert fleet(small, "sse").binding == "memory"
 
 
 def test_a_tighter_slo_needs_more_instances(costs: dict[str, TransportCosts], base: Plan) -> None:
-    tight = plan(USERS, costs=costs, latency_jobs=JOBS, slo_s=0.004)
-    assert fleet(tight, "ws").instances > fleet(base, "ws").instances
-    assert fleet(tight, "ws").p95_delivery_s <= 0.004
+    alone = plan(USERS, costs=costs, latency_jobs=JOBS, transports=["ws"])
+    slo_s = fleet(alone, "ws").p95_delivery_s * 0.8  # below what the plain plan gives
+    tight = plan(USERS, costs=costs, latency_jobs=JOBS, slo_s=slo_s, transports=["ws"])
+    assert fleet(tight, "ws").instances > fleet(alone, "ws").instances
+    assert fleet(tight, "ws").p95_delivery_s <= slo_s
 
 
 def test_more_spares_add_instances(costs: dict[str, TransportCosts], base: Plan) -> None:
@@ -88,7 +92,9 @@ def test_more_spares_add_instances(costs: dict[str, TransportCosts], base: Plan)
 def test_longpoll_needs_many_more_instances_than_ws(costs: dict[str, TransportCosts]) -> None:
     what_if = plan(USERS, costs=costs, latency_jobs=JOBS, transports=["ws", "longpoll"])
     assert [f.transport for f in what_if.fleets] == ["ws", "longpoll"]
-    assert fleet(what_if, "longpoll").instances > 5 * fleet(what_if, "ws").instances
+    # ws is bound by its file descriptors (20,000 connections a process), longpoll by CPU
+    assert fleet(what_if, "ws").binding == "file descriptors"
+    assert fleet(what_if, "longpoll").instances > 2 * fleet(what_if, "ws").instances
     assert set(fleet(what_if, "ws").features) == {
         "chat", "presence", "collab", "notifications", "feed", "counters",
     }  # fmt: skip
@@ -144,3 +150,22 @@ def test_scaling_table_records_run_time(costs: dict[str, TransportCosts]) -> Non
     assert list(table["online_users"]) == [10_000, 10_000, 100_000, 100_000]
     assert {"plan_wall_s", "simulate_wall_s", "instance_ticks", "instances"} <= set(table.columns)
     assert (table["simulate_wall_s"] > 0).all()
+
+
+def test_a_process_holds_no_more_connections_than_its_file_limit(
+    costs: dict[str, TransportCosts], base: Plan
+) -> None:
+    few_files = InstanceSpec(fd_limit=2_064)  # 2,000 connections after the reserved 64
+    limited = plan(USERS, costs=costs, latency_jobs=JOBS, instance=few_files)
+    for f in limited.fleets:
+        assert f.connections_per_instance <= 2_000
+        assert f.binding == "file descriptors"
+        assert f.instances > fleet(base, f.transport).instances
+
+
+def test_hosts_count_processes_per_host(costs: dict[str, TransportCosts], base: Plan) -> None:
+    four = plan(USERS, costs=costs, latency_jobs=JOBS,
+                instance=InstanceSpec(host=HostSpec(cores=4, memory_bytes=16 * 1024**3)))
+    for f in four.fleets:
+        assert f.hosts == math.ceil(f.instances / 4)
+        assert f.cpu_utilisation <= InstanceSpec().max_utilisation  # of one core per process

@@ -1,0 +1,126 @@
+"""Error bars: fitted costs into plans, and their bootstrap spread into process counts.
+
+:func:`fitted_costs` turns a :class:`~sobranie_bench.capacity.fit.Fit` into the costs a plan
+uses (CPU per inbound message and per delivery, idle CPU, and the measured knee of the
+capacity scenario as the hard latency limit). :func:`with_error_bars` carries the bootstrap
+draws of those costs through the closed-form limits by Monte Carlo: "13 (11-15) processes"
+is the plan's count with the 5th and 95th percentiles over the draws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+
+from sobranie_bench.capacity.calibration import Figure, LatencyCurve, LatencyPoint, TransportCosts
+from sobranie_bench.capacity.fit import Fit, Linear, Trial
+from sobranie_bench.capacity.fleet import Plan, limit_needs
+from sobranie_bench.capacity.reality import NOT_REACHED, measured_knee
+from sobranie_bench.capacity.stats import percentile
+from sobranie_bench.capacity.workload import FeatureLoad, aggregate_rates
+
+MONTE_CARLO_DRAWS = 200
+
+
+def _knee_curve(model: Linear, knee: tuple[float, float, float] | None) -> LatencyCurve | None:
+    """The measured knee ``(subscribers, publish rate, sla ms)`` as a one-point curve that
+    ends at it: the work one process did there is the plan's hard latency limit."""
+    if knee is None:
+        return None
+    subscribers, rate, sla_ms = knee
+    work_us = model.cores(rate, rate * subscribers) * 1e6
+    return LatencyCurve(
+        (LatencyPoint(work_us, sla_ms * 1000, rate * subscribers),),
+        "measured",
+        f"capacity scenario: p95 crossed {sla_ms:g} ms at {subscribers:,.0f} subscribers x "
+        f"{rate:g}/s (interpolated between steps)",
+        ends_at_knee=True,
+    )
+
+
+def costs_from_model(
+    base: TransportCosts, model: Linear, knee: tuple[float, float, float] | None, note: str
+) -> TransportCosts:
+    """``base`` with its CPU figures (and knee) replaced by a fitted model's."""
+    curve = _knee_curve(model, knee) or base.latency_curve
+    return dataclasses.replace(
+        base,
+        cpu_us_per_inbound=Figure(model.inbound_s * 1e6, "us", "measured", note),
+        cpu_us_per_delivery=Figure(model.delivery_s * 1e6, "us", "measured", note),
+        echo_cpu_us_per_msg=Figure((model.inbound_s + model.delivery_s) * 1e6, "us",
+                                   "measured", note),
+        idle_cores=Figure(model.idle, "cores", "measured", note),
+        latency_curve=curve,
+    )
+
+
+def measured_knees(trials: Sequence[Trial]) -> dict[str, tuple[float, float, float]]:
+    """Transport -> (subscribers, publish rate, sla ms) where a capacity trial's p95 crossed
+    its SLA (trials whose every step held set no knee)."""
+    knees: dict[str, tuple[float, float, float]] = {}
+    for t in trials:
+        if t.scenario == "capacity" and t.sla_ms:
+            value, how = measured_knee(t)
+            if how != NOT_REACHED and not math.isnan(value):
+                knees[t.transport] = (value, t.inbound_per_s, t.sla_ms)
+    return knees
+
+
+def fitted_costs(
+    fits: Mapping[str, Fit],
+    base: Mapping[str, TransportCosts],
+    knees: Mapping[str, tuple[float, float, float]],
+) -> dict[str, TransportCosts]:
+    """Every transport's costs, with the fitted ones where a fit exists."""
+    out = dict(base)
+    for transport, fit in fits.items():
+        note = f"fit over {sum(r.trials for r in fit.residuals)} calibrate trials"
+        out[transport] = costs_from_model(
+            base[transport], fit.server, knees.get(transport), note
+        )
+    return out
+
+
+def _loads(result: Plan, transport: str, features: tuple[str, ...]) -> list[FeatureLoad]:
+    """The loads a fleet of ``result`` carries: by the workload's mapping, or (a what-if
+    fleet) every feature over ``transport``."""
+    for workload in (result.workload, result.workload.all_over(transport)):
+        loads = [load for load in aggregate_rates(workload) if load.transport == transport]
+        if tuple(load.feature for load in loads) == features:
+            return loads
+    raise ValueError(f"{transport}: no workload mapping carries {features}")
+
+
+def with_error_bars(
+    result: Plan,
+    costs: Mapping[str, TransportCosts],
+    fits: Mapping[str, Fit],
+    knees: Mapping[str, tuple[float, float, float]],
+    draws: int = MONTE_CARLO_DRAWS,
+) -> Plan:
+    """``result`` with each fitted fleet's process count interval over ``draws`` bootstrap
+    costs (closed-form limits; the SimPy latency check runs on the central plan only) and its
+    extrapolation flag."""
+    fleets = []
+    for fleet in result.fleets:
+        fit = fits.get(fleet.transport)
+        if fit is None:
+            fleets.append(fleet)
+            continue
+        loads = _loads(result, fleet.transport, fleet.features)
+        workload = result.workload
+        counts = []
+        for model in fit.draws[:draws]:
+            drawn = costs_from_model(costs[fleet.transport], model, knees.get(fleet.transport),
+                                     "bootstrap draw")  # fmt: skip
+            knee = drawn.latency_curve.work_within(result.slo_s * 1e6)
+            needs = limit_needs(loads, drawn, workload, result.instance,
+                                None if knee is None else knee * 1e-6)  # fmt: skip
+            counts.append(max(needs.values()) + result.instance.spare_instances)
+        interval = (int(percentile(counts, 0.05)), int(percentile(counts, 0.95)))
+        fitted_max = max((high for _, high in fit.fit_range.values()), default=math.inf)
+        per_process = fleet.deliveries_per_s / fleet.instances_needed
+        fleets.append(dataclasses.replace(fleet, instances_interval=interval,
+                                          extrapolation=per_process > fitted_max))  # fmt: skip
+    return dataclasses.replace(result, fleets=tuple(fleets))

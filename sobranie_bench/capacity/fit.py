@@ -1,0 +1,321 @@
+"""Fit the capacity model's unit costs to measured trials, with bootstrap error bars.
+
+A trial is one harness run of one point (raw JSON, see :mod:`sobranie_bench.harness.results`).
+The model of one server process (one event loop, at most one core) is linear in the work it is
+offered::
+
+    cores = idle + inbound_s * inbound/s + delivery_s * deliveries/s
+
+where an echo is one inbound message and one delivery (the reply) and a fan-out publish is one
+inbound message and one delivery per subscriber. Fitted by least squares on relative error over
+every fit trial of a transport (echo at several rates, fan-out at several sizes), so the cost
+*per message* falls with the rate and the cost *per delivery* with the fan-out: the idle and
+per-publish work is spread over more messages. The harness's own CPU is fitted the same way:
+it is the other queue on a benchmark's path, and validation predicts the benchmark.
+
+Trials whose server waited in a run queue for a CPU more than ``MAX_RUN_QUEUE_WAIT`` of the
+window are refused: their CPU and latency measure the machine's other load, not the server.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sobranie_bench.capacity.stats import percentile
+from sobranie_bench.harness import results
+
+MAX_RUN_QUEUE_WAIT = 0.10  # share of the window; above it a trial is refused
+FIT_PROFILE = "calibrate"
+BOOTSTRAP_DRAWS = 1000
+RANDOM_SEED = 42
+QUANTILES = ("p50", "p95", "p99")
+
+
+class CalibrationRefused(ValueError):
+    """No trustworthy fit: too few fit points survived the run-queue check."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    """What one harness run of one point measured."""
+
+    transport: str
+    scenario: str
+    """``echo``, ``fanout`` or ``capacity``."""
+    params: str
+    """Canonical ``k=v;k=v`` of the point."""
+    trial: int
+    profile: str
+    """Harness profile: ``calibrate`` for fit points, anything else is held out."""
+    inbound_per_s: float
+    """Offered client messages per second (echoes, or publishes)."""
+    deliveries_per_s: float
+    """Offered deliveries per second (echo replies, or publishes x subscribers)."""
+    fanout: int
+    """Deliveries per inbound message (1 for echo)."""
+    cpu_cores: float | None
+    """Server CPU over the measured window / its length (schedstat run time)."""
+    harness_cores: float | None
+    """CPU of the harness processes over the window / its length."""
+    run_queue_wait: float | None
+    """Share of the window the server waited for a CPU (schedstat)."""
+    latency_us: dict[str, float]
+    """Measured latency quantiles (p50, p95, p99): echo round trip or fan-out one way, µs."""
+    throughput_per_s: float | None
+    """Echo replies, or deliveries, per second over the window."""
+    steps: tuple[tuple[int, float], ...] = ()
+    """Capacity scenario: (subscribers, p95 µs) per step, in order."""
+    sla_ms: float | None = None
+    """Capacity scenario: the p95 objective its steps were held to."""
+
+    @property
+    def held_out(self) -> bool:
+        return self.profile != FIT_PROFILE
+
+    @property
+    def refused(self) -> bool:
+        return self.run_queue_wait is not None and self.run_queue_wait > MAX_RUN_QUEUE_WAIT
+
+
+def trial_from_raw(raw: dict[str, Any]) -> Trial | None:
+    """The trial one raw result holds; None for a failed run or another scenario."""
+    scenario = raw["scenario"]
+    if "error" in raw or scenario not in ("echo", "fanout", "capacity"):
+        return None
+    p, m, w = raw["params"], results.metrics(raw), raw.get("window", {})
+    duration = max(w.get("end", 0.0) - w.get("measure", 0.0), 1e-9)
+    harness = [results.cpu_between(raw["resources"][n], w.get("measure", 0), w.get("end", 0))
+               for n in results.harness_names(raw)]  # fmt: skip
+    harness_s = sum(h for h in harness if h is not None) if harness else None
+    rate = float(p.get("rate", 0.0))
+    fanout = 1 if scenario == "echo" else int(p.get("subscribers", 0)) * int(p.get("channels", 1))
+    prefix = "rtt" if scenario == "echo" else "latency"
+    steps: tuple[tuple[int, float], ...] = ()
+    if scenario == "capacity":
+        steps = tuple((int(s["subscribers"]), float(s["p95_us"])) for s in raw.get("steps", []))
+    wait = m.get("server_run_queue_wait_percent")
+    return Trial(
+        transport=raw["transport"],
+        scenario=scenario,
+        params=results.params_key(p),
+        trial=int(raw["trial"]),
+        profile=str(raw.get("profile", "")),
+        inbound_per_s=rate,
+        deliveries_per_s=rate * fanout,
+        fanout=fanout,
+        cpu_cores=m["server_cpu_cores"][0] if "server_cpu_cores" in m else None,
+        harness_cores=None if harness_s is None else harness_s / duration,
+        run_queue_wait=None if wait is None else wait[0] / 100,
+        latency_us={q: m[f"{prefix}_{q}_us"][0] for q in QUANTILES if f"{prefix}_{q}_us" in m},
+        throughput_per_s=next(
+            (m[k][0] for k in ("throughput_msgs_per_s", "delivered_per_s") if k in m), None
+        ),
+        steps=steps,
+        sla_ms=float(p["sla_ms"]) if "sla_ms" in p else None,
+    )
+
+
+def load_trials(root: Any) -> list[Trial]:
+    """Every echo, fan-out and capacity trial under a results root (or a run directory)."""
+    from pathlib import Path
+
+    return [t for raw in results.load_raw(Path(root)) if (t := trial_from_raw(raw)) is not None]
+
+
+@dataclass(frozen=True)
+class Linear:
+    """cores = idle + inbound_s * inbound/s + delivery_s * deliveries/s."""
+
+    idle: float
+    """Cores used with no load (timers, sampling, GC), cores."""
+    inbound_s: float
+    """CPU seconds per inbound message (parse, authorise, reply or publish)."""
+    delivery_s: float
+    """CPU seconds per delivery (encode once per publish is in inbound_s; the write here)."""
+
+    def cores(self, inbound_per_s: float, deliveries_per_s: float) -> float:
+        return self.idle + self.inbound_s * inbound_per_s + self.delivery_s * deliveries_per_s
+
+    def per_message_us(self, inbound_per_s: float, fanout: int) -> float:
+        """CPU per delivered message at this rate and fan-out, µs (idle spread over them)."""
+        deliveries = inbound_per_s * fanout
+        return self.cores(inbound_per_s, deliveries) / deliveries * 1e6
+
+
+def fit_linear(points: Sequence[tuple[float, float, float]]) -> Linear:
+    """Least squares on relative error of ``(inbound/s, deliveries/s, cores)`` points;
+    every coefficient kept non-negative (a negative cost is noise, not a saving)."""
+    x = np.array([[1.0, i, d] for i, d, _ in points])
+    y = np.array([c for _, _, c in points])
+    if len(points) < 3 or np.linalg.matrix_rank(x) < 3:
+        raise CalibrationRefused(
+            "a fit needs points at >= 2 inbound rates and >= 2 fan-outs (echo and fan-out "
+            f"points), got {len(points)} usable trial(s)"
+        )
+    weights = 1.0 / np.maximum(y, 1e-6)
+    active = [0, 1, 2]
+    while True:  # drop a coefficient that comes out negative and refit (NNLS for 3 terms)
+        coef = np.zeros(3)
+        sol, *_ = np.linalg.lstsq(x[:, active] * weights[:, None], y * weights, rcond=None)
+        coef[active] = sol
+        negative = [i for i in active if coef[i] < 0]
+        if not negative:
+            return Linear(float(coef[0]), float(coef[1]), float(coef[2]))
+        active.remove(min(negative, key=lambda i: coef[i]))
+
+
+@dataclass(frozen=True)
+class Residual:
+    """A fit point: the measured mean against the fitted line."""
+
+    scenario: str
+    params: str
+    trials: int
+    measured_cores: float
+    fitted_cores: float
+
+    @property
+    def error(self) -> float:
+        return (self.fitted_cores - self.measured_cores) / self.measured_cores
+
+
+@dataclass(frozen=True)
+class Fit:
+    """One transport's fitted costs, their spread, and what they were fitted to."""
+
+    transport: str
+    server: Linear
+    """The server process's CPU model."""
+    harness: Linear | None
+    """The harness's CPU model (the benchmark client), None when not sampled."""
+    residuals: tuple[Residual, ...]
+    """Per fit point: measured mean cores against the fit."""
+    draws: tuple[Linear, ...]
+    """Bootstrap refits (trials resampled within each point)."""
+    floor_us: dict[str, dict[str, float]]
+    """Per scenario, the latency quantiles at its lowest fitted load: the client + kernel
+    floor that queueing adds to."""
+    floor_load: dict[str, tuple[float, float]]
+    """Per scenario, the (inbound/s, deliveries/s) the floor was measured at."""
+    refused: tuple[Trial, ...] = field(default=())
+    """Fit trials left out because the server waited for a CPU too long."""
+    fit_range: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Per scenario, the lowest and highest deliveries/s fitted (beyond: extrapolation)."""
+
+    def interval(self, attribute: str, level: float = 0.9) -> tuple[float, float]:
+        """The bootstrap ``level`` interval of one :class:`Linear` attribute."""
+        values = sorted(getattr(d, attribute) for d in self.draws)
+        low = values[int((1 - level) / 2 * (len(values) - 1))]
+        high = values[int((1 + level) / 2 * (len(values) - 1))]
+        return low, high
+
+
+def _by_point(trials: Iterable[Trial]) -> dict[tuple[str, str], list[Trial]]:
+    points: dict[tuple[str, str], list[Trial]] = {}
+    for t in trials:
+        points.setdefault((t.scenario, t.params), []).append(t)
+    return points
+
+
+def _linear_of(trials: Sequence[Trial], harness: bool = False) -> Linear:
+    """The fit over ``trials``, at the deliveries each actually made (a process that fell
+    behind its offered load was paid for what it delivered)."""
+    rows = [(t.inbound_per_s, t.throughput_per_s or t.deliveries_per_s,
+             t.harness_cores if harness else t.cpu_cores) for t in trials]  # fmt: skip
+    return fit_linear([(i, d, c) for i, d, c in rows if c is not None and c > 0])
+
+
+def fit_transport(
+    trials: Sequence[Trial],
+    max_wait: float = MAX_RUN_QUEUE_WAIT,
+    draws: int = BOOTSTRAP_DRAWS,
+    seed: int = RANDOM_SEED,
+) -> Fit:
+    """Fit one transport's fit trials (profile ``calibrate``); refuse when too few survive."""
+    fit_trials = [t for t in trials if not t.held_out and t.scenario in ("echo", "fanout")]
+    if not fit_trials:
+        raise CalibrationRefused("no fit trials (run `sobranie-bench capacity calibrate`)")
+    transport = fit_trials[0].transport
+    waited = [t for t in fit_trials if t.run_queue_wait is not None and t.run_queue_wait > max_wait]
+    usable = [t for t in fit_trials if t not in waited and t.cpu_cores is not None]
+    points = _by_point(usable)
+    try:
+        server = _linear_of(usable)
+    except CalibrationRefused as error:
+        worst = ", ".join(
+            f"{t.scenario} {t.params} #{t.trial}: {t.run_queue_wait:.0%}"
+            for t in sorted(waited, key=lambda t: -(t.run_queue_wait or 0))[:6]
+        )
+        raise CalibrationRefused(
+            f"{transport}: calibration refused: {len(waited)} of {len(fit_trials)} fit trials "
+            f"had the server waiting for a CPU more than {max_wait:.0%} of the window "
+            f"({worst}); the machine is busy: measure again when it is quiet ({error})"
+        ) from None
+    harness = None
+    if all(t.harness_cores for t in usable):
+        harness = _linear_of(usable, harness=True)
+    rng = random.Random(seed)
+    boot = []
+    for _ in range(draws):
+        sample = [rng.choice(group) for group in points.values() for _ in group]
+        boot.append(_linear_of(sample))
+    residuals = tuple(
+        Residual(
+            scenario,
+            params,
+            len(group),
+            float(np.mean([t.cpu_cores for t in group if t.cpu_cores is not None])),
+            server.cores(group[0].inbound_per_s, group[0].deliveries_per_s),
+        )
+        for (scenario, params), group in sorted(points.items())
+    )
+    floor_us: dict[str, dict[str, float]] = {}
+    floor_load: dict[str, tuple[float, float]] = {}
+    fit_range: dict[str, tuple[float, float]] = {}
+    for scenario in ("echo", "fanout"):
+        groups = [g for (s, _), g in points.items() if s == scenario]
+        if not groups:
+            continue
+        lowest = min(groups, key=lambda g: g[0].deliveries_per_s)
+        floor_us[scenario] = {
+            q: float(np.median([t.latency_us[q] for t in lowest if q in t.latency_us]))
+            for q in QUANTILES
+        }
+        floor_load[scenario] = (lowest[0].inbound_per_s, lowest[0].deliveries_per_s)
+        loads = [g[0].deliveries_per_s for g in groups]
+        fit_range[scenario] = (min(loads), max(loads))
+    return Fit(
+        transport=transport,
+        server=server,
+        harness=harness,
+        residuals=residuals,
+        draws=tuple(boot),
+        floor_us=floor_us,
+        floor_load=floor_load,
+        refused=tuple(waited),
+        fit_range=fit_range,
+    )
+
+
+def fit_all(
+    trials: Sequence[Trial], max_wait: float = MAX_RUN_QUEUE_WAIT, seed: int = RANDOM_SEED
+) -> dict[str, Fit | CalibrationRefused]:
+    """One fit (or the reason it was refused) per transport with fit trials."""
+    out: dict[str, Fit | CalibrationRefused] = {}
+    for transport in sorted({t.transport for t in trials if not t.held_out}):
+        mine = [t for t in trials if t.transport == transport]
+        try:
+            out[transport] = fit_transport(mine, max_wait, seed=seed)
+        except CalibrationRefused as error:
+            out[transport] = error
+    return out
+
+
+def spread(values: Sequence[float]) -> tuple[float, float, float]:
+    """Median and the 5th and 95th percentiles of ``values``."""
+    return percentile(values, 0.5), percentile(values, 0.05), percentile(values, 0.95)

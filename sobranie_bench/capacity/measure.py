@@ -1,0 +1,108 @@
+"""Measure what the capacity model is calibrated from and validated against.
+
+Two harness runs into one results directory: the ``calibrate`` profile (the fit points: echo
+at two rates and fan-out at two sizes, ``FIT_TRIALS`` trials of 30 s each) and the ``holdout``
+profile (points the fit never sees: an echo rate and a fan-out size between them, and the
+capacity scenario stepping subscribers up until the p95 passes the SLA: the knee). The host is
+recorded next to them (CPU model, cores, load before and after), because the machine is part
+of the measurement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sobranie_bench.harness.runner import Plan, count_points, run_plan
+from sobranie_bench.harness.sampler import cpu_model
+
+FIT_PROFILE, HOLDOUT_PROFILE = "calibrate", "holdout"
+FIT_SCENARIOS = ("echo", "fanout")
+HOLDOUT_SCENARIOS = ("echo", "fanout", "capacity")
+TRANSPORTS = ("ws", "sse")
+FIT_TRIALS = 3  # trials per fit point: the bootstrap resamples them
+HOLDOUT_TRIALS = 1  # one measurement per point the model must predict
+QUICK_TIMING = (0.5, 2.0)  # --quick: (warm-up, duration) s, the pipeline only, not a fit
+QUICK_STEPS = [100, 200]  # --quick: capacity steps
+HOST_FILE = "calibration-host.json"
+DEFAULT_OUT = Path("results/calibrate")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Where one calibration measurement went."""
+
+    out: Path
+    """Results root: ``runs/<run-id>/`` raw files, ``summary.csv``, the host record."""
+    fit_run: Path
+    """Run directory of the fit points."""
+    holdout_run: Path
+    """Run directory of the held-out points."""
+
+
+def host_record() -> dict[str, Any]:
+    """The machine as it is now: CPU model, cores, load averages, when."""
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "loadavg": list(os.getloadavg()),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def plans(
+    out: Path, transports: Sequence[str] = TRANSPORTS, quick: bool = False
+) -> tuple[Plan, Plan]:
+    """The fit run's and the held-out run's harness plans."""
+    timing = QUICK_TIMING if quick else None
+    fit = Plan(
+        profile=FIT_PROFILE,
+        transports=tuple(transports),
+        scenarios=FIT_SCENARIOS,
+        out=out,
+        trials=1 if quick else FIT_TRIALS,
+        timing=timing,
+    )
+    holdout = Plan(
+        profile=HOLDOUT_PROFILE,
+        transports=tuple(transports),
+        scenarios=HOLDOUT_SCENARIOS,
+        out=out,
+        trials=HOLDOUT_TRIALS,
+        timing=timing,
+        overrides=(("steps", QUICK_STEPS),) if quick else (),
+    )
+    return fit, holdout
+
+
+def measure(
+    out: Path = DEFAULT_OUT,
+    transports: Sequence[str] = TRANSPORTS,
+    quick: bool = False,
+    on_result: Callable[[str, dict[str, Any] | None], None] = lambda label, raw: None,
+) -> Measurement:
+    """Run the fit points, then the held-out points, into ``out``; record the host."""
+    fit, holdout = plans(out, transports, quick)
+    before = host_record()
+    fit_run = asyncio.run(run_plan(fit, on_result))
+    holdout_run = asyncio.run(run_plan(holdout, on_result))
+    record = {
+        "before": before,
+        "after": host_record(),
+        "quick": quick,
+        "fit_run": fit_run.name,
+        "holdout_run": holdout_run.name,
+    }
+    (out / HOST_FILE).write_text(json.dumps(record, indent=1))
+    return Measurement(out, fit_run, holdout_run)
+
+
+def points(quick: bool = False, transports: Sequence[str] = TRANSPORTS) -> int:
+    """Harness runs a measurement makes (for the progress bar)."""
+    return sum(count_points(plan) for plan in plans(Path("."), transports, quick))

@@ -1,0 +1,55 @@
+"""Fitting, bootstrap, refusal and validation arithmetic on made-up trials (no measurement)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sobranie_bench.capacity.fit import CalibrationRefused, Trial, fit_linear, fit_transport
+from sobranie_bench.capacity.reality import NOT_REACHED, measured_knee
+
+IDLE, INBOUND, DELIVERY = 0.02, 80e-6, 20e-6
+
+
+def trial(scenario: str, rate: float, fanout: int, n: int, wait: float = 0.01,
+          profile: str = "calibrate", noise: float = 0.0) -> Trial:
+    cores = (IDLE + INBOUND * rate + DELIVERY * rate * fanout) * (1 + noise)
+    return Trial("ws", scenario, f"rate={rate};subscribers={fanout}", n, profile, rate,
+                 rate * fanout, fanout, cores, cores, wait, {"p50": 1e3, "p95": 2e3, "p99": 3e3},
+                 rate * fanout)
+
+
+def grid(wait: float = 0.01) -> list[Trial]:
+    return [trial(s, r, f, n, wait, noise=(n - 2) * 0.02)
+            for s, r, f in (("echo", 200, 1), ("echo", 800, 1), ("fanout", 20, 100),
+                            ("fanout", 20, 600)) for n in (1, 2, 3)]
+
+
+def test_fit_recovers_the_costs_it_was_made_from() -> None:
+    exact = fit_linear([(t.inbound_per_s, t.deliveries_per_s, t.cpu_cores or 0)
+                        for t in grid() if t.trial == 2])
+    assert exact.idle == pytest.approx(IDLE)
+    assert exact.inbound_s == pytest.approx(INBOUND)
+    assert exact.delivery_s == pytest.approx(DELIVERY)
+
+
+def test_bootstrap_interval_holds_the_central_fit_and_residuals_are_small() -> None:
+    fit = fit_transport(grid(), draws=200)
+    low, high = fit.interval("delivery_s")
+    assert low <= fit.server.delivery_s <= high
+    assert all(abs(r.error) < 0.05 for r in fit.residuals)
+    assert fit.fit_range["fanout"] == (2000, 12000)
+
+
+def test_a_busy_machine_refuses_the_calibration() -> None:
+    with pytest.raises(CalibrationRefused, match="waiting for a CPU more than 10%"):
+        fit_transport(grid(wait=0.3))
+
+
+def test_measured_knee_interpolates_between_the_steps_around_the_sla() -> None:
+    steps = ((100, 100e3), (200, 300e3), (300, 700e3))
+    knee = Trial("ws", "capacity", "", 1, "holdout", 20, 0, 0, None, None, None, {}, None,
+                 steps=steps, sla_ms=500)
+    assert measured_knee(knee)[0] == pytest.approx(250)
+    held = Trial("ws", "capacity", "", 1, "holdout", 20, 0, 0, None, None, None, {}, None,
+                 steps=steps[:2], sla_ms=500)
+    assert measured_knee(held) == (200, NOT_REACHED)
