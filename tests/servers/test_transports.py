@@ -11,6 +11,7 @@ transport has lives in its own file (test_webtransport.py, test_socketio.py, tes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
