@@ -25,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from servers import aiohttp_common, http_app, socketio_app, static, webrtc
+from servers import aiohttp_common, auth, http_app, socketio_app, static, webrtc
 from servers.brokers import Message
 from servers.brokers.memory_broker import MemoryBroker
 from servers.hub import Hub
@@ -74,31 +74,34 @@ async def start(opts: Options) -> Running:
     origins = tuple(opts.origins)
     if origins:  # the page's own origin must be allowed too
         origins += (f"http://{opts.host}:{opts.port}",)
-    common: dict[str, Any] = {"secret": secret, "origins": origins, "broker": broker,
-                              "limits": opts.limits}
+    authenticator = auth.Authenticator(secret, origins)
+
+    def core(server: str) -> tuple[Hub, auth.Authenticator]:
+        """A hub of its own for each server, all on the one shared broker."""
+        return Hub(broker, limits=opts.limits, server=server), authenticator
     stops: list[Callable[[], Awaitable[None]]] = []
     urls: dict[str, str] = {}
     side = Options(host=opts.host, port=0, secret=secret, origins=origins)
     try:
-        ws_server = WebsocketsServer(**common)
+        ws_server = WebsocketsServer(*core("sobranie-websockets"))
         listening = await ws_server.start(opts.host, 0)
         stops.append(_stop_websockets(ws_server, listening))
         urls["ws-websockets"] = f"http://{opts.host}:{listening.sockets[0].getsockname()[1]}"
 
-        wt = WebTransportServer(**common)
+        wt = WebTransportServer(*core("sobranie-webtransport"))
         urls["webtransport"] = f"http://{opts.host}:{await wt.start(opts.host, 0)}"
         stops.append(wt.stop)
 
-        sio = await serve_app(socketio_app.make_app(**common), side, lambda url: {})
+        sio = await serve_app(socketio_app.make_app(*core("sobranie-socketio")), side, lambda url: {})
         stops.append(sio.stop)
         urls["socketio"] = urls["socketio-polling"] = sio.url
 
         rtc = await serve_app(webrtc.make_app(
-            **common, ice_address=webrtc.candidate_address(opts.host)), side, lambda url: {})
+            *core("sobranie-webrtc"), ice_address=webrtc.candidate_address(opts.host)), side, lambda url: {})
         stops.append(rtc.stop)
         urls["webrtc"] = rtc.url
 
-        app = http_app.make_app(**common)
+        app = http_app.make_app(*core("sobranie-aiohttp"))
         hub = app[aiohttp_common.HUB]
         _add_demo_routes(app, hub, secret, urls)
         bot = float(opts.extra.get("bot_seconds", BOT_SECONDS))
@@ -150,7 +153,7 @@ def _add_demo_routes(app: web.Application, hub: Hub, secret: str,
         try:
             body = await aiohttp_common.read_body(request, "channel", "id", "author")
         except WireError as exc:
-            return aiohttp_common.error_response(exc)
+            return aiohttp_common.error_response(hub, exc)
         author = str(body["author"])
         if not USER.match(author):
             raise web.HTTPBadRequest(text="author: not a user id")
