@@ -16,7 +16,6 @@ import json
 import os
 from pathlib import Path
 
-from servers import longpoll
 from servers.hub import SUITE_VERSION
 from servers.run import Options, Running
 from sobranie_contract import tokens
@@ -41,11 +40,13 @@ def command(opts: Options) -> list[str]:
             "--rate", str(limits.rate), "--burst", str(limits.burst),
             "--flood", str(limits.flood), "--history-size", str(opts.history_size),
             "--header-timeout", str(limits.header_timeout),
-            "--poll-idle", opts.extra.get("poll_idle", str(longpoll.IDLE_SECONDS)),
+            "--poll-idle", opts.extra.get("poll_idle", str(limits.idle)),
             "--server-name", f"sobranie-elysia/{SUITE_VERSION}", "--exit-with-stdin"]
     for origin in opts.origins:
         args += ["--origin", origin]
-    if opts.extra.get("cert") and opts.extra.get("key"):
+    if opts.tls:  # serve --tls: the local CA's certificate (sobranie_contract.tls)
+        args += ["--cert", str(opts.tls.cert), "--key", str(opts.tls.key)]
+    elif opts.extra.get("cert") and opts.extra.get("key"):
         args += ["--cert", opts.extra["cert"], "--key", opts.extra["key"]]
     return args
 
