@@ -28,7 +28,7 @@ RESULTS = "results"
 # %%
 from IPython.display import Markdown, display
 
-from sobranie_bench.report import comparison, load
+from sobranie_bench.report import charts, comparison, load
 
 res = load(RESULTS)
 rows = comparison.rows(res)
@@ -38,6 +38,12 @@ display(Markdown(
     f"cores, Python {meta.get('python')}); transports measured: "
     f"{', '.join(res.transports) or 'none'}."
     if res.main_run else "No results found: every measured cell says *not measured*."))
+
+# %% [markdown]
+# The performance column at a glance: echo round-trip percentiles per transport, this run.
+
+# %%
+charts.latency_percentiles(res)
 
 # %% [markdown]
 # ## Stars: the note's and ours

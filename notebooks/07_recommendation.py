@@ -28,11 +28,14 @@ ONLINE_USERS = 1_000_000
 # %%
 from IPython.display import Markdown, display
 
-from sobranie_bench.report import load, recommendation
+from sobranie_bench.report import charts, load, recommendation
 
 res = load(RESULTS)
 choices = recommendation.choice_frame(res)
 choices
+
+# %%
+charts.capacity_curves(res)
 
 # %%
 ranked = choices.dropna(subset=["score"])

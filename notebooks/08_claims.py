@@ -26,7 +26,7 @@ RESULTS = "results"
 # %%
 from IPython.display import Markdown, display
 
-from sobranie_bench.report import claims, load
+from sobranie_bench.report import charts, claims, load
 
 res = load(RESULTS)
 table = claims.frame(res)
@@ -38,7 +38,11 @@ display(Markdown(
     f"Of {len(table)} claims, " + ", ".join(f"**{n}** {v}" for v, n in counts.items()) + "."))
 
 # %%
-table.groupby(["topic", "verdict"]).size().unstack(fill_value=0)
+by_topic = table.groupby(["topic", "verdict"]).size().unstack(fill_value=0)
+charts.verdicts({t: {v: int(n) for v, n in row.items() if n} for t, row in by_topic.iterrows()})
+
+# %%
+by_topic
 
 # %% [markdown]
 # ## Refuted

@@ -5,8 +5,9 @@ a figure, so notebooks display the same charts the report writes.
 
 from __future__ import annotations
 
+import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -31,8 +32,18 @@ def color(transport: str) -> str:
     return PALETTE[index % len(PALETTE)]
 
 
+class Chart(Figure):
+    """A figure that shows itself in a notebook: IPython calls ``_repr_png_`` on a cell's
+    value, and no pyplot backend is involved (a bare Figure shows only its repr)."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png")
+        return buf.getvalue()
+
+
 def new_figure(width: float = 8.0, height: float = 4.5) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    fig = Chart(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -295,6 +306,26 @@ def model_instances(res: Results, users: Sequence[int]
         return {}, "the model could plan no transport"
     return curves, ("not planned (the model's reason is in recommendation.md): "
                     + ", ".join(sorted(skipped)) if skipped else None)
+
+
+def verdicts(by_topic: Mapping[str, Mapping[str, int]]) -> Figure:
+    """Claims per topic, stacked by verdict (``{topic: {verdict: count}}``)."""
+    fig = new_figure(8.0, 0.45 * max(len(by_topic), 4) + 1.2)
+    if not by_topic:
+        return _nothing(fig, "claims")
+    ax = fig.add_subplot()
+    topics = sorted(by_topic)
+    kinds = sorted({v for counts in by_topic.values() for v in counts})
+    left = [0] * len(topics)
+    for i, kind in enumerate(kinds):
+        widths = [by_topic[t].get(kind, 0) for t in topics]
+        ax.barh(topics, widths, left=left, label=kind, color=PALETTE[i % len(PALETTE)])
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    ax.set_xlabel("claims of the note")
+    ax.invert_yaxis()
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Verdicts per topic (this run)")
+    return fig
 
 
 def storm_curves(storms: Sequence[object]) -> Figure:

@@ -38,6 +38,10 @@ def test_notebook_executes_against_the_fixture(source: Path, fixture_dir: Path,
     errors = [o for c in executed.cells for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
+    outputs = [o for c in executed.cells for o in c.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "no chart shown"
+    assert not any("<Figure size" in o.get("data", {}).get("text/plain", "") for o in outputs
+                   if "image/png" not in o.get("data", {})), "a chart shown as its repr"
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and str(fixture_dir) in injected[0].source
     assert (tmp_path / f"{source.stem}.html").read_text().startswith("<!DOCTYPE html>")
