@@ -1,5 +1,5 @@
 """Shared fixtures: in-process reference servers on port 0, clients, one scalable time unit,
-and our own Redis / NATS for the session (never whatever already listens on 6379 / 4222).
+and our own Redis / NATS for the session (never a service that was already running).
 
 ``SOBRANIE_TEST_UNIT`` (seconds, default 5) scales every wait in socket tests, so a slow machine
 makes tests slower, never red.

@@ -48,7 +48,7 @@ def test_no_ratio_is_taken_across_runs(results_copy: Path) -> None:
 
 def test_cluster_runs_are_kept_apart_from_one_instance_runs(results_copy: Path) -> None:
     scaled = raw_file("ws", "fanout")
-    scaled["metadata"].update(cluster=3, broker="redis://127.0.0.1:6379")
+    scaled["metadata"].update(cluster=3, broker="redis")
     add_raw(results_copy, scaled, "29991231T000000Z")
     res = data.load(results_copy)
     assert res.run_id("ws", "fanout") != "29991231T000000Z", "one-instance figures unmixed"
