@@ -13,7 +13,6 @@ import asyncio
 import base64
 import hashlib
 import os
-import ssl
 import struct
 from urllib.parse import urlsplit
 
@@ -150,7 +149,7 @@ class WsClient(Client):
             _, proto = await asyncio.wait_for(loop.create_connection(
                 lambda: _Protocol(self, key), host, port, ssl=ctx,
                 server_hostname=host if ctx else None), self.timeout)
-        except (OSError, ssl.SSLError) as exc:
+        except OSError as exc:  # ssl.SSLError included
             raise ClientError(f"cannot reach {self.url}: {exc}") from None
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         assert proto.transport is not None
