@@ -134,7 +134,7 @@ class Cluster:
         self.dir: Path | None = None
         """Temporary directory with the HAProxy config and every process's log."""
         self._lb: asyncio.subprocess.Process | None = None
-        self._service: services.Service | None = None
+        self._service: services.Service | services.RedisClusterService | None = None
         """Our own broker, when asked for a bare ``redis`` / ``nats``."""
 
     async def __aenter__(self) -> Self:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import functools
 import json
 import os
@@ -32,7 +31,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import sysconfig
 import tempfile
 import time
@@ -170,6 +168,8 @@ class RedisClusterService:
 
     nodes: list[Service]
     """Every redis-server of the cluster (masters first, as created)."""
+    kind: str = "redis-cluster"
+    """The bare name that starts one (:data:`KINDS`)."""
 
     @property
     def url(self) -> str:
@@ -310,14 +310,9 @@ async def broker(url: str) -> AsyncIterator[str]:
 
 def _die_with_parent() -> Callable[[], None] | None:
     """A ``preexec_fn`` that makes the child get SIGKILL when its parent dies (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
+    from servers.run import die_with_parent
 
-    def preexec() -> None:
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-    return preexec
+    return die_with_parent()
 
 
 def _spawn(kind: str, url: str, data: Path, keep_dir: bool, args: list[str]) -> Service:

@@ -26,7 +26,8 @@ HEADLINES = {
     "fanout": [("latency_p50_us", "p50 µs"), ("latency_p99_us", "p99 µs"),
                ("delivered_per_s", "deliv/s"), ("lost", "lost"), ("duplicated", "dup")],
     "connections": [("connect_p50_us", "connect p50 µs"), ("connect_p99_us", "p99 µs"),
-                    ("server_rss_bytes_per_conn", "B/conn"), ("failures", "failed")],
+                    ("server_rss_bytes_per_conn", "B/conn"), ("held", "held"),
+                    ("failures", "failed")],
     "overhead": [("bytes_down_per_msg", "B down/msg"), ("bytes_up_per_msg", "B up/msg"),
                  ("bytes_per_msg", "B total/msg")],
     "churn": [("latency_p99_us", "p99 µs"), ("connect_p50_us", "connect p50 µs"),
@@ -48,6 +49,10 @@ def final_table(raws: list[dict[str, Any]]) -> Table:
         w = raw["window"]
         figures = ", ".join(f"{label} {m[name][0]:,.0f}" for name, label in
                             HEADLINES[raw["scenario"]] if name in m)
+        causes = [f"{k.removeprefix('failed_')} {v:,.0f}" for k, (v, _) in m.items()
+                  if k.startswith("failed_")]
+        if causes:
+            figures += f" ([red]{', '.join(causes)}[/])"
         bound = results.is_client_bound(raw, w["measure"], w["end"])
         table.add_row(raw["transport"], raw["scenario"], results.params_key(raw["params"]),
                       figures, "[yellow]yes[/]" if bound else "")
@@ -63,7 +68,7 @@ def _run(args: argparse.Namespace) -> int:
                 scenarios=tuple(args.scenarios or ()), target=args.target, out=out,
                 workers=args.workers, trials=args.trials, seed=args.seed, broker=args.broker,
                 cluster=args.cluster, overrides=tuple(args.set or ()), tls=args.tls,
-                ca=args.ca)
+                ca=args.ca, processes=args.processes)
     raws: list[dict[str, Any]] = []
     try:
         total = count_points(plan)
@@ -130,6 +135,10 @@ def register(sub: Any) -> None:
     p.add_argument("--out", default="results", help="results root (default results)")
     p.add_argument("--workers", type=int, default=1,
                    help="harness processes sharing the load (10k+ connections need 2-4)")
+    p.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="server processes on one port (serve --processes N) for the servers "
+                        "the harness starts; a grid point's processes=N overrides it; over the"
+                        " memory broker N > 1 uses our own Redis")
     p.add_argument("--trials", type=int, help="trials per point (default: ci 1, else 3)")
     p.add_argument("--seed", type=int, default=1, help="seed for schedules (default 1)")
     p.add_argument("--broker", default="memory",

@@ -13,6 +13,10 @@ from typing import Self
 
 import psutil
 
+from servers.run import raise_fd_limit
+
+__all__ = ["Sample", "Sampler", "cpu_model", "raise_fd_limit", "read", "schedstat"]
+
 INTERVAL_SECONDS = 0.25
 
 
@@ -95,17 +99,6 @@ class Sampler:
 
     def as_dict(self) -> dict[str, list[list[float]]]:
         return {name: [s.as_list() for s in samples] for name, samples in self.samples.items()}
-
-
-def raise_fd_limit() -> int:
-    """Raise this process's open-file limit to its hard limit (10k+ connections need it)."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        return hard
-    return soft
 
 
 def cpu_model() -> str:
