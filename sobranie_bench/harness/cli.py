@@ -87,9 +87,14 @@ def _run(args: argparse.Namespace) -> int:
         except HarnessError as exc:
             console.print(f"[red]error:[/] {exc}")
             return 1
+    from sobranie_bench.report import failures
+
+    failed = failures.scenario_failures(raws)
+    for line in failures.console_lines(failed):  # what failed comes first
+        console.print(f"[red]{line}[/]", highlight=False)
     Console(width=max(Console().width, 140)).print(final_table(raws))
     console.print(f"raw results: {run_dir}\nsummary: {out / 'summary.csv'}")
-    return 0
+    return failures.exit_code(bool(raws) and len(failed) == len(raws), bool(failed), args.strict)
 
 
 def _csv(text: str) -> list[str]:
@@ -146,6 +151,9 @@ def register(sub: Any) -> None:
                         "and WebRTC always encrypt); --no-tls measures plaintext, labelled "
                         "tls=False in every result")
     p.add_argument("--ca", help="CA certificate to trust for an https:// --target")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 when any run failed (default: 0 whenever something was "
+                        "measured, the failures printed first; 1 when every run failed)")
     p.add_argument("--fresh", action="store_true",
                    help="delete OUT/runs first, so the summary holds this run only")
     p.set_defaults(func=_run)

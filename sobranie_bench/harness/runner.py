@@ -103,6 +103,20 @@ class Server:
     process: asyncio.subprocess.Process
     client_options: dict[str, Any] = field(default_factory=dict)
 
+    async def check_alive(self, kind: str) -> None:
+        """Raise HarnessError when the server exited during the run (its figures would be the
+        harness timing out, not the server serving): the run is recorded as failed."""
+        proc = self.process
+        if proc.returncode is None:
+            return
+        tail = ""
+        if proc.stderr is not None:
+            with contextlib.suppress(TimeoutError):
+                err = await asyncio.wait_for(proc.stderr.read(), 2)
+                tail = " / ".join(err.decode(errors="replace").strip().splitlines()[-3:])
+        raise HarnessError(f"server {kind!r} died during the run (exit code {proc.returncode})"
+                           + (f": {tail}" if tail else ""))
+
     async def stop(self) -> None:
         proc = self.process
         if proc.returncode is not None:
@@ -251,6 +265,7 @@ async def server_for(plan: Plan, transport: str) -> AsyncIterator[dict[str, Any]
             try:
                 yield {"url": server.url, "server": server.pid,
                        "options": server.client_options}
+                await server.check_alive(TRANSPORTS[transport].server)
             finally:
                 await server.stop()
 
