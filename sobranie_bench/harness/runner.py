@@ -199,6 +199,11 @@ def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
             phase: merge([p["histograms"][name][phase] for p in parts
                           if name in p.get("histograms", {})]).encode().decode()
             for phase in ("warmup", "measured")}
+        thirds = [p["histograms"][name]["thirds"] for p in parts
+                  if "thirds" in p.get("histograms", {}).get(name, {})]
+        if thirds:
+            out["histograms"][name]["thirds"] = [merge([t[i] for t in thirds]).encode().decode()
+                                                 for i in range(3)]
     for p in parts:
         for k, v in p.get("counters", {}).items():
             out["counters"][k] = out["counters"].get(k, 0) + v
@@ -287,7 +292,7 @@ async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
            "scenario": scenario.name, "params": params, "trial": trial,
            "profile": plan.profile, "parts": len(parts), "tls": encrypted(ctx.url, transport),
            "window": window(ctx, merged["times"]),
-           "resources": sampler.as_dict(), **merged}
+           "resources": sampler.as_dict(), "machine": sampler.machine_dict(), **merged}
     results.write_raw(plan.out / "runs" / run_id, raw)
     return raw
 

@@ -41,7 +41,7 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     clients = [ctx.client(f"echo-{i}", on_envelope=on_envelope, reconnect=False) for i in mine]
     failed = await connect_all(clients)
     ctx = ctx.started()
-    rec.measure_from_ns = ctx.measure_ns
+    rec.measure_from_ns, rec.measure_until_ns = ctx.measure_ns, ctx.end_ns
     pad = padding(int(p["payload"]), ctx.rng())
     live = [c for c in clients if c.conn]
     sent = sent_measured = 0

@@ -96,7 +96,7 @@ async def part(ctx: PartContext) -> dict[str, Any]:
                       for c in range(len(channels))]
         failed += await connect_all(publishers)
     ctx = ctx.started()
-    rec.measure_from_ns = ctx.measure_ns
+    rec.measure_from_ns, rec.measure_until_ns = ctx.measure_ns, ctx.end_ns
     acked: dict[str, int] = {ch: 0 for ch in channels}
     in_flight: set[asyncio.Future[Any]] = set()
     pad = padding(int(p["payload"]), ctx.rng())
