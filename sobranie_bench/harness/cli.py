@@ -37,7 +37,7 @@ HEADLINES = {
 
 def final_table(raws: list[dict[str, Any]]) -> Table:
     table = Table(title="Sobranie benchmark (this run)", show_lines=False)
-    for col in ("transport", "scenario", "params", "headline figures", "client-bound"):
+    for col in ("transport", "scenario", "params", "headline figures", "flags"):
         table.add_column(col)
     for raw in raws:
         if "error" in raw:
@@ -45,12 +45,12 @@ def final_table(raws: list[dict[str, Any]]) -> Table:
                           f"[red]failed: {raw['error'][:120]}[/]", "")
             continue
         m = results.metrics(raw)
-        w = raw["window"]
         figures = ", ".join(f"{label} {m[name][0]:,.0f}" for name, label in
                             HEADLINES[raw["scenario"]] if name in m)
-        bound = results.is_client_bound(raw, w["measure"], w["end"])
+        flags = ", ".join(name.replace("_", "-") for name, on in results.flags(raw).items()
+                          if on)
         table.add_row(raw["transport"], raw["scenario"], results.params_key(raw["params"]),
-                      figures, "[yellow]yes[/]" if bound else "")
+                      figures, f"[yellow]{flags}[/]" if flags else "")
     return table
 
 

@@ -194,10 +194,13 @@ def _delta(samples: list[list[float]], start: float, end: float, column: int) ->
 
 def others_cores(raw: dict[str, Any]) -> float | None:
     """Cores that processes other than ours (server, harness, workers, the services we
-    started) kept busy on average over the measured window; None without machine samples."""
+    started) kept busy on average over the measured window (the whole run for a scenario
+    without one); None without machine samples."""
     samples = raw.get("machine", {}).get("samples", [])
     w = raw.get("window", {})
     start, end = w.get("measure", 0), w.get("end", 0)
+    if end <= start and len(samples) >= 2:  # no timed window (connections): the whole run
+        start, end = samples[0][0], samples[-1][0]
     busy, ours = _delta(samples, start, end, 1), _delta(samples, start, end, 2)
     if busy is None or ours is None or end <= start:
         return None
