@@ -56,6 +56,10 @@ def final_table(raws: list[dict[str, Any]]) -> Table:
 
 def _run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
+    if args.server_pid is not None and not args.target:
+        console.print("[red]error:[/] --server-pid needs --target (the harness samples the "
+                      "servers it starts itself)")
+        return 2
     out = Path(args.out)
     if args.fresh and (out / "runs").exists():
         shutil.rmtree(out / "runs")
@@ -63,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
                 scenarios=tuple(args.scenarios or ()), target=args.target, out=out,
                 workers=args.workers, trials=args.trials, seed=args.seed, broker=args.broker,
                 cluster=args.cluster, overrides=tuple(args.set or ()), tls=args.tls,
-                ca=args.ca)
+                ca=args.ca, server_pid=args.server_pid)
     raws: list[dict[str, Any]] = []
     try:
         total = count_points(plan)
@@ -151,6 +155,11 @@ def register(sub: Any) -> None:
                         "and WebRTC always encrypt); --no-tls measures plaintext, labelled "
                         "tls=False in every result")
     p.add_argument("--ca", help="CA certificate to trust for an https:// --target")
+    p.add_argument("--server-pid", type=int, metavar="PID",
+                   help="the --target's process id, sampled for CPU and memory like a server "
+                        "the harness starts; without it they are read from the target's "
+                        "/metrics (process_cpu_seconds_total, process_resident_memory_bytes) "
+                        "when it exposes them")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 when any run failed (default: 0 whenever something was "
                         "measured, the failures printed first; 1 when every run failed)")

@@ -194,7 +194,7 @@ def _delta(samples: list[list[float]], start: float, end: float, column: int) ->
 
 def others_cores(raw: dict[str, Any]) -> float | None:
     """Cores that processes other than ours (server, harness, workers, the services we
-    started) kept busy on average over the measured window (the whole run for a scenario
+    started, a --target's process by its pid or its /metrics) kept busy on average over the measured window (the whole run for a scenario
     without one); None without machine samples."""
     samples = raw.get("machine", {}).get("samples", [])
     w = raw.get("window", {})
@@ -204,6 +204,8 @@ def others_cores(raw: dict[str, Any]) -> float | None:
     busy, ours = _delta(samples, start, end, 1), _delta(samples, start, end, 2)
     if busy is None or ours is None or end <= start:
         return None
+    if raw.get("server_cpu_source") == "metrics":  # a --target's CPU, from its /metrics
+        ours += cpu_between(server_samples(raw), start, end) or 0.0
     return max(0.0, busy - ours) / (end - start)
 
 

@@ -136,6 +136,69 @@ class Sampler:
         return {name: [s.as_list() for s in samples] for name, samples in self.samples.items()}
 
 
+class MetricsSampler:
+    """A ``--target``'s CPU and RSS from its ``/metrics`` every INTERVAL_SECONDS: Prometheus'
+    standard ``process_cpu_seconds_total`` and ``process_resident_memory_bytes`` (``async
+    with``). Samples nothing when the target does not expose them."""
+
+    def __init__(self, base_url: str, ssl_context: Any = None) -> None:
+        self.url = base_url.rstrip("/") + "/metrics"
+        self.urls = [self.url]
+        if self.url.startswith("https://"):  # WebTransport: QUIC on the port, plain HTTP on TCP
+            self.urls.append(self.url.replace("https://", "http://", 1))
+        self.ssl = ssl_context
+        self.samples: list[Sample] = []
+        self._task: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def parse(text: str) -> tuple[float, int] | None:
+        """(CPU seconds, RSS bytes) from Prometheus text, None without the CPU line."""
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in ("process_cpu_seconds_total", "process_resident_memory_bytes"):
+                with contextlib.suppress(ValueError):
+                    values[name] = float(value.split()[0])
+        if "process_cpu_seconds_total" not in values:
+            return None
+        return values["process_cpu_seconds_total"], int(
+            values.get("process_resident_memory_bytes", 0))
+
+    async def _loop(self) -> None:
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(total=2)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                try:
+                    async with session.get(self.url, ssl=self.ssl) as resp:
+                        found = self.parse(await resp.text()) if resp.status == 200 else None
+                except (aiohttp.ClientError, OSError, TimeoutError):
+                    found = None
+                if found is None and not self.samples:
+                    self.urls.remove(self.url)
+                    if not self.urls:
+                        return  # no standard process lines: no server CPU for this target
+                    self.url = self.urls[0]
+                    continue
+                if found is not None:
+                    self.samples.append(Sample(time.monotonic(), *found))
+                await asyncio.sleep(INTERVAL_SECONDS)
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def as_list(self) -> list[list[float]]:
+        return [s.as_list() for s in self.samples]
+
+
 def raise_fd_limit() -> int:
     """Raise this process's open-file limit to its hard limit (10k+ connections need it)."""
     import resource
