@@ -38,6 +38,9 @@ class Recorder:
     measured: HdrHistogram = field(default_factory=new_histogram)
     thirds: tuple[HdrHistogram, ...] = field(
         default_factory=lambda: tuple(new_histogram() for _ in range(3)))
+    in_window: int = 0
+    """Values whose *arrival* fell inside the measured window: the achieved rate, which a
+    server that keeps up holds at the offered one whatever its latency."""
 
     def record_ns(self, start_ns: int, end_ns: int | None = None) -> bool:
         """Record ``end - start`` (end defaults to now), start being the *intended* time;
@@ -47,6 +50,7 @@ class Recorder:
         measured = start_ns >= self.measure_from_ns
         (self.measured if measured else self.warmup).record_value(us)
         span = self.measure_until_ns - self.measure_from_ns
+        self.in_window += span > 0 and self.measure_from_ns <= end < self.measure_until_ns
         if measured and span > 0:
             third = min(2, (start_ns - self.measure_from_ns) * 3 // span)
             self.thirds[third].record_value(us)

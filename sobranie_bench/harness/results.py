@@ -147,17 +147,21 @@ def measured_seconds(raw: dict[str, Any]) -> float:
 
 
 def achieved_share(raw: dict[str, Any]) -> float | None:
-    """Achieved rate / offered rate over the measured window: echo replies, or fan-out
-    deliveries (offered: publishes x subscribers); None for scenarios without a rate."""
+    """Achieved rate / offered rate: echo replies, or fan-out deliveries (offered: publishes x
+    subscribers), that arrived inside the measured window, per second of it (raw files older
+    than that counter: the replies to measured sends over the window stretched to the last
+    of them); None for scenarios without a rate."""
     c, p = raw.get("counters", {}), raw.get("params", {})
     if raw.get("scenario") == "echo" and p.get("rate"):
-        offered, got = float(p["rate"]), c.get("received_measured", 0)
+        offered, name = float(p["rate"]), "received"
     elif raw.get("scenario") == "fanout" and p.get("rate") and p.get("subscribers"):
-        offered = float(p["rate"]) * float(p["subscribers"])
-        got = c.get("delivered_measured", 0)
+        offered, name = float(p["rate"]) * float(p["subscribers"]), "delivered"
     else:
         return None
-    return got / measured_seconds(raw) / offered
+    duration = float(raw.get("timing", {}).get("duration") or 0)
+    if f"{name}_in_window" in c and duration > 0:
+        return c[f"{name}_in_window"] / duration / offered
+    return c.get(f"{name}_measured", 0) / measured_seconds(raw) / offered
 
 
 def latency_thirds(raw: dict[str, Any]) -> list[float] | None:

@@ -302,6 +302,7 @@ async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
            "scenario": scenario.name, "params": params, "trial": trial,
            "profile": plan.profile, "parts": len(parts), "tls": encrypted(ctx.url, transport),
            "window": window(ctx, merged["times"]),
+           "timing": {"warmup": ctx.warmup, "duration": ctx.duration},
            "resources": resources, "machine": sampler.machine_dict(),
            **({"server_cpu_source": "metrics"} if "server" in resources and remote else {}),
            **merged}

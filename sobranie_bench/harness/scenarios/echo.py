@@ -64,6 +64,7 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     return {"histograms": {"rtt": rec.encoded()},
             "counters": {"sent": sent, "received": received, "sent_measured": sent_measured,
                          "received_measured": received_measured, "connect_failures": failed,
+                         "received_in_window": rec.in_window,
                          "connections": len(mine)},
             "times": {"load_end": end, "last_rx": last_rx, **ctx.milestones()}}
 

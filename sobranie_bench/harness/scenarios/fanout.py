@@ -134,6 +134,7 @@ async def part(ctx: PartContext) -> dict[str, Any]:
             "counters": {"published": sum(acked.values()),
                          "delivered": sum(t.unique for t in tallies),
                          "delivered_measured": delivered_measured,
+                         "delivered_in_window": rec.in_window,
                          "duplicated": sum(t.duplicates for t in tallies),
                          "connect_failures": failed, "subscribers": len(subs)},
             "per_channel": {"acked": acked, "subscribers": per_channel_subs,
