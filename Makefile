@@ -1,11 +1,15 @@
 # Two commands: `make bench` (set up, run the benchmark matrix on the ci profile, write the
-# report) and `make test` (set up, run the tests). Everything is installed from pyproject.toml
-# into .venv; nothing is installed by hand.
+# report, execute the notebooks) and `make test` (set up, run the tests). Everything is
+# installed from pyproject.toml into .venv; nothing is installed by hand.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROFILE ?= ci
+# a failed scenario or notebook is listed first and the report is still written (exit 0);
+# `make bench STRICT=1` makes any failure exit non-zero
+STRICT ?=
+STRICT_FLAG := $(if $(STRICT),--strict)
 
 .PHONY: bench test setup lint clean
 
@@ -22,11 +26,10 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/sobranie-bench run --profile $(PROFILE) --fresh
+	$(BIN)/sobranie-bench run --profile $(PROFILE) --fresh $(STRICT_FLAG)
 	$(BIN)/sobranie-bench run --profile $(PROFILE) --cluster 3 --broker redis \
-	    --transports ws,sse,longpoll --scenarios fanout,failover,backplane
-	$(BIN)/sobranie-bench report
-	$(BIN)/sobranie-bench report --only-notebooks
+	    --transports ws,sse,longpoll --scenarios fanout,failover,backplane $(STRICT_FLAG)
+	$(BIN)/sobranie-bench report --notebooks $(STRICT_FLAG)
 
 lint: setup
 	$(BIN)/ruff check sobranie_bench servers tests

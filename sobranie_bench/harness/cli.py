@@ -22,7 +22,7 @@ from sobranie_bench.harness.scenarios.registry import registry
 
 def final_table(raws: list[dict[str, Any]]) -> Table:
     table = Table(title="Sobranie benchmark (this run)", show_lines=False)
-    for col in ("transport", "scenario", "params", "headline figures", "client-bound"):
+    for col in ("transport", "scenario", "params", "headline figures", "flags"):
         table.add_column(col)
     for raw in raws:
         if "error" in raw:
@@ -30,19 +30,23 @@ def final_table(raws: list[dict[str, Any]]) -> Table:
                           f"[red]failed: {raw['error'][:120]}[/]", "")
             continue
         m = results.metrics(raw)
-        w = raw["window"]
         scenario = registry().get(raw["scenario"])
         figures = ", ".join(f"{label} {m[name][0]:,.{2 if m[name][1] == 's' else 0}f}"
                             for name, label in (scenario.headline if scenario else [])
                             if name in m)
-        bound = results.is_client_bound(raw, w["measure"], w["end"])
+        flags = ", ".join(name.replace("_", "-") for name, on in results.flags(raw).items()
+                          if on)
         table.add_row(raw["transport"], raw["scenario"], results.params_key(raw["params"]),
-                      figures, "[yellow]yes[/]" if bound else "")
+                      figures, f"[yellow]{flags}[/]" if flags else "")
     return table
 
 
 def _run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
+    if args.server_pid is not None and not args.target:
+        console.print("[red]error:[/] --server-pid needs --target (the harness samples the "
+                      "servers it starts itself)")
+        return 2
     out = Path(args.out)
     if args.fresh and (out / "runs").exists():
         shutil.rmtree(out / "runs")
@@ -50,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
                 scenarios=tuple(args.scenarios or ()), target=args.target, out=out,
                 workers=args.workers, trials=args.trials, seed=args.seed, broker=args.broker,
                 cluster=args.cluster, overrides=tuple(args.set or ()), tls=args.tls,
-                ca=args.ca)
+                ca=args.ca, server_pid=args.server_pid)
     raws: list[dict[str, Any]] = []
     try:
         total = count_points(plan)
@@ -74,9 +78,14 @@ def _run(args: argparse.Namespace) -> int:
         except HarnessError as exc:
             console.print(f"[red]error:[/] {exc}")
             return 1
+    from sobranie_bench.report import failures
+
+    failed = failures.scenario_failures(raws)
+    for line in failures.console_lines(failed):  # what failed comes first
+        console.print(f"[red]{line}[/]", highlight=False)
     Console(width=max(Console().width, 140)).print(final_table(raws))
     console.print(f"raw results: {run_dir}\nsummary: {out / 'summary.csv'}")
-    return 0
+    return failures.exit_code(bool(raws) and len(failed) == len(raws), bool(failed), args.strict)
 
 
 def _csv(text: str) -> list[str]:
@@ -133,6 +142,14 @@ def register(sub: Any) -> None:
                         "and WebRTC always encrypt); --no-tls measures plaintext, labelled "
                         "tls=False in every result")
     p.add_argument("--ca", help="CA certificate to trust for an https:// --target")
+    p.add_argument("--server-pid", type=int, metavar="PID",
+                   help="the --target's process id, sampled for CPU and memory like a server "
+                        "the harness starts; without it they are read from the target's "
+                        "/metrics (process_cpu_seconds_total, process_resident_memory_bytes) "
+                        "when it exposes them")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 when any run failed (default: 0 whenever something was "
+                        "measured, the failures printed first; 1 when every run failed)")
     p.add_argument("--fresh", action="store_true",
                    help="delete OUT/runs first, so the summary holds this run only")
     p.set_defaults(func=_run)

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 
 from sobranie_bench import __version__, services
 from sobranie_bench.clients import TRANSPORTS
 from sobranie_bench.harness import complexity, results
 from sobranie_bench.harness.recorder import merge
-from sobranie_bench.harness.sampler import Sampler, cpu_model, raise_fd_limit
+from sobranie_bench.harness.sampler import MetricsSampler, Sampler, cpu_model, raise_fd_limit
 from sobranie_bench.harness.scenarios import PartContext, Scenario
 from sobranie_bench.harness.scenarios.registry import registry
 from sobranie_contract import tokens
@@ -74,6 +75,9 @@ class Plan:
     False = plaintext, labelled so in every result."""
     ca: str | None = None
     """CA certificate clients trust for an https:// ``target`` (default: our local CA)."""
+    server_pid: int | None = None
+    """The ``target``'s process id, sampled like a server we start (psutil, schedstat);
+    without it the target's CPU comes from its /metrics (``process_cpu_seconds_total``)."""
 
     def points(self) -> Iterator[tuple[str, Scenario, dict[str, Any], int]]:
         scenarios = registry()
@@ -103,6 +107,20 @@ class Server:
     pid: int
     process: asyncio.subprocess.Process
     client_options: dict[str, Any] = field(default_factory=dict)
+
+    async def check_alive(self, kind: str) -> None:
+        """Raise HarnessError when the server exited during the run (its figures would be the
+        harness timing out, not the server serving): the run is recorded as failed."""
+        proc = self.process
+        if proc.returncode is None:
+            return
+        tail = ""
+        if proc.stderr is not None:
+            with contextlib.suppress(TimeoutError):
+                err = await asyncio.wait_for(proc.stderr.read(), 2)
+                tail = " / ".join(err.decode(errors="replace").strip().splitlines()[-3:])
+        raise HarnessError(f"server {kind!r} died during the run (exit code {proc.returncode})"
+                           + (f": {tail}" if tail else ""))
 
     async def stop(self) -> None:
         proc = self.process
@@ -187,6 +205,11 @@ def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
             phase: merge([p["histograms"][name][phase] for p in parts
                           if name in p.get("histograms", {})]).encode().decode()
             for phase in ("warmup", "measured")}
+        thirds = [p["histograms"][name]["thirds"] for p in parts
+                  if "thirds" in p.get("histograms", {}).get(name, {})]
+        if thirds:
+            out["histograms"][name]["thirds"] = [merge([t[i] for t in thirds]).encode().decode()
+                                                 for i in range(3)]
     for p in parts:
         for k, v in p.get("counters", {}).items():
             out["counters"][k] = out["counters"].get(k, 0) + v
@@ -234,7 +257,8 @@ async def server_for(plan: Plan, transport: str) -> AsyncIterator[dict[str, Any]
     URL (``url``), client ``options`` it announced, a cluster's ``instances`` and
     ``instance_pids``, and the pids to sample (``server``, ``server-2``..., ``broker``)."""
     if plan.target:
-        yield {"url": plan.target, "options": {"ca": plan.ca} if plan.ca else {}}
+        yield {"url": plan.target, "options": {"ca": plan.ca} if plan.ca else {},
+               **({"server": plan.server_pid} if plan.server_pid else {})}
     elif plan.cluster:
         from sobranie_bench.cluster import Cluster
 
@@ -256,6 +280,7 @@ async def server_for(plan: Plan, transport: str) -> AsyncIterator[dict[str, Any]
             try:
                 yield {"url": server.url, "server": server.pid,
                        "options": server.client_options}
+                await server.check_alive(TRANSPORTS[transport].server)
             finally:
                 await server.stop()
 
@@ -272,16 +297,35 @@ async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
                           instances=target.pop("instances", ()),
                           instance_pids=target.pop("instance_pids", ()))
         pids = {"harness": os.getpid(), **{k: int(v) for k, v in target.items()}}
-        async with Sampler(pids) as sampler:
+        remote = target_metrics(plan, pids)
+        async with Sampler(pids) as sampler, remote or contextlib.nullcontext():
             parts = await run_parts(scenario, ctx, plan.workers, sampler)
     merged = merge_parts(parts)
+    resources = sampler.as_dict()
+    if remote is not None and remote.samples:
+        resources["server"] = remote.as_list()
     raw = {"version": results.RAW_VERSION, "metadata": meta, "transport": transport,
            "scenario": scenario.name, "params": params, "trial": trial,
            "profile": plan.profile, "parts": len(parts), "tls": encrypted(ctx.url, transport),
            "window": window(ctx, merged["times"]),
-           "resources": sampler.as_dict(), **merged}
+           "timing": {"warmup": ctx.warmup, "duration": ctx.duration},
+           "resources": resources, "machine": sampler.machine_dict(),
+           **({"server_cpu_source": "metrics"} if "server" in resources and remote else {}),
+           **merged}
     results.write_raw(plan.out / "runs" / run_id, raw)
     return raw
+
+
+def target_metrics(plan: Plan, pids: dict[str, int]) -> MetricsSampler | None:
+    """For a ``--target`` without ``--server-pid``: its CPU and RSS from its /metrics."""
+    if not plan.target or "server" in pids:
+        return None
+    context = None
+    if plan.target.startswith("https://") and plan.ca:
+        import ssl
+
+        context = ssl.create_default_context(cafile=plan.ca)
+    return MetricsSampler(plan.target, context)
 
 
 ALWAYS_ENCRYPTED = {"webtransport", "webrtc"}
@@ -323,6 +367,8 @@ async def run_plan(plan: Plan, on_result: Callable[[str, dict[str, Any] | None],
                            "and a shared --broker (redis or nats)")
     if plan.target:
         await check_target(plan.target)
+    if plan.server_pid is not None and not psutil.pid_exists(plan.server_pid):
+        raise HarnessError(f"--server-pid {plan.server_pid}: no such process")
     raise_fd_limit()
     run_id = new_run_id()
     meta = metadata(plan, run_id)

@@ -8,6 +8,7 @@ not measurable on a benchmark box). A transport without results gets "not measur
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,12 +75,26 @@ class Rating:
     """A figure behind it was client-bound."""
     sources: tuple[str, ...] = ()
     """Source keys when the stars are cited rather than measured."""
+    saturated: bool = False
+    """A figure behind it was saturated (the stars rank queueing, not service)."""
+    noisy: bool = False
+    """A figure behind it was measured on a noisy machine."""
 
     def cell(self) -> str:
         if self.stars is None:
             return "run failed" if "failed" in self.basis else text.NOT_MEASURED
         mark = f" {text.CLIENT_BOUND_MARK}" if self.client_bound else ""
+        mark += f" {text.SATURATED_MARK}" if self.saturated else ""
+        mark += f" {text.NOISY_MARK}" if self.noisy else ""
         return f"{text.stars(self.stars)}{mark}"
+
+
+def _rated(stars: int, basis: str, ratio: float, figs: Iterable[Measured | None]) -> Rating:
+    """A measured rating with the flags of the figures behind it (a flagged figure is never
+    silently ranked: its stars carry the mark)."""
+    shown = [f for f in figs if f is not None]
+    return Rating(stars, basis, ratio, any(f.client_bound for f in shown),
+                  saturated=any(f.saturated for f in shown), noisy=any(f.noisy for f in shown))
 
 
 def _ratio_to_best(fig: Measured | None, best: float | None, higher_is_better: bool = False
@@ -133,8 +148,7 @@ def performance(res: Results, transport: str) -> Rating:
     p50, p99, cpu = figs.values()
     basis = (f"p50 {text.measured(p50, 'ms')}, p99 {text.measured(p99, 'ms')}, "
              f"{text.measured(cpu, 'num')} µs CPU/msg")
-    bound = any(f is not None and f.client_bound for f in figs.values())
-    return Rating(text.stars_from_ratio(ratio), basis, ratio, bound)
+    return _rated(text.stars_from_ratio(ratio), basis, ratio, figs.values())
 
 
 def scalability(res: Results, transport: str) -> Rating:
@@ -156,8 +170,7 @@ def scalability(res: Results, transport: str) -> Rating:
         parts.append(f"{text.measured(memory, 'bytes')}/connection")
     if held is not None:
         parts.append(f"{text.measured(held, 'num')} subscribers within SLA")
-    bound = any(f is not None and f.client_bound for f in (memory, held))
-    return Rating(text.stars_from_ratio(ratio), ", ".join(parts), ratio, bound)
+    return _rated(text.stars_from_ratio(ratio), ", ".join(parts), ratio, (memory, held))
 
 
 def browser(tech: Technology) -> Rating:
@@ -416,6 +429,11 @@ def render(res: Results) -> str:
         text.CLIENT_BOUND_NOTE if bound_any or any(
             text.CLIENT_BOUND_MARK in c for r in measured_rows(res) for c in r)
         else "No figure in these tables was client-bound.",
+        "",
+        text.FLAGS_NOTE if any(mark in c for r in measured_rows(res) for c in r
+                               for mark in (text.SATURATED_MARK, text.NOISY_MARK))
+        or any(r.ours[c].saturated or r.ours[c].noisy for r in table_rows for c in COLUMNS)
+        else "No figure in these tables was saturated or noisy.",
         "",
         "## Handshakes",
         "",

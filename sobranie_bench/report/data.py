@@ -42,6 +42,17 @@ class Measured:
     client_bound: bool
     """True when any trial was flagged client-bound (the harness, not the server, was the
     limit): such a figure is a lower bound on the server and is marked in every table."""
+    saturated: bool = False
+    """True when any trial was flagged saturated (achieved rate under 95% of the offered one,
+    or latency rising through the window): the latency is queueing; marked in every table."""
+    noisy: bool = False
+    """True when any trial was flagged noisy (other processes took over a quarter of the
+    cores during it): marked in every table."""
+
+    @property
+    def flagged(self) -> bool:
+        """Any flag that makes the figure not what it seems."""
+        return self.client_bound or self.saturated or self.noisy
 
 
 @dataclass(frozen=True)
@@ -196,7 +207,9 @@ class Results:
         return Measured(value=float(statistics.median(values)), low=min(values),
                         high=max(values), trials=len(values), unit=str(sel["unit"].iloc[0]),
                         run_id=str(sel["run_id"].iloc[0]), params=params,
-                        client_bound=bool(sel["client_bound"].any()))
+                        client_bound=bool(sel["client_bound"].any()),
+                        **{flag: bool(sel[flag].any()) for flag in ("saturated", "noisy")
+                           if flag in sel})
 
     def value(self, transport: str, scenario: str, metric: str,
               params: str | None = None) -> float | None:
@@ -319,8 +332,10 @@ def scenario_frame(res: Results, scenario: str, metrics: Iterable[str],
                         **{m: (f.value if f is not None else float("nan"))
                            for m, f in figs.items()},
                         "client_bound": any(f.client_bound for f in figs.values() if f),
+                        "saturated": any(f.saturated for f in figs.values() if f),
+                        "noisy": any(f.noisy for f in figs.values() if f),
                         "run_id": res.run_id(t, scenario), "params": point})
-    columns = ["transport", *metrics, "client_bound", "run_id", "params"]
+    columns = ["transport", *metrics, "client_bound", "saturated", "noisy", "run_id", "params"]
     return pd.DataFrame.from_records(records, columns=columns).set_index("transport")
 
 

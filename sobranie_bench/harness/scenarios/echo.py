@@ -41,7 +41,7 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     clients = [ctx.client(f"echo-{i}", on_envelope=on_envelope, reconnect=False) for i in mine]
     failed = await connect_all(clients)
     ctx = ctx.started()
-    rec.measure_from_ns = ctx.measure_ns
+    rec.measure_from_ns, rec.measure_until_ns = ctx.measure_ns, ctx.end_ns
     pad = padding(int(p["payload"]), ctx.rng())
     live = [c for c in clients if c.conn]
     sent = sent_measured = 0
@@ -64,6 +64,7 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     return {"histograms": {"rtt": rec.encoded()},
             "counters": {"sent": sent, "received": received, "sent_measured": sent_measured,
                          "received_measured": received_measured, "connect_failures": failed,
+                         "received_in_window": rec.in_window,
                          "connections": len(mine)},
             "times": {"load_end": end, "last_rx": last_rx, **ctx.milestones()}}
 

@@ -109,7 +109,7 @@ async def part(ctx: PartContext) -> dict[str, Any]:
         failed += await connect_all(publishers)
     ctx = ctx.started()
     for r in (rec, *hops.values()):
-        r.measure_from_ns = ctx.measure_ns
+        r.measure_from_ns, r.measure_until_ns = ctx.measure_ns, ctx.end_ns
     acked: dict[str, int] = {ch: 0 for ch in channels}
     in_flight: set[asyncio.Future[Any]] = set()
     pad = padding(int(p["payload"]), ctx.rng())
@@ -148,6 +148,7 @@ async def part(ctx: PartContext) -> dict[str, Any]:
             "counters": {"published": sum(acked.values()),
                          "delivered": sum(t.unique for t in tallies),
                          "delivered_measured": delivered_measured,
+                         "delivered_in_window": rec.in_window,
                          "duplicated": sum(t.duplicates for t in tallies),
                          "connect_failures": failed, "subscribers": len(subs)},
             "per_channel": {"acked": acked, "subscribers": per_channel_subs,
