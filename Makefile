@@ -23,6 +23,8 @@ test: setup
 
 bench: setup
 	$(BIN)/sobranie-bench run --profile $(PROFILE) --fresh
+	$(BIN)/sobranie-bench run --profile $(PROFILE) --cluster 3 --broker redis \
+	    --transports ws,sse,longpoll --scenarios fanout,failover,backplane
 	$(BIN)/sobranie-bench report
 	$(BIN)/sobranie-bench report --only-notebooks
 
