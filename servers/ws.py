@@ -69,8 +69,9 @@ class _MaskedOnly:
         return self.parser.feed_data(data)  # type: ignore[no-any-return]
 
 
-class _Response(web.WebSocketResponse):
-    """aiohttp's WebSocket response, its frame parser behind :class:`_MaskedOnly`."""
+class MaskedResponse(web.WebSocketResponse):
+    """aiohttp's WebSocket response, its frame parser behind :class:`_MaskedOnly` (also what
+    the Socket.IO adapter's engine.io WebSockets are)."""
 
     def _post_start(self, request: web.BaseRequest, protocol: str | None,
                     writer: Any) -> None:
@@ -88,7 +89,7 @@ async def handle(request: web.Request) -> web.WebSocketResponse:
         raise web.HTTPForbidden(text="origin not allowed")
     admit(request, user)
     hub = request.app[HUB]
-    ws = _Response(max_msg_size=hub.limits.hard_frame, compress=False)
+    ws = MaskedResponse(max_msg_size=hub.limits.hard_frame, compress=False)
     await ws.prepare(request)
     conn = await hub.connect(user, "ws")
     sender = Sender(conn, ws.send_str)

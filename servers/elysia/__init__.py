@@ -39,6 +39,11 @@ def command(opts: Options) -> list[str]:
             "--max-envelope", str(limits.max_envelope), "--hard-frame", str(limits.hard_frame),
             "--rate", str(limits.rate), "--burst", str(limits.burst),
             "--flood", str(limits.flood), "--history-size", str(opts.history_size),
+            "--history-bytes", str(limits.history_bytes),
+            "--user-connections", str(limits.user_connections),
+            "--user-rate", str(limits.user_rate), "--user-burst", str(limits.user_burst),
+            "--user-channels", str(limits.user_channels),
+            "--user-window", str(limits.user_window),
             "--header-timeout", str(limits.header_timeout),
             "--poll-idle", opts.extra.get("poll_idle", str(limits.idle)),
             "--server-name", f"sobranie-elysia/{SUITE_VERSION}", "--exit-with-stdin"]

@@ -11,7 +11,9 @@ import { HISTORY_SIZE } from "./wire";
 
 const HELP = `usage: bun run src/main.ts [--host H] [--port P] [--broker memory|redis://h:p]
   [--origin O ...] [--send-queue N] [--max-envelope B] [--hard-frame B] [--rate R] [--burst N]
-  [--flood N] [--history-size N] [--poll-idle S] [--header-timeout S] [--server-name NAME]
+  [--flood N] [--history-size N] [--history-bytes B] [--user-connections N] [--user-rate R]
+  [--user-burst N] [--user-channels N] [--user-window S] [--poll-idle S] [--header-timeout S]
+  [--server-name NAME]
   [--cert PEM --key PEM]
   [--exit-with-stdin]  (stop when standard input closes: the parent that started it is gone)
 The JWT secret is $SOBRANIE_JWT_SECRET (else the development secret).`;
@@ -28,6 +30,12 @@ const { values: args } = parseArgs({
     rate: { type: "string" },
     burst: { type: "string" },
     flood: { type: "string" },
+    "history-bytes": { type: "string" },
+    "user-connections": { type: "string" },
+    "user-rate": { type: "string" },
+    "user-burst": { type: "string" },
+    "user-channels": { type: "string" },
+    "user-window": { type: "string" },
     "history-size": { type: "string", default: String(HISTORY_SIZE) },
     "poll-idle": { type: "string", default: "30" },
     "header-timeout": { type: "string", default: "5" },
@@ -65,12 +73,18 @@ const limits = {
   rate: number("rate", args.rate, DEFAULT_LIMITS.rate),
   burst: number("burst", args.burst, DEFAULT_LIMITS.burst),
   flood: number("flood", args.flood, DEFAULT_LIMITS.flood),
+  historyBytes: number("history-bytes", args["history-bytes"], DEFAULT_LIMITS.historyBytes),
+  userConnections: number("user-connections", args["user-connections"], DEFAULT_LIMITS.userConnections),
+  userRate: number("user-rate", args["user-rate"], DEFAULT_LIMITS.userRate),
+  userBurst: number("user-burst", args["user-burst"], DEFAULT_LIMITS.userBurst),
+  userChannels: number("user-channels", args["user-channels"], DEFAULT_LIMITS.userChannels),
+  userWindow: number("user-window", args["user-window"], DEFAULT_LIMITS.userWindow),
 };
 
 let hub: Hub;
 try {
-  hub = new Hub(makeBroker(args.broker, number("history-size", args["history-size"], HISTORY_SIZE)),
-    limits, args["server-name"]!);
+  hub = new Hub(makeBroker(args.broker, number("history-size", args["history-size"], HISTORY_SIZE),
+    limits.historyBytes), limits, args["server-name"]!);
   await hub.start();
 } catch (exc) {
   console.error(`error: ${(exc as Error).message}`);
