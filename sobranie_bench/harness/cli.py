@@ -63,7 +63,7 @@ def _run(args: argparse.Namespace) -> int:
                 scenarios=tuple(args.scenarios or ()), target=args.target, out=out,
                 workers=args.workers, trials=args.trials, seed=args.seed, broker=args.broker,
                 cluster=args.cluster, overrides=tuple(args.set or ()), tls=args.tls,
-                ca=args.ca)
+                ca=args.ca, tls_compare=args.tls_compare)
     raws: list[dict[str, Any]] = []
     try:
         total = count_points(plan)
@@ -146,6 +146,10 @@ def register(sub: Any) -> None:
                         "and WebRTC always encrypt); --no-tls measures plaintext, labelled "
                         "tls=False in every result")
     p.add_argument("--ca", help="CA certificate to trust for an https:// --target")
+    p.add_argument("--tls-compare", action="store_true",
+                   help="run every point of a TCP transport twice, plaintext then TLS (fresh "
+                        "servers), so the report's TLS cost table compares them in one run "
+                        "(replaces --tls/--no-tls; not with --target or --cluster)")
     p.add_argument("--fresh", action="store_true",
                    help="delete OUT/runs first, so the summary holds this run only")
     p.set_defaults(func=_run)
