@@ -180,9 +180,11 @@ class Results:
     # --- figures -----------------------------------------------------------------------------
 
     def figure(self, transport: str, scenario: str, metric: str,
-               params: str | None = None) -> Measured | None:
+               params: str | None = None, tls: bool | None = None) -> Measured | None:
         """Median over trials of ``metric`` at ``params`` (default: the scenario's reference
-        point, or the only point this transport has)."""
+        point, or the only point this transport has), over TLS or plaintext trials as ``tls``
+        says; by default the TLS ones when a run (``run --tls-compare``) holds both, since
+        the comparison is made with every transport paying its encryption."""
         if params is None:
             params = self.default_params(transport, scenario)
         rows = self.rows
@@ -190,6 +192,10 @@ class Results:
             return None
         sel = rows[(rows["transport"] == transport) & (rows["scenario"] == scenario)
                    & (rows["metric"] == metric) & (rows["params"] == params)]
+        if tls is None and sel["tls"].nunique() > 1:
+            tls = True
+        if tls is not None:
+            sel = sel[sel["tls"] == tls]
         if sel.empty:
             return None
         values = [float(v) for v in sel["value"]]
