@@ -6,6 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROFILE ?= ci
+# the TLS cost table: these transports' points run plaintext and over TLS in one run
+TLS_COMPARE ?= ws,ws-websockets,ws@elysia,sse,sse@elysia,longpoll,longpoll@elysia
 
 .PHONY: bench test setup lint clean
 
@@ -23,6 +25,8 @@ test: setup
 
 bench: setup
 	$(BIN)/sobranie-bench run --profile $(PROFILE) --fresh
+	$(BIN)/sobranie-bench run --profile $(PROFILE) --tls-compare --transports $(TLS_COMPARE) \
+		--scenarios echo,connections,overhead
 	$(BIN)/sobranie-bench report
 	$(BIN)/sobranie-bench report --only-notebooks
 

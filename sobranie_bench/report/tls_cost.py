@@ -79,7 +79,9 @@ class Cost:
 
 
 def costs(res: Results) -> list[Cost]:
-    """One :class:`Cost` per transport that has at least one metric both ways in one run."""
+    """One :class:`Cost` per transport that has at least one metric both ways in one run
+    (the ``--tls-compare`` runs of ``res``, or ``res`` itself when it holds only those)."""
+    res = res.tls_compared or res
     out = []
     for t in res.transports:
         echo = res.reference_params("echo", res.peers(t, "echo"))

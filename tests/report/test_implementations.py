@@ -102,8 +102,18 @@ def test_tls_cost_is_the_difference_of_the_two_halves_of_one_run(tmp_path: Path)
     md = comparison.render(res)
     table = md[md.index("## TLS cost per message and per handshake"):]
     assert f"| +{tls_cost.text.num(per_conn[1] - per_conn[0])} |" in table
-    # the rest of the report compares the TLS figures of such a run
-    assert res.figure("ws", "echo", "server_cpu_us_per_msg").value == server_cpu(encrypted)
+    # the rest of the report never mixes such a run into its matrix
+    assert res.empty and res.tls_compared is not None
+    tls_only = res.tls_compared.figure("ws", "echo", "server_cpu_us_per_msg")
+    assert tls_only is not None and tls_only.value == server_cpu(encrypted)
+
+
+def test_a_tls_compare_run_stays_out_of_the_main_selection(results_copy: Path) -> None:
+    before = load(results_copy).figure("ws", "echo", "server_cpu_us_per_msg")
+    tls_pair(results_copy, "ws", "echo", 3.0)  # a newer run, but a --tls-compare one
+    res = load(results_copy)
+    assert res.figure("ws", "echo", "server_cpu_us_per_msg") == before
+    assert [c.transport for c in tls_cost.costs(res)] == ["ws"]
 
 
 def test_no_tls_comparison_says_how_to_measure_it(fixture_dir: Path) -> None:
