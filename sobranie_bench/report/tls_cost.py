@@ -4,7 +4,8 @@ the same points plaintext and over TLS (``sobranie-bench run --tls-compare``).
 Per transport: the server's CPU per echoed message both ways (the record encryption per
 message), its CPU per connect in the ``connections`` ramp both ways (the difference is what the
 TLS handshake costs the server), the handshake round trips the ``overhead`` scenario counted
-both ways, and the bytes per message on the wire at 64 B (TLS records' framing). A transport
+both ways, the bytes per message on the wire at 64 B (TLS records' framing) and the memory per
+open connection. A transport
 shows only when its plaintext and TLS figures come from the same run.
 """
 
@@ -19,7 +20,7 @@ from sobranie_bench.report.data import Measured, Results
 HEADERS = ("Transport", "Run", "CPU / msg plaintext (µs)", "CPU / msg TLS (µs)",
            "TLS per msg", "CPU / connect plaintext (µs)", "CPU / connect TLS (µs)",
            "TLS per handshake (µs)", "Handshake RTTs (plaintext → TLS, counted)",
-           "Bytes / msg at 64 B (plaintext → TLS)")
+           "Bytes / msg at 64 B (plaintext → TLS)", "Memory / connection (plaintext → TLS)")
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,12 @@ class Cost:
     """Handshake round trips before the first message, counted by the overhead relay."""
     wire: Pair
     """Bytes on the wire per delivered message at 64 B, overhead scenario."""
+    memory: Pair
+    """Server memory per open connection (RSS slope), connections scenario."""
 
     @property
     def pairs(self) -> tuple[Pair, ...]:
-        return self.per_message, self.per_connect, self.round_trips, self.wire
+        return self.per_message, self.per_connect, self.round_trips, self.wire, self.memory
 
 
 def costs(res: Results) -> list[Cost]:
@@ -89,7 +92,8 @@ def costs(res: Results) -> list[Cost]:
         cost = Cost(t, "", pair(res, t, "echo", "server_cpu_us_per_msg", echo),
                     pair(res, t, "connections", "server_cpu_us_per_conn"),
                     pair(res, t, "overhead", "handshake_round_trips", small),
-                    pair(res, t, "overhead", "bytes_per_msg", small))
+                    pair(res, t, "overhead", "bytes_per_msg", small),
+                    pair(res, t, "connections", "server_rss_bytes_per_conn"))
         both = [p.both for p in cost.pairs if p.both is not None]
         if both:
             out.append(Cost(t, both[0][0].run_id, *cost.pairs))
@@ -115,13 +119,13 @@ def _signed(value: float | None) -> str:
 def table_rows(res: Results) -> list[list[str]]:
     rows = []
     for c in costs(res):
-        msg, conn, rtt, wire = c.pairs
+        msg, conn, rtt, wire, memory = c.pairs
         per_msg = _signed(msg.extra)
         if msg.ratio is not None:
             per_msg += f" µs ({text.ratio(msg.ratio)})"
         rows.append([c.transport, c.run_id, *_cells(msg, "num"), per_msg,
                      *_cells(conn, "num"), _signed(conn.extra), _arrow(rtt, lambda v: f"{v:g}"),
-                     _arrow(wire, text.nbytes)])
+                     _arrow(wire, text.nbytes), _arrow(memory, text.nbytes)])
     return rows
 
 
@@ -140,6 +144,8 @@ def section(res: Results) -> str:
         "per handshake* is the server CPU TLS adds to each connect of the connections ramp "
         "(the handshake's key exchange and signature, the ramp's other work being the same "
         "both ways). Round trips are counted by the overhead scenario's relay before the "
-        "first message (TCP's own excluded). Medians over trials, spread in brackets; a "
+        "first message (TCP's own excluded); memory is the slope of server RSS over the "
+        "connections ramp (TLS keeps per-connection state). Medians over trials, spread in "
+        "brackets; a "
         "difference of two noisy figures can be noisier than either (negative = within "
         "the noise)."), "", text.table(HEADERS, rows), ""])
