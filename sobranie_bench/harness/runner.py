@@ -97,6 +97,12 @@ class Plan:
             return (replace(self, tls=True),)
         return replace(self, tls=False), replace(self, tls=True)
 
+    def runs(self) -> Iterator[tuple[Plan, str, Scenario, dict[str, Any], int]]:
+        """Every run of the plan: each point under each of its :meth:`variants`."""
+        for transport, scenario, params, trial in self.points():
+            for variant in self.variants(transport):
+                yield variant, transport, scenario, params, trial
+
     def grid(self, scenario: Scenario) -> list[dict[str, Any]]:
         """The profile's points with the overrides applied (points that become equal, once);
         none for a scenario without that profile (the capacity model's ``calibrate``)."""
@@ -335,25 +341,24 @@ async def run_plan(plan: Plan, on_result: Callable[[str, dict[str, Any] | None],
     run_dir = plan.out / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run.json").write_text(json.dumps(meta, indent=1))
-    for transport, scenario, params, trial in plan.points():
-        for variant in plan.variants(transport):
-            label = f"{transport} {scenario.name} {results.params_key(params)} #{trial}"
-            if plan.tls_compare:
-                label += " tls" if variant.tls else " plaintext"
-            on_result(label, None)
-            try:
-                raw = await run_one(variant, run_id, meta, transport, scenario, params, trial)
-            except Exception as exc:  # noqa: BLE001 - one failed run must not end the matrix
-                raw = {"version": results.RAW_VERSION, "metadata": meta, "transport": transport,
-                       "scenario": scenario.name, "params": params, "trial": trial,
-                       "profile": plan.profile, "error": f"{type(exc).__name__}: {exc}",
-                       "tls": variant.tls or transport in ALWAYS_ENCRYPTED}
-                results.write_raw(run_dir, raw)
-            on_result(label, raw)
+    for variant, transport, scenario, params, trial in plan.runs():
+        label = f"{transport} {scenario.name} {results.params_key(params)} #{trial}"
+        if plan.tls_compare:
+            label += " tls" if variant.tls else " plaintext"
+        on_result(label, None)
+        try:
+            raw = await run_one(variant, run_id, meta, transport, scenario, params, trial)
+        except Exception as exc:  # noqa: BLE001 - one failed run must not end the matrix
+            raw = {"version": results.RAW_VERSION, "metadata": meta, "transport": transport,
+                   "scenario": scenario.name, "params": params, "trial": trial,
+                   "profile": plan.profile, "error": f"{type(exc).__name__}: {exc}",
+                   "tls": variant.tls or transport in ALWAYS_ENCRYPTED}
+            results.write_raw(run_dir, raw)
+        on_result(label, raw)
     results.write_summary(plan.out / "runs", plan.out / "summary.csv")
     return run_dir
 
 
 def count_points(plan: Plan) -> int:
-    return sum(len(plan.variants(transport)) for transport, *_ in plan.points())
+    return sum(1 for _ in plan.runs())
 
