@@ -10,6 +10,8 @@ PROFILE ?= ci
 # `make bench STRICT=1` makes any failure exit non-zero
 STRICT ?=
 STRICT_FLAG := $(if $(STRICT),--strict)
+# the TLS cost table: these transports' points run plaintext and over TLS in one run
+TLS_COMPARE ?= ws,ws-websockets,ws@elysia,sse,sse@elysia,longpoll,longpoll@elysia
 
 .PHONY: bench test setup lint clean
 
@@ -27,6 +29,8 @@ test: setup
 
 bench: setup
 	$(BIN)/sobranie-bench run --profile $(PROFILE) --fresh $(STRICT_FLAG)
+	$(BIN)/sobranie-bench run --profile $(PROFILE) --tls-compare --transports $(TLS_COMPARE) \
+	    --scenarios echo,connections,overhead $(STRICT_FLAG)
 	$(BIN)/sobranie-bench run --profile $(PROFILE) --cluster 3 --broker redis \
 	    --transports ws,sse,longpoll --scenarios fanout,failover,backplane $(STRICT_FLAG)
 	$(BIN)/sobranie-bench report --notebooks $(STRICT_FLAG)

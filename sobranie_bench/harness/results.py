@@ -42,8 +42,12 @@ def params_key(params: dict[str, Any]) -> str:
 
 
 def raw_name(raw: dict[str, Any]) -> str:
+    """``<transport>-<scenario>-<params digest>-t<trial>.json``; ``-plain`` before ``.json``
+    for the plaintext half of a ``run --tls-compare``."""
     digest = hashlib.sha1(params_key(raw["params"]).encode()).hexdigest()[:8]
-    return f"{raw['transport']}-{raw['scenario']}-{digest}-t{raw['trial']}.json"
+    plain = raw.get("metadata", {}).get("tls_compare") and not raw.get("tls")
+    return f"{raw['transport']}-{raw['scenario']}-{digest}-t{raw['trial']}" \
+        f"{'-plain' if plain else ''}.json"
 
 
 def write_raw(run_dir: Path, raw: dict[str, Any]) -> Path:

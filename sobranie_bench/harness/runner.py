@@ -22,7 +22,7 @@ import aiohttp
 import psutil
 
 from sobranie_bench import __version__, services
-from sobranie_bench.clients import TRANSPORTS
+from sobranie_bench.clients import TRANSPORTS, base_transport
 from sobranie_bench.harness import complexity, results
 from sobranie_bench.harness.recorder import merge
 from sobranie_bench.harness.sampler import MetricsSampler, Sampler, cpu_model, raise_fd_limit
@@ -78,6 +78,9 @@ class Plan:
     server_pid: int | None = None
     """The ``target``'s process id, sampled like a server we start (psutil, schedstat);
     without it the target's CPU comes from its /metrics (``process_cpu_seconds_total``)."""
+    tls_compare: bool = False
+    """Run every point of a TCP transport twice, plaintext then TLS, each on a fresh server:
+    the TLS cost per message and per handshake measured in one run (``tls`` is then moot)."""
 
     def points(self) -> Iterator[tuple[str, Scenario, dict[str, Any], int]]:
         scenarios = registry()
@@ -89,6 +92,21 @@ class Plan:
                 for params in self.grid(scenarios[name]):
                     for trial in range(1, trials + 1):
                         yield transport, scenarios[name], params, trial
+
+    def variants(self, transport: str) -> tuple[Plan, ...]:
+        """The plans one point runs under: itself, or with ``tls_compare`` a plaintext and a
+        TLS one (once for a transport that always encrypts)."""
+        if not self.tls_compare:
+            return (self,)
+        if base_transport(transport) in ALWAYS_ENCRYPTED:
+            return (replace(self, tls=True),)
+        return replace(self, tls=False), replace(self, tls=True)
+
+    def runs(self) -> Iterator[tuple[Plan, str, Scenario, dict[str, Any], int]]:
+        """Every run of the plan: each point under each of its :meth:`variants`."""
+        for transport, scenario, params, trial in self.points():
+            for variant in self.variants(transport):
+                yield variant, transport, scenario, params, trial
 
     def grid(self, scenario: Scenario) -> list[dict[str, Any]]:
         """The profile's points with the overrides applied (points that become equal, once);
@@ -192,6 +210,7 @@ def metadata(plan: Plan, run_id: str) -> dict[str, Any]:
             "git_commit": commit, "profile": plan.profile, "seed": plan.seed,
             "workers": plan.workers, "broker": plan.broker, "target": plan.target,
             "cluster": plan.cluster, "tls": plan.tls, "tls_resumption": False,
+            "tls_compare": plan.tls_compare,
             "complexity": complexity.record(),
             "started": datetime.now(UTC).isoformat(timespec="seconds")}
 
@@ -365,6 +384,9 @@ async def run_plan(plan: Plan, on_result: Callable[[str, dict[str, Any] | None],
     if lonely:
         raise HarnessError(f"{', '.join(lonely)} needs a cluster: add --cluster 2 (or more) "
                            "and a shared --broker (redis or nats)")
+    if plan.tls_compare and (plan.target or plan.cluster):
+        raise HarnessError("--tls-compare runs servers the harness starts, one per point and "
+                           "mode: not with --target or --cluster")
     if plan.target:
         await check_target(plan.target)
     if plan.server_pid is not None and not psutil.pid_exists(plan.server_pid):
@@ -375,15 +397,18 @@ async def run_plan(plan: Plan, on_result: Callable[[str, dict[str, Any] | None],
     run_dir = plan.out / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run.json").write_text(json.dumps(meta, indent=1))
-    for transport, scenario, params, trial in plan.points():
+    for variant, transport, scenario, params, trial in plan.runs():
         label = f"{transport} {scenario.name} {results.params_key(params)} #{trial}"
+        if plan.tls_compare:
+            label += " tls" if variant.tls else " plaintext"
         on_result(label, None)
         try:
-            raw = await run_one(plan, run_id, meta, transport, scenario, params, trial)
+            raw = await run_one(variant, run_id, meta, transport, scenario, params, trial)
         except Exception as exc:  # noqa: BLE001 - one failed run must not end the matrix
             raw = {"version": results.RAW_VERSION, "metadata": meta, "transport": transport,
                    "scenario": scenario.name, "params": params, "trial": trial,
-                   "profile": plan.profile, "error": f"{type(exc).__name__}: {exc}"}
+                   "profile": plan.profile, "error": f"{type(exc).__name__}: {exc}",
+                   "tls": variant.tls or transport in ALWAYS_ENCRYPTED}
             results.write_raw(run_dir, raw)
         on_result(label, raw)
     results.write_summary(plan.out / "runs", plan.out / "summary.csv")
@@ -391,5 +416,5 @@ async def run_plan(plan: Plan, on_result: Callable[[str, dict[str, Any] | None],
 
 
 def count_points(plan: Plan) -> int:
-    return sum(1 for _ in plan.points())
+    return sum(1 for _ in plan.runs())
 

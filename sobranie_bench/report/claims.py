@@ -198,6 +198,7 @@ def _ws_elysia(ctx: Context) -> Verdict:
         ("the support is first-class, but not through that package: Elysia has WebSocket "
         "built in (`Elysia.ws()`, no plugin); `@elysiajs/websocket` is the 0.x plugin of "
         "early Elysia"),
+        comparison.plugin_evidence(),
         source("elysia-ws", "npm-elysia-websocket")))
 
 
@@ -679,7 +680,8 @@ def _code_open_subscribe(ctx: Context) -> Verdict:
        "Install the WebSocket plugin and register it.")
 def _code_plugin(ctx: Context) -> Verdict:
     return Verdict(REFUTED, (("outdated: `.ws()` is built into Elysia; the plugin belongs to "
-                             "Elysia 0.x"), source("elysia-ws", "npm-elysia-websocket")))
+                             "Elysia 0.x"), comparison.plugin_evidence(),
+                             source("elysia-ws", "npm-elysia-websocket")))
 
 
 @claim("code-backoff", "Code", "code",
