@@ -18,6 +18,7 @@ from sobranie_bench.clients import TRANSPORTS
 from sobranie_bench.harness import results
 from sobranie_bench.harness.runner import HarnessError, Plan, count_points, run_plan
 from sobranie_bench.harness.scenarios.registry import registry
+from sobranie_bench.netlab.profiles import PROFILES
 
 HEADLINES = {
     "echo": [("rtt_p50_us", "p50 µs"), ("rtt_p99_us", "p99 µs"),
@@ -63,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
                 scenarios=tuple(args.scenarios or ()), target=args.target, out=out,
                 workers=args.workers, trials=args.trials, seed=args.seed, broker=args.broker,
                 cluster=args.cluster, overrides=tuple(args.set or ()), tls=args.tls,
-                ca=args.ca)
+                ca=args.ca, network=args.network)
     raws: list[dict[str, Any]] = []
     try:
         total = count_points(plan)
@@ -141,6 +142,9 @@ def register(sub: Any) -> None:
     p.add_argument("--set", type=_setting, action="append", metavar="KEY=VALUE",
                    help="set a scenario parameter in every grid point that has it, e.g. "
                         "--set subscribers=1000 --set rate=50 (repeatable)")
+    p.add_argument("--network", default="loopback", choices=list(PROFILES), metavar="PROFILE",
+                   help="emulated network between harness and server (root): "
+                        f"{', '.join(PROFILES)}; default loopback (docs/network.md)")
     p.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True,
                    help="TCP transports over TLS 1.3 with our local CA (default; WebTransport "
                         "and WebRTC always encrypt); --no-tls measures plaintext, labelled "

@@ -19,7 +19,7 @@ from sobranie_bench.harness.recorder import decode, stats
 
 RAW_VERSION = 1
 SUMMARY_COLUMNS = ["run_id", "transport", "scenario", "params", "trial", "metric", "value",
-                   "unit", "client_bound", "tls"]
+                   "unit", "client_bound", "tls", "network"]
 CLIENT_BOUND_PERCENT = 90.0
 """A harness process this busy (while the server is not) means the client was the limit."""
 
@@ -247,7 +247,8 @@ def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
     bound = is_client_bound(raw, w.get("measure", 0), w.get("end", 0))
     base = {"run_id": raw["metadata"]["run_id"], "transport": raw["transport"],
             "scenario": raw["scenario"], "params": params_key(raw["params"]),
-            "trial": raw["trial"], "client_bound": bound, "tls": bool(raw.get("tls", False))}
+            "trial": raw["trial"], "client_bound": bound, "tls": bool(raw.get("tls", False)),
+            "network": raw.get("network", "loopback")}
     return [{**base, "metric": name, "value": round(float(value), 3), "unit": unit}
             for name, (value, unit) in sorted(metrics(raw).items())]
 

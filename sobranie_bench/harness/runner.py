@@ -74,6 +74,11 @@ class Plan:
     False = plaintext, labelled so in every result."""
     ca: str | None = None
     """CA certificate clients trust for an https:// ``target`` (default: our local CA)."""
+    network: str = "loopback"
+    """Network profile (:mod:`sobranie_bench.netlab.profiles`): anything but loopback runs the
+    server and the load in two namespaces joined by the emulated link."""
+    lab: Any = None
+    """The running :class:`~sobranie_bench.netlab.lab.Lab` (set by :func:`run_plan`)."""
 
     def points(self) -> Iterator[tuple[str, Scenario, dict[str, Any], int]]:
         scenarios = registry()
@@ -117,9 +122,12 @@ class Server:
 
 async def spawn_server(kind: str, plan: Plan) -> Server:
     """A fresh server process on an OS-chosen loopback port, ready when it prints its URL."""
+    # under --network the server runs in the lab's server namespace, on the link's address
+    netns, host = (plan.lab.server_exec, ["--host", plan.lab.server_addr]) if plan.lab \
+        else ([], [])
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sobranie_bench.cli", "serve", kind, "--port", "0", "--json",
-        "--broker", plan.broker, "--jwt-secret", plan.secret, *(["--tls"] if plan.tls else []),
+        *netns, sys.executable, "-m", "sobranie_bench.cli", "serve", kind, *host,
+        "--port", "0", "--json", "--broker", plan.broker, "--jwt-secret", plan.secret, *(["--tls"] if plan.tls else []),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     try:
@@ -203,16 +211,18 @@ def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def run_parts(scenario: Scenario, ctx: PartContext, workers: int,
-                    sampler: Sampler) -> list[dict[str, Any]]:
-    """The load: in this process, or split across ``workers`` worker processes."""
-    if workers <= 1 or not scenario.workers:
+                    sampler: Sampler, netns: list[str] | None = None) -> list[dict[str, Any]]:
+    """The load: in this process, or split across ``workers`` worker processes (always worker
+    processes, under ``netns``, when the load runs in the lab's client namespace)."""
+    if not netns and (workers <= 1 or not scenario.workers):
         return [await scenario.part(ctx)]
+    workers = workers if scenario.workers else 1
     procs = []
     for i in range(workers):
         spec = json.dumps({"scenario": scenario.name,
                            "ctx": {**asdict(ctx), "index": i, "count": workers}})
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sobranie_bench.harness.worker",
+            *(netns or []), sys.executable, "-m", "sobranie_bench.harness.worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         assert proc.stdin is not None
         proc.stdin.write(spec.encode())
@@ -266,11 +276,13 @@ async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
                           client_options=target.pop("options", {}))
         pids = {"harness": os.getpid(), **{k: int(v) for k, v in target.items()}}
         async with Sampler(pids) as sampler:
-            parts = await run_parts(scenario, ctx, plan.workers, sampler)
+            parts = await run_parts(scenario, ctx, plan.workers, sampler,
+                                    plan.lab.client_exec if plan.lab else None)
     merged = merge_parts(parts)
     raw = {"version": results.RAW_VERSION, "metadata": meta, "transport": transport,
            "scenario": scenario.name, "params": params, "trial": trial,
            "profile": plan.profile, "parts": len(parts), "tls": encrypted(ctx.url, transport),
+           "network": plan.network,
            "window": window(ctx, merged["times"]),
            "resources": sampler.as_dict(), **merged}
     results.write_raw(plan.out / "runs" / run_id, raw)
@@ -312,9 +324,39 @@ async def run_plan(plan: Plan, on_result: Callable[[str, dict[str, Any] | None],
         raise HarnessError(f"unknown scenario(s) {sorted(unknown)}; known: {sorted(registry())}")
     if plan.target:
         await check_target(plan.target)
+    with network_lab(plan) as lab:
+        return await _run_points(replace(plan, lab=lab), on_result)
+
+
+@contextlib.contextmanager
+def network_lab(plan: Plan) -> Iterator[Any]:
+    """The plan's emulated network, verified (None for loopback); HarnessError if it cannot
+    run or its link is not the profile."""
+    from sobranie_bench.netlab import lab, profiles
+
+    try:
+        profile = profiles.get(plan.network)
+    except ValueError as exc:
+        raise HarnessError(str(exc)) from None
+    if not profile.emulated:
+        yield None
+        return
+    if plan.target or plan.cluster or plan.broker != "memory":
+        raise HarnessError("--network runs a fresh server with the memory broker inside the "
+                           "lab; it cannot be combined with --target, --cluster or --broker")
+    try:
+        with lab.Lab(profile, seed=plan.seed) as running:
+            yield running
+    except lab.LabError as exc:
+        raise HarnessError(str(exc)) from None
+
+
+async def _run_points(plan: Plan, on_result: Callable[[str, dict[str, Any] | None], None]
+                      ) -> Path:
     raise_fd_limit()
     run_id = new_run_id()
     meta = metadata(plan, run_id)
+    meta["network"] = plan.lab.metadata() if plan.lab else {"profile": {"name": "loopback"}}
     run_dir = plan.out / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run.json").write_text(json.dumps(meta, indent=1))
@@ -326,7 +368,8 @@ async def run_plan(plan: Plan, on_result: Callable[[str, dict[str, Any] | None],
         except Exception as exc:  # noqa: BLE001 - one failed run must not end the matrix
             raw = {"version": results.RAW_VERSION, "metadata": meta, "transport": transport,
                    "scenario": scenario.name, "params": params, "trial": trial,
-                   "profile": plan.profile, "error": f"{type(exc).__name__}: {exc}"}
+                   "profile": plan.profile, "network": plan.network,
+                   "error": f"{type(exc).__name__}: {exc}"}
             results.write_raw(run_dir, raw)
         on_result(label, raw)
     results.write_summary(plan.out / "runs", plan.out / "summary.csv")
