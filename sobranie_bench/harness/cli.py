@@ -33,6 +33,9 @@ HEADLINES = {
     "churn": [("latency_p99_us", "p99 µs"), ("connect_p50_us", "connect p50 µs"),
               ("lost", "lost"), ("churn_failures", "failed")],
     "capacity": [("max_clients_within_sla", "clients within SLA")],
+    "first-message": [("first_message_p50_us", "first msg p50 µs"),
+                      ("connect_p50_us", "connect p50 µs"),
+                      ("handshake_round_trips", "handshake RTs")],
 }
 
 

@@ -20,6 +20,8 @@ from sobranie_bench.harness.recorder import decode, stats
 RAW_VERSION = 1
 SUMMARY_COLUMNS = ["run_id", "transport", "scenario", "params", "trial", "metric", "value",
                    "unit", "client_bound", "tls", "network"]
+NETWORK_SCENARIOS = ("first-message", "hol", "reconnect")
+"""Scenarios whose module has a ``metrics(raw)`` of its own (sobranie_bench.netlab)."""
 CLIENT_BOUND_PERCENT = 90.0
 """A harness process this busy (while the server is not) means the client was the limit."""
 
@@ -238,6 +240,11 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
     elif scenario == "capacity":
         m["max_clients_within_sla"] = (c["max_clients_within_sla"], "clients")
         m["sla_ms"] = (c["sla_ms"], "ms")
+    elif scenario in NETWORK_SCENARIOS:  # the network lab's scenarios compute their own rows
+        import importlib
+
+        module = f"sobranie_bench.harness.scenarios.{scenario.replace('-', '_')}"
+        m.update(importlib.import_module(module).metrics(raw))
     return m
 
 

@@ -120,13 +120,18 @@ def test_a_run_killed_with_sigkill_is_cleaned_up_by_the_next() -> None:
 
 @root
 def test_run_network_4g_end_to_end(tmp_path: Path) -> None:
-    plan = Plan(profile="ci", transports=("ws",), scenarios=("echo",), out=tmp_path,
-                secret=SECRET, network="4g", timing=(0.3, 1.5),
-                overrides=(("connections", 5), ("rate", 40)))
+    plan = Plan(profile="ci", transports=("ws",), scenarios=("echo", "first-message"),
+                out=tmp_path, secret=SECRET, network="4g", timing=(0.3, 1.5),
+                overrides=(("connections", 5), ("rate", 40), ("users", 3)))
     run_dir = asyncio.run(run_plan(plan))
-    raws = results.load_raw(tmp_path)
-    assert len(raws) == 1 and "error" not in raws[0], raws
-    raw = raws[0]
+    raws = {r["scenario"]: r for r in results.load_raw(tmp_path)}
+    assert set(raws) == {"echo", "first-message"}
+    assert not [r["error"] for r in raws.values() if "error" in r]
+    first = results.metrics(raws["first-message"])
+    # TCP, then TLS 1.3, then the WebSocket upgrade: at least two emulated round trips
+    assert first["handshake_round_trips"][0] >= 2
+    assert first["first_message_p50_us"][0] >= 3 * 70_000
+    raw = raws["echo"]
     assert raw["network"] == "4g"
     network = raw["metadata"]["network"]
     assert network["profile"]["name"] == "4g" and network["measured"]["rtt_ms_p50"] > 60

@@ -9,6 +9,7 @@ from sobranie_bench.harness.scenarios import (
     connections,
     echo,
     fanout,
+    first_message,
     overhead,
 )
 
@@ -16,4 +17,4 @@ from sobranie_bench.harness.scenarios import (
 def registry() -> dict[str, Scenario]:
     """Every scenario, by name."""
     return {m.SCENARIO.name: m.SCENARIO
-            for m in (echo, fanout, connections, overhead, churn, capacity)}
+            for m in (echo, fanout, connections, overhead, churn, capacity, first_message)}
