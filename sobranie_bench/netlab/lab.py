@@ -25,6 +25,9 @@ CLIENT_ADDR = "10.77.0.2"
 PROBE_PORT = 9
 VERIFY_ATTEMPTS = 2
 """Probes before a profile out of bounds refuses the run (a burst of load elsewhere)."""
+LINK_ENV = "SOBRANIE_NETLAB_LINK"
+"""Environment variable with the running link's pid (its ``SIGUSR1`` / ``SIGUSR2`` cut it and
+bring it back): the harness's worker processes inherit it."""
 _NAME = re.compile(rf"^{PREFIX}(\d+)[sc]$")
 
 
@@ -188,6 +191,7 @@ class Lab:
                                       json.dumps(spec)], stdout=subprocess.PIPE, text=True,
                                      start_new_session=True)
         assert self.link.stdout is not None
+        os.environ[LINK_ENV] = str(self.link.pid)  # for the harness's workers (reconnect)
         line = self.link.stdout.readline().strip()
         if line != "ready":
             raise LabError(f"the link process did not start (exit {self.link.poll()})")
@@ -212,17 +216,13 @@ class Lab:
             raise LabError(f"the link probe failed: {out.stderr.strip().splitlines()[-1:]}")
         return dict(json.loads(out.stdout))
 
-    def set_down(self, down: bool) -> None:
-        """Cut the link (every packet dropped both ways) or bring it back."""
-        assert self.link is not None
-        self.link.send_signal(signal.SIGUSR1 if down else signal.SIGUSR2)
-
     def metadata(self) -> dict[str, Any]:
         """The profile and what the probe measured (the run's ``network`` metadata)."""
         return {"profile": asdict(self.profile), "measured": self.measured,
                 "bounds": asdict(Bounds.of(self.profile, self.pings)), "emulator": "tun-link"}
 
     def close(self) -> None:
+        os.environ.pop(LINK_ENV, None)
         if self.link is not None and self.link.poll() is None:
             self.link.kill()
             self.link.wait()
@@ -233,3 +233,12 @@ class Lab:
 def custom(base: Profile, **changes: Any) -> Profile:
     """A profile like ``base`` with some figures changed (tests, one-off runs)."""
     return replace(base, name=changes.pop("name", f"{base.name}*"), **changes)
+
+
+def set_link_down(down: bool) -> None:
+    """Cut the running lab's link or bring it back, from any process of the run (a worker in
+    the client namespace); LabError outside a lab."""
+    pid = os.environ.get(LINK_ENV)
+    if not pid:
+        raise LabError("no network lab is running (this scenario needs --network)")
+    os.kill(int(pid), signal.SIGUSR1 if down else signal.SIGUSR2)

@@ -140,3 +140,25 @@ def test_run_network_4g_end_to_end(tmp_path: Path) -> None:
     rows = (tmp_path / "summary.csv").read_text().splitlines()
     assert rows[0].endswith(",tls,network") and all(r.endswith(",4g") for r in rows[1:])
     assert run_dir.exists() and ours() == []
+
+
+def test_link_cutting_scenarios_are_skipped_on_loopback() -> None:
+    names = {s.name for _, s, _, _ in Plan(transports=("ws",)).points()}
+    assert "reconnect" not in names and "first-message" in names
+    names = {s.name for _, s, _, _ in Plan(transports=("ws",), network="4g").points()}
+    assert "reconnect" in names
+
+
+@root
+def test_reconnect_after_a_cut_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    plan = Plan(profile="ci", transports=("ws",), scenarios=("reconnect",), out=tmp_path,
+                secret=SECRET, network="lan", timing=(0.5, 4.0),
+                overrides=(("outage", 1.0), ("subscribers", 2), ("rate", 20)))
+    asyncio.run(run_plan(plan))
+    (raw,) = results.load_raw(tmp_path)
+    assert "error" not in raw, raw
+    m = results.metrics(raw)
+    assert m["acked"][0] > 0 and m["lost"][0] == 0 and m["duplicated"][0] == 0, m
+    # nothing crosses a cut link: the first message after it comes once it is back
+    assert m["resume_p50_ms"][0] > 0
+    assert raw["counters"]["outage_s"] == 1.0

@@ -98,6 +98,8 @@ class Scenario:
     """(warm-up, duration) seconds per profile."""
     workers: bool = True
     """Whether the load can be split across worker processes."""
+    network: bool = False
+    """Whether it needs the network lab (``--network``): skipped on loopback."""
 
     def setup_budget(self, params: Params) -> float:
         """Seconds allowed for connecting before the load starts."""

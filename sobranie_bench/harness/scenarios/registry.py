@@ -11,10 +11,12 @@ from sobranie_bench.harness.scenarios import (
     fanout,
     first_message,
     overhead,
+    reconnect,
 )
 
 
 def registry() -> dict[str, Scenario]:
     """Every scenario, by name."""
     return {m.SCENARIO.name: m.SCENARIO
-            for m in (echo, fanout, connections, overhead, churn, capacity, first_message)}
+            for m in (echo, fanout, connections, overhead, churn, capacity, first_message,
+                      reconnect)}
