@@ -30,6 +30,8 @@ from sobranie_bench.harness.scenarios.registry import registry
 from sobranie_contract import tokens
 
 SERVER_START_SECONDS = 30.0
+WORKER_GRACE_SECONDS = 120.0
+"""Seconds a worker process may run past its load's planned end (drains, closes)."""
 CLUSTER_KINDS = {"http", "ws", "sse", "longpoll", "elysia"}
 """Server kinds a cluster instance serves (``serve http``, or ``serve elysia`` for theirs)."""
 LIBRARIES = ("aiohttp", "websockets", "aioquic", "python-socketio", "aiortc", "uvloop",
@@ -232,7 +234,16 @@ async def run_parts(scenario: Scenario, ctx: PartContext, workers: int,
         proc.stdin.close()
         sampler.add(f"worker-{i + 1}", proc.pid)
         procs.append(proc)
-    outs = await asyncio.gather(*(p.communicate() for p in procs))
+    # a worker that outlives its load by this much is stuck (a hung connection): the point fails
+    budget = max(0.0, (ctx.end_ns - time.monotonic_ns()) / 1e9) + WORKER_GRACE_SECONDS
+    try:
+        outs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in procs)), budget)
+    except TimeoutError:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+        raise HarnessError(f"a worker of {scenario.name} did not finish within {budget:.0f} s "
+                           "of its load's start (stuck)") from None
     if any(p.returncode for p in procs):
         raise HarnessError(f"a worker of {scenario.name} failed (exit codes "
                            f"{[p.returncode for p in procs]})")

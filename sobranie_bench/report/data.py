@@ -289,6 +289,8 @@ def load(results_dir: Path | str = "results") -> Results:
     root = Path(results_dir)
     source = root / "runs" if (root / "runs").is_dir() else root
     raws = raw_results.load_raw(source) if source.is_dir() else []
+    # runs under an emulated network (`run --network`) have a section of their own
+    raws = [r for r in raws if r.get("network", "loopback") == "loopback"]
     kept, ignored = select_latest(raws)
     by_setup: dict[str, list[dict[str, Any]]] = {}
     for raw in kept:
