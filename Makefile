@@ -23,6 +23,10 @@ test: setup
 
 bench: setup
 	$(BIN)/sobranie-bench run --profile $(PROFILE) --fresh
+	@# the same transports over an emulated 4G link (network namespaces: root, as in CI)
+	if [ "$$(id -u)" = 0 ]; then $(BIN)/sobranie-bench run --profile $(PROFILE) --network 4g \
+	  --scenarios echo,first-message,reconnect; \
+	else echo "make bench: --network 4g needs root: its points are left out"; fi
 	$(BIN)/sobranie-bench report
 	$(BIN)/sobranie-bench report --only-notebooks
 

@@ -140,6 +140,16 @@ def test_run_network_4g_end_to_end(tmp_path: Path) -> None:
     rows = (tmp_path / "summary.csv").read_text().splitlines()
     assert rows[0].endswith(",tls,network") and all(r.endswith(",4g") for r in rows[1:])
     assert run_dir.exists() and ours() == []
+    # the report's network section: its own table, the loopback comparison left alone
+    from sobranie_bench.report import load, network
+
+    paths = network.write(tmp_path, tmp_path / "report")
+    text = paths[0].read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| ws |"))
+    p50, p99 = (float(x) for x in row.split("|")[2].split("/"))
+    assert 70.0 <= p50 <= p99
+    assert "| 4g | 70 |" in text and (tmp_path / "report/charts/network_loss.png").exists()
+    assert load(tmp_path).empty
 
 
 def test_link_cutting_scenarios_are_skipped_on_loopback() -> None:

@@ -128,10 +128,10 @@ SCENARIO = Scenario(
     name="reconnect", doc="the link drops for N seconds: time to detect, reconnect, resume; "
     "messages lost / duplicated (needs --network)",
     part=part,
-    grid={"ci": [{"subscribers": 5, "rate": 20, "outage": 3.0}],
+    grid={"ci": [{"subscribers": 5, "rate": 20, "outage": 2.0}],
           "quick": [{"subscribers": 20, "rate": 50, "outage": o} for o in (3.0, 10.0)],
           "full": [{"subscribers": 50, "rate": 50, "outage": o} for o in (1.0, 3.0, 10.0, 30.0)]},
-    timing={"ci": (1.0, 6.0), "quick": (2.0, 20.0), "full": (2.0, 40.0)},
+    timing={"ci": (0.5, 4.0), "quick": (2.0, 20.0), "full": (2.0, 40.0)},
     workers=False,
     network=True,
 )
