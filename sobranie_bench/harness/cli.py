@@ -18,6 +18,7 @@ from sobranie_bench.clients import TRANSPORTS
 from sobranie_bench.harness import results
 from sobranie_bench.harness.runner import HarnessError, Plan, count_points, run_plan
 from sobranie_bench.harness.scenarios.registry import registry
+from sobranie_bench.netlab.profiles import PROFILES
 
 
 def final_table(raws: list[dict[str, Any]]) -> Table:
@@ -54,7 +55,8 @@ def _run(args: argparse.Namespace) -> int:
                 scenarios=tuple(args.scenarios or ()), target=args.target, out=out,
                 workers=args.workers, trials=args.trials, seed=args.seed, broker=args.broker,
                 cluster=args.cluster, overrides=tuple(args.set or ()), tls=args.tls,
-                ca=args.ca, server_pid=args.server_pid, tls_compare=args.tls_compare)
+                ca=args.ca, server_pid=args.server_pid, tls_compare=args.tls_compare,
+                network=args.network)
     raws: list[dict[str, Any]] = []
     try:
         total = count_points(plan)
@@ -137,6 +139,9 @@ def register(sub: Any) -> None:
     p.add_argument("--set", type=_setting, action="append", metavar="KEY=VALUE",
                    help="set a scenario parameter in every grid point that has it, e.g. "
                         "--set subscribers=1000 --set rate=50 (repeatable)")
+    p.add_argument("--network", default="loopback", choices=list(PROFILES), metavar="PROFILE",
+                   help="emulated network between harness and server (root): "
+                        f"{', '.join(PROFILES)}; default loopback (docs/network.md)")
     p.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True,
                    help="TCP transports over TLS 1.3 with our local CA (default; WebTransport "
                         "and WebRTC always encrypt); --no-tls measures plaintext, labelled "

@@ -19,7 +19,9 @@ from sobranie_bench.harness.recorder import decode, stats
 
 RAW_VERSION = 1
 SUMMARY_COLUMNS = ["run_id", "transport", "scenario", "params", "trial", "metric", "value",
-                   "unit", "client_bound", "tls", "saturated", "noisy"]
+                   "unit", "client_bound", "tls", "saturated", "noisy", "network"]
+NETWORK_SCENARIOS = ("first-message", "hol", "reconnect")
+"""Scenarios whose module has a ``metrics(raw)`` of its own (sobranie_bench.netlab)."""
 CLIENT_BOUND_PERCENT = 90.0
 """A harness process this busy (while the server is not) means the client was the limit."""
 SATURATED_SHARE = 0.95
@@ -365,6 +367,11 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
             load = max(w.get("end", 0) - w.get("start", 0), 1e-9)
             m["acked_per_s"] = (c["acked"] / load, "msg/s")
             m["delivered_per_s"] = (c["delivered"] / load, "msg/s")
+    elif scenario in NETWORK_SCENARIOS:  # the network lab's scenarios compute their own rows
+        import importlib
+
+        module = f"sobranie_bench.harness.scenarios.{scenario.replace('-', '_')}"
+        m.update(importlib.import_module(module).metrics(raw))
     if "broker" in res:  # a cluster's own broker, sampled like the servers
         messages = c.get("published", c.get("acked", 0))
         per(cpu_between(res["broker"], w.get("start", 0), w.get("end", 0)), messages,
@@ -376,7 +383,8 @@ def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
     """The tidy rows of one raw result (pure: same raw, same rows)."""
     base = {"run_id": raw["metadata"]["run_id"], "transport": raw["transport"],
             "scenario": raw["scenario"], "params": params_key(raw["params"]),
-            "trial": raw["trial"], "tls": bool(raw.get("tls", False)), **flags(raw)}
+            "trial": raw["trial"], "tls": bool(raw.get("tls", False)), **flags(raw),
+            "network": raw.get("network", "loopback")}
     return [{**base, "metric": name, "value": round(float(value), 3), "unit": unit}
             for name, (value, unit) in sorted(metrics(raw).items())]
 

@@ -31,6 +31,8 @@ from sobranie_bench.harness.scenarios.registry import registry
 from sobranie_contract import tokens
 
 SERVER_START_SECONDS = 30.0
+WORKER_GRACE_SECONDS = 120.0
+"""Seconds a worker process may run past its load's planned end (drains, closes)."""
 CLUSTER_KINDS = {"http", "ws", "sse", "longpoll", "elysia"}
 """Server kinds a cluster instance serves (``serve http``, or ``serve elysia`` for theirs)."""
 LIBRARIES = ("aiohttp", "websockets", "aioquic", "python-socketio", "aiortc", "uvloop",
@@ -81,6 +83,11 @@ class Plan:
     tls_compare: bool = False
     """Run every point of a TCP transport twice, plaintext then TLS, each on a fresh server:
     the TLS cost per message and per handshake measured in one run (``tls`` is then moot)."""
+    network: str = "loopback"
+    """Network profile (:mod:`sobranie_bench.netlab.profiles`): anything but loopback runs the
+    server and the load in two namespaces joined by the emulated link."""
+    lab: Any = None
+    """The running :class:`~sobranie_bench.netlab.lab.Lab` (set by :func:`run_plan`)."""
 
     def points(self) -> Iterator[tuple[str, Scenario, dict[str, Any], int]]:
         scenarios = registry()
@@ -89,6 +96,8 @@ class Plan:
         trials = self.trials or (1 if self.profile == "ci" else 3)
         for transport in self.transports or tuple(TRANSPORTS):
             for name in names:
+                if scenarios[name].network and self.network == "loopback":
+                    continue  # it cuts the lab's link: there is none on loopback
                 for params in self.grid(scenarios[name]):
                     for trial in range(1, trials + 1):
                         yield transport, scenarios[name], params, trial
@@ -154,9 +163,12 @@ class Server:
 
 async def spawn_server(kind: str, plan: Plan) -> Server:
     """A fresh server process on an OS-chosen loopback port, ready when it prints its URL."""
+    # under --network the server runs in the lab's server namespace, on the link's address
+    netns, host = (plan.lab.server_exec, ["--host", plan.lab.server_addr]) if plan.lab \
+        else ([], [])
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sobranie_bench.cli", "serve", kind, "--port", "0", "--json",
-        "--broker", plan.broker, "--jwt-secret", plan.secret, *(["--tls"] if plan.tls else []),
+        *netns, sys.executable, "-m", "sobranie_bench.cli", "serve", kind, *host,
+        "--port", "0", "--json", "--broker", plan.broker, "--jwt-secret", plan.secret, *(["--tls"] if plan.tls else []),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     try:
@@ -247,23 +259,34 @@ def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def run_parts(scenario: Scenario, ctx: PartContext, workers: int,
-                    sampler: Sampler) -> list[dict[str, Any]]:
-    """The load: in this process, or split across ``workers`` worker processes."""
-    if workers <= 1 or not scenario.workers:
+                    sampler: Sampler, netns: list[str] | None = None) -> list[dict[str, Any]]:
+    """The load: in this process, or split across ``workers`` worker processes (always worker
+    processes, under ``netns``, when the load runs in the lab's client namespace)."""
+    if not netns and (workers <= 1 or not scenario.workers):
         return [await scenario.part(ctx)]
+    workers = workers if scenario.workers else 1
     procs = []
     for i in range(workers):
         spec = json.dumps({"scenario": scenario.name,
                            "ctx": {**asdict(ctx), "index": i, "count": workers}})
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sobranie_bench.harness.worker",
+            *(netns or []), sys.executable, "-m", "sobranie_bench.harness.worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         assert proc.stdin is not None
         proc.stdin.write(spec.encode())
         proc.stdin.close()
         sampler.add(f"worker-{i + 1}", proc.pid)
         procs.append(proc)
-    outs = await asyncio.gather(*(p.communicate() for p in procs))
+    # a worker that outlives its load by this much is stuck (a hung connection): the point fails
+    budget = max(0.0, (ctx.end_ns - time.monotonic_ns()) / 1e9) + WORKER_GRACE_SECONDS
+    try:
+        outs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in procs)), budget)
+    except TimeoutError:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+        raise HarnessError(f"a worker of {scenario.name} did not finish within {budget:.0f} s "
+                           "of its load's start (stuck)") from None
     if any(p.returncode for p in procs):
         raise HarnessError(f"a worker of {scenario.name} failed (exit codes "
                            f"{[p.returncode for p in procs]})")
@@ -318,7 +341,8 @@ async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
         pids = {"harness": os.getpid(), **{k: int(v) for k, v in target.items()}}
         remote = target_metrics(plan, pids)
         async with Sampler(pids) as sampler, remote or contextlib.nullcontext():
-            parts = await run_parts(scenario, ctx, plan.workers, sampler)
+            parts = await run_parts(scenario, ctx, plan.workers, sampler,
+                                    plan.lab.client_exec if plan.lab else None)
     merged = merge_parts(parts)
     resources = sampler.as_dict()
     if remote is not None and remote.samples:
@@ -326,6 +350,7 @@ async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
     raw = {"version": results.RAW_VERSION, "metadata": meta, "transport": transport,
            "scenario": scenario.name, "params": params, "trial": trial,
            "profile": plan.profile, "parts": len(parts), "tls": encrypted(ctx.url, transport),
+           "network": plan.network,
            "window": window(ctx, merged["times"]),
            "timing": {"warmup": ctx.warmup, "duration": ctx.duration},
            "resources": resources, "machine": sampler.machine_dict(),
@@ -391,9 +416,39 @@ async def run_plan(plan: Plan, on_result: Callable[[str, dict[str, Any] | None],
         await check_target(plan.target)
     if plan.server_pid is not None and not psutil.pid_exists(plan.server_pid):
         raise HarnessError(f"--server-pid {plan.server_pid}: no such process")
+    with network_lab(plan) as lab:
+        return await _run_points(replace(plan, lab=lab), on_result)
+
+
+@contextlib.contextmanager
+def network_lab(plan: Plan) -> Iterator[Any]:
+    """The plan's emulated network, verified (None for loopback); HarnessError if it cannot
+    run or its link is not the profile."""
+    from sobranie_bench.netlab import lab, profiles
+
+    try:
+        profile = profiles.get(plan.network)
+    except ValueError as exc:
+        raise HarnessError(str(exc)) from None
+    if not profile.emulated:
+        yield None
+        return
+    if plan.target or plan.cluster or plan.broker != "memory":
+        raise HarnessError("--network runs a fresh server with the memory broker inside the "
+                           "lab; it cannot be combined with --target, --cluster or --broker")
+    try:
+        with lab.Lab(profile, seed=plan.seed) as running:
+            yield running
+    except lab.LabError as exc:
+        raise HarnessError(str(exc)) from None
+
+
+async def _run_points(plan: Plan, on_result: Callable[[str, dict[str, Any] | None], None]
+                      ) -> Path:
     raise_fd_limit()
     run_id = new_run_id()
     meta = metadata(plan, run_id)
+    meta["network"] = plan.lab.metadata() if plan.lab else {"profile": {"name": "loopback"}}
     run_dir = plan.out / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run.json").write_text(json.dumps(meta, indent=1))
@@ -407,7 +462,8 @@ async def run_plan(plan: Plan, on_result: Callable[[str, dict[str, Any] | None],
         except Exception as exc:  # noqa: BLE001 - one failed run must not end the matrix
             raw = {"version": results.RAW_VERSION, "metadata": meta, "transport": transport,
                    "scenario": scenario.name, "params": params, "trial": trial,
-                   "profile": plan.profile, "error": f"{type(exc).__name__}: {exc}",
+                   "profile": plan.profile, "network": plan.network,
+                   "error": f"{type(exc).__name__}: {exc}",
                    "tls": variant.tls or transport in ALWAYS_ENCRYPTED}
             results.write_raw(run_dir, raw)
         on_result(label, raw)

@@ -16,11 +16,18 @@ __all__ = ["Results", "build", "load"]
 
 def build(results_dir: Path | str = "results", out_dir: Path | str | None = None,
           with_charts: bool = True) -> list[Path]:
-    """Write comparison.md, claims.md, recommendation.md, failures.md (and charts/) from the
-    raw results under ``results_dir`` into ``out_dir`` (default: ``results_dir``); return the
-    paths. What failed (scenarios, and notebooks executed into ``out_dir/notebooks``) opens
-    every page."""
-    from sobranie_bench.report import charts, claims, comparison, failures, recommendation
+    """Write comparison.md, claims.md, recommendation.md, failures.md (and charts/) and the
+    network section from the raw results under ``results_dir`` into ``out_dir`` (default:
+    ``results_dir``); return the paths. What failed (scenarios, and notebooks executed into
+    ``out_dir/notebooks``) opens every page."""
+    from sobranie_bench.report import (
+        charts,
+        claims,
+        comparison,
+        failures,
+        network,
+        recommendation,
+    )
 
     res = load(results_dir)
     out = Path(out_dir) if out_dir is not None else Path(results_dir)
@@ -31,4 +38,5 @@ def build(results_dir: Path | str = "results", out_dir: Path | str | None = None
     paths.append(failures.write(failed, out))
     if with_charts:
         paths += charts.write_all(res, out / "charts")
+    paths += network.write(Path(results_dir), out, with_charts)
     return paths

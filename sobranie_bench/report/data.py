@@ -315,6 +315,8 @@ def load(results_dir: Path | str = "results") -> Results:
     raws = raw_results.load_raw(source) if source.is_dir() else []
     compared = [raw for raw in raws if raw["metadata"].get("tls_compare")]
     raws = [raw for raw in raws if not raw["metadata"].get("tls_compare")]
+    # runs under an emulated network (`run --network`) have a section of their own
+    raws = [r for r in raws if r.get("network", "loopback") == "loopback"]
     kept, ignored = select_latest(raws)
     by_setup: dict[str, list[dict[str, Any]]] = {}
     for raw in kept:

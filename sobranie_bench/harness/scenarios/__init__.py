@@ -111,6 +111,8 @@ class Scenario:
     """Only meaningful against ``run --cluster N`` (N >= 2): left out of other runs."""
     headline: list[tuple[str, str]] = field(default_factory=list)
     """(summary metric, short label) pairs the end-of-run table shows."""
+    network: bool = False
+    """Whether it needs the network lab (``--network``): skipped on loopback."""
 
     def setup_budget(self, params: Params) -> float:
         """Seconds allowed for connecting before the load starts."""
