@@ -32,6 +32,9 @@ HEADLINES = {
     "churn": [("latency_p99_us", "p99 µs"), ("connect_p50_us", "connect p50 µs"),
               ("lost", "lost"), ("churn_failures", "failed")],
     "capacity": [("max_clients_within_sla", "clients within SLA")],
+    "browser": [("browser_tabs_ok", "tabs ok"), ("hello_p50_us", "hello p50 µs"),
+                ("first_message_p50_us", "first message p50 µs"),
+                ("sse_seventh_blocked", "7th SSE tab blocked"), ("browser_not_run", "not run")],
 }
 
 

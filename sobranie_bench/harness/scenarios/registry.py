@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sobranie_bench.harness.scenarios import (
     Scenario,
+    browser,
     capacity,
     churn,
     connections,
@@ -16,4 +17,4 @@ from sobranie_bench.harness.scenarios import (
 def registry() -> dict[str, Scenario]:
     """Every scenario, by name."""
     return {m.SCENARIO.name: m.SCENARIO
-            for m in (echo, fanout, connections, overhead, churn, capacity)}
+            for m in (echo, fanout, connections, overhead, churn, capacity, browser)}
