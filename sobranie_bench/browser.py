@@ -139,7 +139,20 @@ class ChromiumBrowser:
         page.set_default_timeout(timeout * 1000)
         await page.goto(url)
         await page.wait_for_function(ready, timeout=timeout * 1000)
-        return page  # type: ignore[no-any-return]
+        return ChromiumTab(page)
+
+
+class ChromiumTab:
+    """A Playwright ``Page`` whose evaluations are bounded in time (Playwright's are not)."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+
+    async def evaluate(self, expression: str, arg: Any = None) -> Any:
+        return await asyncio.wait_for(self.page.evaluate(expression, arg), REQUEST_SECONDS)
+
+    async def close(self) -> None:
+        await self.page.close()
 
 
 class FirefoxTab:

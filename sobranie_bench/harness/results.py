@@ -263,6 +263,8 @@ def browser_metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
     for key in ("seventh_hello_after_close_ms", "other_host_hello_ms"):
         if limit.get(key) is not None:
             m[f"sse_{key}"] = (float(limit[key]), "ms")
+    if "seventh_blocked" in limit.get("http2", {}):
+        m["sse_http2_seventh_blocked"] = (float(limit["http2"]["seventh_blocked"]), "flag")
     return m
 
 

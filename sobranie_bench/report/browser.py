@@ -131,6 +131,14 @@ def _yes(flag: Any) -> str:
     return "—" if flag is None else ("yes" if flag else "no")
 
 
+def _http2(record: dict[str, Any]) -> str:
+    if "not_run" in record:
+        return f"not run ({record['not_run']})"
+    if "seventh_blocked" not in record:
+        return "—"
+    return f"{_yes(record['seventh_blocked'])} ({record.get('protocol')})"
+
+
 def section(res: Results) -> str:
     """The comparison's 'Browsers, measured' section (markdown)."""
     rows = [[r.transport, r.title, r.verdict(), f"{r.tabs_ok}/{r.tabs}", text.ms(r.hello_us),
@@ -142,7 +150,8 @@ def section(res: Results) -> str:
     limits = [[t, engine, _yes(lim.get("seventh_blocked")), _yes(lim.get("other_host_blocked")),
                text.ms(lim["seventh_hello_after_close_ms"] * 1000)
                if lim.get("seventh_hello_after_close_ms") is not None else "never",
-               lim.get("error") or ""]
+               _http2(lim.get("http2", {})),
+               "; ".join(e for e in (lim.get("error"), lim.get("http2", {}).get("error")) if e)]
               for t, engine, lim in sse_limits(res)]
     first = next(r for t in res.transports for r in engine_results(res, t))
     meta = res.metadata(first.run_id)
@@ -163,14 +172,18 @@ def section(res: Results) -> str:
     ]
     if limits:
         parts += [
-            ("SSE's per-origin limit over HTTP/1.1 (our servers speak HTTP/1.1, over TLS "
-             "too): seven tabs of one profile each hold an EventSource to one server; the "
+            ("SSE's per-origin limit over HTTP/1.1 (our servers offer only HTTP/1.1, over "
+             "TLS too): seven tabs of one profile each hold an EventSource to one server; the "
              "seventh waits for a connection of the first six (browsers keep 6 per host); "
              "an eighth tab reaching the same server under another host name is not held; "
-             "closing one of the six lets the seventh in. HTTP/2 would multiplex them."),
+             "closing one of the six lets the seventh in. The same seven tabs through an "
+             "HAProxy that speaks HTTP/2 to the browser (ALPN h2; HTTP/1.1 to our server) "
+             "share one multiplexed connection: the last column says whether the seventh "
+             "waited there, and the protocol the browser reported."),
             "",
             text.table(["Transport", "Engine", "7th tab blocked", "Other host blocked",
-                        "7th hello after one closed", "Error"], limits),
+                        "7th hello after one closed", "Over HTTP/2: 7th blocked", "Error"],
+                       limits),
             "",
         ]
     return "\n".join(parts)

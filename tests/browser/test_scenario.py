@@ -2,7 +2,8 @@
 
 Through the runner (a fresh ``serve sse --tls`` process): each engine's tabs work and are timed,
 the engine's version is recorded, the SSE per-origin limit is measured (the 7th tab of one
-profile waits, another host name does not, closing one lets it in), and the report's browser
+profile waits, another host name does not, closing one lets it in; over HTTP/2 through an
+HAProxy of its own it does not wait), and the report's browser
 column and section show it. Directly on a part: a page whose origin is refused is recorded as
 "does not work" with the reason, not as a crash or a pass.
 """
@@ -21,8 +22,8 @@ from sobranie_bench.report import comparison, data
 from tests.conftest import SECRET, UNIT
 
 
-async def test_the_scenario_times_every_engine_and_measures_the_sse_limit(tmp_path: Path
-                                                                          ) -> None:
+async def test_the_scenario_times_every_engine_and_measures_the_sse_limit(
+        tmp_path: Path, haproxy: str) -> None:
     plan = runner.Plan(profile="ci", transports=("sse",), scenarios=("browser",), out=tmp_path,
                        secret=SECRET)
     run_dir = await runner.run_plan(plan)
@@ -46,6 +47,9 @@ async def test_the_scenario_times_every_engine_and_measures_the_sse_limit(tmp_pa
         assert limit["seventh_blocked"] is True, limit
         assert limit["other_host_blocked"] is False, limit
         assert limit["seventh_hello_after_close_ms"] is not None, limit
+        h2 = limit["http2"]  # through our HAProxy speaking HTTP/2: one connection, no wait
+        assert h2["protocol"] == "h2" and h2["first_six_hello"] == 6, h2
+        assert h2["seventh_blocked"] is False, h2
     summary = results.read_summary(tmp_path / "summary.csv")
     assert set(summary[summary.metric == "browser_works"].value) == {1.0}
     res = data.load(tmp_path)
@@ -58,6 +62,7 @@ async def test_the_scenario_times_every_engine_and_measures_the_sse_limit(tmp_pa
         assert f"{r.title} works" in basis
     section = report_browser.section(res)
     assert "7th tab blocked" in section and "| yes | no |" in section
+    assert "| no (h2) |" in section
 
 
 async def test_a_refused_page_is_recorded_as_not_working_with_the_reason(start_server) -> None:

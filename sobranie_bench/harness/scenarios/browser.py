@@ -11,7 +11,9 @@ For SSE the part also measures the **per-origin connection limit of HTTP/1.1**: 
 seventh waits (``blocked``) until one of the six closes; an eighth tab of the same profile
 that reaches the same server under another host name (``localhost`` for ``127.0.0.1``: another
 origin, another connection pool) is not blocked. Our servers speak HTTP/1.1 (TLS included), so
-the limit applies to them as measured; HTTP/2 multiplexes and would not block.
+the limit applies to them; the same seven tabs through an HAProxy of ours that speaks HTTP/2
+to the browser (ALPN h2, HTTP/1.1 to the server) share one multiplexed connection and are not
+blocked (``http2``, with the protocol the browser reports).
 
 An engine that cannot be launched here is a result (``not_run`` with the reason), never a crash.
 Every browser is closed and every tab bounded in time (:data:`PART_SECONDS` for the part).
@@ -21,17 +23,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import tempfile
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from sobranie_bench import browser
+from sobranie_bench import browser, services
 from sobranie_bench.clients import base_transport
 from sobranie_bench.harness.recorder import Recorder
 from sobranie_bench.harness.scenarios import PartContext, Scenario
-from sobranie_contract import tokens
+from sobranie_contract import tls, tokens
 
 PART_SECONDS = 300.0
 """Upper bound of one part (launch, every tab, the SSE limit); past it the run fails."""
@@ -102,16 +108,15 @@ async def _wait_hello(tab: browser.Tab, seconds: float) -> dict[str, Any]:
     return state
 
 
-async def sse_limit(b: browser.Browser, origin: str, ctx: PartContext,
-                    block_seconds: float) -> dict[str, Any]:
-    """Seven EventSource tabs of one profile, an eighth on another host name, then one of the
-    first six closed: who got a hello and when (see the module's docstring)."""
-    url = page_url(ctx)
-    other = url.replace("127.0.0.1", "localhost", 1)
+async def _same_profile(b: browser.Browser, origin: str, ctx: PartContext, url: str,
+                        profile: str, block_seconds: float, other: str | None = None
+                        ) -> dict[str, Any]:
+    """Seven EventSource tabs of the profile ``profile`` on ``url`` (and an eighth on
+    ``other``), then one of the first six closed: who got a hello and when."""
     tabs: list[browser.Tab] = []
 
     async def open_holding(target: str, user: str) -> browser.Tab:
-        tab = await b.open(origin + browser.CHECK_PAGE, context="sse-limit",
+        tab = await b.open(origin + browser.CHECK_PAGE, context=profile,
                            timeout=ctx.timeout * 2)
         tabs.append(tab)
         await tab.evaluate("(p) => window.sobranieHold(p)",
@@ -120,6 +125,9 @@ async def sse_limit(b: browser.Browser, origin: str, ctx: PartContext,
 
     out: dict[str, Any] = {"same_profile_tabs": SSE_POOL + 1, "block_seconds": block_seconds}
     try:
+        probe = await b.open(origin + browser.CHECK_PAGE, context=profile, timeout=ctx.timeout)
+        tabs.append(probe)  # asked before the six hold every connection there is
+        out["protocol"] = await probe.evaluate(PROTOCOL_JS, url + "/healthz")
         first = [await open_holding(url, f"sse-{i}") for i in range(SSE_POOL)]
         states = [await _wait_hello(t, ctx.timeout) for t in first]
         out["first_six_hello"] = sum(s["helloMs"] is not None for s in states)
@@ -127,10 +135,11 @@ async def sse_limit(b: browser.Browser, origin: str, ctx: PartContext,
         state = await _wait_hello(seventh, block_seconds)
         out["seventh_blocked"] = state["helloMs"] is None and state["error"] is None
         out["seventh_error"] = state["error"]
-        other_tab = await open_holding(other, "sse-other")
-        state = await _wait_hello(other_tab, ctx.timeout)
-        out["other_host_blocked"] = state["helloMs"] is None
-        out["other_host_hello_ms"] = state["helloMs"]
+        if other is not None:
+            other_tab = await open_holding(other, "sse-other")
+            state = await _wait_hello(other_tab, ctx.timeout)
+            out["other_host_blocked"] = state["helloMs"] is None
+            out["other_host_hello_ms"] = state["helloMs"]
         released = time.monotonic()
         await first[0].evaluate("() => window.sobranieRelease()")
         state = await _wait_hello(seventh, ctx.timeout)
@@ -142,6 +151,91 @@ async def sse_limit(b: browser.Browser, origin: str, ctx: PartContext,
         for tab in tabs:
             with contextlib.suppress(Exception):
                 await tab.close()
+    return out
+
+
+PROTOCOL_JS = """async (u) => {
+  await (await fetch(u)).text();
+  for (let i = 0; i < 50; i++) {  // the entry is added once the body is in
+    const seen = performance.getEntriesByType("resource").filter((e) => e.name === u);
+    if (seen.length) return seen[seen.length - 1].nextHopProtocol || "not exposed";
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return null;
+}"""
+"""The protocol a fetch to the server went over (``http/1.1``, ``h2``), from Resource Timing."""
+
+
+@contextlib.asynccontextmanager
+async def http2_front(backend: str) -> AsyncIterator[str | None]:
+    """An HAProxy of our own terminating TLS with ALPN h2 in front of ``backend`` (our HTTP/1.1
+    server): its ``https://127.0.0.1:PORT``, or None when HAProxy is not installed."""
+    try:
+        haproxy = services.executable("haproxy")
+    except services.ServiceError:
+        yield None
+        return
+    paths = tls.ensure()
+    with tempfile.TemporaryDirectory(prefix="sobranie-h2-") as tmp:
+        pem = Path(tmp) / "front.pem"
+        pem.write_bytes(paths.cert.read_bytes() + paths.key.read_bytes())
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        back = urlsplit(backend)
+        ssl_opt = " ssl verify none alpn http/1.1" if back.scheme == "https" else ""
+        cfg = Path(tmp) / "haproxy.cfg"
+        cfg.write_text(H2_CONFIG.format(port=port, pem=pem, backend=back.netloc, ssl=ssl_opt))
+        proc = await asyncio.create_subprocess_exec(
+            haproxy, "-f", str(cfg), "-db", stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and proc.returncode is None:
+                with contextlib.suppress(OSError):
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.close()
+                    break
+                await asyncio.sleep(0.05)
+            yield f"https://127.0.0.1:{port}" if proc.returncode is None else None
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), 5)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+
+
+H2_CONFIG = """global
+    maxconn 200
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 1h
+    timeout server 1h
+    timeout tunnel 1h
+frontend h2
+    bind 127.0.0.1:{port} ssl crt {pem} alpn h2,http/1.1
+    http-response set-header Timing-Allow-Origin "*"  # the page may read nextHopProtocol
+    default_backend server
+backend server
+    server s1 {backend}{ssl}
+"""
+
+
+async def sse_limit(b: browser.Browser, origin: str, ctx: PartContext,
+                    block_seconds: float) -> dict[str, Any]:
+    """The SSE per-origin limit (see the module's docstring): over the server's HTTP/1.1, and
+    under ``http2`` over HTTP/2 through an HAProxy of our own when HAProxy is installed."""
+    url = page_url(ctx)
+    out = await _same_profile(b, origin, ctx, url, "sse-limit", block_seconds,
+                              other=url.replace("127.0.0.1", "localhost", 1))
+    async with http2_front(url) as front:
+        out["http2"] = (await _same_profile(b, origin, ctx, front, "sse-limit-h2",
+                                            block_seconds) if front
+                        else {"not_run": "haproxy is not installed (make setup)"})
     return out
 
 
