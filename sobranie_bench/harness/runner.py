@@ -253,8 +253,9 @@ def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
             acc = out["per_channel"].setdefault(table, {})
             for ch, n in values.items():  # acks come from the one publishing part: sums too
                 acc[ch] = acc.get(ch, 0) + n
-        if "steps" in p:
-            out["steps"] = p["steps"]
+        for key in ("steps", "info"):  # descriptive, from the one part that has them
+            if key in p:
+                out[key] = p[key]
     return out
 
 

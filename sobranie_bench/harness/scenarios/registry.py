@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sobranie_bench.harness.scenarios import (
     Scenario,
+    browser,
     capacity,
     churn,
     connections,
@@ -19,5 +20,5 @@ from sobranie_bench.harness.scenarios import (
 def registry() -> dict[str, Scenario]:
     """Every scenario, by name."""
     declared = [m.SCENARIO for m in (echo, fanout, connections, overhead, churn, capacity,
-                                     first_message, reconnect)]
+                                     first_message, reconnect, browser)]
     return {s.name: s for s in [*declared, scaleout.FAILOVER, scaleout.BACKPLANE]}
