@@ -35,6 +35,10 @@ def final_table(raws: list[dict[str, Any]]) -> Table:
         figures = ", ".join(f"{label} {m[name][0]:,.{2 if m[name][1] == 's' else 0}f}"
                             for name, label in (scenario.headline if scenario else [])
                             if name in m)
+        causes = [f"{k.removeprefix('failed_')} {v:,.0f}" for k, (v, _) in m.items()
+                  if k.startswith("failed_")]
+        if causes:
+            figures += f" ([red]{', '.join(causes)}[/])"
         flags = ", ".join(name.replace("_", "-") for name, on in results.flags(raw).items()
                           if on)
         table.add_row(raw["transport"], raw["scenario"], results.params_key(raw["params"]),
@@ -56,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
                 workers=args.workers, trials=args.trials, seed=args.seed, broker=args.broker,
                 cluster=args.cluster, overrides=tuple(args.set or ()), tls=args.tls,
                 ca=args.ca, server_pid=args.server_pid, tls_compare=args.tls_compare,
-                network=args.network)
+                network=args.network, processes=args.processes)
     raws: list[dict[str, Any]] = []
     try:
         total = count_points(plan)
@@ -128,6 +132,10 @@ def register(sub: Any) -> None:
     p.add_argument("--out", default="results", help="results root (default results)")
     p.add_argument("--workers", type=int, default=1,
                    help="harness processes sharing the load (10k+ connections need 2-4)")
+    p.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="server processes on one port (serve --processes N) for the servers "
+                        "the harness starts; a grid point's processes=N overrides it; over the"
+                        " memory broker N > 1 uses our own Redis")
     p.add_argument("--trials", type=int, help="trials per point (default: ci 1, else 3)")
     p.add_argument("--seed", type=int, default=1, help="seed for schedules (default 1)")
     p.add_argument("--broker", default="memory",

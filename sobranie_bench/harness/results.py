@@ -330,6 +330,11 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
         m.update(_latency_rows("connect", h["connect"]["measured"]))
         m["failures"] = (c["failures"], "count")
         m["connected"] = (c["connected"], "count")
+        for key in ("held", "peak_open", "dropped"):  # counted by the parts since issue 19
+            if key in c:
+                m[key] = (c[key], "count")
+        m.update({key: (value, "count") for key, value in c.items()
+                  if key.startswith("failed_") and value})
         slope = rss_slope(server, raw["series"]["connected_at"], t["ramp_start"],
                           t["hold_end"])
         if slope is not None:

@@ -113,9 +113,16 @@ class Scenario:
     """(summary metric, short label) pairs the end-of-run table shows."""
     network: bool = False
     """Whether it needs the network lab (``--network``): skipped on loopback."""
+    preflight: Callable[..., str | None] | None = None
+    """``preflight(params, workers=, processes=, url=, limits=)``: why a point cannot run on
+    this machine (one line naming the limit and the fix), checked before the run starts."""
+    connects_in_load: bool = False
+    """Its connections are the load itself (timed), not set-up before ``start_ns``."""
 
     def setup_budget(self, params: Params) -> float:
         """Seconds allowed for connecting before the load starts."""
+        if self.connects_in_load:
+            return 1.0 + int(params.get("connections", 0)) / 20000.0  # building the clients
         conns = int(params.get("connections", 0)) + int(params.get("subscribers", 0)) * int(
             params.get("channels", 1))
         return 1.0 + conns / 500.0
