@@ -10,7 +10,7 @@ bootstrap error bars on the process counts.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,16 +131,20 @@ def load(
     root: Path | str = DEFAULT_OUT, max_wait: float = MAX_RUN_QUEUE_WAIT, seed: int = RANDOM_SEED
 ) -> tuple[list[fitting.Trial], dict[str, Fit | CalibrationRefused], dict[str, Any]] | None:
     """A calibration's trials, fits (or refusals) and host record; None when ``root`` holds
-    no fit trials."""
+    no fit trials. With a host record, only the two runs it names (the last calibration)."""
     root = Path(root)
     if not root.is_dir():
         return None
-    trials = fitting.load_trials(root)
+    host_file = root / HOST_FILE
+    host = json.loads(host_file.read_text()) if host_file.exists() else {}
+    runs = [root / "runs" / host[k] for k in ("fit_run", "holdout_run") if k in host]
+    if runs and all(run.is_dir() for run in runs):  # the last calibration's two runs only
+        trials = [t for run in runs for t in fitting.load_trials(run)]
+    else:
+        trials = fitting.load_trials(root)
     fits = fitting.fit_all(trials, max_wait, seed=seed)
     if not fits:
         return None
-    host_file = root / HOST_FILE
-    host = json.loads(host_file.read_text()) if host_file.exists() else {}
     return trials, fits, host
 
 
@@ -180,3 +184,31 @@ def calibrated_plan(
                   calibration=f"{calibration}; CPU and knee fitted in `capacity calibrate` "
                   f"({', '.join(sorted(fits)) or 'nothing fitted'})", **kwargs)  # fmt: skip
     return with_error_bars(result, fitted, fits, knees), fitted, notes
+
+
+def validation_markdown(
+    root: Path | str, table: Callable[[Sequence[str], Sequence[Sequence[str]]], str]
+) -> list[str]:
+    """The report's section on the capacity model against measurement: host, fitted costs,
+    residuals, the held-out validation table and the verdicts; ``table`` renders rows as
+    Markdown (the report's own helper)."""
+    shown = calibration_tables(root)
+    lines = ["## Does the capacity model predict measurements?", ""]
+    if shown is None:
+        return lines + [(f"No calibration under `{Path(root).name}/` (run `make calibrate`): "
+                        "the plans above carry no error bars and the model is unvalidated."),
+                        ""]  # fmt: skip
+    verdicts = "; ".join(f"{t}: **{'PASS' if ok else 'FAIL'}**"
+                         for t, ok in shown.verdicts.items())  # fmt: skip
+    lines += [
+        (f"`sobranie-bench capacity calibrate` fitted each server's CPU to its fit points and "
+        f"predicted points it did not see, then measured them ({shown.host}; TLS on, "
+        f"loopback). Thresholds: {THRESHOLDS}. {verdicts}."), "",
+        table(COST_HEADERS, shown.costs), "",
+        table(RESIDUAL_HEADERS, shown.residuals), "",
+        table(VALIDATION_HEADERS, shown.validation), "",
+        ("Host share: run / (run + run-queue wait) of the process over the point's window "
+        "(schedstat); the model runs each process at the share it got, and the plan at a "
+        "whole core."), "",
+    ]  # fmt: skip
+    return lines + [f"- refused: {why}" for why in shown.refused.values()] + [""]

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 import numpy as np
+import pytest
 
 from sobranie_bench.capacity.fit import (
     CalibrationRefused,
@@ -102,3 +101,38 @@ def test_latency_grows_with_fanout_and_a_smaller_cpu_share_moves_the_knee_down()
                      steps=steps, sla_ms=500)
     knee, how = predict_steps_knee(fit, capacity)
     assert knee == pytest.approx(busy, rel=0.02) and "beyond the steps" in how
+
+
+def test_held_out_points_of_the_same_costs_pass_and_the_tables_show_them() -> None:
+    from sobranie_bench.capacity.reality import validate_against
+    from sobranie_bench.capacity.tables import VALIDATION_HEADERS, tables
+
+    fit = fit_transport(grid(), draws=50)
+    knee = predict_knee(fit, 20, 500)
+    steps = tuple(Step(n, p, IDLE + 20 * INBOUND + 20 * n * DELIVERY, 0.0)
+                  for n, p in ((200, 5e3), (int(knee * 0.9), 100e3), (int(knee * 1.1), 900e3)))
+    held = [trial("echo", 400, 1, 1, profile="holdout"),
+            trial("fanout", 20, 300, 1, profile="holdout"),
+            Trial("ws", "capacity", "rate=20;sla_ms=500", 1, "holdout", 20, 0, 0, None, None,
+                  None, {}, None, steps=steps, sla_ms=500)]
+    result = validate_against(grid() + held, {"ws": fit})
+    cpu = [c for c in result.checks if c.metric.startswith("cpu cores")]
+    assert cpu and all(c.passed for c in cpu)
+    knees = [c for c in result.checks if c.metric == "knee subs"]
+    assert knees and knees[0].error is not None and abs(knees[0].error) < 0.2
+    shown = tables({"ws": fit}, result, {})
+    assert all(len(row) == len(VALIDATION_HEADERS) for row in shown.validation)
+    assert shown.host == "host not recorded" and "ws" in shown.verdicts
+
+
+def test_a_plan_with_error_bars_reads_n_plus_minus_k() -> None:
+    import dataclasses
+
+    from sobranie_bench.capacity import plan
+    from sobranie_bench.capacity.errors import processes_text
+
+    fleet = plan(100_000, latency_jobs=500).fleets[0]
+    assert processes_text(fleet) == str(fleet.instances)
+    ranged = dataclasses.replace(fleet, instances=13, instances_interval=(11, 14),
+                                 extrapolation=True)
+    assert processes_text(ranged) == "13 ± 2 (extrapolation)"
