@@ -122,8 +122,8 @@ def ratio_text(res: Results, a: str, b: str, scenario: str, metric: str, label: 
                f"(run {fa.run_id})")
 
 
-def lines_text(transport: str) -> tuple[int | None, str]:
-    size = comparison.code_size(transport)
+def lines_text(res: Results, transport: str) -> tuple[int | None, str]:
+    size = comparison.code_size(res, transport)
     if size is None:
         return None, f"{transport}: no reference adapter and client in the suite yet"
     return size.total, (f"count: {transport} takes {size.total} code lines "
@@ -131,8 +131,8 @@ def lines_text(transport: str) -> tuple[int | None, str]:
                         f"{size.client_lines})")
 
 
-def fewest_lines() -> tuple[str, int]:
-    sizes = [s for t in comparison.TRANSPORTS if (s := comparison.code_size(t)) is not None]
+def fewest_lines(res: Results) -> tuple[str, int]:
+    sizes = [s for t in comparison.TRANSPORTS if (s := comparison.code_size(res, t)) is not None]
     smallest = min(sizes, key=lambda s: s.total)
     return smallest.transport, smallest.total
 
@@ -203,8 +203,8 @@ def _ws_elysia(ctx: Context) -> Verdict:
 
 @claim("ws-simple", "WebSockets", "pro", "Простая реализация", "Simple to implement.")
 def _ws_simple(ctx: Context) -> Verdict:
-    n, line = lines_text("ws")
-    small_t, small_n = fewest_lines()
+    n, line = lines_text(ctx.res, "ws")
+    small_t, small_n = fewest_lines(ctx.res)
     if n is None:
         return Verdict(NOT_MEASURED, (line,))
     simple = n <= 2 * small_n
@@ -447,8 +447,8 @@ def _wt_certificate(ctx: Context) -> Verdict:
 
 @claim("wt-setup", "WebTransport", "con", "Сложная настройка", "Complex set-up.")
 def _wt_setup(ctx: Context) -> Verdict:
-    n, line = lines_text("webtransport")
-    ws_n, ws_line = lines_text("ws")
+    n, line = lines_text(ctx.res, "webtransport")
+    ws_n, ws_line = lines_text(ctx.res, "ws")
     if n is None or ws_n is None:
         return Verdict(NOT_MEASURED, _compact(line, ws_line))
     return Verdict(CONFIRMED if n > 2 * ws_n else DEPENDS, (
@@ -468,8 +468,8 @@ def _wt_libraries(ctx: Context) -> Verdict:
 
 @claim("sse-simple", "SSE", "pro", "Простота реализации", "Simple to implement.")
 def _sse_simple(ctx: Context) -> Verdict:
-    n, line = lines_text("sse")
-    small_t, small_n = fewest_lines()
+    n, line = lines_text(ctx.res, "sse")
+    small_t, small_n = fewest_lines(ctx.res)
     if n is None:
         return Verdict(NOT_MEASURED, (line,))
     return Verdict(CONFIRMED if n <= 1.5 * small_n else DEPENDS, (
@@ -569,7 +569,7 @@ def _rtc_encrypted(ctx: Context) -> Verdict:
 
 @claim("rtc-complex", "WebRTC", "con", "Сложная реализация", "Complex to implement.")
 def _rtc_complex(ctx: Context) -> Verdict:
-    _n, line = lines_text("webrtc")
+    _n, line = lines_text(ctx.res, "webrtc")
     hs = comparison.HANDSHAKES["webrtc"]
     return Verdict(CONFIRMED, _compact(
         f"count: {hs.round_trips} round trips before the first message ({hs.how}) against 3 "

@@ -119,7 +119,7 @@ def candidates(res: Results, feature: Feature) -> tuple[list[Candidate], dict[st
         if other_run:
             excluded[t] = "measured in another run than the main one: not compared"
             continue
-        cx = comparison.complexity(t).ratio
+        cx = comparison.complexity(res, t).ratio
         tech = TECHNOLOGY_OF.get(t)
         out.append(Candidate(t, figs, {
             "browser": BROWSER[tech].stars / 5 if tech else 0.0,
