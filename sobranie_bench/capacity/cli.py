@@ -22,7 +22,7 @@ from sobranie_bench.capacity.calibration import (
     calibrate,
 )
 from sobranie_bench.capacity.errors import processes_text
-from sobranie_bench.capacity.fit import MAX_RUN_QUEUE_WAIT
+from sobranie_bench.capacity.fit import MAX_RUN_QUEUE_WAIT, CalibrationRefused
 from sobranie_bench.capacity.fleet import (
     FD_LIMIT,
     GIB,
@@ -387,7 +387,23 @@ def _calibrate(args: argparse.Namespace) -> int:
                 progress.advance(task)
 
         install_uvloop()
-        done = measure.measure(out, transports, args.quick, on_result)
+        for attempt in range(args.retries + 1):
+            if args.wait_load is not None and not measure.wait_for_quiet(
+                args.wait_load, args.wait_timeout,
+                lambda load: progress.update(task, description=f"waiting: load average "
+                                             f"{load:.2f} >= {args.wait_load:g}")):  # fmt: skip
+                console.print(f"[bold yellow]warning:[/] the load average stayed above "
+                              f"{args.wait_load:g} for {args.wait_timeout:g} s: measuring "
+                              "anyway", highlight=False)  # fmt: skip
+            progress.reset(task)
+            done = measure.measure(out, transports, args.quick, on_result)
+            loaded = load_calibration(out, args.max_run_queue_wait, args.seed)
+            refused = [] if loaded is None else [
+                t for t, f in loaded[1].items() if isinstance(f, CalibrationRefused)]
+            if not refused or attempt == args.retries:
+                break
+            console.print(f"attempt {attempt + 1}: {', '.join(refused)} refused (the machine "
+                          "was busy): measuring again", highlight=False)  # fmt: skip
     console.print(f"fit run: {done.fit_run}\nheld-out run: {done.holdout_run}", highlight=False)
     args.against = str(out)
     return _validate_against(args)
@@ -559,6 +575,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     c.add_argument("--max-run-queue-wait", type=float, default=MAX_RUN_QUEUE_WAIT,
                    metavar="SHARE", help="refuse fit trials whose server waited for a CPU "
                    f"longer than this share of the window (default {MAX_RUN_QUEUE_WAIT:g})")  # fmt: skip
+    c.add_argument("--wait-load", type=float, metavar="L",
+                   help="start only once the 1-minute load average is below L (default: "
+                        "start now)")  # fmt: skip
+    c.add_argument("--wait-timeout", type=float, default=1800.0, metavar="S",
+                   help="give up waiting after S seconds and measure anyway (default 1800)")
+    c.add_argument("--retries", type=int, default=0, metavar="N",
+                   help="measure again (up to N times) while a transport's fit is refused "
+                        "(default 0)")  # fmt: skip
     _common(c, summary=False)
     c.set_defaults(func=_calibrate)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,14 +48,44 @@ class Measurement:
     """Run directory of the held-out points."""
 
 
+def cpu_pressure() -> float | None:
+    """Share of the last 60 s some runnable task waited for a CPU (PSI ``some avg60``, 0..1);
+    None where the kernel does not expose it."""
+    try:
+        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    fields = dict(item.split("=", 1) for item in line.split()[1:])
+    return float(fields["avg60"]) / 100 if "avg60" in fields else None
+
+
 def host_record() -> dict[str, Any]:
-    """The machine as it is now: CPU model, cores, load averages, when."""
+    """The machine as it is now: CPU model, cores, load averages, CPU pressure, when."""
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "loadavg": list(os.getloadavg()),
+        "cpu_pressure": cpu_pressure(),
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def wait_for_quiet(
+    max_load: float,
+    timeout_s: float,
+    on_wait: Callable[[float], None] = lambda load: None,
+    poll_s: float = 10.0,
+) -> bool:
+    """Wait until the 1-minute load average is below ``max_load`` (True), or ``timeout_s``
+    passed (False). The machine's other load is what the run-queue refusal catches: starting
+    when it is low is the one thing a measurement can do about it."""
+    deadline = time.monotonic() + timeout_s
+    while (load := os.getloadavg()[0]) >= max_load:
+        if time.monotonic() >= deadline:
+            return False
+        on_wait(load)
+        time.sleep(poll_s)
+    return True
 
 
 def plans(

@@ -229,6 +229,14 @@ def _check(
                  test, extrapolation, note)  # fmt: skip
 
 
+def predict_cpu(
+    fit: Fit, scenario: str, rate: float, deliveries_per_s: float, cpu_share: float = 1.0
+) -> float:
+    """The server's cores at this load: the fitted costs, but never more than the CPU share
+    the host gave it (a process that cannot keep up runs all the time it is given)."""
+    return min(fit.server.cores(rate, deliveries_per_s, scenario), cpu_share)
+
+
 def _knee_checks(fit: Fit, trial: Trial) -> list[Check]:
     """A capacity trial: its knee (at the measured host shares, and on a quiet host), and the
     server's CPU at every step that held (the fan-out grid the fit did not see)."""
@@ -252,7 +260,7 @@ def _knee_checks(fit: Fit, trial: Trial) -> list[Check]:
         if step.server_cores is None or step.p95_us > sla_us:
             continue
         deliveries = trial.inbound_per_s * step.subscribers
-        cpu = fit.server.cores(trial.inbound_per_s, deliveries, "fanout")
+        cpu = predict_cpu(fit, "fanout", trial.inbound_per_s, deliveries, host_of(step).server)
         beyond = not lo <= deliveries <= hi
         checks.append(_check(
             trial, f"cpu cores @{step.subscribers} subs", cpu, step.server_cores,
@@ -270,7 +278,8 @@ def check_trial(fit: Fit, trial: Trial, knee: float | None) -> list[Check]:
     host = host_of(trial)
     checks = []
     if trial.cpu_cores is not None:
-        cpu = fit.server.cores(trial.inbound_per_s, trial.deliveries_per_s, trial.scenario)
+        cpu = predict_cpu(fit, trial.scenario, trial.inbound_per_s, trial.deliveries_per_s,
+                          host.server)
         checks.append(_check(trial, "cpu cores", cpu, trial.cpu_cores, f"±{CPU_TOLERANCE:.0%}",
                              abs(cpu / trial.cpu_cores - 1) <= CPU_TOLERANCE, outside,
                              f"host share server {host.server:.2f}, harness "
