@@ -109,7 +109,8 @@ def tables(
     residuals: list[tuple[str, ...]] = []
     for transport, fit in sorted(fits.items()):
         if isinstance(fit, CalibrationRefused):
-            costs.append((transport, f"refused: {fit}", "", "", "", "", ""))
+            costs.append((transport, "refused (the machine was busy: see below)", "", "", "",
+                          "", ""))
             continue
         costs.append(_cost_row(transport, fit))
         for r in fit.residuals:
@@ -204,9 +205,10 @@ def validation_markdown(
         (f"`sobranie-bench capacity calibrate` fitted each server's CPU to its fit points and "
         f"predicted points it did not see, then measured them ({shown.host}; TLS on, "
         f"loopback). Thresholds: {THRESHOLDS}. {verdicts}."), "",
-        table(COST_HEADERS, shown.costs), "",
-        table(RESIDUAL_HEADERS, shown.residuals), "",
-        table(VALIDATION_HEADERS, shown.validation), "",
+        *(part for headers, rows in ((COST_HEADERS, shown.costs),
+                                     (RESIDUAL_HEADERS, shown.residuals),
+                                     (VALIDATION_HEADERS, shown.validation))
+          if rows for part in (table(headers, rows), "")),
         ("Host share: run / (run + run-queue wait) of the process over the point's window "
         "(schedstat); the model runs each process at the share it got, and the plan at a "
         "whole core."), "",

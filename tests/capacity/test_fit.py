@@ -136,3 +136,10 @@ def test_a_plan_with_error_bars_reads_n_plus_minus_k() -> None:
     ranged = dataclasses.replace(fleet, instances=13, instances_interval=(11, 14),
                                  extrapolation=True)
     assert processes_text(ranged) == "13 ± 2 (extrapolation)"
+
+
+def test_waiting_for_a_quiet_machine_starts_at_once_or_gives_up() -> None:
+    from sobranie_bench.capacity.measure import wait_for_quiet
+
+    assert wait_for_quiet(1e9, timeout_s=0)
+    assert not wait_for_quiet(0.0, timeout_s=0, poll_s=0)
