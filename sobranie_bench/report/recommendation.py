@@ -251,7 +251,8 @@ def capacity(res: Results, chosen: Mapping[str, Choice], online_users: int = ONL
     """Plan our mapping and the note's with the capacity model, calibrated from ``res``."""
     out = Capacity()
     try:
-        from sobranie_bench.capacity import Workload, calibrate, plan
+        from sobranie_bench.capacity import Workload, calibrate
+        from sobranie_bench.capacity.tables import calibrated_plan
         from sobranie_bench.capacity.workload import DEFAULT_TRANSPORT_FOR
     except ImportError as exc:  # the capacity package is being written alongside
         out.notes.append(f"capacity model not available: {exc}")
@@ -265,24 +266,30 @@ def capacity(res: Results, chosen: Mapping[str, Choice], online_users: int = ONL
     mapping = transport_for(chosen)
     try:
         if mapping:
-            out.ours = plan(workload=base.with_(transport_for=mapping), costs=costs,
-                            calibration=label)
+            out.ours, _, notes = calibrated_plan(costs, Path(res.root) / "calibrate",
+                                                 workload=base.with_(transport_for=mapping),
+                                                 calibration=label)
+            out.notes += notes
         else:
             out.notes.append("no transport could be ranked for some feature: no plan")
         note_stack = dict(DEFAULT_TRANSPORT_FOR)
         if all(t in costs for t in note_stack.values()):
-            out.note = plan(workload=base.with_(transport_for=note_stack), costs=costs,
-                            calibration=label)
+            out.note, _, notes = calibrated_plan(costs, Path(res.root) / "calibrate",
+                                                 workload=base.with_(transport_for=note_stack),
+                                                 calibration=label)
+            out.notes += [n for n in notes if n not in out.notes]
     except Exception as exc:  # noqa: BLE001 - report the model's failure, do not hide it
         out.notes.append(f"capacity model failed: {type(exc).__name__}: {exc}")
     return out
 
 
 def fleet_rows(plan: Any) -> list[list[str]]:
+    from sobranie_bench.capacity.errors import processes_text
+
     rows = []
     for f in plan.fleets:
         rows.append([
-            f.transport, ", ".join(f.features), str(f.instances), f.binding,
+            f.transport, ", ".join(f.features), processes_text(f), f.binding,
             f"{f.cpu_utilisation:.0%}", text.nbytes(f.memory_bytes_per_instance),
             text.ms(f.p95_delivery_s * 1e6), text.num(f.deliveries_per_s),
             str(f.redis_classic.shards or "none fits"), str(f.redis_sharded.shards),
@@ -294,7 +301,7 @@ def fleet_rows(plan: Any) -> list[list[str]]:
     return rows
 
 
-FLEET_HEADERS = ["Transport", "Features", "Instances (N+1)", "Bound by", "CPU at N",
+FLEET_HEADERS = ["Transport", "Features", "Processes (N+1, ± bootstrap)", "Bound by", "CPU at N",
                  "Connection memory / instance", "p95 delivery (model)", "Deliveries/s",
                  "Redis nodes (classic pub/sub)", "Redis shards (sharded pub/sub)",
                  "Fallback figures"]
@@ -426,6 +433,9 @@ def render(res: Results, online_users: int = ONLINE_USERS) -> str:
     if cap.ours is None and cap.note is None:
         parts += ["The capacity model gave no plan.", ""]
     parts += [f"- {n}" for n in cap.notes] + ([""] if cap.notes else [])
+    from sobranie_bench.capacity.tables import validation_markdown
+
+    parts += validation_markdown(Path(res.root) / "calibrate", text.table)
     parts += [("A Redis node count of 'none fits' means classic (broadcast) pub/sub cannot carry "
               "the publish rate on any number of nodes: every node sees every publish; sharded "
               "pub/sub (SPUBLISH) spreads it. Workload assumptions (messages per user, room "
