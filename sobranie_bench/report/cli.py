@@ -27,8 +27,10 @@ def _report(args: argparse.Namespace) -> int:
                       + (f" ({res.ignored} raw files of older runs left out)"
                          if res.ignored else ""))
     if args.notebooks or args.only_notebooks:
+        from sobranie_bench.report import summary
         from sobranie_bench.report.notebooks import execute_notebooks
         paths += execute_notebooks(results, out / "notebooks")
+        paths.append(summary.write_index(res, out))
     for path in paths:
         print(path)
     return 0
