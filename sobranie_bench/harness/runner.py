@@ -22,7 +22,7 @@ import aiohttp
 
 from sobranie_bench import __version__, services
 from sobranie_bench.clients import TRANSPORTS
-from sobranie_bench.harness import results
+from sobranie_bench.harness import complexity, results
 from sobranie_bench.harness.recorder import merge
 from sobranie_bench.harness.sampler import Sampler, cpu_model, raise_fd_limit
 from sobranie_bench.harness.scenarios import PartContext, Scenario
@@ -173,6 +173,7 @@ def metadata(plan: Plan, run_id: str) -> dict[str, Any]:
             "git_commit": commit, "profile": plan.profile, "seed": plan.seed,
             "workers": plan.workers, "broker": plan.broker, "target": plan.target,
             "cluster": plan.cluster, "tls": plan.tls, "tls_resumption": False,
+            "complexity": complexity.record(),
             "started": datetime.now(UTC).isoformat(timespec="seconds")}
 
 

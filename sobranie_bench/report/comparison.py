@@ -8,21 +8,17 @@ not measurable on a benchmark box). A transport without results gets "not measur
 
 from __future__ import annotations
 
-import ast
-import functools
-import importlib.util
-import io
-import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from sobranie_bench.clients import TRANSPORTS
+from sobranie_bench.harness import complexity as complexity_record
+from sobranie_bench.harness.complexity import CodeSize
 from sobranie_bench.report import text
 from sobranie_bench.report.data import Measured, Results
 from sobranie_bench.report.sources import (
-    ADAPTERS,
     BROWSER,
     BROWSER_RULE,
     COLUMN_TITLES,
@@ -56,83 +52,10 @@ COMPLEXITY_RULE = (
 
 # --- code size -------------------------------------------------------------------------------
 
-def code_lines(path: Path) -> int:
-    """Lines of ``path`` that hold code: blank lines, comment-only lines and docstrings are not
-    counted."""
-    source = path.read_text()
-    docstrings: set[int] = set()
-
-    def is_doc(stmt: ast.stmt) -> bool:
-        return (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
-                and isinstance(stmt.value.value, str))
-
-    def mark(stmt: ast.stmt) -> None:
-        docstrings.update(range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1))
-
-    for node in ast.walk(ast.parse(source)):
-        documented = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
-        if isinstance(node, documented) and node.body and is_doc(node.body[0]):
-            mark(node.body[0])
-        # attribute docstrings (a bare string right after an assignment) document too
-        if isinstance(node, (ast.Module, ast.ClassDef)):
-            for prev, stmt in zip(node.body, node.body[1:]):
-                if isinstance(prev, (ast.Assign, ast.AnnAssign)) and is_doc(stmt):
-                    mark(stmt)
-    code: set[int] = set()
-    skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
-            tokenize.ENCODING, tokenize.ENDMARKER}
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type in skip:
-            continue
-        code.update(range(tok.start[0], tok.end[0] + 1))
-    return len(code - docstrings)
-
-
-def module_path(module: str) -> Path | None:
-    """Source file of a module, without importing it (None if it does not exist yet)."""
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return None
-    return Path(spec.origin)
-
-
-@dataclass(frozen=True)
-class CodeSize:
-    """Lines of one transport's reference server adapter and client."""
-
-    transport: str
-    server_file: str
-    """Adapter path relative to the repository, e.g. ``servers/ws.py``."""
-    server_lines: int
-    client_file: str
-    client_lines: int
-
-    @property
-    def total(self) -> int:
-        return self.server_lines + self.client_lines
-
-
-def _relative(path: Path) -> str:
-    parts = path.parts
-    for anchor in ("servers", "sobranie_bench"):
-        if anchor in parts:
-            return "/".join(parts[parts.index(anchor):])
-    return path.name
-
-
-@functools.cache
-def code_size(transport: str) -> CodeSize | None:
-    """Adapter and client lines of ``transport`` (None until both files exist)."""
-    adapter = module_path(ADAPTERS.get(transport, ""))
-    entry = TRANSPORTS.get(transport)
-    client = module_path(entry.client.partition(":")[0]) if entry else None
-    if adapter is None or client is None:
-        return None
-    return CodeSize(transport, _relative(adapter), code_lines(adapter), _relative(client),
-                    code_lines(client))
+def code_size(res: Results, transport: str) -> CodeSize | None:
+    """Adapter and client lines of ``transport`` as the main run recorded them (counted from
+    today's files for a run older than that record, and marked so)."""
+    return complexity_record.from_metadata(res.metadata(), transport)
 
 
 # --- ratings ---------------------------------------------------------------------------------
@@ -168,18 +91,29 @@ def _ratio_to_best(fig: Measured | None, best: float | None, higher_is_better: b
     return fig.value / best if best > 0 else None
 
 
-def complexity(transport: str) -> Rating:
-    size = code_size(transport)
+def round_trips(res: Results, transport: str) -> tuple[int, str] | None:
+    """Handshake round trips before the first message: counted by the overhead scenario's
+    relay in this run (TLS included when the run was encrypted), else the cited figure."""
+    measured = res.value(transport, "overhead", "handshake_round_trips")
+    if measured is not None:
+        return int(measured), "counted"
     hs = HANDSHAKES.get(transport)
-    if size is None or hs is None:
+    return (hs.round_trips, "cited") if hs else None
+
+
+def complexity(res: Results, transport: str) -> Rating:
+    size, rtts = code_size(res, transport), round_trips(res, transport)
+    if size is None or rtts is None:
         return Rating(None, "no reference adapter and client yet")
-    sizes = [s for t in TRANSPORTS if t in HANDSHAKES and (s := code_size(t)) is not None]
-    fewest = min(s.total for s in sizes)
-    least_rtts = min(HANDSHAKES[s.transport].round_trips for s in sizes)
-    ratio = size.total / fewest * hs.round_trips / least_rtts
+    sizes = {t: s for t in TRANSPORTS if (s := code_size(res, t)) is not None}
+    fewest = min(s.total for s in sizes.values())
+    least_rtts = min(r[0] for t in sizes if (r := round_trips(res, t)) is not None)
+    ratio = size.total / fewest * rtts[0] / least_rtts
+    counted = "" if size.counted == "run" else " (counted from today's files: the run " \
+        "recorded no code size)"
     return Rating(6 - text.stars_from_ratio(ratio),
                   f"{size.total} lines ({size.server_lines} server + {size.client_lines} "
-                  f"client), {hs.round_trips} round trips", ratio)
+                  f"client){counted}, {rtts[0]} round trips ({rtts[1]})", ratio)
 
 
 def performance(res: Results, transport: str) -> Rating:
@@ -251,7 +185,7 @@ def representative(res: Results, tech: Technology) -> str | None:
         if res.measured(t):
             return t
     for t in tech.transports:
-        if code_size(t) is not None:
+        if code_size(res, t) is not None:
             return t
     return None
 
@@ -263,7 +197,7 @@ def rows(res: Results) -> list[Row]:
         none = Rating(None, "no transport of this technology yet")
         ours = {
             "browser": browser(tech),
-            "complexity": complexity(t) if t else none,
+            "complexity": complexity(res, t) if t else none,
             "performance": performance(res, t) if t else none,
             "scalability": scalability(res, t) if t else none,
             "framework": framework(tech),
@@ -299,14 +233,14 @@ def measured_rows(res: Results) -> list[list[str]]:
     out = []
     for tech in TECHNOLOGIES:
         for t in tech.transports:
-            size = code_size(t)
+            size = code_size(res, t)
             if not res.measured(t) and size is None:
                 continue
             echo = res.reference_params("echo", res.peers(t, "echo"))
             small, large = res.point("overhead", t, payload=64), res.point("overhead", t,
                                                                             payload=4096)
             runs = sorted({r for s in res.scenarios if (r := res.run_id(t, s))})
-            hs = HANDSHAKES.get(t)
+            rtts = round_trips(res, t)
 
             def cell(scenario: str, metric: str, params: str | None, fmt: str,
                      t: str = t) -> str:
@@ -326,7 +260,7 @@ def measured_rows(res: Results) -> list[list[str]]:
                 cell("overhead", "bytes_per_msg", small, "bytes"),
                 cell("overhead", "bytes_per_msg", large, "bytes"),
                 str(size.total) if size else "no code yet",
-                str(hs.round_trips) if hs else "—",
+                f"{rtts[0]} ({rtts[1]})" if rtts else "—",
             ])
     return out
 

@@ -309,7 +309,7 @@ def choose(res: Results, feature: Feature, costing: Costing, base: str | None) -
         mapping.update(dict.fromkeys(feature.capacity_features, t))
         tech = TECHNOLOGY_OF.get(t)
         o = Option(t, check, costing.cost(mapping), BROWSER[tech].stars if tech else 0,
-                   comparison.complexity(t).ratio)
+                   comparison.complexity(res, t).ratio)
         if not check.meets:
             rejected.append((o, (f"misses the SLA: {text.ms(check.fig.value)} > "
                                 f"{text.ms(feature.sla.limit_us)}")))

@@ -359,12 +359,12 @@ def judge(rule: Rule, ctx: Context) -> Outcome:
         from sobranie_bench.report import comparison
         head = (f"rule: code lines of {rule.transport} / {rule.other} {rule.op} "
                 f"{rule.threshold:g} ({rule.reason})")
-        size = comparison.code_size(rule.transport)
+        size = comparison.code_size(res, rule.transport)
         if rule.other == "smallest":
-            sizes = [s for t in comparison.TRANSPORTS if (s := comparison.code_size(t))]
+            sizes = [s for t in comparison.TRANSPORTS if (s := comparison.code_size(res, t))]
             other = min(sizes, key=lambda s: s.total) if sizes else None
         else:
-            other = comparison.code_size(rule.other)
+            other = comparison.code_size(res, rule.other)
         if size is None or other is None:
             return Outcome(NOT_MEASURED, "counted", (head, "no reference adapter and client"))
         r = size.total / other.total

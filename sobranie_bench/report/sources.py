@@ -204,18 +204,6 @@ HANDSHAKES: dict[str, Handshake] = {
                            "before the data channel opens", ("rfc8445", "rfc8831")),
 }
 
-ADAPTERS: dict[str, str] = {
-    "ws": "servers.ws",
-    "ws-websockets": "servers.ws_websockets",
-    "sse": "servers.sse",
-    "longpoll": "servers.longpoll",
-    "webtransport": "servers.webtransport",
-    "socketio": "servers.socketio_app",
-    "socketio-polling": "servers.socketio_app",
-    "webrtc": "servers.webrtc",
-}
-"""Transport -> the server adapter module that translates it to hub calls."""
-
 BIDIRECTIONAL: dict[str, float] = {
     "ws": 1.0, "ws-websockets": 1.0, "socketio": 1.0, "webtransport": 1.0, "webrtc": 1.0,
     "sse": 0.5, "longpoll": 0.5, "socketio-polling": 0.5,

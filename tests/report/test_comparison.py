@@ -12,7 +12,7 @@ import pytest
 
 from sobranie_bench.report import comparison, data
 from sobranie_bench.report.sources import TECHNOLOGIES
-from tests.report.conftest import median
+from tests.report.conftest import FIXTURE, median
 
 
 def markdown_table(md: str, *columns: str) -> list[dict[str, str]]:
@@ -107,12 +107,22 @@ def test_client_bound_figures_are_marked(results_copy: Path) -> None:
     assert "†" not in comparison.performance(marked, "ws").cell()
 
 
-def test_code_lines_skip_blank_comment_and_docstring_lines(tmp_path: Path) -> None:
-    source = tmp_path / "adapter.py"
-    source.write_text('"""Module\ndocstring."""\n\nimport os  # a comment\n\n# only a comment\n'
-                      'X = 1\n"""Attribute docstring."""\n\n\ndef f(\n    a: int,\n) -> int:\n'
-                      '    """Doc."""\n    return a + len(os.sep)\n')
-    assert comparison.code_lines(source) == 6  # import, X, def f( a, ), return
+def test_complexity_reads_the_code_size_the_run_recorded() -> None:
+    """A refactor after the run does not change its verdict: the lines come from the run."""
+    res = data.load(FIXTURE)
+    base = res.raws[0]["metadata"]
+    sizes = {t: {"server_file": f"servers/{t}.py", "server_lines": 100,
+                 "client_file": f"sobranie_bench/clients/{t}.py", "client_lines": 50}
+             for t in ("ws", "sse")}
+    raws = [{**raw, "metadata": {**raw["metadata"], "complexity": sizes}} for raw in res.raws
+            if raw["metadata"]["run_id"] == base["run_id"]]
+    recorded = data._results(res.root, raws)
+    rating = comparison.complexity(recorded, "ws")
+    assert rating.basis.startswith("150 lines (100 server + 50 client),")
+    assert "today's files" not in rating.basis
+    assert comparison.complexity(recorded, "longpoll").stars is None  # the run recorded none
+    # a run older than the record: counted from today's files, and said so
+    assert "today's files" in comparison.complexity(res, "ws").basis
 
 
 def test_empty_results_still_render(tmp_path: Path) -> None:
