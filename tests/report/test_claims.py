@@ -189,6 +189,6 @@ def test_claims_md_counts_verdicts_by_kind(built: Path) -> None:
         assert c.quote.replace("|", "\\|") in md, c.id
     kinds = re.search(r"By kind: (.*) \((\d+) claims\)", md)
     assert kinds and int(kinds.group(2)) == len(claims.CLAIMS) + 25
-    counted = dict((name, int(n)) for n, name in re.findall(r"\*\*(\d+)\*\* ([a-z ]+?)(?:,|$)",
-                                                             kinds.group(1)))
+    counted = {name: int(n) for n, name in re.findall(r"\*\*(\d+)\*\* ([a-z ]+?)(?:,|$)",
+                                                             kinds.group(1))}
     assert set(counted) == set(claims.KINDS) and sum(counted.values()) == int(kinds.group(2))

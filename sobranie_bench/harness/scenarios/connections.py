@@ -63,8 +63,11 @@ SCENARIO = Scenario(
     part=part,
     grid={
         "ci": [{"connections": 300, "connect_rate": 300, "hold": 1.0}],
+        "standard": [{"connections": 500, "connect_rate": 500, "hold": 0.5}],
         "quick": [{"connections": 2000, "connect_rate": 500, "hold": 3.0}],
         "full": [{"connections": 10000, "connect_rate": 500, "hold": 10.0}],
     },
-    timing={"ci": (0.0, 0.0), "quick": (0.0, 0.0), "full": (0.0, 0.0)},
+    timing={"ci": (0.0, 0.0), "standard": (0.0, 0.0), "quick": (0.0, 0.0),
+            "full": (0.0, 0.0)},
+    load_seconds=lambda p: int(p["connections"]) / float(p["connect_rate"]) + float(p["hold"]),
 )
