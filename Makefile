@@ -25,7 +25,7 @@ test: setup
 
 bench: setup
 	$(BIN)/sobranie-bench run --profile $(PROFILE) --fresh
-	$(BIN)/sobranie-bench report
+	$(BIN)/sobranie-bench report --docs docs
 	$(BIN)/sobranie-bench report --only-notebooks
 
 lint: setup

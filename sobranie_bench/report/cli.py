@@ -23,6 +23,9 @@ def _report(args: argparse.Namespace) -> int:
     paths: list[Path] = []
     if not args.only_notebooks:
         paths += build(results, out, with_charts=not args.no_charts)
+        if args.docs:
+            from sobranie_bench.report import docs
+            paths += docs.refresh(args.docs, res)
         console.print(f"report from run {res.main_run or '(none)'}"
                       + (f" ({res.ignored} raw files of older runs left out)"
                          if res.ignored else ""))
@@ -54,4 +57,7 @@ def register(sub: Any) -> None:
     p.add_argument("--only-notebooks", action="store_true",
                    help="only execute the notebooks (the tables and charts are left as they are)")
     p.add_argument("--no-charts", action="store_true", help="skip the charts")
+    p.add_argument("--docs", metavar="DIR",
+                   help="also rewrite the generated figure blocks of DIR/*.md from these "
+                        "results (`<!-- generated: NAME -->`; make bench passes docs)")
     p.set_defaults(func=_report)
