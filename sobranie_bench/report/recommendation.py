@@ -352,6 +352,89 @@ def usd(value: float) -> str:
     return f"${value:,.0f}"
 
 
+# --- throughput at the SLA (the ladders) ------------------------------------------------------
+
+@dataclass(frozen=True)
+class Ladder:
+    """One transport's rate ladder in one scenario, read against an SLA."""
+
+    transport: str
+    rungs: int
+    """Points of the ladder measured."""
+    held: float | None
+    """Highest offered events/s whose p99 met the SLA and whose achieved rate kept up (95%);
+    None when even the first rung broke it."""
+    per_core: float | None
+    """Events per second per server core at that rung (1e6 / server CPU µs per event)."""
+    broke: bool
+    """Whether some rung broke the SLA (False: the ladder ended first, ``held`` is a bound)."""
+
+
+LADDERS = (("echo", "rate", "rtt_p99_us", "throughput_msgs_per_s", "server_cpu_us_per_msg",
+            "chat"),
+           ("fanout", "subscribers", "latency_p99_us", "delivered_per_s",
+            "server_cpu_us_per_delivery", "notifications"))
+
+
+def ladder(res: Results, transport: str, scenario: str) -> Ladder | None:
+    """Read ``transport``'s ladder in ``scenario`` against the SLA of the feature it serves."""
+    spec = next(x for x in LADDERS if x[0] == scenario)
+    _, _, p99_m, got_m, cpu_m, key = spec
+    sla = next(f.sla for f in FEATURES if f.key == key)
+    assert sla is not None
+    held = per_core = None
+    broke = False
+    points = res.params_points(scenario, transport)
+    for point in points:
+        p99 = res.value(transport, scenario, p99_m, point)
+        got = res.value(transport, scenario, got_m, point)
+        params = dict(i.split("=", 1) for i in point.split(";") if "=" in i)
+        offered = float(params.get("rate", 0)) * (float(params["subscribers"])
+                                                  if scenario == "fanout" else 1.0)
+        if p99 is None or got is None or offered <= 0:
+            continue
+        if p99 <= sla.limit_us and got >= 0.95 * offered:
+            held = offered
+            cpu = res.value(transport, scenario, cpu_m, point)
+            per_core = 1e6 / cpu if cpu else None
+        else:
+            broke = True
+            break
+    if not points:
+        return None
+    return Ladder(transport, len(points), held, per_core, broke)
+
+
+def ladder_rows(res: Results, scenario: str) -> list[list[str]]:
+    rows = []
+    for t in res.with_figures:
+        lad = ladder(res, t, scenario)
+        if lad is None:
+            continue
+        held = (text.NOT_MEASURED if lad.held is None and not lad.broke else
+                "broke at the first rung" if lad.held is None else
+                f"{text.num(lad.held)}/s" + ("" if lad.broke else " (ladder top: a bound)"))
+        rows.append([t, str(lad.rungs), held,
+                     f"{text.num(lad.per_core)}/s" if lad.per_core else "—"])
+    return rows
+
+
+def ladders_section(res: Results) -> list[str]:
+    out = ["## Throughput at the SLA", "",
+           ("Each transport's ladder (offered rate rising per point) read against the SLA of "
+            "the feature it serves: the highest rung whose p99 met it and whose achieved rate "
+            "kept up, and what one server core delivers there. A ladder of one point (the ci "
+            "profile) says little; the standard profile climbs until the SLA breaks."), ""]
+    for scenario, _x, _p, _g, _c, key in LADDERS:
+        rows = ladder_rows(res, scenario)
+        title = next(f.title for f in FEATURES if f.key == key)
+        if rows:
+            out += [f"{scenario} (against the {title.split(' (')[0].lower()} SLA):", "",
+                    text.table(["Transport", "Rungs", "Held within SLA", "Per server core"],
+                               rows), ""]
+    return out
+
+
 # --- what would flip it ----------------------------------------------------------------------
 
 NOTE_CHOICE = {"chat": "ws", "collab": "ws", "presence": "ws", "notifications": "sse",
@@ -567,6 +650,7 @@ def render(res: Results, online_users: int = ONLINE_USERS) -> str:
     ]
     if costing is not None:
         parts += _connections_section(chosen, costing, base)
+    parts += ladders_section(res)
     parts += ["## Prices", "",
               (f"Host: {PRICE.host}, ${PRICE.usd_per_host_hour:g}/hour; egress "
                f"${PRICE.usd_per_egress_gb:g}/GB; {HOURS_PER_MONTH:g} hours a month. "

@@ -93,3 +93,12 @@ def test_recommendation_md_shows_sla_cost_and_flips(built: Path) -> None:
     assert "judged on loopback" in md, "no 4g run in the fixture: labelled"
     assert "$" in md and recommendation.PRICE.source in md
     assert "WebRTC media" in md and "Not measured here" in md
+
+
+def test_a_one_rung_ladder_is_a_bound_not_a_break(res: data.Results,
+                                                  summary: pd.DataFrame) -> None:
+    lad = recommendation.ladder(res, "ws", "echo")
+    assert lad is not None and lad.rungs == 1 and not lad.broke
+    cpu = median(summary, "ws", "echo", "server_cpu_us_per_msg")
+    assert lad.per_core == pytest.approx(1e6 / cpu)
+    assert any("(ladder top: a bound)" in row[2] for row in recommendation.ladder_rows(res, "echo"))
