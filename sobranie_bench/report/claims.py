@@ -489,7 +489,13 @@ def context(res: Results, test_run: rules.TestRun | None = None) -> Context:
 
 
 def judge_one(c: Claim, ctx: Context) -> Verdict:
-    out = rules.judge(c.rule, ctx)
+    """The claim's verdict; a rule that raises is a *failed* verdict with its exception (the
+    report still renders every other claim)."""
+    try:
+        out = rules.judge(c.rule, ctx)
+    except Exception as exc:  # noqa: BLE001 - a failing rule is shown, never a quiet verdict
+        return Verdict(FAILED, "measured", (f"the rule raised {type(exc).__name__}: {exc}",
+                                            *c.notes))
     return Verdict(out.verdict, out.basis, (*out.evidence, *c.notes))
 
 

@@ -192,3 +192,13 @@ def test_claims_md_counts_verdicts_by_kind(built: Path) -> None:
     counted = {name: int(n) for n, name in re.findall(r"\*\*(\d+)\*\* ([a-z ]+?)(?:,|$)",
                                                              kinds.group(1))}
     assert set(counted) == set(claims.KINDS) and sum(counted.values()) == int(kinds.group(2))
+
+
+def test_a_rule_that_raises_is_a_failure_shown(fixture_dir: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: object) -> dict[str, object]:
+        raise RuntimeError("table broke")
+
+    monkeypatch.setattr(rules.Context, "table", property(broken))
+    v = verdicts(data.load(fixture_dir))["table-websockets-performance"]
+    assert v.verdict == claims.FAILED and "RuntimeError: table broke" in v.evidence[0]
