@@ -25,8 +25,10 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 	setup/setup.sh
 
+# the test run is recorded (JUnit XML): claims.md confirms a claim resting on tests only if
+# they passed in the newest recorded run (results/tests/*.xml)
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --junitxml=results/tests/junit.xml
 
 bench: setup
 	$(BIN)/sobranie-bench run --profile $(PROFILE) --fresh $(STRICT_FLAG)
@@ -38,7 +40,7 @@ bench: setup
 	if [ "$$(id -u)" = 0 ]; then $(BIN)/sobranie-bench run --profile $(PROFILE) --network 4g \
 	  --scenarios echo,first-message,reconnect $(STRICT_FLAG); \
 	else echo "make bench: --network 4g needs root: its points are left out"; fi
-	$(BIN)/sobranie-bench report --notebooks $(STRICT_FLAG)
+	$(BIN)/sobranie-bench report --notebooks --docs docs $(STRICT_FLAG)
 
 # The capacity model's calibration (ws and sse: fit points, then held-out points it must
 # predict) into results/calibrate, validated, then the report (its plans get error bars and the

@@ -17,8 +17,9 @@ from servers.run import install_uvloop
 from sobranie_bench.clients import TRANSPORTS
 from sobranie_bench.harness import results
 from sobranie_bench.harness.runner import HarnessError, Plan, count_points, run_plan
+from sobranie_bench.harness.scenarios import PROFILES
 from sobranie_bench.harness.scenarios.registry import registry
-from sobranie_bench.netlab.profiles import PROFILES
+from sobranie_bench.netlab.profiles import PROFILES as NETWORK_PROFILES
 
 
 def final_table(raws: list[dict[str, Any]]) -> Table:
@@ -115,12 +116,14 @@ def register(sub: Any) -> None:
         description="Run scenarios x transports with open-loop load, a fresh server per run "
                     "(or --target), HDR latency and resource sampling. Raw results go to "
                     "OUT/runs/<run-id>/, the tidy summary to OUT/summary.csv. Profiles: ci "
-                    "(under 5 minutes on 2 cores), quick (about 15), full (as long as it "
-                    "needs).\n\nscenarios: " + "; ".join(f"{n}: {s.doc}"
+                    "(the smoke profile, under 5 minutes on 2 cores, one trial), standard (the "
+                    "committed evidence, at most 30 minutes: 3 trials with bootstrap intervals, "
+                    "echo and fan-out ladders, windows resolving 1 µs of CPU per event), quick "
+                    "(about 15), full (as long as it needs).\n\nscenarios: " + "; ".join(f"{n}: {s.doc}"
                                                          for n, s in scenarios.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", choices=("ci", "quick", "full", "calibrate", "holdout"),
-                   default="ci", help="ci, quick or full; calibrate and holdout: the capacity "
+    p.add_argument("--profile", choices=PROFILES,
+                   default="ci", help="ci, standard, quick or full; calibrate and holdout: the capacity "
                    "model's fit and validation points (`sobranie-bench capacity calibrate`)")
     p.add_argument("--transports", type=_csv, metavar="T,T",
                    help=f"comma-separated (default all: {','.join(TRANSPORTS)})")
@@ -147,9 +150,10 @@ def register(sub: Any) -> None:
     p.add_argument("--set", type=_setting, action="append", metavar="KEY=VALUE",
                    help="set a scenario parameter in every grid point that has it, e.g. "
                         "--set subscribers=1000 --set rate=50 (repeatable)")
-    p.add_argument("--network", default="loopback", choices=list(PROFILES), metavar="PROFILE",
+    p.add_argument("--network", default="loopback", choices=list(NETWORK_PROFILES),
+                   metavar="PROFILE",
                    help="emulated network between harness and server (root): "
-                        f"{', '.join(PROFILES)}; default loopback (docs/network.md)")
+                        f"{', '.join(NETWORK_PROFILES)}; default loopback (docs/network.md)")
     p.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True,
                    help="TCP transports over TLS 1.3 with our local CA (default; WebTransport "
                         "and WebRTC always encrypt); --no-tls measures plaintext, labelled "

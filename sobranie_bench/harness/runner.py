@@ -43,10 +43,17 @@ class HarnessError(Exception):
     """Something a person must fix before benchmarking (dead target, bad arguments)."""
 
 
+SERVER_START_S = 2.2
+"""Starting and stopping one fresh server, seconds: a planning figure, measured once on the
+2-core machine (4 overhead points of ws and sse@elysia took 17.8 s, 6 s of it load and
+about 3 s the CLI's start)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     profile: str = "ci"
-    """ci (under 5 minutes on 2 cores), quick (about 15) or full."""
+    """ci (the smoke profile, under 5 minutes on 2 cores), standard (the committed evidence,
+    at most 30 minutes: 3 trials, ladders, resolved windows), quick or full."""
     transports: tuple[str, ...] = ()
     """Transports to run (default: every registered one)."""
     scenarios: tuple[str, ...] = ()
@@ -119,6 +126,11 @@ class Plan:
         for transport, scenario, params, trial in self.points():
             for variant in self.variants(transport):
                 yield variant, transport, scenario, params, trial
+    def planned_seconds(self) -> float:
+        """The plan's duration by its declared timings: every trial of every point's
+        set-up, warm-up, window and ramps, plus SERVER_START_S for its fresh server."""
+        return sum(scenario.planned_seconds(self.profile, params) + SERVER_START_S
+                   for _v, _t, scenario, params, _trial in self.runs())
 
     def grid(self, scenario: Scenario) -> list[dict[str, Any]]:
         """The profile's points with the overrides applied (points that become equal, once);
@@ -351,7 +363,7 @@ async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
     processes = int(params.get("processes", plan.processes))
     workers = int(params.get("workers", plan.workers))
     async with server_for(plan, transport, processes) as target:
-        warmup, duration = plan.timing or scenario.timing.get(plan.profile, (0.0, 0.0))
+        warmup, duration = plan.timing or scenario.window(plan.profile, params)
         start_ns = time.monotonic_ns() + int(scenario.setup_budget(params) * 1e9)
         ctx = PartContext(transport=transport, url=str(target.pop("url")), params=params,
                           index=0, count=1, seed=plan.seed * 1000 + trial, start_ns=start_ns,

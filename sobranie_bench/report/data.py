@@ -53,6 +53,36 @@ class Measured:
     def flagged(self) -> bool:
         """Any flag that makes the figure not what it seems."""
         return self.client_bound or self.saturated or self.noisy
+    ci_low: float = float("nan")
+    """Lower end of the 95% bootstrap confidence interval of the median (3+ trials); the
+    smallest trial with fewer."""
+    ci_high: float = float("nan")
+    """Upper end of that interval; the largest trial with fewer than 3 trials."""
+
+    @property
+    def bootstrapped(self) -> bool:
+        """Whether ``ci_low``..``ci_high`` is a bootstrap interval (3+ trials)."""
+        return self.trials >= BOOTSTRAP_MIN_TRIALS
+
+
+BOOTSTRAP_MIN_TRIALS = 3
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def bootstrap_ci(values: list[float], level: float = 0.95, seed: int = 1) -> tuple[float, float]:
+    """Percentile bootstrap interval of the median of ``values`` (seeded: reproducible);
+    min and max with fewer than BOOTSTRAP_MIN_TRIALS values."""
+    import random
+
+    if len(values) < BOOTSTRAP_MIN_TRIALS:
+        return min(values), max(values)
+    rng = random.Random(seed)
+    n = len(values)
+    medians = sorted(statistics.median(rng.choices(values, k=n))
+                     for _ in range(BOOTSTRAP_RESAMPLES))
+    tail = (1 - level) / 2
+    return (medians[int(tail * (BOOTSTRAP_RESAMPLES - 1))],
+            medians[int((1 - tail) * (BOOTSTRAP_RESAMPLES - 1))])
 
 
 @dataclass(frozen=True)
@@ -213,12 +243,14 @@ class Results:
         if sel.empty:
             return None
         values = [float(v) for v in sel["value"]]
+        ci_low, ci_high = bootstrap_ci(values)
         return Measured(value=float(statistics.median(values)), low=min(values),
                         high=max(values), trials=len(values), unit=str(sel["unit"].iloc[0]),
                         run_id=str(sel["run_id"].iloc[0]), params=params,
                         client_bound=bool(sel["client_bound"].any()),
                         **{flag: bool(sel[flag].any()) for flag in ("saturated", "noisy")
-                           if flag in sel})
+                           if flag in sel},
+                        ci_low=ci_low, ci_high=ci_high)
 
     def value(self, transport: str, scenario: str, metric: str,
               params: str | None = None) -> float | None:
