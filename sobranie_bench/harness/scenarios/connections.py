@@ -225,6 +225,16 @@ async def part(ctx: PartContext) -> dict[str, Any]:
             "times": {"ramp_start": ramp_start, "ramp_end": ramp_end, "hold_end": hold_end}}
 
 
+def longest(params: Params, timeout: float) -> float:
+    """The slowest healthy ramp plus the hold: open-loop, the schedule's length and one
+    timeout; with ``max_inflight``, every wave of that many connects taking a whole timeout."""
+    n, hold = int(params["connections"]), float(params.get("hold", 2.0))
+    ramp = n / float(params["connect_rate"]) + timeout
+    if params.get("max_inflight"):
+        ramp = max(ramp, n / int(params["max_inflight"]) * timeout)
+    return ramp + hold
+
+
 SCENARIO = Scenario(
     name="connections", doc="ramp to N idle connections: connect time, failures by cause, "
                             "connections held, memory per connection (RSS slope), keep-alive "
