@@ -254,6 +254,7 @@ SCENARIO = Scenario(
     load_seconds=lambda p: int(p["connections"]) / float(p["connect_rate"]) + float(p["hold"]),
     preflight=preflight,
     connects_in_load=True,
+    longest=longest,
     headline=[("connect_p50_us", "connect p50 µs"), ("connect_p99_us", "p99 µs"),
               ("server_rss_bytes_per_conn", "B/conn"), ("held", "held"), ("failures", "failed")],
 )
