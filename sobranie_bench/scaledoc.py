@@ -59,18 +59,20 @@ def _fmt(value: Any, spec: str = ",.0f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def render(run_dir: Path, broker_cost: Path | None) -> str:
-    raws = [raw for raw in results.load_raw(run_dir)]
-    meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() \
-        else {}
-    lines = [(f"Run `{meta.get('run_id', run_dir.name)}`: profile {meta.get('profile', '?')}, "
-             f"{meta.get('cores', '?')} cores, load average at the start "
-             f"{meta.get('load_average', '?')}, TLS {meta.get('tls', '?')}, one trial per row."),
-             "",
-             ("| transport | asked | server procs | workers | sources | connected | held | "
-             "peak open | failed (by cause) | connects/s | connect p50 / p99 ms | "
-             "server KiB/conn | server CPU s per 10k connects | keep-alive CPU % per 10k |"),
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+def render(run_dirs: Path | list[Path], broker_cost: Path | None) -> str:
+    dirs = [run_dirs] if isinstance(run_dirs, Path) else run_dirs
+    raws = [raw for d in dirs for raw in results.load_raw(d)]
+    lines = []
+    for d in dirs:
+        meta = json.loads((d / "run.json").read_text()) if (d / "run.json").exists() else {}
+        lines.append(f"- run `{meta.get('run_id', d.name)}`: profile {meta.get('profile', '?')}"
+                     f", {meta.get('cores', '?')} cores, load average at its start "
+                     f"{meta.get('load_average', '?')}, TLS {meta.get('tls', '?')}")
+    lines += ["", "One trial per row.", "",
+              ("| transport | asked | server procs | workers | sources | connected | held | "
+               "peak open | failed (by cause) | connects/s | connect p50 / p99 ms | "
+               "server KiB/conn | server CPU s per 10k connects | keep-alive CPU % per 10k |"),
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
     for r in ladder_rows(raws):
         if "error" in r:
             lines.append(f"| {r['transport']} | {r['asked']:,} | {r['processes']} | "
@@ -114,7 +116,8 @@ def rewrite(doc: Path, figures: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", type=Path, help="results/runs/<run-id> of a connections run")
+    parser.add_argument("run_dir", type=Path, nargs="+",
+                        help="results/runs/<run-id> of connections runs")
     parser.add_argument("--broker-cost", type=Path, help="brokercost's JSON")
     parser.add_argument("--doc", type=Path, default=Path("docs/scale.md"))
     args = parser.parse_args()
