@@ -333,6 +333,8 @@ def _validate_against(args: argparse.Namespace) -> int:
     shown = tables(fits, result, host)
     for table in calibration_rich(shown):
         console.print(table)
+    for why in shown.refused.values():
+        console.print(f"[bold yellow]refused:[/] {why}", highlight=False)
     for transport, passed in shown.verdicts.items():
         verdict = "[green]PASS[/]" if passed else "[red]FAIL[/]"
         console.print(f"{transport}: {verdict} ({THRESHOLDS})", highlight=False)
