@@ -51,5 +51,5 @@ SCENARIO = Scenario(
                                4000, 6000, 8000, 12000, 16000], "rate": 20, "payload": 64,
                      "sla_ms": 500}],
     },
-    timing={"ci": (0.3, 1.0), "quick": (1.0, 5.0), "full": (2.0, 10.0), "holdout": (1.0, 8.0)},
+    timing={"ci": (0.3, 0.7), "quick": (1.0, 5.0), "full": (2.0, 10.0), "holdout": (1.0, 8.0)},
 )

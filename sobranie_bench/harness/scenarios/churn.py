@@ -106,5 +106,5 @@ SCENARIO = Scenario(
         "full": [{"subscribers": 1000, "churn_rate": cr, "lifetime": 5.0, "rate": 100,
                   "payload": 64} for cr in (50, 200)],
     },
-    timing={"ci": (0.5, 2.0), "quick": (2.0, 10.0), "full": (5.0, 30.0)},
+    timing={"ci": (0.3, 1.5), "quick": (2.0, 10.0), "full": (5.0, 30.0)},
 )

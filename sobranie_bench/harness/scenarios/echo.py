@@ -83,6 +83,6 @@ SCENARIO = Scenario(
         "calibrate": [{"connections": 50, "payload": 48, "rate": r} for r in (200, 800)],
         "holdout": [{"connections": 50, "payload": 48, "rate": 400}],
     },
-    timing={"ci": (0.5, 2.0), "quick": (2.0, 10.0), "full": (5.0, 30.0),
+    timing={"ci": (0.3, 1.5), "quick": (2.0, 10.0), "full": (5.0, 30.0),
             "calibrate": (2.0, 30.0), "holdout": (2.0, 30.0)},
 )

@@ -158,6 +158,6 @@ SCENARIO = Scenario(
                       for s in (100, 600)],
         "holdout": [{"channels": 1, "subscribers": 300, "rate": 20, "payload": 64}],
     },
-    timing={"ci": (0.5, 2.0), "quick": (2.0, 10.0), "full": (5.0, 30.0),
+    timing={"ci": (0.3, 1.5), "quick": (2.0, 10.0), "full": (5.0, 30.0),
             "calibrate": (2.0, 30.0), "holdout": (2.0, 30.0)},
 )
