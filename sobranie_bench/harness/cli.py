@@ -19,21 +19,6 @@ from sobranie_bench.harness import results
 from sobranie_bench.harness.runner import HarnessError, Plan, count_points, run_plan
 from sobranie_bench.harness.scenarios.registry import registry
 
-HEADLINES = {
-    "echo": [("rtt_p50_us", "p50 µs"), ("rtt_p99_us", "p99 µs"),
-             ("throughput_msgs_per_s", "msg/s"), ("server_cpu_us_per_msg", "srv µs/msg"),
-             ("harness_cpu_us_per_msg", "harness µs/msg")],
-    "fanout": [("latency_p50_us", "p50 µs"), ("latency_p99_us", "p99 µs"),
-               ("delivered_per_s", "deliv/s"), ("lost", "lost"), ("duplicated", "dup")],
-    "connections": [("connect_p50_us", "connect p50 µs"), ("connect_p99_us", "p99 µs"),
-                    ("server_rss_bytes_per_conn", "B/conn"), ("failures", "failed")],
-    "overhead": [("bytes_down_per_msg", "B down/msg"), ("bytes_up_per_msg", "B up/msg"),
-                 ("bytes_per_msg", "B total/msg")],
-    "churn": [("latency_p99_us", "p99 µs"), ("connect_p50_us", "connect p50 µs"),
-              ("lost", "lost"), ("churn_failures", "failed")],
-    "capacity": [("max_clients_within_sla", "clients within SLA")],
-}
-
 
 def final_table(raws: list[dict[str, Any]]) -> Table:
     table = Table(title="Sobranie benchmark (this run)", show_lines=False)
@@ -45,8 +30,10 @@ def final_table(raws: list[dict[str, Any]]) -> Table:
                           f"[red]failed: {raw['error'][:120]}[/]", "")
             continue
         m = results.metrics(raw)
-        figures = ", ".join(f"{label} {m[name][0]:,.0f}" for name, label in
-                            HEADLINES[raw["scenario"]] if name in m)
+        scenario = registry().get(raw["scenario"])
+        figures = ", ".join(f"{label} {m[name][0]:,.{2 if m[name][1] == 's' else 0}f}"
+                            for name, label in (scenario.headline if scenario else [])
+                            if name in m)
         flags = ", ".join(name.replace("_", "-") for name, on in results.flags(raw).items()
                           if on)
         table.add_row(raw["transport"], raw["scenario"], results.params_key(raw["params"]),

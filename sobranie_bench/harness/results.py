@@ -311,6 +311,9 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
             m.update(_latency_rows("connect", h["connect"]["measured"]))
             m["churned"] = (c["churned"], "count")
             m["churn_failures"] = (c["churn_failures"], "count")
+        for hop in ("local", "remote"):  # a cluster run: deliveries by hop
+            if f"latency_{hop}" in h:
+                m.update(_latency_rows(f"latency_{hop}", h[f"latency_{hop}"]["measured"]))
         m["published"] = (c["published"], "count")
         m["delivered"] = (c["delivered"], "count")
         m["lost"] = (float(lost), "count")
@@ -342,6 +345,26 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
     elif scenario == "capacity":
         m["max_clients_within_sla"] = (c["max_clients_within_sla"], "clients")
         m["sla_ms"] = (c["sla_ms"], "ms")
+    elif scenario in ("failover", "backplane"):
+        m.update(_latency_rows("latency", h["latency"]["measured"]))
+        for name in ("acked", "delivered", "lost", "duplicated", "out_of_order",
+                     "publish_failed", "connect_failures"):
+            m[name] = (c[name], "count")
+        if scenario == "failover":
+            for name in ("cut_off", "not_recovered", "reconnects"):
+                m[name] = (c[name], "count")
+            back = raw["series"]["recovery_s"]
+            if back:
+                m["recovery_p50_s"] = (back[len(back) // 2], "s")
+                m["recovery_max_s"] = (back[-1], "s")
+        else:  # closed loop: the rate is what the backplane carried, not an offered one
+            load = max(w.get("end", 0) - w.get("start", 0), 1e-9)
+            m["acked_per_s"] = (c["acked"] / load, "msg/s")
+            m["delivered_per_s"] = (c["delivered"] / load, "msg/s")
+    if "broker" in res:  # a cluster's own broker, sampled like the servers
+        messages = c.get("published", c.get("acked", 0))
+        per(cpu_between(res["broker"], w.get("start", 0), w.get("end", 0)), messages,
+            "broker_cpu_us_per_msg")
     return m
 
 

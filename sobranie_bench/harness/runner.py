@@ -81,7 +81,8 @@ class Plan:
 
     def points(self) -> Iterator[tuple[str, Scenario, dict[str, Any], int]]:
         scenarios = registry()
-        names = self.scenarios or tuple(scenarios)
+        names = self.scenarios or tuple(n for n, s in scenarios.items()
+                                        if self.cluster >= 2 or not s.needs_cluster)
         trials = self.trials or (1 if self.profile == "ci" else 3)
         for transport in self.transports or tuple(TRANSPORTS):
             for name in names:
@@ -253,8 +254,8 @@ async def run_parts(scenario: Scenario, ctx: PartContext, workers: int,
 @contextlib.asynccontextmanager
 async def server_for(plan: Plan, transport: str) -> AsyncIterator[dict[str, Any]]:
     """What a run talks to: the --target, a fresh cluster, or a fresh server; yields the base
-    URL (``url``), client ``options`` it announced, and the pids to sample (``server``,
-    ``server-2``...)."""
+    URL (``url``), client ``options`` it announced, a cluster's ``instances`` and
+    ``instance_pids``, and the pids to sample (``server``, ``server-2``..., ``broker``)."""
     if plan.target:
         yield {"url": plan.target, "options": {"ca": plan.ca} if plan.ca else {},
                **({"server": plan.server_pid} if plan.server_pid else {})}
@@ -269,7 +270,10 @@ async def server_for(plan: Plan, transport: str) -> AsyncIterator[dict[str, Any]
         async with Cluster(plan.cluster, plan.broker, kind=kind, secret=plan.secret) as cluster:
             pids = {("server" if i == 0 else f"server-{i + 1}"): inst.pid
                     for i, inst in enumerate(cluster.instances)}
-            yield {"url": cluster.lb_url, **pids}
+            sampled = {"broker": cluster.broker_pid} if cluster.broker_pid else {}
+            yield {"url": cluster.lb_url, **pids, **sampled,
+                   "instances": tuple(i.url for i in cluster.instances),
+                   "instance_pids": tuple(i.pid for i in cluster.instances)}
     else:
         async with services.broker(plan.broker) as broker:
             server = await spawn_server(TRANSPORTS[transport].server, replace(plan, broker=broker))
@@ -289,7 +293,9 @@ async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
         ctx = PartContext(transport=transport, url=str(target.pop("url")), params=params,
                           index=0, count=1, seed=plan.seed * 1000 + trial, start_ns=start_ns,
                           warmup=warmup, duration=duration, secret=plan.secret,
-                          client_options=target.pop("options", {}))
+                          client_options=target.pop("options", {}),
+                          instances=target.pop("instances", ()),
+                          instance_pids=target.pop("instance_pids", ()))
         pids = {"harness": os.getpid(), **{k: int(v) for k, v in target.items()}}
         remote = target_metrics(plan, pids)
         async with Sampler(pids) as sampler, remote or contextlib.nullcontext():
@@ -355,6 +361,10 @@ async def run_plan(plan: Plan, on_result: Callable[[str, dict[str, Any] | None],
     unknown = set(plan.scenarios) - set(registry())
     if unknown:
         raise HarnessError(f"unknown scenario(s) {sorted(unknown)}; known: {sorted(registry())}")
+    lonely = [n for n in plan.scenarios if registry()[n].needs_cluster and plan.cluster < 2]
+    if lonely:
+        raise HarnessError(f"{', '.join(lonely)} needs a cluster: add --cluster 2 (or more) "
+                           "and a shared --broker (redis or nats)")
     if plan.target:
         await check_target(plan.target)
     if plan.server_pid is not None and not psutil.pid_exists(plan.server_pid):

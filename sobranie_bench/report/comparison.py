@@ -304,11 +304,25 @@ def backplane_ratio(res: Results, transport: str) -> tuple[float | None, str]:
     return None, ""
 
 
-SCALEOUT_METRICS = (("latency_p99_us", "fan-out p99", "ms"),
-                    ("delivered_per_s", "delivered/s", "num"),
-                    ("server_cpu_us_per_delivery", "server CPU µs/delivery (all instances)",
-                     "num"),
-                    ("lost", "lost", "num"))
+SCALEOUT_METRICS = {
+    "fanout": (("latency_p99_us", "fan-out p99", "ms"),
+               ("latency_local_p99_us", "p99 same instance", "ms"),
+               ("latency_remote_p99_us", "p99 other instance", "ms"),
+               ("delivered_per_s", "delivered/s", "num"),
+               ("server_cpu_us_per_delivery", "server CPU µs/delivery (all instances)", "num"),
+               ("broker_cpu_us_per_msg", "broker CPU µs/message", "num"),
+               ("lost", "lost", "num")),
+    "failover": (("acked", "acked", "num"), ("cut_off", "cut off", "num"),
+                 ("lost", "lost", "num"), ("duplicated", "duplicated", "num"),
+                 ("out_of_order", "out of order", "num"),
+                 ("recovery_p50_s", "recovery p50 (s)", "num"),
+                 ("recovery_max_s", "all recovered (s)", "num")),
+    "backplane": (("acked_per_s", "acked/s (closed loop)", "num"),
+                  ("delivered_per_s", "delivered/s", "num"),
+                  ("latency_p99_us", "p99 (queueing)", "ms"),
+                  ("broker_cpu_us_per_msg", "broker CPU µs/message", "num")),
+}
+"""Per scale-out scenario: the columns of its table (metric, heading, format)."""
 
 
 def backplane(res: Results) -> str:
@@ -324,18 +338,21 @@ def backplane(res: Results) -> str:
              "ratio is taken between them; within a scale-out run, the scalability stars "
              "above also weigh each transport's fan-out p99 against the best of that run."), ""]
     for name, scaled in res.scaleout.items():
-        rows = []
-        for t in scaled.transports:
-            if not scaled.measured(t, "fanout"):
-                continue
-            rows.append([t, scaled.run_id(t, "fanout"),
-                         *(text.measured(scaled.figure(t, "fanout", m), f)
-                           for m, _, f in SCALEOUT_METRICS),
-                         text.measured(res.figure(t, "fanout", "latency_p99_us"), "ms")])
-        if rows:
-            parts += [f"**{name}**", "",
-                      text.table(["Transport", "Run", *(label for _, label, _ in SCALEOUT_METRICS),
-                                  "one-instance fan-out p99 (its own run)"], rows), ""]
+        for scenario, metrics in SCALEOUT_METRICS.items():
+            rows = []
+            for t in scaled.transports:
+                if not scaled.measured(t, scenario):
+                    continue
+                own = ([text.measured(res.figure(t, "fanout", "latency_p99_us"), "ms")]
+                       if scenario == "fanout" else [])
+                rows.append([t, scaled.run_id(t, scenario),
+                             *(text.measured(scaled.figure(t, scenario, m), f)
+                               for m, _, f in metrics), *own])
+            if rows:
+                extra = ["one-instance fan-out p99 (its own run)"] if scenario == "fanout" else []
+                parts += [f"**{name}: {scenario}**", "",
+                          text.table(["Transport", "Run", *(label for _, label, _ in metrics),
+                                      *extra], rows), ""]
     return "\n".join(parts)
 
 

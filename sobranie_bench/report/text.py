@@ -89,8 +89,8 @@ def num(value: float | None, digits: int = 3) -> str:
     """A count or rate with thousands separators and ``digits`` significant digits."""
     if value is None:
         return NOT_MEASURED
-    if value == 0:
-        return "0"
+    if float(value).is_integer():
+        return f"{value:,.0f}"  # a count: 3, not 3.00
     magnitude = math.floor(math.log10(abs(value)))
     decimals = max(0, digits - 1 - magnitude)
     return f"{value:,.{decimals}f}"

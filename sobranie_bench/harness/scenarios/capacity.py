@@ -52,4 +52,5 @@ SCENARIO = Scenario(
                      "sla_ms": 500}],
     },
     timing={"ci": (0.3, 0.7), "quick": (1.0, 5.0), "full": (2.0, 10.0), "holdout": (1.0, 8.0)},
+    headline=[("max_clients_within_sla", "clients within SLA")],
 )

@@ -107,4 +107,6 @@ SCENARIO = Scenario(
                   "payload": 64} for cr in (50, 200)],
     },
     timing={"ci": (0.3, 1.5), "quick": (2.0, 10.0), "full": (5.0, 30.0)},
+    headline=[("latency_p99_us", "p99 µs"), ("connect_p50_us", "connect p50 µs"),
+              ("lost", "lost"), ("churn_failures", "failed")],
 )

@@ -68,4 +68,6 @@ SCENARIO = Scenario(
         "full": [{"connections": 10000, "connect_rate": 500, "hold": 10.0}],
     },
     timing={"ci": (0.0, 0.0), "quick": (0.0, 0.0), "full": (0.0, 0.0)},
+    headline=[("connect_p50_us", "connect p50 µs"), ("connect_p99_us", "p99 µs"),
+              ("server_rss_bytes_per_conn", "B/conn"), ("failures", "failed")],
 )

@@ -85,4 +85,7 @@ SCENARIO = Scenario(
     },
     timing={"ci": (0.3, 1.5), "quick": (2.0, 10.0), "full": (5.0, 30.0),
             "calibrate": (2.0, 30.0), "holdout": (2.0, 30.0)},
+    headline=[("rtt_p50_us", "p50 µs"), ("rtt_p99_us", "p99 µs"),
+              ("throughput_msgs_per_s", "msg/s"), ("server_cpu_us_per_msg", "srv µs/msg"),
+              ("harness_cpu_us_per_msg", "harness µs/msg")],
 )

@@ -93,4 +93,6 @@ SCENARIO = Scenario(
                  for r in (1, 10, 200)],
     },
     timing={"ci": (0.0, 0.0), "quick": (0.0, 0.0), "full": (0.0, 0.0)},
+    headline=[("bytes_down_per_msg", "B down/msg"), ("bytes_up_per_msg", "B up/msg"),
+              ("bytes_per_msg", "B total/msg")],
 )

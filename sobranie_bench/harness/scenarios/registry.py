@@ -10,10 +10,11 @@ from sobranie_bench.harness.scenarios import (
     echo,
     fanout,
     overhead,
+    scaleout,
 )
 
 
 def registry() -> dict[str, Scenario]:
     """Every scenario, by name."""
-    return {m.SCENARIO.name: m.SCENARIO
-            for m in (echo, fanout, connections, overhead, churn, capacity)}
+    declared = [m.SCENARIO for m in (echo, fanout, connections, overhead, churn, capacity)]
+    return {s.name: s for s in [*declared, scaleout.FAILOVER, scaleout.BACKPLANE]}
