@@ -324,8 +324,14 @@ def feature_section(choice: Choice, cands: dict[str, Candidate]) -> list[str]:
     runner = choice.ranking[1] if len(choice.ranking) > 1 else None
     lead = (f", {win.score / runner.score:.2f}× the score of {runner.transport}"
             if runner and runner.score > 0 else "")
+    figs = [fig for fig in cands[win.transport].figures.values() if fig is not None]
+    flagged = [name for name, on in (("client-bound", any(f.client_bound for f in figs)),
+                                     ("saturated", any(f.saturated for f in figs)),
+                                     ("noisy", any(f.noisy for f in figs))) if on]
     lines += [(f"**Recommended: {win.transport}** (score {win.score:.2f}{lead}); "
-              f"**fallback: {choice.fallback or 'none measured'}**."), ""]
+              f"**fallback: {choice.fallback or 'none measured'}**."
+               + (f" The winner's figures are flagged ({', '.join(flagged)}): read its "
+                  "ranking with that in mind." if flagged else "")), ""]
     latency_label = "echo p99" if f.direction == "both" else "fan-out p99"
     cpu_label = "CPU µs/msg" if f.direction == "both" else "CPU µs/delivery"
     bytes_label = "bytes/msg (64 B)" if f.direction == "both" else "bytes down/msg (64 B)"
