@@ -774,6 +774,9 @@ def _stack_lb(ctx: Context) -> Verdict:
     plan = recommendation.capacity(ctx.res, ctx.choices).note
     if plan is None:
         return Verdict(DEPENDS, ("capacity model gave no plan for these results",))
+    if not plan.fleets:  # every fleet infeasible at the measured load: no evidence either way
+        return Verdict(DEPENDS, tuple(f"model: {r.transport}: {r.reason}"
+                                      for r in plan.infeasible))
     return Verdict(CONFIRMED, tuple(
         f"model: {f.transport} fleet for {', '.join(f.features)}: {f.instances} instances, "
         f"bound by {f.binding} (`sobranie_bench.capacity.plan`, calibrated from run "

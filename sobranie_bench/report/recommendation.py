@@ -294,6 +294,16 @@ def fleet_rows(plan: Any) -> list[list[str]]:
     return rows
 
 
+def unplanned(plan: Any) -> str:
+    """What the instance total leaves out: fleets no number of instances serves."""
+    rows = getattr(plan, "infeasible", ())
+    if not rows:
+        return ""
+    return (" for the fleets that can be planned; no number of instances serves "
+            + ", ".join(f"{r.transport} ({', '.join(r.features)})" for r in rows)
+            + " within the objective (the table says why)")
+
+
 FLEET_HEADERS = ["Transport", "Features", "Instances (N+1)", "Bound by", "CPU at N",
                  "Connection memory / instance", "p95 delivery (model)", "Deliveries/s",
                  "Redis nodes (classic pub/sub)", "Redis shards (sharded pub/sub)",
@@ -423,12 +433,13 @@ def render(res: Results, online_users: int = ONLINE_USERS) -> str:
                   f"process, one core of a {cap.ours.instance.host.cores}-core host, "
                   f"{text.nbytes(cap.ours.instance.memory_bytes)} of its RAM; p95 delivery objective "
                   f"{cap.ours.slo_s * 1000:.0f} ms; {cap.ours.calibration}): "
-                  f"**{total} instances** in all."), "",
+                  f"**{total} instances** in all{unplanned(cap.ours)}."), "",
                   text.table(FLEET_HEADERS, fleet_rows(cap.ours)), ""]
     if cap.note is not None:
         total = sum(f.instances for f in cap.note.fleets)
         parts += [(f"The note's stack (WebSockets + SSE) on the same model: **{total} "
-                  "instances**."), "", text.table(FLEET_HEADERS, fleet_rows(cap.note)), ""]
+                  f"instances**{unplanned(cap.note)}."), "",
+                  text.table(FLEET_HEADERS, fleet_rows(cap.note)), ""]
     if cap.ours is None and cap.note is None:
         parts += ["The capacity model gave no plan.", ""]
     parts += [f"- {n}" for n in cap.notes] + ([""] if cap.notes else [])
