@@ -4,6 +4,7 @@ the end of ``run`` / ``report``, the rest still generated; exit codes and ``--st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -23,9 +24,17 @@ from tests.conftest import SECRET
 
 
 async def _kill_the_server(ctx: PartContext) -> dict[str, Any]:
-    """A scenario whose server dies under it: it SIGKILLs the `serve` process it talks to."""
-    servers = [p for p in psutil.Process().children(recursive=True)
-               if "serve" in p.cmdline()]
+    """A scenario whose server dies under it: it SIGKILLs the `serve` process it talks to
+    (the one of our descendants listening on the run's port)."""
+    port = int(ctx.url.rsplit(":", 1)[1].strip("/"))
+
+    def listens(proc: psutil.Process) -> bool:
+        with contextlib.suppress(psutil.Error):
+            conns = getattr(proc, "net_connections", proc.connections)(kind="inet")
+            return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns)
+        return False
+
+    servers = [p for p in psutil.Process().children(recursive=True) if listens(p)]
     assert servers, "no server process to kill"
     for proc in servers:
         os.kill(proc.pid, signal.SIGKILL)
