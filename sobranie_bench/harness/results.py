@@ -19,7 +19,9 @@ from sobranie_bench.harness.recorder import decode, stats
 
 RAW_VERSION = 1
 SUMMARY_COLUMNS = ["run_id", "transport", "scenario", "params", "trial", "metric", "value",
-                   "unit", "client_bound", "tls", "saturated", "noisy"]
+                   "unit", "client_bound", "tls", "saturated", "noisy", "network"]
+NETWORK_SCENARIOS = ("first-message", "hol", "reconnect")
+"""Scenarios whose module has a ``metrics(raw)`` of its own (sobranie_bench.netlab)."""
 CLIENT_BOUND_PERCENT = 90.0
 """A harness process this busy (while the server is not) means the client was the limit."""
 SATURATED_SHARE = 0.95
@@ -42,8 +44,12 @@ def params_key(params: dict[str, Any]) -> str:
 
 
 def raw_name(raw: dict[str, Any]) -> str:
+    """``<transport>-<scenario>-<params digest>-t<trial>.json``; ``-plain`` before ``.json``
+    for the plaintext half of a ``run --tls-compare``."""
     digest = hashlib.sha1(params_key(raw["params"]).encode()).hexdigest()[:8]
-    return f"{raw['transport']}-{raw['scenario']}-{digest}-t{raw['trial']}.json"
+    plain = raw.get("metadata", {}).get("tls_compare") and not raw.get("tls")
+    return f"{raw['transport']}-{raw['scenario']}-{digest}-t{raw['trial']}" \
+        f"{'-plain' if plain else ''}.json"
 
 
 def write_raw(run_dir: Path, raw: dict[str, Any]) -> Path:
@@ -324,6 +330,11 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
         m.update(_latency_rows("connect", h["connect"]["measured"]))
         m["failures"] = (c["failures"], "count")
         m["connected"] = (c["connected"], "count")
+        for key in ("held", "peak_open", "dropped"):  # counted by the parts since issue 19
+            if key in c:
+                m[key] = (c[key], "count")
+        m.update({key: (value, "count") for key, value in c.items()
+                  if key.startswith("failed_") and value})
         slope = rss_slope(server, raw["series"]["connected_at"], t["ramp_start"],
                           t["hold_end"])
         if slope is not None:
@@ -342,6 +353,8 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
         m["delivered"] = (c["delivered"], "count")
         if "handshake_round_trips" in c:
             m["handshake_round_trips"] = (c["handshake_round_trips"], "round trips")
+    elif scenario == "browser":
+        m.update(browser_metrics(raw))
     elif scenario == "capacity":
         m["max_clients_within_sla"] = (c["max_clients_within_sla"], "clients")
         m["sla_ms"] = (c["sla_ms"], "ms")
@@ -361,6 +374,11 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
             load = max(w.get("end", 0) - w.get("start", 0), 1e-9)
             m["acked_per_s"] = (c["acked"] / load, "msg/s")
             m["delivered_per_s"] = (c["delivered"] / load, "msg/s")
+    elif scenario in NETWORK_SCENARIOS:  # the network lab's scenarios compute their own rows
+        import importlib
+
+        module = f"sobranie_bench.harness.scenarios.{scenario.replace('-', '_')}"
+        m.update(importlib.import_module(module).metrics(raw))
     if "broker" in res:  # a cluster's own broker, sampled like the servers
         messages = c.get("published", c.get("acked", 0))
         per(cpu_between(res["broker"], w.get("start", 0), w.get("end", 0)), messages,
@@ -368,11 +386,37 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
     return m
 
 
+def browser_metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
+    """The ``browser`` scenario's: works (every tab did the whole check), hello and first
+    message times, the engine's major version; for SSE the per-origin limit (``info`` of the
+    raw file keeps the full version and every failure's reason)."""
+    c, h, info = raw["counters"], raw["histograms"], raw.get("info", {})
+    if "not_run" in info:
+        return {"browser_not_run": (1.0, "flag")}
+    m = {**_latency_rows("hello", h["hello"]["measured"]),
+         **_latency_rows("first_message", h["first"]["measured"])}
+    m["browser_tabs"] = (c["tabs"], "count")
+    m["browser_tabs_ok"] = (c["tabs_ok"], "count")
+    m["browser_works"] = (float(c["tabs_ok"] == c["tabs"] > 0), "flag")
+    m["engine_major_version"] = (c["engine_major"], "version")
+    limit = info.get("sse_limit", {})
+    for key in ("seventh_blocked", "other_host_blocked"):
+        if key in limit:
+            m[f"sse_{key}"] = (float(limit[key]), "flag")
+    for key in ("seventh_hello_after_close_ms", "other_host_hello_ms"):
+        if limit.get(key) is not None:
+            m[f"sse_{key}"] = (float(limit[key]), "ms")
+    if "seventh_blocked" in limit.get("http2", {}):
+        m["sse_http2_seventh_blocked"] = (float(limit["http2"]["seventh_blocked"]), "flag")
+    return m
+
+
 def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
     """The tidy rows of one raw result (pure: same raw, same rows)."""
     base = {"run_id": raw["metadata"]["run_id"], "transport": raw["transport"],
             "scenario": raw["scenario"], "params": params_key(raw["params"]),
-            "trial": raw["trial"], "tls": bool(raw.get("tls", False)), **flags(raw)}
+            "trial": raw["trial"], "tls": bool(raw.get("tls", False)), **flags(raw),
+            "network": raw.get("network", "loopback")}
     return [{**base, "metric": name, "value": round(float(value), 3), "unit": unit}
             for name, (value, unit) in sorted(metrics(raw).items())]
 

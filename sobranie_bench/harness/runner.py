@@ -22,7 +22,7 @@ import aiohttp
 import psutil
 
 from sobranie_bench import __version__, services
-from sobranie_bench.clients import TRANSPORTS
+from sobranie_bench.clients import TRANSPORTS, base_transport
 from sobranie_bench.harness import complexity, results
 from sobranie_bench.harness.recorder import merge
 from sobranie_bench.harness.sampler import MetricsSampler, Sampler, cpu_model, raise_fd_limit
@@ -31,6 +31,8 @@ from sobranie_bench.harness.scenarios.registry import registry
 from sobranie_contract import tokens
 
 SERVER_START_SECONDS = 30.0
+WORKER_GRACE_SECONDS = 120.0
+"""Seconds a worker process may run past its load's planned end (drains, closes)."""
 CLUSTER_KINDS = {"http", "ws", "sse", "longpoll", "elysia"}
 """Server kinds a cluster instance serves (``serve http``, or ``serve elysia`` for theirs)."""
 LIBRARIES = ("aiohttp", "websockets", "aioquic", "python-socketio", "aiortc", "uvloop",
@@ -41,10 +43,17 @@ class HarnessError(Exception):
     """Something a person must fix before benchmarking (dead target, bad arguments)."""
 
 
+SERVER_START_S = 2.2
+"""Starting and stopping one fresh server, seconds: a planning figure, measured once on the
+2-core machine (4 overhead points of ws and sse@elysia took 17.8 s, 6 s of it load and
+about 3 s the CLI's start)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     profile: str = "ci"
-    """ci (under 5 minutes on 2 cores), quick (about 15) or full."""
+    """ci (the smoke profile, under 5 minutes on 2 cores), standard (the committed evidence,
+    at most 30 minutes: 3 trials, ladders, resolved windows), quick or full."""
     transports: tuple[str, ...] = ()
     """Transports to run (default: every registered one)."""
     scenarios: tuple[str, ...] = ()
@@ -64,6 +73,9 @@ class Plan:
     (our own, fresh per run, :mod:`sobranie_bench.services`)."""
     cluster: int = 0
     """Run against N instances behind HAProxy (fresh per run) instead of one server."""
+    processes: int = 1
+    """Server processes sharing one port (``serve --processes N``); a grid point's
+    ``processes`` parameter overrides it. N > 1 over the memory broker uses our own Redis."""
     overrides: tuple[tuple[str, Any], ...] = ()
     """(parameter, value) pairs set in every grid point that has that parameter."""
     timing: tuple[float, float] | None = None
@@ -78,6 +90,14 @@ class Plan:
     server_pid: int | None = None
     """The ``target``'s process id, sampled like a server we start (psutil, schedstat);
     without it the target's CPU comes from its /metrics (``process_cpu_seconds_total``)."""
+    tls_compare: bool = False
+    """Run every point of a TCP transport twice, plaintext then TLS, each on a fresh server:
+    the TLS cost per message and per handshake measured in one run (``tls`` is then moot)."""
+    network: str = "loopback"
+    """Network profile (:mod:`sobranie_bench.netlab.profiles`): anything but loopback runs the
+    server and the load in two namespaces joined by the emulated link."""
+    lab: Any = None
+    """The running :class:`~sobranie_bench.netlab.lab.Lab` (set by :func:`run_plan`)."""
 
     def points(self) -> Iterator[tuple[str, Scenario, dict[str, Any], int]]:
         scenarios = registry()
@@ -86,9 +106,31 @@ class Plan:
         trials = self.trials or (1 if self.profile == "ci" else 3)
         for transport in self.transports or tuple(TRANSPORTS):
             for name in names:
+                if scenarios[name].network and self.network == "loopback":
+                    continue  # it cuts the lab's link: there is none on loopback
                 for params in self.grid(scenarios[name]):
                     for trial in range(1, trials + 1):
                         yield transport, scenarios[name], params, trial
+
+    def variants(self, transport: str) -> tuple[Plan, ...]:
+        """The plans one point runs under: itself, or with ``tls_compare`` a plaintext and a
+        TLS one (once for a transport that always encrypts)."""
+        if not self.tls_compare:
+            return (self,)
+        if base_transport(transport) in ALWAYS_ENCRYPTED:
+            return (replace(self, tls=True),)
+        return replace(self, tls=False), replace(self, tls=True)
+
+    def runs(self) -> Iterator[tuple[Plan, str, Scenario, dict[str, Any], int]]:
+        """Every run of the plan: each point under each of its :meth:`variants`."""
+        for transport, scenario, params, trial in self.points():
+            for variant in self.variants(transport):
+                yield variant, transport, scenario, params, trial
+    def planned_seconds(self) -> float:
+        """The plan's duration by its declared timings: every trial of every point's
+        set-up, warm-up, window and ramps, plus SERVER_START_S for its fresh server."""
+        return sum(scenario.planned_seconds(self.profile, params) + SERVER_START_S
+                   for _v, _t, scenario, params, _trial in self.runs())
 
     def grid(self, scenario: Scenario) -> list[dict[str, Any]]:
         """The profile's points with the overrides applied (points that become equal, once);
@@ -107,6 +149,13 @@ class Server:
     pid: int
     process: asyncio.subprocess.Process
     client_options: dict[str, Any] = field(default_factory=dict)
+    pids: list[int] = field(default_factory=list)
+    """Every process serving (``serve --processes N``), the first being ``pid``."""
+
+    def sampled(self) -> dict[str, int]:
+        """The sampler's names for the serving processes: server, server-2, ..."""
+        return {("server" if i == 0 else f"server-{i + 1}"): pid
+                for i, pid in enumerate(self.pids or [self.pid])}
 
     async def check_alive(self, kind: str) -> None:
         """Raise HarnessError when the server exited during the run (its figures would be the
@@ -134,11 +183,17 @@ class Server:
             await proc.wait()
 
 
-async def spawn_server(kind: str, plan: Plan) -> Server:
-    """A fresh server process on an OS-chosen loopback port, ready when it prints its URL."""
+async def spawn_server(kind: str, plan: Plan, processes: int = 1) -> Server:
+    """A fresh server (``processes`` of them on one port) on an OS-chosen loopback port, ready
+    when it prints its URL."""
+    # under --network the server runs in the lab's server namespace, on the link's address
+    netns, host = (plan.lab.server_exec, ["--host", plan.lab.server_addr]) if plan.lab \
+        else ([], [])
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sobranie_bench.cli", "serve", kind, "--port", "0", "--json",
-        "--broker", plan.broker, "--jwt-secret", plan.secret, *(["--tls"] if plan.tls else []),
+        *netns, sys.executable, "-m", "sobranie_bench.cli", "serve", kind, *host,
+        "--port", "0", "--json", "--broker", plan.broker, "--jwt-secret", plan.secret,
+        *(["--tls"] if plan.tls else []),
+        *(["--processes", str(processes)] if processes > 1 else []),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     try:
@@ -151,8 +206,10 @@ async def spawn_server(kind: str, plan: Plan) -> Server:
     options = {"cert_hash": info["cert_sha256"]} if "cert_sha256" in info else {}
     if "ca" in info:
         options["ca"] = info["ca"]
-    # a server that runs in a child of `serve` (Elysia) announces the pid to sample
-    return Server(info["url"], int(info.get("pid", proc.pid)), proc, options)
+    # a server that runs in a child of `serve` (Elysia) announces the pid to sample, and
+    # `serve --processes N` the pids of its N processes
+    pids = [int(p) for p in info.get("pids", [info.get("pid", proc.pid)])]
+    return Server(info["url"], pids[0], proc, options, pids)
 
 
 async def check_target(url: str) -> None:
@@ -192,6 +249,8 @@ def metadata(plan: Plan, run_id: str) -> dict[str, Any]:
             "git_commit": commit, "profile": plan.profile, "seed": plan.seed,
             "workers": plan.workers, "broker": plan.broker, "target": plan.target,
             "cluster": plan.cluster, "tls": plan.tls, "tls_resumption": False,
+            "tls_compare": plan.tls_compare,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
             "complexity": complexity.record(),
             "started": datetime.now(UTC).isoformat(timespec="seconds")}
 
@@ -222,29 +281,41 @@ def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
             acc = out["per_channel"].setdefault(table, {})
             for ch, n in values.items():  # acks come from the one publishing part: sums too
                 acc[ch] = acc.get(ch, 0) + n
-        if "steps" in p:
-            out["steps"] = p["steps"]
+        for key in ("steps", "info"):  # descriptive, from the one part that has them
+            if key in p:
+                out[key] = p[key]
     return out
 
 
 async def run_parts(scenario: Scenario, ctx: PartContext, workers: int,
-                    sampler: Sampler) -> list[dict[str, Any]]:
-    """The load: in this process, or split across ``workers`` worker processes."""
-    if workers <= 1 or not scenario.workers:
+                    sampler: Sampler, netns: list[str] | None = None) -> list[dict[str, Any]]:
+    """The load: in this process, or split across ``workers`` worker processes (always worker
+    processes, under ``netns``, when the load runs in the lab's client namespace)."""
+    if not netns and (workers <= 1 or not scenario.workers):
         return [await scenario.part(ctx)]
+    workers = workers if scenario.workers else 1
     procs = []
     for i in range(workers):
         spec = json.dumps({"scenario": scenario.name,
                            "ctx": {**asdict(ctx), "index": i, "count": workers}})
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sobranie_bench.harness.worker",
+            *(netns or []), sys.executable, "-m", "sobranie_bench.harness.worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         assert proc.stdin is not None
         proc.stdin.write(spec.encode())
         proc.stdin.close()
         sampler.add(f"worker-{i + 1}", proc.pid)
         procs.append(proc)
-    outs = await asyncio.gather(*(p.communicate() for p in procs))
+    # a worker that outlives its load by this much is stuck (a hung connection): the point fails
+    budget = max(0.0, (ctx.end_ns - time.monotonic_ns()) / 1e9) + WORKER_GRACE_SECONDS
+    try:
+        outs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in procs)), budget)
+    except TimeoutError:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+        raise HarnessError(f"a worker of {scenario.name} did not finish within {budget:.0f} s "
+                           "of its load's start (stuck)") from None
     if any(p.returncode for p in procs):
         raise HarnessError(f"a worker of {scenario.name} failed (exit codes "
                            f"{[p.returncode for p in procs]})")
@@ -252,7 +323,8 @@ async def run_parts(scenario: Scenario, ctx: PartContext, workers: int,
 
 
 @contextlib.asynccontextmanager
-async def server_for(plan: Plan, transport: str) -> AsyncIterator[dict[str, Any]]:
+async def server_for(plan: Plan, transport: str,
+                     processes: int = 1) -> AsyncIterator[dict[str, Any]]:
     """What a run talks to: the --target, a fresh cluster, or a fresh server; yields the base
     URL (``url``), client ``options`` it announced, a cluster's ``instances`` and
     ``instance_pids``, and the pids to sample (``server``, ``server-2``..., ``broker``)."""
@@ -275,11 +347,12 @@ async def server_for(plan: Plan, transport: str) -> AsyncIterator[dict[str, Any]
                    "instances": tuple(i.url for i in cluster.instances),
                    "instance_pids": tuple(i.pid for i in cluster.instances)}
     else:
-        async with services.broker(plan.broker) as broker:
-            server = await spawn_server(TRANSPORTS[transport].server, replace(plan, broker=broker))
+        shared = "redis" if processes > 1 and plan.broker == "memory" else plan.broker
+        async with services.broker(shared) as broker:
+            server = await spawn_server(TRANSPORTS[transport].server, replace(plan, broker=broker),
+                                        processes)
             try:
-                yield {"url": server.url, "server": server.pid,
-                       "options": server.client_options}
+                yield {"url": server.url, **server.sampled(), "options": server.client_options}
                 await server.check_alive(TRANSPORTS[transport].server)
             finally:
                 await server.stop()
@@ -287,8 +360,10 @@ async def server_for(plan: Plan, transport: str) -> AsyncIterator[dict[str, Any]
 
 async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
                   scenario: Scenario, params: dict[str, Any], trial: int) -> dict[str, Any]:
-    async with server_for(plan, transport) as target:
-        warmup, duration = plan.timing or scenario.timing.get(plan.profile, (0.0, 0.0))
+    processes = int(params.get("processes", plan.processes))
+    workers = int(params.get("workers", plan.workers))
+    async with server_for(plan, transport, processes) as target:
+        warmup, duration = plan.timing or scenario.window(plan.profile, params)
         start_ns = time.monotonic_ns() + int(scenario.setup_budget(params) * 1e9)
         ctx = PartContext(transport=transport, url=str(target.pop("url")), params=params,
                           index=0, count=1, seed=plan.seed * 1000 + trial, start_ns=start_ns,
@@ -299,14 +374,16 @@ async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
         pids = {"harness": os.getpid(), **{k: int(v) for k, v in target.items()}}
         remote = target_metrics(plan, pids)
         async with Sampler(pids) as sampler, remote or contextlib.nullcontext():
-            parts = await run_parts(scenario, ctx, plan.workers, sampler)
+            parts = await run_parts(scenario, ctx, workers, sampler,
+                                    plan.lab.client_exec if plan.lab else None)
     merged = merge_parts(parts)
     resources = sampler.as_dict()
     if remote is not None and remote.samples:
         resources["server"] = remote.as_list()
     raw = {"version": results.RAW_VERSION, "metadata": meta, "transport": transport,
            "scenario": scenario.name, "params": params, "trial": trial,
-           "profile": plan.profile, "parts": len(parts), "tls": encrypted(ctx.url, transport),
+           "profile": plan.profile, "parts": len(parts), "processes": processes,
+           "tls": encrypted(ctx.url, transport), "network": plan.network,
            "window": window(ctx, merged["times"]),
            "timing": {"warmup": ctx.warmup, "duration": ctx.duration},
            "resources": resources, "machine": sampler.machine_dict(),
@@ -365,31 +442,84 @@ async def run_plan(plan: Plan, on_result: Callable[[str, dict[str, Any] | None],
     if lonely:
         raise HarnessError(f"{', '.join(lonely)} needs a cluster: add --cluster 2 (or more) "
                            "and a shared --broker (redis or nats)")
+    if plan.tls_compare and (plan.target or plan.cluster):
+        raise HarnessError("--tls-compare runs servers the harness starts, one per point and "
+                           "mode: not with --target or --cluster")
     if plan.target:
         await check_target(plan.target)
     if plan.server_pid is not None and not psutil.pid_exists(plan.server_pid):
         raise HarnessError(f"--server-pid {plan.server_pid}: no such process")
+    with network_lab(plan) as lab:
+        return await _run_points(replace(plan, lab=lab), on_result)
+
+
+@contextlib.contextmanager
+def network_lab(plan: Plan) -> Iterator[Any]:
+    """The plan's emulated network, verified (None for loopback); HarnessError if it cannot
+    run or its link is not the profile."""
+    from sobranie_bench.netlab import lab, profiles
+
+    try:
+        profile = profiles.get(plan.network)
+    except ValueError as exc:
+        raise HarnessError(str(exc)) from None
+    if not profile.emulated:
+        yield None
+        return
+    if plan.target or plan.cluster or plan.broker != "memory":
+        raise HarnessError("--network runs a fresh server with the memory broker inside the "
+                           "lab; it cannot be combined with --target, --cluster or --broker")
+    try:
+        with lab.Lab(profile, seed=plan.seed) as running:
+            yield running
+    except lab.LabError as exc:
+        raise HarnessError(str(exc)) from None
+
+
+async def _run_points(plan: Plan, on_result: Callable[[str, dict[str, Any] | None], None]
+                      ) -> Path:
     raise_fd_limit()
+    preflight(plan)
     run_id = new_run_id()
     meta = metadata(plan, run_id)
+    meta["network"] = plan.lab.metadata() if plan.lab else {"profile": {"name": "loopback"}}
     run_dir = plan.out / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run.json").write_text(json.dumps(meta, indent=1))
-    for transport, scenario, params, trial in plan.points():
+    for variant, transport, scenario, params, trial in plan.runs():
         label = f"{transport} {scenario.name} {results.params_key(params)} #{trial}"
+        if plan.tls_compare:
+            label += " tls" if variant.tls else " plaintext"
         on_result(label, None)
         try:
-            raw = await run_one(plan, run_id, meta, transport, scenario, params, trial)
+            raw = await run_one(variant, run_id, meta, transport, scenario, params, trial)
         except Exception as exc:  # noqa: BLE001 - one failed run must not end the matrix
             raw = {"version": results.RAW_VERSION, "metadata": meta, "transport": transport,
                    "scenario": scenario.name, "params": params, "trial": trial,
-                   "profile": plan.profile, "error": f"{type(exc).__name__}: {exc}"}
+                   "profile": plan.profile, "network": plan.network,
+                   "error": f"{type(exc).__name__}: {exc}",
+                   "tls": variant.tls or transport in ALWAYS_ENCRYPTED}
             results.write_raw(run_dir, raw)
         on_result(label, raw)
     results.write_summary(plan.out / "runs", plan.out / "summary.csv")
     return run_dir
 
 
+def preflight(plan: Plan) -> None:
+    """Refuse, before anything starts, a plan whose points this machine cannot run (open
+    files, ephemeral ports, backlog): one line naming the limit and the fix."""
+    for transport, scenario, params, _ in plan.points():
+        if scenario.preflight is None:
+            continue
+        why = scenario.preflight(params, workers=plan.workers,
+                                 processes=None if plan.target or plan.cluster
+                                 else plan.processes,
+                                 url=plan.target or "http://127.0.0.1")
+        if why:
+            raise HarnessError(f"{scenario.name} {results.params_key(params)} ({transport}): "
+                               f"{why}")
+
+
 def count_points(plan: Plan) -> int:
-    return sum(1 for _ in plan.points())
+    return sum(1 for _ in plan.runs())
 

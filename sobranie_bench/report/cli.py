@@ -28,6 +28,12 @@ def _report(args: argparse.Namespace) -> int:
         paths.append(failures.write_notebook_failures(out / "notebooks", failed))
     if not args.only_notebooks:
         paths += build(results, out, with_charts=not args.no_charts)
+        if args.docs:
+            from sobranie_bench.report import docs
+            paths += docs.refresh(args.docs, res)
+    else:
+        from sobranie_bench.report import summary
+        paths.append(summary.write_index(res, out))
     everything = failures.collect(res, out / "notebooks")
     for line in failures.console_lines(everything):  # what failed comes first
         console.print(f"[red]{line}[/]", highlight=False)
@@ -68,4 +74,7 @@ def register(sub: Any) -> None:
                    help="exit 1 when any scenario or notebook failed (default: 0 whenever "
                         "the report was produced, the failures listed at its top; 1 only "
                         "when nothing could be measured)")
+    p.add_argument("--docs", metavar="DIR",
+                   help="also rewrite the generated figure blocks of DIR/*.md from these "
+                        "results (`<!-- generated: NAME -->`; make bench passes docs)")
     p.set_defaults(func=_report)

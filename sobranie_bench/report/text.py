@@ -115,7 +115,9 @@ def measured(fig: Measured | None, fmt: str = "num") -> str:
         return NOT_MEASURED
     show = {"us": us, "ms": ms, "num": num, "bytes": nbytes}[fmt]
     text = show(fig.value)
-    if fig.trials > 1 and fig.high > fig.low:
+    if fig.bootstrapped and fig.ci_high > fig.ci_low:
+        text += f" (95% CI {show(fig.ci_low)}–{show(fig.ci_high)}, {fig.trials} trials)"
+    elif fig.trials > 1 and fig.high > fig.low:
         text += f" ({show(fig.low)}–{show(fig.high)}, {fig.trials} trials)"
     return text + marks(fig)
 

@@ -24,6 +24,17 @@ from sobranie_contract import tokens
 Params = dict[str, Any]
 log = logging.getLogger("sobranie.harness")
 
+PROFILES = ("ci", "standard", "quick", "full", "calibrate", "holdout")
+"""ci: the smoke profile (minutes, one trial); standard: the committed evidence (≤ 30 min on
+2 cores, 3 trials, ladders until the SLA breaks, windows resolving 1 µs of CPU per event);
+quick, full: bigger grids; calibrate, holdout: the capacity model's fit and check points."""
+RESOLVED_PROFILES = ("standard", "full")
+"""Profiles whose windows stretch to hold MIN_WINDOW_EVENTS events."""
+CPU_TICK_S = 0.01
+"""Resolution of a process's CPU time as the sampler reads it (Linux clock ticks)."""
+MIN_WINDOW_EVENTS = 10_000
+"""Events (echoes, deliveries) a resolved window holds: CPU_TICK_S / 10,000 = 1 µs per event."""
+
 
 @dataclass(frozen=True, slots=True)
 class PartContext:
@@ -115,9 +126,40 @@ class Scenario:
     """Only meaningful against ``run --cluster N`` (N >= 2): left out of other runs."""
     headline: list[tuple[str, str]] = field(default_factory=list)
     """(summary metric, short label) pairs the end-of-run table shows."""
+    network: bool = False
+    """Whether it needs the network lab (``--network``): skipped on loopback."""
+    preflight: Callable[..., str | None] | None = None
+    """``preflight(params, workers=, processes=, url=, limits=)``: why a point cannot run on
+    this machine (one line naming the limit and the fix), checked before the run starts."""
+    connects_in_load: bool = False
+    """Its connections are the load itself (timed), not set-up before ``start_ns``."""
+    events_per_s: Callable[[Params], float] | None = None
+    """Measured events per second a point generates (echoes, deliveries); in
+    RESOLVED_PROFILES its window stretches to hold MIN_WINDOW_EVENTS of them."""
+    load_seconds: Callable[[Params], float] | None = None
+    """Seconds a point's load takes beyond warm-up and window (ramps, holds, steps), for
+    planning a profile's duration."""
+
+    def window(self, profile: str, params: Params) -> tuple[float, float]:
+        """(warm-up, duration) seconds of one point under ``profile``."""
+        warmup, duration = self.timing.get(profile, (0.0, 0.0))
+        if profile in RESOLVED_PROFILES and self.events_per_s is not None:
+            rate = self.events_per_s(params)
+            if rate > 0:
+                duration = max(duration, MIN_WINDOW_EVENTS / rate)
+        return warmup, duration
+
+    def planned_seconds(self, profile: str, params: Params) -> float:
+        """Seconds one trial of one point takes by plan (set-up, warm-up, window, ramps),
+        not counting the server's start and stop."""
+        warmup, duration = self.window(profile, params)
+        extra = self.load_seconds(params) if self.load_seconds is not None else 0.0
+        return self.setup_budget(params) + warmup + duration + extra
 
     def setup_budget(self, params: Params) -> float:
         """Seconds allowed for connecting before the load starts."""
+        if self.connects_in_load:
+            return 1.0 + int(params.get("connections", 0)) / 20000.0  # building the clients
         conns = int(params.get("connections", 0)) + int(params.get("subscribers", 0)) * int(
             params.get("channels", 1))
         return 1.0 + conns / 500.0

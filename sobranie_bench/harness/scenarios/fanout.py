@@ -109,8 +109,7 @@ async def part(ctx: PartContext) -> dict[str, Any]:
         failed += await connect_all(publishers)
     ctx = ctx.started()
     for r in (rec, *hops.values()):
-        r.measure_from_ns = ctx.measure_ns
-    rec.measure_until_ns = ctx.end_ns
+        r.measure_from_ns, r.measure_until_ns = ctx.measure_ns, ctx.end_ns
     acked: dict[str, int] = {ch: 0 for ch in channels}
     in_flight: set[asyncio.Future[Any]] = set()
     pad = padding(int(p["payload"]), ctx.rng())
@@ -157,12 +156,18 @@ async def part(ctx: PartContext) -> dict[str, Any]:
             "times": {"load_end": end, "last_rx": last_rx, **ctx.milestones()}}
 
 
+FANOUT_LADDER = (100, 300, 1000)
+"""Subscribers per channel of the standard profile's ladder (at 50 publishes/s)."""
+
 SCENARIO = Scenario(
     name="fanout", doc="publish at a rate into channels of N subscribers; one-way latency, "
                        "delivered/s, lost and duplicated",
     part=part,
     grid={
         "ci": [{"channels": 1, "subscribers": 100, "rate": 50, "payload": 64}],
+        # the fan-out ladder: deliveries per second 3x per rung (subscribers x rate)
+        "standard": [{"channels": 1, "subscribers": s, "rate": 50, "payload": 64}
+                     for s in FANOUT_LADDER],
         "quick": [{"channels": 1, "subscribers": s, "rate": r, "payload": 64}
                   for s in (100, 1000) for r in (20, 100)],
         "full": [{"channels": c, "subscribers": s, "rate": r, "payload": pl}
@@ -173,8 +178,9 @@ SCENARIO = Scenario(
                       for s in (100, 600)],
         "holdout": [{"channels": 1, "subscribers": 300, "rate": 20, "payload": 64}],
     },
-    timing={"ci": (0.3, 1.5), "quick": (2.0, 10.0), "full": (5.0, 30.0),
-            "calibrate": (2.0, 30.0), "holdout": (2.0, 30.0)},
+    timing={"ci": (0.3, 1.5), "standard": (0.3, 1.0), "quick": (2.0, 10.0),
+            "full": (5.0, 30.0), "calibrate": (2.0, 30.0), "holdout": (2.0, 30.0)},
+    events_per_s=lambda p: float(p["rate"]) * int(p["subscribers"]) * int(p.get("channels", 1)),
     headline=[("latency_p50_us", "p50 µs"), ("latency_p99_us", "p99 µs"),
               ("latency_remote_p99_us", "other instance p99 µs"),
               ("delivered_per_s", "deliv/s"), ("lost", "lost"), ("duplicated", "dup")],

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from sobranie_bench.harness.scenarios import (
     Scenario,
+    browser,
     capacity,
     churn,
     connections,
     echo,
     fanout,
+    first_message,
     overhead,
+    reconnect,
     scaleout,
 )
 
 
 def registry() -> dict[str, Scenario]:
     """Every scenario, by name."""
-    declared = [m.SCENARIO for m in (echo, fanout, connections, overhead, churn, capacity)]
+    declared = [m.SCENARIO for m in (echo, fanout, connections, overhead, churn, capacity,
+                                     first_message, reconnect, browser)]
     return {s.name: s for s in [*declared, scaleout.FAILOVER, scaleout.BACKPLANE]}
