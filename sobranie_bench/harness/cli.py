@@ -36,6 +36,8 @@ HEADLINES = {
     "first-message": [("first_message_p50_us", "first msg p50 µs"),
                       ("connect_p50_us", "connect p50 µs"),
                       ("handshake_round_trips", "handshake RTs")],
+    "hol": [("shared_p99_us", "one conn p99 µs"), ("split_p99_us", "conn per flow p99 µs"),
+            ("hol_p99_ratio", "p99 ratio")],
     "reconnect": [("detect_p50_ms", "detect ms"), ("reconnect_p50_ms", "reconnect ms"),
                   ("resume_p50_ms", "resume ms"), ("lost", "lost"), ("duplicated", "dup")],
 }

@@ -172,3 +172,21 @@ def test_reconnect_after_a_cut_loses_and_duplicates_nothing(tmp_path: Path) -> N
     # nothing crosses a cut link: the first message after it comes once it is back
     assert m["resume_p50_ms"][0] > 0
     assert raw["counters"]["outage_s"] == 1.0
+
+
+@root
+def test_hol_delivers_every_flow_to_both_groups(tmp_path: Path) -> None:
+    plan = Plan(profile="ci", transports=("ws",), scenarios=("hol",), out=tmp_path,
+                secret=SECRET, network="lossy-wifi", timing=(0.3, 2.0),
+                overrides=(("users", 2), ("flows", 3)))
+    asyncio.run(run_plan(plan))
+    (raw,) = results.load_raw(tmp_path)
+    assert "error" not in raw, raw
+    m = results.metrics(raw)
+    # a reliable transport delivers everything to both groups; nothing beats the link's RTT
+    assert m["shared_delivered_percent"][0] == m["split_delivered_percent"][0] == 100.0
+    assert m["shared_p50_us"][0] >= 10_000 and m["split_p50_us"][0] >= 10_000
+    assert m["hol_p99_ratio"][0] > 0
+    from sobranie_bench.report import network
+
+    assert "| ws | lossy-wifi |" in network.render(network.select([raw]))

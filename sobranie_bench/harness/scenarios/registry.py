@@ -10,6 +10,7 @@ from sobranie_bench.harness.scenarios import (
     echo,
     fanout,
     first_message,
+    hol,
     overhead,
     reconnect,
 )
@@ -19,4 +20,4 @@ def registry() -> dict[str, Scenario]:
     """Every scenario, by name."""
     return {m.SCENARIO.name: m.SCENARIO
             for m in (echo, fanout, connections, overhead, churn, capacity, first_message,
-                      reconnect)}
+                      hol, reconnect)}
