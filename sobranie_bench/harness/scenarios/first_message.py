@@ -80,4 +80,6 @@ SCENARIO = Scenario(
     grid={"ci": [{"users": 5}], "quick": [{"users": 20}], "full": [{"users": 50}]},
     timing={"ci": (0.0, 0.0), "quick": (0.0, 0.0), "full": (0.0, 0.0)},
     workers=False,
+    headline=[("first_message_p50_us", "first msg p50 µs"), ("connect_p50_us", "connect p50 µs"),
+              ("handshake_round_trips", "handshake RTs")],
 )

@@ -109,5 +109,7 @@ SCENARIO = Scenario(
           "full": [{"flows": f, "users": 20, "rate": 25, "payload": 200} for f in (4, 16)]},
     timing={"ci": (0.5, 5.0), "quick": (2.0, 20.0), "full": (5.0, 60.0)},
     workers=False,
+    headline=[("shared_p99_us", "one conn p99 µs"), ("split_p99_us", "conn per flow p99 µs"),
+              ("hol_p99_ratio", "p99 ratio")],
     network=True,
 )

@@ -134,4 +134,6 @@ SCENARIO = Scenario(
     timing={"ci": (0.5, 4.0), "quick": (2.0, 20.0), "full": (2.0, 40.0)},
     workers=False,
     network=True,
+    headline=[("detect_p50_ms", "detect ms"), ("reconnect_p50_ms", "reconnect ms"),
+              ("resume_p50_ms", "resume ms"), ("lost", "lost"), ("duplicated", "dup")],
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sobranie_bench.harness.scenarios import (
     Scenario,
+    browser,
     capacity,
     churn,
     connections,
@@ -13,11 +14,12 @@ from sobranie_bench.harness.scenarios import (
     hol,
     overhead,
     reconnect,
+    scaleout,
 )
 
 
 def registry() -> dict[str, Scenario]:
     """Every scenario, by name."""
-    return {m.SCENARIO.name: m.SCENARIO
-            for m in (echo, fanout, connections, overhead, churn, capacity, first_message,
-                      hol, reconnect)}
+    declared = [m.SCENARIO for m in (echo, fanout, connections, overhead, churn, capacity,
+                                     first_message, hol, reconnect, browser)]
+    return {s.name: s for s in [*declared, scaleout.FAILOVER, scaleout.BACKPLANE]}
