@@ -39,7 +39,7 @@ bench: setup
 	    || [ -z "$(STRICT)" ]
 	@# the same transports over an emulated 4G link (network namespaces: root, as in CI)
 	if [ "$$(id -u)" = 0 ]; then $(BIN)/sobranie-bench run --profile $(PROFILE) --network 4g \
-	  --scenarios echo,first-message,reconnect $(STRICT_FLAG) || [ -z "$(STRICT)" ]; \
+	  --scenarios echo,first-message $(STRICT_FLAG) || [ -z "$(STRICT)" ]; \
 	else echo "make bench: --network 4g needs root: its points are left out"; fi
 	$(BIN)/sobranie-bench report --notebooks --docs docs $(STRICT_FLAG)
 

@@ -200,7 +200,8 @@ async def spawn_server(kind: str, plan: Plan, processes: int = 1) -> Server:
         line = await asyncio.wait_for(proc.stdout.readline(), SERVER_START_SECONDS)
         info = json.loads(line)
     except (TimeoutError, ValueError):
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):  # it may have exited already
+            proc.kill()
         err = (await proc.stderr.read()).decode(errors="replace").strip().splitlines()
         raise HarnessError(f"server {kind!r} did not start: {' / '.join(err[-3:])}") from None
     options = {"cert_hash": info["cert_sha256"]} if "cert_sha256" in info else {}
