@@ -15,7 +15,8 @@ the limit applies to them; the same seven tabs through an HAProxy of ours that s
 to the browser (ALPN h2, HTTP/1.1 to the server) share one multiplexed connection and are not
 blocked (``http2``, with the protocol the browser reports).
 
-An engine that cannot be launched here is a result (``not_run`` with the reason), never a crash.
+``--set engine=firefox`` runs one engine only, ``--set tabs=10`` more tabs. An engine that
+cannot be launched here is a result (``not_run`` with the reason), never a crash.
 Every browser is closed and every tab bounded in time (:data:`PART_SECONDS` for the part).
 """
 
