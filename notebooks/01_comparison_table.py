@@ -16,11 +16,8 @@
 # # 01 · The note's comparison table, against our measurements
 #
 # The design note rates WebSockets, Socket.IO, WebTransport, SSE and WebRTC from one to five
-# stars on browser support, complexity, performance, scalability and Elysia support. Here its
-# stars stand beside stars derived from our runs (performance, scalability), from the code of
-# our reference adapters (complexity), and from cited public sources (browser and Elysia
-# support, which a benchmark cannot measure). Long-polling, which the note does not rate, is
-# added as the baseline.
+# stars. Here its stars stand beside ours: measured (performance, scalability), counted from
+# our adapters' code (complexity) or cited (browser and Elysia support). The answer first:
 
 # %% tags=["parameters"]
 RESULTS = "results"
@@ -28,19 +25,20 @@ RESULTS = "results"
 # %%
 from IPython.display import Markdown, display
 
-from sobranie_bench.report import charts, comparison, load
+from sobranie_bench.report import charts, comparison, load, tables
 
 res = load(RESULTS)
 rows = comparison.rows(res)
 meta = res.metadata()
+compared, close, apart = comparison.agreement(rows)
+far = comparison.disagreements(rows)
 display(Markdown(
-    f"Results: run **{res.main_run}** ({meta.get('profile')} profile, {meta.get('cores')} "
-    f"cores, Python {meta.get('python')}); transports measured: "
-    f"{', '.join(res.transports) or 'none'}."
+    (f"Of **{compared}** cells rated by both the note and us, **{close}** agree within one "
+     f"star and **{apart}** are two or more stars apart"
+     + (": " + "; ".join(f"{tech} {col} (note {note}★, ours {ours}★)"
+                         for tech, col, note, ours, _basis in far) if far else "")
+     + f". Run {res.main_run}, {meta.get('profile')} profile, {meta.get('cores')} cores.")
     if res.main_run else "No results found: every measured cell says *not measured*."))
-
-# %% [markdown]
-# The performance column at a glance: echo round-trip percentiles per transport, this run.
 
 # %%
 charts.latency_percentiles(res)
@@ -50,15 +48,6 @@ charts.latency_percentiles(res)
 
 # %%
 comparison.star_frame(res)
-
-# %%
-compared, close, apart = comparison.agreement(rows)
-far = comparison.disagreements(rows)
-display(Markdown(
-    f"Of **{compared}** cells rated by both, **{close}** agree within one star and "
-    f"**{apart}** are two or more stars apart"
-    + (":\n\n" + "\n".join(f"- {tech}, {col}: note {note}★, ours {ours}★ ({basis})"
-                           for tech, col, note, ours, basis in far) if far else ".")))
 
 # %% [markdown]
 # ## The rules behind our stars

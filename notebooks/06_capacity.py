@@ -18,8 +18,8 @@
 # The capacity model (`sobranie_bench.capacity`) is calibrated from the same results: CPU per
 # message, per delivery and per connection, memory per connection, bytes per message, and the
 # measured latency curve. Figures the results do not hold are the model's fallback constants,
-# and are marked as such. The SimPy instance model is checked against closed-form queueing
-# results (M/M/1, M/M/c) before it is trusted.
+# marked as such. The SimPy instance model is checked against closed-form queueing results
+# (M/M/1, M/M/c) before it is trusted. The answer first:
 
 # %% tags=["parameters"]
 RESULTS = "results"
@@ -40,29 +40,29 @@ from sobranie_bench.report.data import summary_frame
 
 res = load(RESULTS)
 costs = calibrate(summary_frame(res))
-calibration = recommendation.calibration_frame(costs)
-calibration.pivot(index="transport", columns="figure", values="source")
-
-# %% [markdown]
-# ## Each transport carrying everything, at the target size
-
-# %%
 what_if, unplanned = recommendation.plan_each(costs, ONLINE_USERS, res.with_figures)
 fleets = recommendation.fleet_frame(what_if)
-fleets
-
-# %%
 if not fleets.empty:
     display(Markdown(
-        f"At {ONLINE_USERS:,} online users, carrying every feature alone, "
-        f"**{fleets['instances'].idxmin()}** needs the fewest instances "
+        f"At {ONLINE_USERS:,} online users, each transport carrying every feature alone, "
+        f"**{fleets['instances'].idxmin()}** needs the fewest server processes "
         f"({fleets['instances'].min()}) and **{fleets['instances'].idxmax()}** the most "
-        f"({fleets['instances'].max()}); the binding limit is "
-        + ", ".join(f"{t}: {b}" for t, b in fleets["bound by"].items()) + "."))
+        f"({fleets['instances'].max()}); what binds is "
+        + ", ".join(sorted(set(fleets["bound by"]))) + "."))
 display(Markdown("\n".join(f"- {n}" for n in unplanned)))
 
 # %%
 charts.capacity_curves(res, users=SCALING_USERS)
+
+# %%
+fleets.round(2)
+
+# %% [markdown]
+# ## Which figures are measured
+
+# %%
+calibration = recommendation.calibration_frame(costs)
+calibration.pivot(index="transport", columns="figure", values="source")
 
 # %% [markdown]
 # ## A simulated hour, and how the models scale
@@ -78,7 +78,7 @@ scaling
 checks = validate(jobs=VALIDATE_JOBS)
 validation = pd.DataFrame([asdict(r) for r in checks])
 validation[["model", "utilisation", "simulated_mean_wait", "analytic_mean_wait",
-            "relative_error", "analytic_in_ci"]]
+            "relative_error", "analytic_in_ci"]].round(4)
 
 # %%
 inside = int(validation["analytic_in_ci"].sum())

@@ -15,10 +15,9 @@
 # %% [markdown]
 # # 08 · The note's claims, checked
 #
-# Every pro and con of the design note, each cell of its table, its code examples and its
-# proposed stack get a verdict: confirmed, refuted, depends, or not measured yet. Verdicts
-# about measurable things are computed from the results (within one run); the rest rest on a
-# test of this suite or a cited public source. `results/claims.md` holds the evidence.
+# Every claim of the design note names a rule (`sobranie_bench/report/claims.py`): a metric,
+# a comparator and a threshold with its reason; or the tests it rests on; or the source it
+# cites. Verdicts are computed from this run and the recorded test run. The answer:
 
 # %% tags=["parameters"]
 RESULTS = "results"
@@ -30,15 +29,13 @@ from sobranie_bench.report import charts, claims, load
 
 res = load(RESULTS)
 table = claims.frame(res)
-counts = table["verdict"].value_counts()
-counts
-
-# %%
+kinds = table["rests on"].value_counts()
 display(Markdown(
-    f"Of {len(table)} claims, " + ", ".join(f"**{n}** {v}" for v, n in counts.items()) + "."))
+    f"Of {len(table)} claims, " + ", ".join(f"**{n}** {k}" for k, n in kinds.items())
+    + f". Refuted by this run or its tests: **{(table['verdict'] == claims.REFUTED).sum()}**."))
 
 # %%
-by_topic = table.groupby(["topic", "verdict"]).size().unstack(fill_value=0)
+by_topic = table.groupby(["topic", "rests on"]).size().unstack(fill_value=0)
 charts.verdicts({t: {v: int(n) for v, n in row.items() if n} for t, row in by_topic.iterrows()})
 
 # %%
@@ -49,13 +46,13 @@ by_topic
 
 # %%
 refuted = table[table["verdict"] == claims.REFUTED]
-refuted[["topic", "claim"]]
+refuted[["topic", "claim", "basis", "judged on"]]
 
 # %% [markdown]
-# ## Waiting for measurements
+# ## Waiting for a measurement or a test run
 
 # %%
-waiting = table[table["verdict"] == claims.NOT_MEASURED]
+waiting = table[table["verdict"].isin([claims.NOT_MEASURED, claims.NOT_TESTED, claims.FAILED])]
 display(Markdown(
-    "\n".join(f"- {row.topic}: {row.claim}" for row in waiting.itertuples())
-    or "Every measurable claim has its measurement."))
+    "\n".join(f"- {row.topic}: {row.claim} ({row.verdict})" for row in waiting.itertuples())
+    or "Every measurable claim has its measurement, every tested claim its passing test."))

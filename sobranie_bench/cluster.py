@@ -1,9 +1,9 @@
 """A local cluster: N server processes over one shared broker, HAProxy in front.
 
 ``sobranie-bench cluster up --instances 3 --broker redis`` runs it in the
-foreground until Ctrl-C / SIGTERM; ``sobranie-bench cluster measure EXPERIMENT`` runs one of
-the scale-out experiments (:mod:`sobranie_bench.scaleout`) on a fresh cluster and prints its
-metrics as JSON. The library form::
+foreground until Ctrl-C / SIGTERM; ``sobranie-bench run --cluster 3 --broker redis`` measures
+a fresh one per run (the harness's ``fanout``, ``failover`` and ``backplane`` scenarios). The
+library form::
 
     async with Cluster(instances=3, broker="redis") as cluster:
         cluster.lb_url, cluster.instances[0].url
@@ -134,7 +134,7 @@ class Cluster:
         self.dir: Path | None = None
         """Temporary directory with the HAProxy config and every process's log."""
         self._lb: asyncio.subprocess.Process | None = None
-        self._service: services.Service | None = None
+        self._service: services.Service | services.RedisClusterService | None = None
         """Our own broker, when asked for a bare ``redis`` / ``nats``."""
 
     async def __aenter__(self) -> Self:
@@ -165,6 +165,13 @@ class Cluster:
         except BaseException:
             await self.stop()
             raise
+
+    @property
+    def broker_pid(self) -> int | None:
+        """The shared broker's process when the cluster started its own single-node broker
+        (None for a URL, or for a Redis Cluster of several processes)."""
+        return self._service.process.pid if isinstance(self._service, services.Service) \
+            else None
 
     async def kill(self, index: int) -> None:
         """SIGKILL instance ``index`` (no goodbye to its clients) and reap it."""

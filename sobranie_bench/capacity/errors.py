@@ -3,8 +3,8 @@
 :func:`fitted_costs` turns a :class:`~sobranie_bench.capacity.fit.Fit` into the costs a plan
 uses (CPU per inbound message and per delivery, idle CPU, and the measured knee of the
 capacity scenario as the hard latency limit). :func:`with_error_bars` carries the bootstrap
-draws of those costs through the closed-form limits by Monte Carlo: "13 (11-15) processes"
-is the plan's count with the 5th and 95th percentiles over the draws.
+draws of those costs through the closed-form limits by Monte Carlo: "13 ± 2 processes" is the
+plan's count and the larger distance to the 5th or 95th percentile over the draws.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from sobranie_bench.capacity.calibration import Figure, LatencyCurve, LatencyPoint, TransportCosts
 from sobranie_bench.capacity.fit import Fit, Linear, Trial
-from sobranie_bench.capacity.fleet import Plan, limit_needs
+from sobranie_bench.capacity.fleet import FleetPlan, Plan, limit_needs
 from sobranie_bench.capacity.reality import NOT_REACHED, measured_knee
 from sobranie_bench.capacity.stats import percentile
 from sobranie_bench.capacity.workload import FeatureLoad, aggregate_rates
@@ -100,8 +100,17 @@ def with_error_bars(
     draws: int = MONTE_CARLO_DRAWS,
 ) -> Plan:
     """``result`` with each fitted fleet's process count interval over ``draws`` bootstrap
-    costs (closed-form limits; the SimPy latency check runs on the central plan only) and its
-    extrapolation flag."""
+    costs and its extrapolation flag. The draws go through the closed-form limits; the SimPy
+    latency check runs on the central plan only, so the interval is moved by what that check
+    added to the central count."""
+
+    def count(model: Linear, base: TransportCosts, loads: list[FeatureLoad]) -> int:
+        drawn = costs_from_model(base, model, knees.get(base.transport), "bootstrap draw")
+        knee = drawn.latency_curve.work_within(result.slo_s * 1e6)
+        needs = limit_needs(loads, drawn, result.workload, result.instance,
+                            None if knee is None else knee * 1e-6)  # fmt: skip
+        return max(needs.values()) + result.instance.spare_instances
+
     fleets = []
     for fleet in result.fleets:
         fit = fits.get(fleet.transport)
@@ -109,18 +118,25 @@ def with_error_bars(
             fleets.append(fleet)
             continue
         loads = _loads(result, fleet.transport, fleet.features)
-        workload = result.workload
-        counts = []
-        for model in fit.draws[:draws]:
-            drawn = costs_from_model(costs[fleet.transport], model, knees.get(fleet.transport),
-                                     "bootstrap draw")  # fmt: skip
-            knee = drawn.latency_curve.work_within(result.slo_s * 1e6)
-            needs = limit_needs(loads, drawn, workload, result.instance,
-                                None if knee is None else knee * 1e-6)  # fmt: skip
-            counts.append(max(needs.values()) + result.instance.spare_instances)
+        base = costs[fleet.transport]
+        shift = fleet.instances - count(fit.server, base, loads)
+        counts = [count(model, base, loads) + shift for model in fit.draws[:draws]]
         interval = (int(percentile(counts, 0.05)), int(percentile(counts, 0.95)))
-        fitted_max = max((high for _, high in fit.fit_range.values()), default=math.inf)
+        knee = knees.get(fleet.transport)
+        fitted_max = max([high for _, high in fit.fit_range.values()]
+                         + ([knee[0] * knee[1]] if knee else []), default=math.inf)  # fmt: skip
         per_process = fleet.deliveries_per_s / fleet.instances_needed
         fleets.append(dataclasses.replace(fleet, instances_interval=interval,
                                           extrapolation=per_process > fitted_max))  # fmt: skip
     return dataclasses.replace(result, fleets=tuple(fleets))
+
+
+def processes_text(fleet: FleetPlan) -> str:
+    """A fleet's process count with its error bar: ``13 ± 2`` (the larger distance to the
+    5th or 95th percentile over the bootstrap), ``13`` without a fit, and ``extrapolation``
+    when one process's load lies beyond the measured range."""
+    text = str(fleet.instances)
+    if fleet.instances_interval is not None:
+        low, high = fleet.instances_interval
+        text += f" ± {max(fleet.instances - low, high - fleet.instances, 0)}"
+    return text + (" (extrapolation)" if fleet.extrapolation else "")

@@ -15,6 +15,7 @@ import itertools
 import logging
 import random
 import ssl
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -52,8 +53,12 @@ class Client(ABC):
     def __init__(self, url: str, token: str, *, reconnect: bool = True,
                  backoff: Backoff = Backoff(), rng: random.Random | None = None,
                  on_envelope: Callable[[Envelope], None] | None = None,
-                 timeout: float = 10.0, ca: str | None = None) -> None:
+                 timeout: float = 10.0, ca: str | None = None,
+                 source: str | None = None) -> None:
         self.url = url.rstrip("/")
+        self.source = source
+        """Local address to connect from (127.0.0.2, ...: each source address has its own
+        ephemeral ports, so one machine can open more than one range's worth)."""
         self.ca = ca
         """CA certificate to trust for https:// (default: the local CA of sobranie_contract.tls)."""
         self.token = token
@@ -68,6 +73,9 @@ class Client(ABC):
         self.conn: str | None = None
         self.user: str | None = None
         self.reconnects = 0
+        self.ended_at: list[float] = []
+        """``time.monotonic()`` of each end of the transport noticed (the reconnect scenario's
+        time to detect)."""
         self.close_code: int | None = None
         """Close code of the last transport that ended (WebSocket), if any."""
         self._inbox: asyncio.Queue[Envelope] = asyncio.Queue()
@@ -134,6 +142,11 @@ class Client(ABC):
     async def __aiter__(self) -> AsyncIterator[Envelope]:
         while True:
             yield await self._inbox.get()
+
+    @property
+    def is_open(self) -> bool:
+        """Connected, and the transport has not ended (nor is the client reconnecting)."""
+        return self._runner is not None and not self._runner.done() and not self._closing
 
     async def drop(self) -> None:
         """Cut the connection abruptly (tests and fault scenarios); resume follows if enabled."""
@@ -245,6 +258,7 @@ class Client(ABC):
                 await self._read()
             except Exception as exc:  # noqa: BLE001  (whatever ended it, resume from the cursor)
                 log.debug("%s transport ended: %r", self.transport, exc)
+            self.ended_at.append(time.monotonic())
             if self._closing or not self.reconnect:
                 break
             for attempt in itertools.count():

@@ -9,6 +9,7 @@ import io
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -48,11 +49,51 @@ def new_figure(width: float = 8.0, height: float = 4.5) -> Figure:
     return fig
 
 
+def readable_log(ax: Any, axis: str = "y") -> None:
+    """Log scale with plain tick labels (``0.5``, ``2``, ``1,000``; never ``6×10⁰``)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    def plain(v: float, _pos: int) -> str:
+        if v >= 1e5:
+            return thousands()(v, _pos)  # type: ignore[no-any-return]
+        return f"{v:,.0f}" if v >= 10 else f"{v:g}"
+
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(plain))
+    target.set_minor_formatter(NullFormatter())
+
+
+def thousands() -> Any:
+    """Tick labels as ``20k``, ``1.5M`` (never ``80000100000`` run together)."""
+    from matplotlib.ticker import FuncFormatter
+
+    def short(v: float, _pos: int) -> str:
+        for div, unit in ((1e6, "M"), (1e3, "k")):
+            if abs(v) >= div:
+                return f"{v / div:g}{unit}"
+        return f"{v:g}"
+    return FuncFormatter(short)
+
+
+MIN_TAIL_SAMPLES = 10
+"""A percentile is shown only when at least this many samples lie beyond it."""
+
+
+def supported(percentile: float, count: int) -> bool:
+    """Whether ``count`` samples support ``percentile`` (MIN_TAIL_SAMPLES beyond it)."""
+    return count * (1 - percentile / 100) >= MIN_TAIL_SAMPLES
+
+
 def _label(res: Results, transport: str, scenario: str) -> str:
-    bound = any(f.client_bound for m in ("rtt_p50_us", "latency_p50_us", "bytes_per_msg",
-                                         "server_rss_bytes_per_conn")
-                if (f := res.figure(transport, scenario, m)) is not None)
-    return transport + (f" {text.CLIENT_BOUND_MARK} client-bound" if bound else "")
+    figs = [f for m in ("rtt_p50_us", "latency_p50_us", "bytes_per_msg",
+                        "server_rss_bytes_per_conn")
+            if (f := res.figure(transport, scenario, m)) is not None]
+    bound = any(f.client_bound for f in figs)
+    flags = (f" {text.SATURATED_MARK}" if any(f.saturated for f in figs) else "") + (
+        f" {text.NOISY_MARK}" if any(f.noisy for f in figs) else "")
+    return transport + (f" {text.CLIENT_BOUND_MARK} client-bound" if bound else "") + flags
 
 
 def _nothing(fig: Figure, what: str) -> Figure:
@@ -67,6 +108,7 @@ def latency_percentiles(res: Results) -> Figure:
     fig = new_figure()
     params = res.reference_params("echo")
     drawn = False
+    top = 50.0
     ax = fig.add_subplot()
     for t in res.transports:
         raws = [r for r in res.raw(t, "echo")
@@ -76,21 +118,26 @@ def latency_percentiles(res: Results) -> Figure:
         hist = merge([r["histograms"]["rtt"]["measured"] for r in raws])
         if hist.get_total_count() == 0:
             continue
-        xs = [-math.log10(1 - p / 100) for p in PERCENTILES]
-        ys = [hist.get_value_at_percentile(p) / 1000 for p in PERCENTILES]
-        ax.plot(xs, ys, marker="o", ms=3, color=color(t), label=_label(res, t, "echo"))
+        count = hist.get_total_count()
+        shown = [p for p in PERCENTILES if supported(p, count)]
+        xs = [-math.log10(1 - p / 100) for p in shown]
+        ys = [hist.get_value_at_percentile(p) / 1000 for p in shown]
+        ax.plot(xs, ys, marker="o", ms=3, color=color(t),
+                label=f"{_label(res, t, 'echo')} ({count:,} samples)")
         drawn = True
+        top = max(top, shown[-1]) if shown else top
     if not drawn:
         fig.delaxes(ax)
         return _nothing(fig, "echo latency")
-    ax.set_xticks([-math.log10(1 - p / 100) for p in (50, 90, 99, 99.9, 99.99)],
-                  ["p50", "p90", "p99", "p99.9", "p99.99"])
-    ax.set_yscale("log")
+    ticks = [p for p in (50, 90, 99, 99.9, 99.99) if p <= top]
+    ax.set_xticks([-math.log10(1 - p / 100) for p in ticks], [f"p{p:g}" for p in ticks])
+    readable_log(ax)
     ax.set_ylabel("round trip, ms (log)")
     ax.set_xlabel("percentile")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.set_title(f"Echo round trip by percentile ({params}; open loop)", fontsize=10)
+    ax.set_title(f"Echo round trip by percentile ({params}; open loop; percentiles with "
+                 f"≥{MIN_TAIL_SAMPLES} samples beyond them)", fontsize=9)
     return fig
 
 
@@ -99,64 +146,126 @@ def text_params(raw: dict[str, object]) -> str:
     return params_key(raw["params"])  # type: ignore[arg-type]
 
 
+def _err(figs: Sequence[Any], scale: float = 1.0) -> list[list[float]]:
+    """Error bars (below, above) from each figure's interval (bootstrap CI with 3+ trials,
+    else min-max of the trials)."""
+    return [[(f.value - f.ci_low) * scale for f in figs], [(f.ci_high - f.value) * scale
+                                                           for f in figs]]
+
+
 def fanout(res: Results) -> Figure:
-    """Fan-out deliveries per second and p99 latency against subscribers per channel, with
-    the capacity scenario's steps (p95) where they exist."""
+    """Left: deliveries one server core can make per second (1e6 / server CPU µs per
+    delivery), with error bars. Right: fan-out p99 against subscribers per channel."""
     fig = new_figure(9.5, 4.2)
     left, right = fig.subplots(1, 2)
-    drawn = False
-    groups: dict[float, list[tuple[str, float, float]]] = {}
-    shown: list[str] = []
+    bars = []
     for t in res.transports:
+        f = res.figure(t, "fanout", "server_cpu_us_per_delivery")
+        if f is not None and f.value > 0:
+            bars.append((t, f))
         points = []
         for key in res.params_points("fanout", t):
             params = dict(i.split("=") for i in key.split(";"))
-            subs = float(params["subscribers"])
-            rate = res.value(t, "fanout", "delivered_per_s", key)
             p99 = res.value(t, "fanout", "latency_p99_us", key)
-            if rate is None or p99 is None:
-                continue
-            points.append((subs, rate, p99))
-            groups.setdefault(subs, []).append((t, rate, float(params["rate"]) * subs))
+            if p99 is not None:
+                points.append((float(params["subscribers"]), p99))
         points.sort()
         if points:
-            right.plot([p[0] for p in points], [p[2] / 1000 for p in points], marker="o",
-                       color=color(t))
-        steps = res.capacity_steps(t)
-        if steps:
-            right.plot([s["subscribers"] for s in steps], [s["p95_us"] / 1000 for s in steps],
-                       ls="--", marker="x", color=color(t), alpha=0.7)
-        if points or steps:
-            drawn = True
-            shown.append(t)
-    if not drawn:
+            right.plot([p[0] for p in points], [p[1] / 1000 for p in points], marker="o",
+                       color=color(t), label=_label(res, t, "fanout"))
+    if not bars and not right.lines:
         fig.clear()
         return _nothing(fig, "fan-out")
-    width = 0.8 / max((len(g) for g in groups.values()), default=1)
-    for gi, (subs, bars) in enumerate(sorted(groups.items())):
-        for bi, (t, rate, offered) in enumerate(bars):
-            x = gi + (bi - (len(bars) - 1) / 2) * width
-            left.bar(x, rate, width * 0.9, color=color(t),
-                     label=_label(res, t, "fanout") if gi == 0 else None)
-            left.hlines(offered, x - width / 2, x + width / 2, colors="black", lw=1)
-    left.set_xticks(range(len(groups)), [f"{s:g}" for s in sorted(groups)])
-    left.plot([], [], color="black", lw=1, label="offered (rate × subscribers)")
-    left.set_xlabel("subscribers per channel")
-    left.set_ylabel("deliveries per second")
-    left.set_title("Fan-out throughput", fontsize=10)
-    left.set_ylim(0, max((o for g in groups.values() for _, r, o in g), default=1) * 1.4)
-    left.grid(True, axis="y", alpha=0.3)
-    left.legend(fontsize=7, loc="upper center", ncol=2)
-    for t in shown:
-        right.plot([], [], color=color(t), lw=3, label=t)
-    right.plot([], [], color="grey", marker="o", label="fan-out p99")
-    right.plot([], [], color="grey", marker="x", ls="--", label="capacity steps p95")
+    if bars:
+        rates = [1e6 / f.value for _, f in bars]
+        # the interval of a reciprocal: 1e6/high .. 1e6/low
+        err = [[r - 1e6 / f.ci_high for r, (_, f) in zip(rates, bars, strict=True)],
+               [1e6 / f.ci_low - r if f.ci_low > 0 else 0.0
+                for r, (_, f) in zip(rates, bars, strict=True)]]
+        names = [t for t, _ in bars]
+        drawn = left.barh(names, rates, xerr=err, color=[color(t) for t in names], capsize=3)
+        left.bar_label(drawn, [text.num(r) for r in rates], padding=4, fontsize=7)
+        left.invert_yaxis()
+        left.set_xlim(0, max(rates) * 1.35)
+        left.xaxis.set_major_formatter(thousands())
+        left.set_xlabel("deliveries per second per server core")
+        left.set_title("Fan-out cost (1e6 / server CPU µs per delivery)", fontsize=10)
+        left.grid(True, axis="x", alpha=0.3)
+    subs = sorted({x for line in right.lines for x in line.get_xdata()})
+    right.set_xticks(subs, [f"{x:,.0f}" for x in subs])
     right.set_xlabel("subscribers per channel")
-    right.set_ylabel("one-way latency, ms (log)")
-    right.set_yscale("log")
-    right.set_title("Fan-out latency", fontsize=10)
+    right.set_ylabel("publish-to-delivery p99, ms (log)")
+    if right.lines:
+        readable_log(right)
+        right.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    right.set_title("Fan-out latency p99", fontsize=10)
     right.grid(True, alpha=0.3)
-    right.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return fig
+
+
+def capacity_steps(res: Results) -> Figure:
+    """The capacity scenario's steps: fan-out p95 against subscribers, with the SLA."""
+    fig = new_figure(7.5, 4.0)
+    ax = fig.add_subplot()
+    sla = None
+    for t in res.transports:
+        steps = [s for s in res.capacity_steps(t) if math.isfinite(s.get("p95_us", math.inf))]
+        if not steps:
+            continue
+        sla = res.value(t, "capacity", "sla_ms") or sla
+        ax.plot([s["subscribers"] for s in steps], [s["p95_us"] / 1000 for s in steps],
+                marker="o", color=color(t), label=_label(res, t, "capacity"))
+    if not ax.lines:
+        fig.clear()
+        return _nothing(fig, "capacity steps")
+    if sla:
+        ax.axhline(sla, color="red", lw=1, ls="--", label=f"SLA {sla:g} ms")
+    readable_log(ax)
+    ax.set_xlabel("subscribers of one channel")
+    ax.set_ylabel("fan-out p95, ms (log)")
+    ax.set_title("One instance: capacity steps (p95)", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return fig
+
+
+def sla_headroom(res: Results) -> Figure:
+    """Per feature, each transport's p99 over its SLA (log; below 1 meets it), the SLA at 1."""
+    from sobranie_bench.report import recommendation
+
+    fig = new_figure(8.5, 4.2)
+    chosen = recommendation.choices(res)
+    feats = [c for c in chosen.values() if c.feature.sla is not None
+             and (c.ranking or c.rejected)]
+    if not feats:
+        return _nothing(fig, "SLA headroom")
+    ax = fig.add_subplot()
+    transports = [t for t in res.transports if any(
+        o.transport == t for c in feats for o in (*c.ranking, *(o for o, _ in c.rejected)))]
+    width = 0.8 / max(len(transports), 1)
+    for ti, t in enumerate(transports):
+        xs, ys, lo, hi = [], [], [], []
+        for fi, c in enumerate(feats):
+            opts = {o.transport: o for o in (*c.ranking, *(o for o, _ in c.rejected))}
+            o = opts.get(t)
+            if o is None or o.check.fig is None or c.feature.sla is None:
+                continue
+            limit = c.feature.sla.limit_us
+            xs.append(fi + (ti - (len(transports) - 1) / 2) * width)
+            ys.append(o.check.fig.value / limit)
+            lo.append((o.check.fig.value - o.check.fig.ci_low) / limit)
+            hi.append((o.check.fig.ci_high - o.check.fig.value) / limit)
+        ax.bar(xs, ys, width * 0.9, yerr=[lo, hi], color=color(t), label=t, capsize=2)
+    ax.axhline(1.0, color="red", lw=1, ls="--", label="SLA")
+    ax.set_xticks(range(len(feats)), [c.feature.title.split(" (")[0] for c in feats],
+                  fontsize=8)
+    readable_log(ax)
+    nets = {o.check.network for c in feats for o in (*c.ranking, *(o for o, _ in c.rejected))}
+    ax.set_ylabel("measured p99 / SLA deadline (log; < 1 meets it)")
+    ax.set_title("How far each transport is from each feature's SLA (judged on "
+                 f"{', '.join(sorted(nets))})", fontsize=10)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return fig
 
 
@@ -170,7 +279,8 @@ def memory_per_connection(res: Results) -> Figure:
     ax = fig.add_subplot()
     names = [_label(res, t, "connections") for t, _ in rows]
     values = [f.value / 1024 for _, f in rows]
-    bars = ax.barh(names, values, color=[color(t) for t, _ in rows])
+    bars = ax.barh(names, values, xerr=_err([f for _, f in rows], 1 / 1024),
+                   color=[color(t) for t, _ in rows], capsize=3)
     ax.bar_label(bars, [f"{v:.1f} KiB" for v in values], padding=3, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("server RSS per open connection, KiB")
@@ -251,7 +361,7 @@ def capacity_curves(res: Results, users: Sequence[int] = (100_000, 1_000_000, 10
     if sla:
         left.axhline(sla, color="red", lw=1, ls="--", label=f"SLA {sla:g} ms")
     if left.lines:
-        left.set_yscale("log")
+        readable_log(left)
         left.legend(fontsize=7)
     else:
         left.text(0.5, 0.5, "capacity scenario: not measured", ha="center", va="center")
@@ -265,8 +375,10 @@ def capacity_curves(res: Results, users: Sequence[int] = (100_000, 1_000_000, 10
         right.plot([u for u, _ in points], [n for _, n in points], marker="o", color=color(t),
                    label=t)
     if curves:
-        right.set_xscale("log")
-        right.set_yscale("log")
+        from matplotlib.ticker import LogLocator
+        readable_log(right, "x")
+        right.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0,)))
+        readable_log(right)
         right.legend(fontsize=7)
         if note:
             right.annotate(note, (0.02, 0.02), xycoords="axes fraction", fontsize=7,
@@ -351,6 +463,8 @@ def storm_curves(storms: Sequence[object]) -> Figure:
 CHARTS: dict[str, Callable[[Results], Figure]] = {
     "latency_percentiles": latency_percentiles,
     "fanout": fanout,
+    "capacity_steps": capacity_steps,
+    "sla_headroom": sla_headroom,
     "memory_per_connection": memory_per_connection,
     "bytes_per_message": bytes_per_message,
     "capacity_curves": capacity_curves,

@@ -1,17 +1,24 @@
-"""``recommendation.md``: a transport and a fallback per Sobranie feature, from the data.
+"""``recommendation.md``: a transport per Sobranie feature, chosen by thresholds, then by cost.
 
-Each feature weighs seven criteria (latency, CPU, memory, bytes, browser support, complexity,
-bidirectionality). A measured criterion scores ``best / value`` among the candidates (1 for
-the best), a cited one its stars / 5, bidirectionality 1 for one full-duplex connection and
-0.5 for a stream plus separate HTTP requests. The weighted mean ranks the candidates;
-candidates are the transports measured in the main run (ratios are never taken across
-runs). The fallback is the best candidate that runs over plain HTTP request/response, so it
-passes wherever HTTPS does. What the choice costs at one million online users comes from the
-capacity model (``sobranie_bench.capacity.plan``), calibrated from the same results.
+Each feature has a service level (``SLA``: a metric of this run, a threshold with its reason,
+the network profile it is judged on, falling back to loopback, labelled, when that profile was
+not run) and a budget. A transport *qualifies* for a feature when its measured figure meets
+the SLA and the application built on it stays within the budget. Qualifying transports are
+ranked by money at one million online users (server processes, hosts, egress; the capacity
+model ``sobranie_bench.capacity.plan`` calibrated from the same run, priced with ``PRICE``),
+costs within ``COST_TIE`` of each other counting as equal; then by reach (browser support),
+then by simplicity (code and round trips, comparison.md). A sub-millisecond gap never decides
+a feature whose deadline is seconds: latency only gates.
+
+Costs are of the whole application, so they model connections per user: the *one connection*
+stack carries every feature on one transport; moving a feature to another transport adds that
+transport's fleet (a second connection per user), which is what the note's WebSocket + SSE
+stack pays. ``flips`` says per feature what would change the choice.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,17 +28,61 @@ import pandas as pd
 
 from sobranie_bench.report import comparison, text
 from sobranie_bench.report.data import Measured, Results, summary_frame
-from sobranie_bench.report.sources import BIDIRECTIONAL, BROWSER, TECHNOLOGY_OF
+from sobranie_bench.report.rules import LOOPBACK, Ref, figure
+from sobranie_bench.report.sources import BROWSER, TECHNOLOGY_OF
 
-CRITERIA = ("latency", "cpu", "memory", "bytes", "browser", "complexity", "bidirectional")
 FALLBACK_POOL = ("sse", "longpoll", "socketio-polling")
 """Transports that need nothing beyond HTTP request/response through intermediaries."""
 ONLINE_USERS = 1_000_000
+HOURS_PER_MONTH = 730.0
+COST_TIE = 0.05
+"""Costs within 5% count as equal (well inside the capacity model's own error bars)."""
+PLAN_JOBS = 2_000
+"""Messages simulated per instance-latency check in the what-if plans (the model's default is
+30,000; 2,000 keeps a report run to seconds and moves p95 by well under a millisecond)."""
+
+
+@dataclass(frozen=True)
+class Price:
+    """What a server host and its egress cost (an assumption to edit, not a quote)."""
+
+    host: str
+    """The host the capacity model plans (``capacity.fleet.HostSpec``)."""
+    usd_per_host_hour: float
+    """On-demand price of one host, US dollars per hour."""
+    usd_per_egress_gb: float
+    """Internet egress, US dollars per GB."""
+    source: str
+    """Where the figures come from."""
+
+
+PRICE = Price(
+    host="2 vCPU / 8 GiB general-purpose VM (the model's HostSpec: 2 cores, 8 GiB, 1 Gbit/s)",
+    usd_per_host_hour=0.096, usd_per_egress_gb=0.09,
+    source="AWS EC2 on-demand list prices, us-east-1: m5.large $0.096/h; data transfer out to "
+           "the internet $0.09/GB for the first 10 TB/month (aws.amazon.com/ec2/pricing/"
+           "on-demand); an assumption of this report, edit PRICE to yours")
+
+
+@dataclass(frozen=True)
+class SLA:
+    """A feature's service level, judged on one metric of this run."""
+
+    scenario: str
+    """``echo`` (round trip) or ``fanout`` (publish to delivery)."""
+    metric: str
+    """Summary metric, e.g. ``rtt_p99_us``."""
+    limit_us: float
+    """The figure must be at most this, microseconds."""
+    network: str
+    """Network profile it is judged on; loopback stands in, labelled, when it was not run."""
+    why: str
+    """Where the limit comes from."""
 
 
 @dataclass(frozen=True)
 class Feature:
-    """A real-time feature of Sobranie and how much each criterion matters to it."""
+    """A real-time feature of Sobranie, its SLA and budget."""
 
     key: str
     title: str
@@ -40,131 +91,165 @@ class Feature:
     ``media`` (audio/video: outside this suite)."""
     capacity_features: tuple[str, ...]
     """The capacity model's features it stands for."""
-    weights: dict[str, float]
-    """Weight per criterion (CRITERIA)."""
+    sla: SLA | None
+    """None for media."""
+    budget_usd_month: float
+    """Highest monthly cost of the whole application at 1M online with this feature's choice."""
 
 
-def _w(latency: float, cpu: float, memory: float, nbytes: float, browser: float,
-       complexity: float, bidirectional: float) -> dict[str, float]:
-    return dict(zip(CRITERIA, (latency, cpu, memory, nbytes, browser, complexity,
-                               bidirectional)))
-
+BUDGET = 50_000.0
+"""US dollars per month for 1M online users: a product assumption, the same for each feature."""
 
 FEATURES: tuple[Feature, ...] = (
-    Feature("chat", "Chat (instant messages)", "both", ("chat",), _w(3, 1, 1, 1, 2, 1, 3)),
+    Feature("chat", "Chat (instant messages)", "both", ("chat",),
+            SLA("echo", "rtt_p99_us", 300_000, "4g",
+                "a message on screen within 300 ms at p99 on a phone: past it, a reply feels "
+                "late (Nielsen's 0.1-1 s limits; a 4G round trip alone is ~50-100 ms)"), BUDGET),
     Feature("notifications", "Notifications (likes, comments, follows)", "push",
-            ("notifications",), _w(1, 2, 3, 2, 3, 2, 0)),
+            ("notifications",),
+            SLA("fanout", "latency_p99_us", 5_000_000, "4g",
+                "a notification within seconds: 5 s at p99 (the note's own design polls "
+                "every 5 s)"), BUDGET),
     Feature("presence", "Presence (online/offline)", "push", ("presence",),
-            _w(1, 2, 3, 2, 2, 1, 1)),
+            SLA("fanout", "latency_p99_us", 5_000_000, "4g",
+                "staleness under 30 s is set by the heartbeat; delivery may take 5 s of it"),
+            BUDGET),
     Feature("feed", "Live feed and counters", "push", ("feed", "counters"),
-            _w(2, 3, 2, 2, 3, 2, 0)),
-    Feature("collab", "Collaborative editing", "both", ("collab",), _w(3, 1, 1, 2, 2, 1, 3)),
-    Feature("calls", "Calls (audio/video)", "media", (), _w(0, 0, 0, 0, 0, 0, 0)),
+            SLA("fanout", "latency_p99_us", 2_000_000, "4g",
+                "a new post or count within 2 s at p99, while the user looks at it"), BUDGET),
+    Feature("collab", "Collaborative editing", "both", ("collab",),
+            SLA("echo", "rtt_p99_us", 200_000, "4g",
+                "a co-editor's keystroke within 200 ms at p99, or typing collides"), BUDGET),
+    Feature("calls", "Calls (audio/video)", "media", (), None, BUDGET),
 )
 
-WEIGHTINGS: dict[str, dict[str, float]] = {
-    "as weighted": {},
-    "latency first": {"latency": 3},
-    "cost first": {"cpu": 3, "memory": 3, "bytes": 3},
-    "reach and simplicity first": {"browser": 3, "complexity": 3},
-}
-"""Alternative weightings: multipliers applied to each feature's own weights."""
 
-
-# --- candidates and scores -------------------------------------------------------------------
-
-def _measure(res: Results, transport: str, feature: Feature, criterion: str) -> Measured | None:
-    both = feature.direction == "both"
-    if criterion == "latency":
-        return (res.figure(transport, "echo", "rtt_p99_us") if both
-                else res.figure(transport, "fanout", "latency_p99_us"))
-    if criterion == "cpu":
-        return (res.figure(transport, "echo", "server_cpu_us_per_msg") if both
-                else res.figure(transport, "fanout", "server_cpu_us_per_delivery"))
-    if criterion == "memory":
-        return res.figure(transport, "connections", "server_rss_bytes_per_conn")
-    if criterion == "bytes":
-        point = res.point("overhead", transport, payload=64)
-        metric = "bytes_per_msg" if both else "bytes_down_per_msg"
-        return res.figure(transport, "overhead", metric, point) if point else None
-    return None
-
-
-MEASURED_CRITERIA = ("latency", "cpu", "memory", "bytes")
-SCENARIO_OF = {"memory": "connections", "bytes": "overhead"}
-
+# --- SLA ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Candidate:
+class Check:
+    """One transport against one feature's SLA."""
+
     transport: str
-    figures: dict[str, Measured | None]
-    """The measured criteria's figures."""
-    cited: dict[str, float]
-    """Browser support (stars / 5), complexity (1 / ratio to the simplest), bidirectional."""
+    fig: Measured | None
+    """The figure judged (None: not measured)."""
+    network: str
+    """Profile the figure comes from (the SLA's, or loopback standing in)."""
+    meets: bool
+    headroom: float | None
+    """limit / figure: how many times the figure could grow before the SLA breaks."""
 
 
-def candidates(res: Results, feature: Feature) -> tuple[list[Candidate], dict[str, str]]:
-    """Transports that can be ranked for ``feature`` (measured in the main run for every
-    measured criterion it weighs), and why the others cannot."""
-    out, excluded = [], {}
-    for t in res.transports:
-        figs = {c: _measure(res, t, feature, c) for c in MEASURED_CRITERIA}
-        needed = [c for c in MEASURED_CRITERIA if feature.weights.get(c, 0) > 0]
-        missing = [c for c in needed if figs[c] is None]
-        other_run = [c for c in needed if figs[c] is not None
-                     and figs[c].run_id != res.main_run]  # type: ignore[union-attr]
-        if missing:
-            excluded[t] = "not measured: " + ", ".join(missing)
-            continue
-        if other_run:
-            excluded[t] = "measured in another run than the main one: not compared"
-            continue
-        cx = comparison.complexity(res, t).ratio
-        tech = TECHNOLOGY_OF.get(t)
-        out.append(Candidate(t, figs, {
-            "browser": BROWSER[tech].stars / 5 if tech else 0.0,
-            "complexity": 1 / cx if cx else 0.0,
-            "bidirectional": BIDIRECTIONAL.get(t, 0.0),
-        }))
-    return out, excluded
+def sla_check(res: Results, transport: str, sla: SLA) -> Check:
+    for net in dict.fromkeys((sla.network, LOOPBACK)):
+        fig = figure(res, Ref(transport, sla.scenario, sla.metric, network=net))
+        if fig is not None:
+            meets = fig.value <= sla.limit_us
+            return Check(transport, fig, net, meets,
+                         sla.limit_us / fig.value if fig.value > 0 else None)
+    return Check(transport, None, sla.network, False, None)
 
+
+# --- cost -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Scored:
+class Cost:
+    """What one feature -> transport mapping costs at ``ONLINE_USERS``, per month."""
+
+    mapping: tuple[tuple[str, str], ...]
+    """Capacity feature -> transport."""
+    processes: int
+    """Server processes (N+1) over every fleet."""
+    hosts: int
+    memory_gib: float
+    """Connection memory over the fleet, GiB."""
+    egress_tb_month: float
+    usd_month: float
+    connections_per_user: int
+    """Transports (so connections) each online user holds."""
+    bound_by: tuple[str, ...]
+    """The limit that sized each fleet."""
+
+
+def price(plan: Any) -> Cost:
+    """A capacity plan in money (``PRICE``)."""
+    processes = sum(f.instances for f in plan.fleets)
+    hosts = sum(f.hosts for f in plan.fleets)
+    egress_bps = sum(f.egress_bytes_per_s_per_instance * f.instances_needed for f in plan.fleets)
+    egress_gb = egress_bps * 3600 * HOURS_PER_MONTH / 1e9
+    memory = sum(f.memory_bytes_per_instance * f.instances_needed for f in plan.fleets)
+    usd = hosts * PRICE.usd_per_host_hour * HOURS_PER_MONTH + egress_gb * PRICE.usd_per_egress_gb
+    return Cost(tuple(sorted(plan.workload.transport_for.items())), processes, hosts,
+                memory / 1024 ** 3, egress_gb / 1000, usd, len(plan.fleets),
+                tuple(f"{f.transport}: {f.binding}" for f in plan.fleets))
+
+
+class Costing:
+    """Plans and prices mappings for one results set (calibrated once, cached)."""
+
+    def __init__(self, res: Results, online_users: int = ONLINE_USERS):
+        from sobranie_bench.capacity import Workload, calibrate
+
+        self.costs = calibrate(summary_frame(res))
+        self.base = Workload(online_users=online_users)
+        self.label = f"calibrated from run {res.main_run}"
+        self.errors: dict[tuple[tuple[str, str], ...], str] = {}
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one Costing per report run
+    def _cost(self, mapping: tuple[tuple[str, str], ...]) -> Cost | None:
+        from sobranie_bench.capacity import plan
+
+        try:
+            return price(plan(workload=self.base.with_(transport_for=dict(mapping)),
+                              costs=self.costs, calibration=self.label, latency_jobs=PLAN_JOBS))
+        except Exception as exc:  # noqa: BLE001 - the model's failure is shown, not hidden
+            self.errors[mapping] = f"{type(exc).__name__}: {exc}"
+            return None
+
+    def cost(self, mapping: Mapping[str, str]) -> Cost | None:
+        return self._cost(tuple(sorted(mapping.items())))
+
+    def one(self, transport: str) -> Cost | None:
+        """Every feature on one transport: one connection per user."""
+        from sobranie_bench.capacity.workload import FEATURES as CAP_FEATURES
+
+        return self.cost(dict.fromkeys(CAP_FEATURES, transport))
+
+
+# --- choosing --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Option:
+    """One transport for one feature: SLA check, cost of the app with it, reach, simplicity."""
+
     transport: str
-    score: float
-    """Weighted mean of the criterion scores, 0..1 (1 = best on everything)."""
-    parts: dict[str, float]
-    """Score per criterion, 0..1."""
+    check: Check
+    cost: Cost | None
+    """Whole app at 1M online with this feature on this transport, the rest on the base."""
+    reach: int
+    """Browser-support stars (sources.BROWSER)."""
+    complexity: float | None
+    """Code x round trips over the simplest (comparison.complexity; 1 = simplest)."""
 
+    @property
+    def qualifies(self) -> bool:
+        return self.check.meets and self.cost is not None
 
-def score(cands: list[Candidate], weights: Mapping[str, float]) -> list[Scored]:
-    """Candidates ranked by weighted score, best first (ties: registry order)."""
-    best: dict[str, float | None] = {}
-    for c in MEASURED_CRITERIA:
-        values = [f.value for cand in cands if (f := cand.figures[c]) is not None and f.value > 0]
-        best[c] = min(values) if values else None
-    total = sum(weights.values()) or 1.0
-    ranked = []
-    for cand in cands:
-        parts: dict[str, float] = {}
-        for c in CRITERIA:
-            if c in MEASURED_CRITERIA:
-                fig, low = cand.figures[c], best[c]
-                parts[c] = low / fig.value if fig is not None and low and fig.value > 0 else 0.0
-            else:
-                parts[c] = cand.cited[c]
-        ranked.append(Scored(cand.transport,
-                             sum(weights.get(c, 0) * parts[c] for c in CRITERIA) / total, parts))
-    return sorted(ranked, key=lambda s: -s.score)
+    def within(self, budget: float) -> bool:
+        return self.cost is not None and self.cost.usd_month <= budget
 
 
 @dataclass(frozen=True)
 class Choice:
     feature: Feature
-    ranking: list[Scored]
-    excluded: dict[str, str]
-    weights: dict[str, float]
+    base: str | None
+    """The transport of the one-connection stack the other features stay on."""
+    ranking: list[Option]
+    """Options meeting the SLA and budget, best first."""
+    rejected: list[tuple[Option, str]]
+    """Options that do not, with why."""
+    excluded: dict[str, str] = field(default_factory=dict)
+    """Transports not measured for this feature's SLA."""
 
     @property
     def winner(self) -> str | None:
@@ -172,34 +257,230 @@ class Choice:
 
     @property
     def fallback(self) -> str | None:
-        for s in self.ranking:
-            if s.transport in FALLBACK_POOL and s.transport != self.winner:
-                return s.transport
+        for o in (*self.ranking, *(o for o, _ in self.rejected)):
+            if o.transport in FALLBACK_POOL and o.transport != self.winner and o.check.meets:
+                return o.transport
         return None
 
 
-def reweight(feature: Feature, multipliers: Mapping[str, float]) -> dict[str, float]:
-    return {c: w * multipliers.get(c, 1.0) for c, w in feature.weights.items()}
+def _key(o: Option, cheapest: float) -> tuple[float, int, float]:
+    usd = o.cost.usd_month if o.cost else float("inf")
+    band = 0.0 if usd <= cheapest * (1 + COST_TIE) else usd
+    return band, -o.reach, o.complexity or float("inf")
 
 
-def choose(res: Results, feature: Feature, multipliers: Mapping[str, float] | None = None
-           ) -> Choice:
-    weights = reweight(feature, multipliers or {})
-    cands, excluded = candidates(res, feature) if feature.direction != "media" else ([], {})
-    return Choice(feature, score(cands, weights), excluded, weights)
+def rank(options: Sequence[Option]) -> list[Option]:
+    """Cheapest first; costs within COST_TIE of the cheapest tie, then reach, then simplicity."""
+    if not options:
+        return []
+    cheapest = min(o.cost.usd_month for o in options if o.cost)
+    return sorted(options, key=lambda o: _key(o, cheapest))
+
+
+def base_transport(res: Results, costing: Costing) -> str | None:
+    """The one-connection stack: the cheapest transport meeting every feature's SLA (ties by
+    reach); failing that, the one meeting the most."""
+    best: tuple[Any, ...] | None = None
+    pick = None
+    for t in res.with_figures:
+        met = sum(sla_check(res, t, f.sla).meets for f in FEATURES if f.sla)
+        cost = costing.one(t)
+        if cost is None:
+            continue
+        tech = TECHNOLOGY_OF.get(t)
+        key = (-met, cost.usd_month, -(BROWSER[tech].stars if tech else 0))
+        if best is None or key < best:
+            best, pick = key, t
+    return pick
+
+
+def choose(res: Results, feature: Feature, costing: Costing, base: str | None) -> Choice:
+    if feature.sla is None or base is None:
+        return Choice(feature, base, [], [])
+    from sobranie_bench.capacity.workload import FEATURES as CAP_FEATURES
+
+    options, rejected, excluded = [], [], {}
+    for t in res.with_figures:
+        check = sla_check(res, t, feature.sla)
+        if check.fig is None:
+            excluded[t] = f"{feature.sla.scenario} not measured"
+            continue
+        mapping = dict.fromkeys(CAP_FEATURES, base)
+        mapping.update(dict.fromkeys(feature.capacity_features, t))
+        tech = TECHNOLOGY_OF.get(t)
+        o = Option(t, check, costing.cost(mapping), BROWSER[tech].stars if tech else 0,
+                   comparison.complexity(res, t).ratio)
+        if not check.meets:
+            rejected.append((o, (f"misses the SLA: {text.ms(check.fig.value)} > "
+                                f"{text.ms(feature.sla.limit_us)}")))
+        elif o.cost is None:
+            rejected.append((o, "the capacity model could not plan it"))
+        elif not o.within(feature.budget_usd_month):
+            rejected.append((o, (f"over budget: {usd(o.cost.usd_month)} > "
+                                f"{usd(feature.budget_usd_month)}")))
+        else:
+            options.append(o)
+    return Choice(feature, base, rank(options), rejected, excluded)
+
+
+_Chosen = tuple[dict[str, Choice], "Costing | None", "str | None"]
+_CACHE: dict[int, tuple[Results, _Chosen]] = {}
+
+
+def _choices(res: Results) -> _Chosen:
+    """Choices for ``res``, computed once per Results object (the last few kept)."""
+    hit = _CACHE.get(id(res))
+    if hit is not None and hit[0] is res:
+        return hit[1]
+    if res.empty:
+        out: _Chosen = ({f.key: Choice(f, None, [], []) for f in FEATURES}, None, None)
+    else:
+        costing = Costing(res)
+        base = base_transport(res, costing)
+        out = ({f.key: choose(res, f, costing, base) for f in FEATURES}, costing, base)
+    if len(_CACHE) >= 4:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[id(res)] = (res, out)
+    return out
 
 
 def choices(res: Results) -> dict[str, Choice]:
-    return {f.key: choose(res, f) for f in FEATURES}
+    return _choices(res)[0]
 
 
-def sensitivity(res: Results) -> dict[str, dict[str, str | None]]:
-    """Feature -> weighting name -> winner."""
-    return {f.key: {name: choose(res, f, mult).winner for name, mult in WEIGHTINGS.items()}
-            for f in FEATURES if f.direction != "media"}
+def usd(value: float) -> str:
+    return f"${value:,.0f}"
 
 
-# --- capacity at one million online ----------------------------------------------------------
+# --- throughput at the SLA (the ladders) ------------------------------------------------------
+
+@dataclass(frozen=True)
+class Ladder:
+    """One transport's rate ladder in one scenario, read against an SLA."""
+
+    transport: str
+    rungs: int
+    """Points of the ladder measured."""
+    held: float | None
+    """Highest offered events/s whose p99 met the SLA and whose achieved rate kept up (95%);
+    None when even the first rung broke it."""
+    per_core: float | None
+    """Events per second per server core at that rung (1e6 / server CPU µs per event)."""
+    broke: bool
+    """Whether some rung broke the SLA (False: the ladder ended first, ``held`` is a bound)."""
+
+
+LADDERS = (("echo", "rate", "rtt_p99_us", "throughput_msgs_per_s", "server_cpu_us_per_msg",
+            "chat"),
+           ("fanout", "subscribers", "latency_p99_us", "delivered_per_s",
+            "server_cpu_us_per_delivery", "notifications"))
+
+
+def ladder(res: Results, transport: str, scenario: str) -> Ladder | None:
+    """Read ``transport``'s ladder in ``scenario`` against the SLA of the feature it serves."""
+    spec = next(x for x in LADDERS if x[0] == scenario)
+    _, _, p99_m, got_m, cpu_m, key = spec
+    sla = next(f.sla for f in FEATURES if f.key == key)
+    assert sla is not None
+    held = per_core = None
+    broke = False
+    points = res.params_points(scenario, transport)
+    for point in points:
+        p99 = res.value(transport, scenario, p99_m, point)
+        got = res.value(transport, scenario, got_m, point)
+        params = dict(i.split("=", 1) for i in point.split(";") if "=" in i)
+        offered = float(params.get("rate", 0)) * (float(params["subscribers"])
+                                                  if scenario == "fanout" else 1.0)
+        if p99 is None or got is None or offered <= 0:
+            continue
+        if p99 <= sla.limit_us and got >= 0.95 * offered:
+            held = offered
+            cpu = res.value(transport, scenario, cpu_m, point)
+            per_core = 1e6 / cpu if cpu else None
+        else:
+            broke = True
+            break
+    if not points:
+        return None
+    return Ladder(transport, len(points), held, per_core, broke)
+
+
+def ladder_rows(res: Results, scenario: str) -> list[list[str]]:
+    rows = []
+    for t in res.with_figures:
+        lad = ladder(res, t, scenario)
+        if lad is None:
+            continue
+        held = (text.NOT_MEASURED if lad.held is None and not lad.broke else
+                "broke at the first rung" if lad.held is None else
+                f"{text.num(lad.held)}/s" + ("" if lad.broke else " (ladder top: a bound)"))
+        rows.append([t, str(lad.rungs), held,
+                     f"{text.num(lad.per_core)}/s" if lad.per_core else "—"])
+    return rows
+
+
+def ladders_section(res: Results) -> list[str]:
+    out = ["## Throughput at the SLA", "",
+           ("Each transport's ladder (offered rate rising per point) read against the SLA of "
+            "the feature it serves: the highest rung whose p99 met it and whose achieved rate "
+            "kept up, and what one server core delivers there. A ladder of one point (the ci "
+            "profile) says little; the standard profile climbs until the SLA breaks."), ""]
+    for scenario, _x, _p, _g, _c, key in LADDERS:
+        rows = ladder_rows(res, scenario)
+        title = next(f.title for f in FEATURES if f.key == key)
+        if rows:
+            out += [f"{scenario} (against the {title.split(' (')[0].lower()} SLA):", "",
+                    text.table(["Transport", "Rungs", "Held within SLA", "Per server core"],
+                               rows), ""]
+    return out
+
+
+# --- what would flip it ----------------------------------------------------------------------
+
+NOTE_CHOICE = {"chat": "ws", "collab": "ws", "presence": "ws", "notifications": "sse",
+               "feed": "sse"}
+"""The note's transport per feature (WebSockets + SSE)."""
+
+
+def flips(choice: Choice) -> list[str]:
+    """Sentences saying what would change this feature's choice."""
+    if not choice.ranking:
+        return []
+    win = choice.ranking[0]
+    sla = choice.feature.sla
+    assert sla is not None and win.cost is not None
+    out = []
+    if win.check.headroom is not None:
+        out.append(f"{win.transport} keeps the SLA until its {sla.metric.split('_')[1]} grows "
+                   f"{win.check.headroom:,.1f}× (from {text.ms(win.check.fig.value)} to "  # type: ignore[union-attr]
+                   f"{text.ms(sla.limit_us)})")
+    note = NOTE_CHOICE.get(choice.feature.key)
+    others = [o for o in choice.ranking[1:3]] + [o for o in choice.ranking[3:]
+                                                 if o.transport == note]
+    for o in others:
+        assert o.cost is not None
+        gap = o.cost.usd_month - win.cost.usd_month
+        if gap <= win.cost.usd_month * COST_TIE:
+            why = ("reach" if o.reach != win.reach else "simplicity")
+            out.append(f"{o.transport} costs the same within {COST_TIE:.0%} "
+                       f"({usd(o.cost.usd_month)}); {win.transport} wins on {why}")
+        else:
+            out.append(f"{o.transport} would win if its cost fell by "
+                       f"{gap / o.cost.usd_month:.0%} ({usd(o.cost.usd_month)} → below "
+                       f"{usd(win.cost.usd_month * (1 + COST_TIE))}/month)")
+    if note and note != win.transport and not any(o.transport == note for o in others):
+        out.append(f"the note's {note} is not among the qualifying options here")
+    for o, why in choice.rejected:
+        if o.check.fig is not None and not o.check.meets and o.check.headroom:
+            out.append(f"{o.transport} would qualify if its {sla.metric.split('_')[1]} fell "
+                       f"{1 / o.check.headroom:,.1f}× ({why})")
+            break
+    if win.cost.usd_month > 0:
+        out.append(f"a budget below {usd(win.cost.usd_month)}/month leaves no transport")
+    return out
+
+
+# --- capacity of the recommended mapping and the note's stack --------------------------------
 
 @dataclass
 class Capacity:
@@ -215,34 +496,16 @@ class Capacity:
 
 
 def transport_for(chosen: Mapping[str, Choice]) -> dict[str, str] | None:
-    """The capacity workload's feature -> transport mapping for our choices.
-
-    A user holds one connection per transport in use, so features whose winners speak the
-    same protocol (say ws and ws-websockets, two servers of WebSocket) share one connection:
-    the transport of that protocol that wins the most of them (ties: the higher total score).
-    """
-    winners: dict[str, Scored] = {}
-    for key, choice in chosen.items():
+    """The capacity workload's feature -> transport mapping of our choices (None when some
+    measurable feature has no choice)."""
+    mapping = {}
+    for choice in chosen.values():
         if choice.feature.direction == "media":
             continue
-        if not choice.ranking:
+        if choice.winner is None:
             return None
-        winners[key] = choice.ranking[0]
-    by_tech: dict[str, list[Scored]] = {}
-    for s in winners.values():
-        by_tech.setdefault(TECHNOLOGY_OF.get(s.transport, s.transport), []).append(s)
-    pick = {}
-    for tech, wins in by_tech.items():
-        tally: dict[str, tuple[int, float]] = {}
-        for s in wins:
-            n, total = tally.get(s.transport, (0, 0.0))
-            tally[s.transport] = (n + 1, total + s.score)
-        pick[tech] = max(tally, key=lambda t: tally[t])
-    mapping = {}
-    for key, s in winners.items():
-        transport = pick[TECHNOLOGY_OF.get(s.transport, s.transport)]
-        for cap_feature in chosen[key].feature.capacity_features:
-            mapping[cap_feature] = transport
+        for cap_feature in choice.feature.capacity_features:
+            mapping[cap_feature] = choice.winner
     return mapping
 
 
@@ -250,12 +513,10 @@ def capacity(res: Results, chosen: Mapping[str, Choice], online_users: int = ONL
              ) -> Capacity:
     """Plan our mapping and the note's with the capacity model, calibrated from ``res``."""
     out = Capacity()
-    try:
-        from sobranie_bench.capacity import Workload, calibrate, plan
-        from sobranie_bench.capacity.workload import DEFAULT_TRANSPORT_FOR
-    except ImportError as exc:  # the capacity package is being written alongside
-        out.notes.append(f"capacity model not available: {exc}")
-        return out
+    from sobranie_bench.capacity import Workload, calibrate
+    from sobranie_bench.capacity.tables import calibrated_plan
+    from sobranie_bench.capacity.workload import DEFAULT_TRANSPORT_FOR
+
     if res.empty:
         out.notes.append("no results: the capacity model would run on fallback constants only")
         return out
@@ -265,170 +526,197 @@ def capacity(res: Results, chosen: Mapping[str, Choice], online_users: int = ONL
     mapping = transport_for(chosen)
     try:
         if mapping:
-            out.ours = plan(workload=base.with_(transport_for=mapping), costs=costs,
-                            calibration=label)
+            out.ours, _, notes = calibrated_plan(costs, Path(res.root) / "calibrate",
+                                                 workload=base.with_(transport_for=mapping),
+                                                 calibration=label)
+            out.notes += notes
         else:
-            out.notes.append("no transport could be ranked for some feature: no plan")
+            out.notes.append("no transport meets some feature's SLA: no plan")
         note_stack = dict(DEFAULT_TRANSPORT_FOR)
         if all(t in costs for t in note_stack.values()):
-            out.note = plan(workload=base.with_(transport_for=note_stack), costs=costs,
-                            calibration=label)
+            out.note, _, notes = calibrated_plan(costs, Path(res.root) / "calibrate",
+                                                 workload=base.with_(transport_for=note_stack),
+                                                 calibration=label)
+            out.notes += [n for n in notes if n not in out.notes]
     except Exception as exc:  # noqa: BLE001 - report the model's failure, do not hide it
         out.notes.append(f"capacity model failed: {type(exc).__name__}: {exc}")
     return out
 
 
 def fleet_rows(plan: Any) -> list[list[str]]:
+    from sobranie_bench.capacity.errors import processes_text
+
     rows = []
     for f in plan.fleets:
         rows.append([
-            f.transport, ", ".join(f.features), str(f.instances), f.binding,
+            f.transport, ", ".join(f.features), processes_text(f), str(f.hosts), f.binding,
             f"{f.cpu_utilisation:.0%}", text.nbytes(f.memory_bytes_per_instance),
             text.ms(f.p95_delivery_s * 1e6), text.num(f.deliveries_per_s),
             str(f.redis_classic.shards or "none fits"), str(f.redis_sharded.shards),
             ", ".join(f.fallbacks) or "none",
         ])
+    for row in getattr(plan, "infeasible", ()):  # a measured fact, where the count would be
+        rows.append([row.transport, ", ".join(row.features), row.reason,
+                     *("—" for _ in FLEET_HEADERS[3:])])
     return rows
 
 
-FLEET_HEADERS = ["Transport", "Features", "Instances (N+1)", "Bound by", "CPU at N",
-                 "Connection memory / instance", "p95 delivery (model)", "Deliveries/s",
+FLEET_HEADERS = ["Transport", "Features", "Processes (N+1, ± bootstrap)", "Hosts", "Bound by",
+                 "CPU at N", "Connection memory / process", "p95 delivery (model)", "Deliveries/s",
                  "Redis nodes (classic pub/sub)", "Redis shards (sharded pub/sub)",
                  "Fallback figures"]
 
 
 # --- rendering -------------------------------------------------------------------------------
 
-def _value(fig: Measured | None, criterion: str) -> str:
-    fmt = {"latency": "ms", "cpu": "num", "memory": "bytes", "bytes": "bytes"}[criterion]
-    return text.measured(fig, fmt)
+def _sla_text(sla: SLA) -> str:
+    what = "echo round trip" if sla.scenario == "echo" else "publish-to-delivery"
+    return f"{what} p99 ≤ {text.ms(sla.limit_us)} on {sla.network}"
 
 
-def feature_section(choice: Choice, cands: dict[str, Candidate]) -> list[str]:
+def _figure_cell(check: Check) -> str:
+    if check.fig is None:
+        return text.NOT_MEASURED
+    net = "" if check.network != LOOPBACK else " (loopback)"
+    return text.measured(check.fig, "ms") + net
+
+
+def _option_row(o: Option, verdict: str) -> list[str]:
+    c = o.cost
+    return [o.transport, verdict, _figure_cell(o.check),
+            f"{o.check.headroom:,.0f}×" if o.check.headroom else "—",
+            usd(c.usd_month) if c else "—", str(c.processes) if c else "—",
+            f"{c.memory_gib:,.1f}" if c else "—", f"{c.egress_tb_month:,.1f}" if c else "—",
+            str(c.connections_per_user) if c else "—", text.stars(o.reach),
+            f"{o.complexity:.1f}×" if o.complexity else "—"]
+
+
+OPTION_HEADERS = ["Transport", "Verdict", "p99 (judged)", "SLA headroom", "App cost / month",
+                  "Processes", "Connection memory (GiB)", "Egress (TB/month)",
+                  "Connections / user", "Reach", "Complexity"]
+
+
+def feature_section(choice: Choice) -> list[str]:
     f = choice.feature
-    if f.direction == "media":
-        return [f"### {f.title}", "",
-                ("**WebRTC media** (SRTP over ICE, peer-to-peer or through an SFU), with TURN "
-                "as the path of last resort. Not measured here: this suite carries messages, "
-                "not audio or video, so no figure backs this row."), ""]
     lines = [f"### {f.title}", ""]
+    if f.sla is None:
+        return lines + [("**WebRTC media** (SRTP over ICE, peer-to-peer or through an SFU), "
+                         "with TURN as the path of last resort. Not measured here: this suite "
+                         "carries messages, not audio or video, so no figure backs this row."),
+                        ""]
+    lines += [(f"SLA: {_sla_text(f.sla)} ({f.sla.why}). Budget: {usd(f.budget_usd_month)}/month "
+              f"for the application at {ONLINE_USERS:,} online."), ""]
+    nets = {o.check.network for o in (*choice.ranking, *(o for o, _ in choice.rejected))}
+    if f.sla.network not in nets:
+        lines += [(f"*No {f.sla.network} run in these results: judged on loopback, which "
+                  "flatters every transport by the network's round trips.*"), ""]
     if not choice.ranking:
-        lines += ["Nothing measured can be ranked for this feature yet"
-                  + (": " + "; ".join(f"{t}: {why}" for t, why in choice.excluded.items())
-                     if choice.excluded else "") + ".", ""]
-        return lines
-    win = choice.ranking[0]
-    runner = choice.ranking[1] if len(choice.ranking) > 1 else None
-    lead = (f", {win.score / runner.score:.2f}× the score of {runner.transport}"
-            if runner and runner.score > 0 else "")
-    lines += [(f"**Recommended: {win.transport}** (score {win.score:.2f}{lead}); "
-              f"**fallback: {choice.fallback or 'none measured'}**."), ""]
-    latency_label = "echo p99" if f.direction == "both" else "fan-out p99"
-    cpu_label = "CPU µs/msg" if f.direction == "both" else "CPU µs/delivery"
-    bytes_label = "bytes/msg (64 B)" if f.direction == "both" else "bytes down/msg (64 B)"
-    headers = ["Transport", "Score", latency_label, cpu_label, "memory/conn", bytes_label,
-               "browser", "complexity (1/ratio)", "bidirectional"]
-    rows = []
-    for s in choice.ranking:
-        c = cands[s.transport]
-        rows.append([s.transport, f"{s.score:.2f}",
-                     *(_value(c.figures[k], k) for k in MEASURED_CRITERIA),
-                     f"{c.cited['browser']:.1f}", f"{c.cited['complexity']:.2f}",
-                     f"{c.cited['bidirectional']:.1f}"])
-    lines += [text.table(headers, rows), "",
-              "Weights: " + ", ".join(f"{k} {v:g}" for k, v in choice.weights.items()) + ".", ""]
+        lines += ["No measured transport meets the SLA within the budget.", ""]
+    else:
+        win = choice.ranking[0]
+        lines += [(f"**Recommended: {win.transport}**; fallback over plain HTTP: "
+                  f"**{choice.fallback or 'none meets the SLA'}**."), ""]
+    rows = [_option_row(o, "meets" if i else "**chosen**") for i, o in enumerate(choice.ranking)]
+    rows += [_option_row(o, why) for o, why in choice.rejected]
+    lines += [text.table(OPTION_HEADERS, rows), ""]
     if choice.excluded:
-        lines += ["Not ranked: " + "; ".join(f"{t} ({why})" for t, why in
+        lines += ["Not judged: " + "; ".join(f"{t} ({why})" for t, why in
                                                choice.excluded.items()) + ".", ""]
+    flip = flips(choice)
+    if flip:
+        lines += ["What would flip it:", "", *(f"- {s}" for s in flip), ""]
     return lines
 
 
 def render(res: Results, online_users: int = ONLINE_USERS) -> str:
-    chosen = choices(res)
-    sens = sensitivity(res)
-    cap = capacity(res, chosen, online_users)
+    chosen, costing, base = _choices(res)
     summary_rows = []
     for choice in chosen.values():
         f = choice.feature
-        if f.direction == "media":
-            summary_rows.append([f.title, "WebRTC media (not measured here)", "WebRTC",
-                                 "TURN relay", "—"])
+        if f.sla is None:
+            summary_rows.append([f.title, "WebRTC media (not measured here)", "—", "TURN relay",
+                                 "—", "—"])
             continue
         win = choice.ranking[0] if choice.ranking else None
-        basis = "—"
-        if win is not None:
-            cand = {c.transport: c for c in candidates(res, f)[0]}[win.transport]
-            unit = "msg" if f.direction == "both" else "delivery"
-            basis = (f"p99 {_value(cand.figures['latency'], 'latency')}, "
-                     f"{_value(cand.figures['cpu'], 'cpu')} µs CPU/{unit}, "
-                     f"{_value(cand.figures['memory'], 'memory')}/connection")
-        summary_rows.append([f.title, choice.winner or text.NOT_MEASURED,
-                             TECHNOLOGY_OF.get(choice.winner or "", "—"),
-                             choice.fallback or "—", basis])
+        summary_rows.append([
+            f.title, win.transport if win else "none meets the SLA",
+            _sla_text(f.sla), choice.fallback or "—",
+            _figure_cell(win.check) if win else "—",
+            usd(win.cost.usd_month) if win and win.cost else "—"])
     parts = [
         "# Recommendation: which transport for which Sobranie feature",
         "",
-        (f"Generated by `sobranie-bench report` from run {res.main_run or '(none)'}. Every "
-        "figure below comes from that run or from the capacity model calibrated on it; "
-        "transports not measured there are not ranked."),
+        (f"Generated by `sobranie-bench report` from run {res.main_run or '(none)'}. A "
+         "transport qualifies for a feature when its measured p99 meets the feature's SLA and "
+         "the application stays within budget; qualifying transports are ranked by money at "
+         f"{online_users:,} online users (capacity model calibrated on this run), costs within "
+         f"{COST_TIE:.0%} counting as equal, then by browser reach, then by simplicity. "
+         "Latency only gates: a sub-millisecond gap never decides a feature whose deadline is "
+         "seconds."),
         "",
-        text.table(["Feature", "Transport", "Technology", "Fallback", "Numbers behind it"],
+        text.table(["Feature", "Transport", "SLA", "Fallback", "p99 measured", "App cost / month"],
                    summary_rows),
         "",
-        "## How the choice is made",
-        "",
-        ("Each criterion scores 0..1: measured ones (latency p99, server CPU, memory per "
-        "connection, bytes on the wire) as best / value among the ranked transports; browser "
-        "support as its cited stars / 5; complexity as 1 / (its ratio to the simplest, see "
-        "comparison.md); bidirectionality 1 for one full-duplex connection, 0.5 for a stream "
-        "plus HTTP requests upstream. The score is the weighted mean. Bidirectional features "
-        "use the echo round trip and CPU per echoed message; push features the fan-out "
-        "latency and CPU per delivery. The fallback is the best-ranked transport that needs "
-        "only HTTP request/response (SSE, long-polling, Socket.IO polling), so it works "
-        "wherever HTTPS does."),
-        "",
-        "## Per feature",
-        "",
     ]
+    if costing is not None:
+        parts += _connections_section(chosen, costing, base)
+    parts += ladders_section(res)
+    parts += ["## Prices", "",
+              (f"Host: {PRICE.host}, ${PRICE.usd_per_host_hour:g}/hour; egress "
+               f"${PRICE.usd_per_egress_gb:g}/GB; {HOURS_PER_MONTH:g} hours a month. "
+               f"Source: {PRICE.source}."), "", "## Per feature", ""]
     for choice in chosen.values():
-        cands = {c.transport: c for c in candidates(res, choice.feature)[0]}
-        parts += feature_section(choice, cands)
-    parts += ["## When the weights move", "",
-              "The winner of each feature under alternative weightings (multipliers on the "
-              "feature's own weights: " + "; ".join(
-                  f"{name}: " + (", ".join(f"{c} ×{m:g}" for c, m in mult.items()) or "none")
-                  for name, mult in WEIGHTINGS.items()) + ").", "",
-              text.table(["Feature", *WEIGHTINGS],
-                         [[next(f.title for f in FEATURES if f.key == key),
-                           *((w or text.NOT_MEASURED) for w in winners.values())]
-                          for key, winners in sens.items()]), ""]
-    stable = [k for k, w in sens.items() if len(set(w.values())) == 1 and None not in w.values()]
-    parts += [f"The choice holds under every weighting for {len(stable)} of {len(sens)} "
-              "features" + (f" ({', '.join(stable)})" if stable else "") + ".", ""]
-    parts += [f"## Cost at {online_users:,} online users", ""]
+        parts += feature_section(choice)
+    cap = capacity(res, chosen, online_users)
+    parts += [f"## Fleets at {online_users:,} online users", ""]
     if cap.ours is not None:
-        total = sum(f.instances for f in cap.ours.fleets)
-        parts += [("Our mapping (features whose winners speak the same protocol share one "
-                   "connection: that protocol's transport that wins the most of them), planned "
-                   "with `sobranie_bench.capacity.plan` (an instance is one event-loop "
-                  f"process, one core of a {cap.ours.instance.host.cores}-core host, "
-                  f"{text.nbytes(cap.ours.instance.memory_bytes)} of its RAM; p95 delivery objective "
-                  f"{cap.ours.slo_s * 1000:.0f} ms; {cap.ours.calibration}): "
-                  f"**{total} instances** in all."), "",
+        parts += [("Our mapping (`sobranie_bench.capacity.plan`, an instance is one event-loop "
+                  f"process; p95 delivery objective {cap.ours.slo_s * 1000:.0f} ms; "
+                  f"{cap.ours.calibration}):"), "",
                   text.table(FLEET_HEADERS, fleet_rows(cap.ours)), ""]
     if cap.note is not None:
-        total = sum(f.instances for f in cap.note.fleets)
-        parts += [(f"The note's stack (WebSockets + SSE) on the same model: **{total} "
-                  "instances**."), "", text.table(FLEET_HEADERS, fleet_rows(cap.note)), ""]
-    if cap.ours is None and cap.note is None:
-        parts += ["The capacity model gave no plan.", ""]
+        parts += ["The note's stack (WebSockets + SSE) on the same model:", "",
+                  text.table(FLEET_HEADERS, fleet_rows(cap.note)), ""]
     parts += [f"- {n}" for n in cap.notes] + ([""] if cap.notes else [])
-    parts += [("A Redis node count of 'none fits' means classic (broadcast) pub/sub cannot carry "
-              "the publish rate on any number of nodes: every node sees every publish; sharded "
-              "pub/sub (SPUBLISH) spreads it. Workload assumptions (messages per user, room "
-              "sizes, presence audience) are the model's defaults, "
-              "`sobranie_bench.capacity.Workload`."), ""]
+    from sobranie_bench.capacity.tables import validation_markdown
+
+    parts += validation_markdown(Path(res.root) / "calibrate", text.table)
+    if costing is not None and costing.errors:
+        parts += ["The capacity model failed on some mappings (shown, not hidden):", "",
+                  *(f"- {dict(m)}: {e}" for m, e in costing.errors.items()), ""]
+    parts += [("Workload assumptions (messages per user, room sizes, presence audience) are "
+               "the model's defaults, `sobranie_bench.capacity.Workload`; 'none fits' for "
+               "Redis means classic pub/sub cannot carry the publish rate on any node count."),
+              ""]
     return "\n".join(parts)
+
+
+def _connections_section(chosen: Mapping[str, Choice], costing: Costing, base: str | None
+                         ) -> list[str]:
+    from sobranie_bench.capacity.workload import DEFAULT_TRANSPORT_FOR
+
+    rows = []
+    stacks: list[tuple[str, Mapping[str, str]]] = []
+    if base:
+        from sobranie_bench.capacity.workload import FEATURES as CAP_FEATURES
+        stacks.append((f"one connection: everything on {base}", dict.fromkeys(CAP_FEATURES, base)))
+    ours = transport_for(chosen)
+    if ours:
+        stacks.append(("our choices", ours))
+    stacks.append(("two connections: the note's WebSocket + SSE", dict(DEFAULT_TRANSPORT_FOR)))
+    for name, mapping in stacks:
+        c = costing.cost(mapping)
+        rows.append([name, str(c.connections_per_user) if c else "—",
+                     str(c.processes) if c else "—", str(c.hosts) if c else "—",
+                     f"{c.memory_gib:,.1f}" if c else "—",
+                     f"{c.egress_tb_month:,.1f}" if c else "—",
+                     usd(c.usd_month) if c else "model failed"])
+    return ["## One connection per user, or two", "",
+            ("The whole application at 1M online users, each stack planned by the capacity "
+             "model; a second transport is a second connection per user and a second fleet."),
+            "", text.table(["Stack", "Connections / user", "Processes", "Hosts",
+                            "Connection memory (GiB)", "Egress (TB/month)", "Cost / month"],
+                           rows), ""]
 
 
 def write(res: Results, out_dir: Path, online_users: int = ONLINE_USERS) -> Path:
@@ -438,50 +726,71 @@ def write(res: Results, out_dir: Path, online_users: int = ONLINE_USERS) -> Path
     return path
 
 
+# --- frames for the notebooks ----------------------------------------------------------------
+
 def choice_frame(res: Results) -> pd.DataFrame:
-    """Feature -> winner, score, runner-up, fallback (for notebooks)."""
+    """Feature -> chosen transport, SLA, measured p99 (ms), cost per month (USD), fallback."""
     records = []
     for choice in choices(res).values():
-        ranking = choice.ranking
+        f, win = choice.feature, (choice.ranking[0] if choice.ranking else None)
         records.append({
-            "feature": choice.feature.title,
-            "winner": choice.winner if choice.feature.direction != "media" else "WebRTC media",
-            "score": ranking[0].score if ranking else None,
-            "runner-up": ranking[1].transport if len(ranking) > 1 else None,
-            "runner-up score": ranking[1].score if len(ranking) > 1 else None,
-            "fallback": choice.fallback,
-        })
-    return pd.DataFrame.from_records(records).set_index("feature")
+            "Feature": f.title,
+            "Transport": win.transport if win else ("WebRTC media" if f.sla is None else "—"),
+            "SLA": _sla_text(f.sla) if f.sla else "not measured",
+            "p99 (ms)": round(win.check.fig.value / 1000, 1) if win and win.check.fig else None,
+            "App cost / month (USD)": round(win.cost.usd_month) if win and win.cost else None,
+            "Fallback": choice.fallback or "—"})
+    return pd.DataFrame.from_records(records).set_index("Feature")
 
 
-def ranking_frame(res: Results, key: str, multipliers: Mapping[str, float] | None = None
-                  ) -> pd.DataFrame:
-    """Every ranked transport of one feature with its score per criterion."""
-    feature = next(f for f in FEATURES if f.key == key)
-    choice = choose(res, feature, multipliers)
-    return pd.DataFrame.from_records(
-        [{"transport": s.transport, "score": s.score, **s.parts} for s in choice.ranking],
-        columns=["transport", "score", *CRITERIA]).set_index("transport")
+def options_frame(res: Results, key: str) -> pd.DataFrame:
+    """Every judged transport of one feature: p99 (ms), SLA met, cost (USD/month), reach."""
+    choice = choices(res)[key]
+    rows = [(o, "chosen" if i == 0 else "meets") for i, o in enumerate(choice.ranking)]
+    rows += [(o, why) for o, why in choice.rejected]
+    return pd.DataFrame.from_records([{
+        "Transport": o.transport, "Verdict": v,
+        "p99 (ms)": round(o.check.fig.value / 1000, 2) if o.check.fig else None,
+        "p99 low (ms)": round(o.check.fig.low / 1000, 2) if o.check.fig else None,
+        "p99 high (ms)": round(o.check.fig.high / 1000, 2) if o.check.fig else None,
+        "Network": o.check.network,
+        "App cost / month (USD)": round(o.cost.usd_month) if o.cost else None,
+        "Processes": o.cost.processes if o.cost else None,
+        "Reach (stars)": o.reach} for o, v in rows]).set_index("Transport")
 
 
-def sensitivity_frame(res: Results) -> pd.DataFrame:
-    """Feature x weighting -> winner."""
-    titles = {f.key: f.title for f in FEATURES}
-    return pd.DataFrame.from_dict({titles[k]: v for k, v in sensitivity(res).items()},
-                                  orient="index")
+def stacks_frame(res: Results) -> pd.DataFrame:
+    """One connection vs two: the stacks' processes, memory, egress and cost."""
+    _chosen, costing, base = _choices(res)
+    if costing is None:
+        return pd.DataFrame()
+    from sobranie_bench.capacity.workload import DEFAULT_TRANSPORT_FOR
+    from sobranie_bench.capacity.workload import FEATURES as CAP_FEATURES
+    stacks = {f"everything on {base}": dict.fromkeys(CAP_FEATURES, base or "ws"),
+              "note: WebSocket + SSE": dict(DEFAULT_TRANSPORT_FOR)}
+    records = []
+    for name, mapping in stacks.items():
+        c = costing.cost(mapping)
+        if c is not None:
+            records.append({"Stack": name, "Connections / user": c.connections_per_user,
+                            "Processes": c.processes, "Connection memory (GiB)":
+                            round(c.memory_gib, 1), "Egress (TB/month)": round(c.egress_tb_month, 1),
+                            "Cost / month (USD)": round(c.usd_month)})
+    return pd.DataFrame.from_records(records).set_index("Stack")
 
 
 def plan_each(costs: Mapping[str, Any], online_users: int, transports: Sequence[str]
               ) -> tuple[list[Any], list[str]]:
     """Each transport planned as if it carried every feature alone (``capacity.plan`` what-if);
-    a transport the model cannot plan (say, its measured p95 already misses the objective at
-    the lowest load) is left out, with the model's reason."""
+    a transport the model cannot plan is left out, with the model's reason."""
     from sobranie_bench.capacity import plan
 
     fleets, notes = [], []
     for t in transports:
         try:
-            fleets += list(plan(online_users, costs=costs, transports=[t]).fleets)
+            planned = plan(online_users, costs=costs, transports=[t])
+            fleets += list(planned.fleets)
+            notes += [f"{t}: not planned: {row.reason}" for row in planned.infeasible]
         except Exception as exc:  # noqa: BLE001 - the reason is reported, not hidden
             notes.append(f"{t}: not planned ({type(exc).__name__}: {exc})")
     return fleets, notes

@@ -12,7 +12,10 @@ from sobranie_bench.cli import main
 def test_report_writes_every_output(built: Path) -> None:
     for name in ("comparison.md", "claims.md", "recommendation.md"):
         assert (built / name).read_text().startswith("# "), name
-    assert len(list((built / "charts").glob("*.png"))) == 5
+    from sobranie_bench.report.charts import CHARTS
+    assert len(list((built / "charts").glob("*.png"))) == len(CHARTS)
+    for name in ("README.md", "summary.md", "summary.ru.md"):
+        assert (built / name).read_text().startswith("# "), name
 
 
 def test_report_without_results_warns_and_says_not_measured(tmp_path: Path,

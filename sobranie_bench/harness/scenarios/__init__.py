@@ -24,6 +24,17 @@ from sobranie_contract import tokens
 Params = dict[str, Any]
 log = logging.getLogger("sobranie.harness")
 
+PROFILES = ("ci", "standard", "quick", "full", "calibrate", "holdout")
+"""ci: the smoke profile (minutes, one trial); standard: the committed evidence (≤ 30 min on
+2 cores, 3 trials, ladders until the SLA breaks, windows resolving 1 µs of CPU per event);
+quick, full: bigger grids; calibrate, holdout: the capacity model's fit and check points."""
+RESOLVED_PROFILES = ("standard", "full")
+"""Profiles whose windows stretch to hold MIN_WINDOW_EVENTS events."""
+CPU_TICK_S = 0.01
+"""Resolution of a process's CPU time as the sampler reads it (Linux clock ticks)."""
+MIN_WINDOW_EVENTS = 10_000
+"""Events (echoes, deliveries) a resolved window holds: CPU_TICK_S / 10,000 = 1 µs per event."""
+
 
 @dataclass(frozen=True, slots=True)
 class PartContext:
@@ -52,6 +63,10 @@ class PartContext:
     client_options: dict[str, Any] = field(default_factory=dict)
     """Extra client arguments the server announced (a WebTransport certificate's hash, so
     each connect does not fetch it first)."""
+    instances: tuple[str, ...] = ()
+    """In a cluster run, each instance's own base URL (``url`` is then the balancer's)."""
+    instance_pids: tuple[int, ...] = ()
+    """In a cluster run, each instance's process id (a failure scenario kills one)."""
 
     @property
     def measure_ns(self) -> int:
@@ -77,11 +92,16 @@ class PartContext:
     def rng(self) -> random.Random:
         return random.Random(self.seed * 1000 + self.index)
 
-    def client(self, user: str, **kwargs: Any) -> Client:
+    def instance_url(self, i: int) -> str:
+        """Instance ``i mod N``'s own URL in a cluster run; the server's URL otherwise."""
+        return self.instances[i % len(self.instances)] if self.instances else self.url
+
+    def client(self, user: str, *, url: str | None = None, **kwargs: Any) -> Client:
+        """A client of the server under test (or of ``url``: one instance of a cluster)."""
         kwargs.setdefault("timeout", self.timeout)
         kwargs = {**self.client_options, **kwargs}
         token = tokens.make_token(user, self.secret, ttl=24 * 3600)
-        return TRANSPORTS[self.transport].client_class()(self.url, token, **kwargs)
+        return TRANSPORTS[self.transport].client_class()(url or self.url, token, **kwargs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +118,44 @@ class Scenario:
     """(warm-up, duration) seconds per profile."""
     workers: bool = True
     """Whether the load can be split across worker processes."""
+    needs_cluster: bool = False
+    """Only meaningful against ``run --cluster N`` (N >= 2): left out of other runs."""
+    headline: list[tuple[str, str]] = field(default_factory=list)
+    """(summary metric, short label) pairs the end-of-run table shows."""
+    network: bool = False
+    """Whether it needs the network lab (``--network``): skipped on loopback."""
+    preflight: Callable[..., str | None] | None = None
+    """``preflight(params, workers=, processes=, url=, limits=)``: why a point cannot run on
+    this machine (one line naming the limit and the fix), checked before the run starts."""
+    connects_in_load: bool = False
+    """Its connections are the load itself (timed), not set-up before ``start_ns``."""
+    events_per_s: Callable[[Params], float] | None = None
+    """Measured events per second a point generates (echoes, deliveries); in
+    RESOLVED_PROFILES its window stretches to hold MIN_WINDOW_EVENTS of them."""
+    load_seconds: Callable[[Params], float] | None = None
+    """Seconds a point's load takes beyond warm-up and window (ramps, holds, steps), for
+    planning a profile's duration."""
+
+    def window(self, profile: str, params: Params) -> tuple[float, float]:
+        """(warm-up, duration) seconds of one point under ``profile``."""
+        warmup, duration = self.timing.get(profile, (0.0, 0.0))
+        if profile in RESOLVED_PROFILES and self.events_per_s is not None:
+            rate = self.events_per_s(params)
+            if rate > 0:
+                duration = max(duration, MIN_WINDOW_EVENTS / rate)
+        return warmup, duration
+
+    def planned_seconds(self, profile: str, params: Params) -> float:
+        """Seconds one trial of one point takes by plan (set-up, warm-up, window, ramps),
+        not counting the server's start and stop."""
+        warmup, duration = self.window(profile, params)
+        extra = self.load_seconds(params) if self.load_seconds is not None else 0.0
+        return self.setup_budget(params) + warmup + duration + extra
 
     def setup_budget(self, params: Params) -> float:
         """Seconds allowed for connecting before the load starts."""
+        if self.connects_in_load:
+            return 1.0 + int(params.get("connections", 0)) / 20000.0  # building the clients
         conns = int(params.get("connections", 0)) + int(params.get("subscribers", 0)) * int(
             params.get("channels", 1))
         return 1.0 + conns / 500.0

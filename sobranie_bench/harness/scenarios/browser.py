@@ -283,4 +283,7 @@ SCENARIO = Scenario(
     },
     timing={"ci": (0.0, 0.0), "quick": (0.0, 0.0), "full": (0.0, 0.0)},
     workers=False,
+    headline=[("browser_tabs_ok", "tabs ok"), ("hello_p50_us", "hello p50 µs"),
+              ("first_message_p50_us", "first message p50 µs"),
+              ("sse_seventh_blocked", "7th SSE tab blocked"), ("browser_not_run", "not run")],
 )

@@ -101,10 +101,15 @@ SCENARIO = Scenario(
     grid={
         "ci": [{"subscribers": 20, "churn_rate": 20, "lifetime": 0.5, "rate": 20,
                 "payload": 64}],
+        "standard": [{"subscribers": 50, "churn_rate": 25, "lifetime": 1.0, "rate": 20,
+                      "payload": 64}],
         "quick": [{"subscribers": 200, "churn_rate": 50, "lifetime": 2.0, "rate": 50,
                    "payload": 64}],
         "full": [{"subscribers": 1000, "churn_rate": cr, "lifetime": 5.0, "rate": 100,
                   "payload": 64} for cr in (50, 200)],
     },
-    timing={"ci": (0.5, 2.0), "quick": (2.0, 10.0), "full": (5.0, 30.0)},
+    timing={"ci": (0.5, 2.0), "standard": (0.3, 1.5), "quick": (2.0, 10.0),
+            "full": (5.0, 30.0)},
+    headline=[("latency_p99_us", "p99 µs"), ("connect_p50_us", "connect p50 µs"),
+              ("lost", "lost"), ("churn_failures", "failed")],
 )

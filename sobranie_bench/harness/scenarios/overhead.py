@@ -87,10 +87,15 @@ SCENARIO = Scenario(
     part=part, workers=False,
     grid={
         "ci": [{"payload": pl, "messages": 100, "rate": 200} for pl in (64, 4096)],
+        "standard": [{"payload": pl, "messages": 100, "rate": 200} for pl in (64, 4096)],
         "quick": [{"payload": pl, "messages": 500, "rate": r} for pl in (64, 4096)
                   for r in (10, 200)],
         "full": [{"payload": pl, "messages": 2000, "rate": r} for pl in (16, 64, 1024, 4096)
                  for r in (1, 10, 200)],
     },
-    timing={"ci": (0.0, 0.0), "quick": (0.0, 0.0), "full": (0.0, 0.0)},
+    timing={"ci": (0.0, 0.0), "standard": (0.0, 0.0), "quick": (0.0, 0.0),
+            "full": (0.0, 0.0)},
+    load_seconds=lambda p: int(p["messages"]) / float(p["rate"]),
+    headline=[("bytes_down_per_msg", "B down/msg"), ("bytes_up_per_msg", "B up/msg"),
+              ("bytes_per_msg", "B total/msg")],
 )

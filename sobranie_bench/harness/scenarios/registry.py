@@ -10,11 +10,15 @@ from sobranie_bench.harness.scenarios import (
     connections,
     echo,
     fanout,
+    first_message,
     overhead,
+    reconnect,
+    scaleout,
 )
 
 
 def registry() -> dict[str, Scenario]:
     """Every scenario, by name."""
-    return {m.SCENARIO.name: m.SCENARIO
-            for m in (echo, fanout, connections, overhead, churn, capacity, browser)}
+    declared = [m.SCENARIO for m in (echo, fanout, connections, overhead, churn, capacity,
+                                     first_message, reconnect, browser)]
+    return {s.name: s for s in [*declared, scaleout.FAILOVER, scaleout.BACKPLANE]}
