@@ -283,6 +283,9 @@ SCENARIO = Scenario(
     },
     timing={"ci": (0.0, 0.0), "quick": (0.0, 0.0), "full": (0.0, 0.0)},
     workers=False,
+    # launch and close (a few seconds), the tabs' checks with their drop and resume, and for
+    # SSE the limit's 16 tabs and two waits (measured: about 8 s per run on 2 busy cores)
+    load_seconds=lambda p: 5.0 + 0.5 * int(p["tabs"]) + float(p["block_seconds"]),
     headline=[("browser_tabs_ok", "tabs ok"), ("hello_p50_us", "hello p50 µs"),
               ("first_message_p50_us", "first message p50 µs"),
               ("sse_seventh_blocked", "7th SSE tab blocked"), ("browser_not_run", "not run")],
