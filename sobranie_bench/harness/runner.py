@@ -102,7 +102,8 @@ class Plan:
     def points(self) -> Iterator[tuple[str, Scenario, dict[str, Any], int]]:
         scenarios = registry()
         names = self.scenarios or tuple(n for n, s in scenarios.items()
-                                        if self.cluster >= 2 or not s.needs_cluster)
+                                        if (self.cluster >= 2 or not s.needs_cluster)
+                                        and not s.named_only)
         trials = self.trials or (1 if self.profile == "ci" else 3)
         for transport in self.transports or tuple(TRANSPORTS):
             for name in names:

@@ -124,6 +124,9 @@ class Scenario:
     """Whether the load can be split across worker processes."""
     needs_cluster: bool = False
     """Only meaningful against ``run --cluster N`` (N >= 2): left out of other runs."""
+    named_only: bool = False
+    """Run only when named in ``--scenarios`` (``browser``: it measures client engines, not
+    server load, and has its own line in ``make bench``)."""
     headline: list[tuple[str, str]] = field(default_factory=list)
     """(summary metric, short label) pairs the end-of-run table shows."""
     network: bool = False
