@@ -145,7 +145,8 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=1, help="seed for schedules (default 1)")
     p.add_argument("--broker", default="memory",
                    help="broker of the servers the harness starts: memory (default), redis or "
-                        "nats (our own, started fresh per run) or a redis:// / nats:// URL")
+                        "nats (our own, started fresh per run), redis-cluster (our own 3 masters"
+                        " + 3 replicas) or a redis:// / redis+cluster:// / nats:// URL")
     p.add_argument("--cluster", type=int, default=0, metavar="N",
                    help="run against N instances behind HAProxy over --broker (redis, nats "
                         "or a URL), fresh per run; ws, sse and longpoll only")
