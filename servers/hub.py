@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import os
 import secrets
 import time
 from collections import Counter
@@ -377,7 +378,23 @@ class Metrics:
                      "budget.")
         lines.append("# TYPE sobranie_history_evicted_total counter")
         lines.append(f"sobranie_history_evicted_total {evicted}")
+        lines += process_metrics()
         return "\n".join(lines) + "\n"
+
+
+def process_metrics() -> list[str]:
+    """Prometheus' standard process lines (as its client's process collector writes them, and
+    as the Elysia server does): what ``run --target`` reads as the server's CPU."""
+    lines = ["# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.",
+             "# TYPE process_cpu_seconds_total counter",
+             f"process_cpu_seconds_total {time.process_time():.6f}"]  # ns clock, not ticks
+    try:
+        with open("/proc/self/statm") as f:
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return lines
+    return [*lines, "# HELP process_resident_memory_bytes Resident memory size in bytes.",
+            "# TYPE process_resident_memory_bytes gauge", f"process_resident_memory_bytes {rss}"]
 
 
 class Hub:

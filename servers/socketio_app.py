@@ -28,6 +28,7 @@ from typing import Any
 import socketio
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from engineio.async_drivers import aiohttp as aiohttp_driver
 from engineio.payload import Payload
 from socketio import packet
 
@@ -35,6 +36,8 @@ from servers import auth
 from servers.aiohttp_common import admit, authenticate, hub_app
 from servers.hub import Connection, Hub
 from servers.run import Options, Running, core, serve_app
+from servers.sender import CLOSE_GRACE_SECONDS
+from servers.ws import MaskedResponse
 from sobranie_contract import wire
 from sobranie_contract.wire import ErrorCode
 
@@ -171,6 +174,7 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.undecodable = undecodable
+        self.eio._async = {**self.eio._async, "websocket": _MaskedWebSocket}
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         try:
@@ -181,6 +185,19 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
     async def send_ack(self, eio_sid: str, ack_id: int, envelope: dict[str, Any]) -> None:
         await self._send_packet(eio_sid, self.packet_class(
             packet.ACK, namespace="/", data=[envelope], id=ack_id))
+
+
+class _MaskedWebSocket(aiohttp_driver.WebSocket):  # type: ignore[misc]
+    """engine.io's aiohttp WebSocket on the ws adapter's response, which closes 1002 on an
+    unmasked client frame (RFC 6455 5.1; aiohttp's own parser takes one)."""
+
+    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
+        request = environ["aiohttp.request"]
+        self._sock = MaskedResponse(max_msg_size=self.server.max_http_buffer_size)
+        await self._sock.prepare(request)
+        self.environ = environ
+        await self.handler(self)
+        return self._sock
 
 
 class Session:
@@ -226,7 +243,8 @@ class Session:
             for item in self.conn.last_words():  # the flood's error
                 await self.adapter.sio.eio.send(self.eio_sid, event_packet(item.type, item.text))
             await self.adapter.sio.disconnect(self.sid)  # and its engine.io session
-            if self.carrier is not None:
+            if self.carrier is not None:  # a reader gets the last words; a stalled one is cut
+                await asyncio.sleep(CLOSE_GRACE_SECONDS)
                 self.carrier.abort()
 
         self.adapter.background(close())

@@ -1,9 +1,9 @@
 """A local cluster: N server processes over one shared broker, HAProxy in front.
 
 ``sobranie-bench cluster up --instances 3 --broker redis`` runs it in the
-foreground until Ctrl-C / SIGTERM; ``sobranie-bench cluster measure EXPERIMENT`` runs one of
-the scale-out experiments (:mod:`sobranie_bench.scaleout`) on a fresh cluster and prints its
-metrics as JSON. The library form::
+foreground until Ctrl-C / SIGTERM; ``sobranie-bench run --cluster 3 --broker redis`` measures
+a fresh one per run (the harness's ``fanout``, ``failover`` and ``backplane`` scenarios). The
+library form::
 
     async with Cluster(instances=3, broker="redis") as cluster:
         cluster.lb_url, cluster.instances[0].url
@@ -165,6 +165,11 @@ class Cluster:
         except BaseException:
             await self.stop()
             raise
+
+    @property
+    def broker_pid(self) -> int | None:
+        """The shared broker's process when the cluster started its own (None for a URL)."""
+        return self._service.process.pid if self._service is not None else None
 
     async def kill(self, index: int) -> None:
         """SIGKILL instance ``index`` (no goodbye to its clients) and reap it."""

@@ -1,5 +1,6 @@
-"""``sobranie-bench cluster up`` and ``cluster measure``: a :class:`~sobranie_bench.cluster.Cluster`
-in the foreground, or one scale-out experiment (:mod:`sobranie_bench.scaleout`) on a fresh one."""
+"""``sobranie-bench cluster up``: a :class:`~sobranie_bench.cluster.Cluster` in the foreground.
+Scale-out measurements are harness scenarios: ``sobranie-bench run --cluster N --broker redis``
+(``fanout`` by hop, ``failover``, ``backplane``)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def register(subparsers: Any) -> None:
         "cluster", help="run N instances over a shared broker behind HAProxy",
         description="up: start N server instances (each `sobranie-bench serve KIND --broker "
                     "URL`) and HAProxy in front, print the URLs, run until Ctrl-C / SIGTERM. "
-                    "measure: run a scale-out experiment on a fresh cluster, print JSON.")
+                    "To measure a cluster: `sobranie-bench run --cluster N --broker redis` "
+                    "(scenarios fanout, failover, backplane).")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     up = actions.add_parser("up", help="start a cluster in the foreground")
@@ -32,30 +34,13 @@ def register(subparsers: Any) -> None:
                     help='print {"lb": URL, "instances": [{"url", "pid"}, ...]} on one line')
     up.set_defaults(func=_up)
 
-    from sobranie_bench import scaleout
 
-    measure = actions.add_parser(
-        "measure", help="run a scale-out experiment, print its metrics as JSON",
-        description=scaleout.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    measure.add_argument("experiment", choices=sorted(scaleout.EXPERIMENTS))
-    _common(measure, SERVERS, brokers=True)
-    scaleout.add_arguments(measure)
-    measure.set_defaults(func=_measure)
-
-
-def _common(parser: argparse.ArgumentParser, servers: dict[str, str], *,
-            brokers: bool = False) -> None:
+def _common(parser: argparse.ArgumentParser, servers: dict[str, str]) -> None:
     parser.add_argument("--instances", type=int, default=2, help="server processes (2)")
-    if brokers:
-        parser.add_argument("--broker", action="append",
-                            help="shared broker: redis or nats (our own, started for "
-                                 "the run) or a redis:// / nats:// URL of yours; repeat to "
-                                 "compare brokers in one run (default redis)")
-    else:
-        parser.add_argument("--broker", default="redis",
-                            help="shared broker: redis or nats (our own, started with the "
-                                 "cluster, stopped with it) or a redis://host:port / "
-                                 "nats://host:port of yours (default redis)")
+    parser.add_argument("--broker", default="redis",
+                        help="shared broker: redis or nats (our own, started with the "
+                             "cluster, stopped with it) or a redis://host:port / "
+                             "nats://host:port of yours (default redis)")
     parser.add_argument("--transport-server", default="http", choices=sorted(servers),
                         help="serve kind each instance runs (default http: /ws, /sse, /poll)")
     parser.add_argument("--jwt-secret", help="HS256 secret (default: $SOBRANIE_JWT_SECRET)")
@@ -82,24 +67,10 @@ def _up(args: argparse.Namespace) -> int:
     return _run(main)
 
 
-def _measure(args: argparse.Namespace) -> int:
-    from sobranie_bench import scaleout
-
-    async def main() -> None:
-        for broker in args.broker or ["redis"]:
-            async with Cluster(args.instances, broker, kind=args.transport_server,
-                               secret=args.jwt_secret,
-                               balancer=scaleout.needs_balancer(args)) as cluster:
-                result = await scaleout.run(args.experiment, cluster, args)
-            print(json.dumps(result), flush=True)
-
-    return _run(main)
-
-
 def _run(main: Any) -> int:
     try:
         asyncio.run(main())
-    except (ClusterError, ValueError) as exc:  # ValueError: an experiment's parameters
+    except ClusterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

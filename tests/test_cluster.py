@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,8 +22,9 @@ import psutil
 import pytest
 
 from servers.brokers import make_broker
-from sobranie_bench import scaleout
 from sobranie_bench.cluster import Cluster, ClusterError, haproxy_config
+from sobranie_bench.harness import results
+from sobranie_bench.harness.runner import HarnessError, Plan, run_plan
 from tests.conftest import SECRET, UNIT, messages
 
 
@@ -85,36 +87,64 @@ async def test_the_balancer_spreads_and_sticks(cluster):
                 assert resp.status == 200 and "SRV" not in resp.cookies, f"stays on {first}"
 
 
+def namespaced(url: str) -> str:
+    return f"{url}?namespace=t{secrets.token_hex(4)}"
+
+
+async def cluster_run(tmp_path: Path, broker: str, instances: int, transport: str,
+                      scenario: str, timing: tuple[float, float], **params: Any
+                      ) -> dict[str, Any]:
+    """One harness run of ``scenario`` against a fresh cluster; its raw result, with the
+    summary's metrics under ``"metrics"``. A namespaced broker URL is purged afterwards."""
+    plan = Plan(transports=(transport,), scenarios=(scenario,), cluster=instances,
+                broker=broker, out=tmp_path, timing=timing, tls=False, secret=SECRET,
+                overrides=tuple(params.items()))
+    try:
+        run_dir = await run_plan(plan)
+    finally:
+        if "namespace=" in broker:
+            store = make_broker(broker)
+            await store.purge()  # type: ignore[attr-defined]
+            await store.close()
+    (raw,) = results.load_raw(run_dir)
+    assert "error" not in raw, raw.get("error")
+    return {**raw, "metrics": {k: v for k, (v, _unit) in results.metrics(raw).items()}}
+
+
 @pytest.mark.parametrize("transport", ["ws", "sse", "longpoll"])
-async def test_killing_an_instance_loses_no_acknowledged_message(transport, cluster):
-    c = await cluster(3)
-    result = await scaleout.instance_failure(c, transport, subscribers=9, rate=40.0,
-                                             duration=3.0, kill_after=1.0)
-    assert c.instances[0].process.returncode == -signal.SIGKILL
-    assert result["acked"] > 0 and result["publish_failed"] == 0
-    assert result["cut_off"] >= 1, "round-robin put clients on the killed instance"
-    assert result["not_recovered"] == 0
-    assert (result["lost"], result["duplicates"], result["out_of_order"]) == (0, 0, 0)
+async def test_killing_an_instance_loses_no_acknowledged_message(transport, redis_url, haproxy,
+                                                                 tmp_path):
+    raw = await cluster_run(tmp_path, namespaced(redis_url), 3, transport, "failover",
+                            (0.0, 3.0), subscribers=9, rate=40, kill_after=1.0)
+    c, m = raw["counters"], raw["metrics"]
+    assert c["acked"] > 0 and c["publish_failed"] == 0
+    assert c["cut_off"] >= 1, "round-robin put clients on the killed instance"
+    assert c["not_recovered"] == 0 and m["recovery_max_s"] > 0
+    assert (c["lost"], c["duplicated"], c["out_of_order"]) == (0, 0, 0)
 
 
-async def test_fanout_and_cost_experiments_report_per_hop_and_per_message(cluster):
-    c = await cluster(2, balancer=False)
-    result = await scaleout.broker_cost(c, "ws", subscribers=6, rate=50.0, duration=1.0,
-                                        payload=16, warmup=0.2)
-    assert result["lost"] == 0 and result["acked"] > 0
-    assert result["latency_us"]["local"]["count"] > 0
-    assert result["latency_us"]["remote"]["count"] > 0
-    cost = result["broker_cost"]
-    assert cost["cpu_us_per_msg"] >= 0 and cost["per_msg"]["calls_evalsha"] >= 1
-    json.dumps(result)
+async def test_fanout_in_a_cluster_records_each_hop_and_the_brokers_cost(haproxy, tmp_path):
+    """``--broker redis``: the cluster's own Redis, sampled like the servers."""
+    raw = await cluster_run(tmp_path, "redis", 2, "ws", "fanout", (0.2, 1.0),
+                            subscribers=6, rate=50)
+    m = raw["metrics"]
+    assert "broker" in raw["resources"] and m["broker_cpu_us_per_msg"] > 0
+    assert m["latency_local_count"] > 0 and m["latency_remote_count"] > 0
+    assert m["lost"] == 0 and m["published"] > 0
 
 
-async def test_throughput_experiment_is_closed_loop(cluster):
-    c = await cluster(2, "nats", balancer=False)
-    result = await scaleout.backplane_throughput(c, "ws", subscribers=4, duration=1.0,
-                                                 window=4)
-    assert result["closed_loop"] is True
-    assert result["acked_per_s"] > 0 and result["lost"] == 0 and result["out_of_order"] == 0
+async def test_backplane_is_closed_loop_and_in_order(nats_url, haproxy, tmp_path):
+    raw = await cluster_run(tmp_path, namespaced(nats_url), 2, "ws", "backplane", (0.2, 1.0),
+                            subscribers=4, window=4)
+    m = raw["metrics"]
+    assert m["acked_per_s"] > 0 and m["lost"] == 0 and m["out_of_order"] == 0
+
+
+async def test_cluster_scenarios_need_a_cluster(tmp_path):
+    assert not {"failover", "backplane"} & {s.name for _t, s, _p, _n in Plan().points()}
+    assert {"failover", "backplane"} <= {s.name for _t, s, _p, _n in Plan(cluster=2).points()}
+    with pytest.raises(HarnessError, match="failover needs a cluster: add --cluster 2"):
+        await run_plan(Plan(scenarios=("failover",), out=tmp_path))
 
 
 async def test_a_cluster_of_many_needs_a_shared_broker():

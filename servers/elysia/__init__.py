@@ -39,14 +39,22 @@ def command(opts: Options) -> list[str]:
             "--max-envelope", str(limits.max_envelope), "--hard-frame", str(limits.hard_frame),
             "--rate", str(limits.rate), "--burst", str(limits.burst),
             "--flood", str(limits.flood), "--history-size", str(opts.history_size),
+            "--history-bytes", str(limits.history_bytes),
+            "--user-connections", str(limits.user_connections),
+            "--user-rate", str(limits.user_rate), "--user-burst", str(limits.user_burst),
+            "--user-channels", str(limits.user_channels),
+            "--user-window", str(limits.user_window),
             "--header-timeout", str(limits.header_timeout),
             "--poll-idle", opts.extra.get("poll_idle", str(limits.idle)),
             "--server-name", f"sobranie-elysia/{SUITE_VERSION}", "--exit-with-stdin"]
     for origin in opts.origins:
         args += ["--origin", origin]
-    # serve --tls is not passed on yet: the server's warm-up dials ws:// (it serves plaintext,
-    # and every result of it says tls=False)
-    if opts.extra.get("cert") and opts.extra.get("key"):
+    if opts.tls:  # serve --tls: the local CA's certificate (sobranie_contract.tls)
+        args += ["--cert", str(opts.tls.cert), "--key", str(opts.tls.key),
+                 "--ca", str(opts.tls.ca)]
+        if opts.tls_resumption:
+            args.append("--tls-resumption")
+    elif opts.extra.get("cert") and opts.extra.get("key"):
         args += ["--cert", opts.extra["cert"], "--key", opts.extra["key"]]
     return args
 
@@ -73,6 +81,7 @@ async def start(opts: Options) -> Running:
         await _stop(proc)
 
     endpoints = {k: str(v) for k, v in info.items() if k not in ("url", "kind")}
+    endpoints.update(opts.tls_endpoints())
     return Running(info["url"], stop, endpoints)
 
 

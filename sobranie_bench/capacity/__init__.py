@@ -13,6 +13,8 @@ from sobranie_bench.capacity.analytic import erlang_c, mm1_mean_wait, mmc_mean_w
 from sobranie_bench.capacity.calibration import TransportCosts, calibrate
 from sobranie_bench.capacity.fleet import (
     FleetPlan,
+    Infeasible,
+    InfeasibleFleet,
     InstanceSpec,
     Plan,
     RedisSpec,
@@ -27,6 +29,8 @@ from sobranie_bench.capacity.workload import Workload, aggregate_rates
 
 __all__ = [
     "FleetPlan",
+    "Infeasible",
+    "InfeasibleFleet",
     "InstanceSpec",
     "JobStream",
     "Plan",

@@ -122,6 +122,8 @@ def _plan_tables(result: Plan) -> list[Table]:
             _fmt(f.connect_capacity_per_instance_s),
             str(len(f.fallbacks)),
         )
+    for row in result.infeasible:  # a measured fact, a row where the count would be
+        fleets.add_row(row.transport, "none", "-", row.reason, *("-" for _ in range(7)))
     redis = Table(
         title="Redis pub/sub",
         caption="classic: every PUBLISH reaches every node; sharded: SPUBLISH reaches the "

@@ -54,6 +54,7 @@ RECONNECT_WINDOW_S = 10.0  # clients of a lost instance reconnect spread over th
 IDLE_JOBS_PER_S = 200.0  # a process's idle CPU (timers, GC) as a stream of small jobs
 RESP_OVERHEAD_BYTES = 60  # RESP framing + channel name per pub/sub message, bytes
 GIB = 1024**3
+MAX_INSTANCES_MESSAGE = "no fleet size up to 10M instances meets the limits"
 
 Constraint = Literal[
     "cpu",
@@ -220,6 +221,31 @@ class FleetPlan:
 
 
 @dataclass(frozen=True)
+class InfeasibleFleet:
+    """A transport no number of instances serves within the SLO: a measured fact, a row of the
+    plan (not an exception)."""
+
+    transport: str
+    """Transport of the fleet that cannot be planned."""
+    features: tuple[str, ...]
+    """Features it would have carried."""
+    reason: str
+    """Why, in one line, e.g. "no number of instances meets the SLO at the measured load: p95
+    812 ms at the lowest step"."""
+    lowest_p95_s: float | None = None
+    """Measured p95 at the lowest measured load, seconds (None when another limit failed)."""
+
+
+class Infeasible(ValueError):
+    """Raised by :func:`plan_fleet` when no fleet size meets the limits; :func:`plan` turns it
+    into an :class:`InfeasibleFleet` row."""
+
+    def __init__(self, row: InfeasibleFleet) -> None:
+        super().__init__(f"{row.transport}: {row.reason}")
+        self.row = row
+
+
+@dataclass(frozen=True)
 class Plan:
     """A capacity plan: one fleet per transport in use."""
 
@@ -233,6 +259,8 @@ class Plan:
     """Where the per-transport costs came from."""
     fleets: tuple[FleetPlan, ...]
     """One plan per transport."""
+    infeasible: tuple[InfeasibleFleet, ...] = ()
+    """Transports no number of instances serves within the SLO (rows, with the reason)."""
 
 
 def local_recipients(
@@ -360,7 +388,7 @@ def _smallest(fits: Callable[[int], bool], start: int = 1) -> int:
     while not fits(high):
         high *= 2
         if high > 10_000_000:
-            raise ValueError("no fleet size up to 10M instances meets the limits")
+            raise ValueError(MAX_INSTANCES_MESSAGE)
     low = max(start, high // 2)
     while low < high:
         middle = (low + high) // 2
@@ -434,14 +462,21 @@ def plan_fleet(
     connects = connections / workload.session_length_s
     deliveries = sum(load.deliveries_per_s for load in loads)
     bytes_per_delivery = workload.payload_bytes + costs.wire_overhead_bytes.value
+    features = tuple(load.feature for load in loads)
     knee = costs.latency_curve.work_within(slo_s * 1e6)
     if knee == 0.0:
-        raise ValueError(
-            f"{transport}: the p95 at the lowest measured load already misses the "
-            f"{slo_s * 1000:g} ms SLO, so no number of instances meets it"
-        )
+        lowest = costs.latency_curve.points[0].p95_us * 1e-6
+        raise Infeasible(InfeasibleFleet(
+            transport, features,
+            f"no number of instances meets the {slo_s * 1000:g} ms SLO at the measured load: "
+            f"p95 {lowest * 1000:.0f} ms at the lowest step", lowest))
     measured_cores = None if knee is None else knee * 1e-6
-    needs = limit_needs(loads, costs, workload, instance, measured_cores)
+    try:
+        needs = limit_needs(loads, costs, workload, instance, measured_cores)
+    except ValueError as exc:
+        if str(exc) != MAX_INSTANCES_MESSAGE:
+            raise
+        raise Infeasible(InfeasibleFleet(transport, features, str(exc))) from None
 
     def cores_used(n: int) -> float:
         return _cpu_cores(job_streams(loads, costs, connections, connects, n))
@@ -455,6 +490,10 @@ def plan_fleet(
 
     p95 = p95_at(needed)
     while p95 > slo_s:
+        if needed > 10_000_000:
+            raise Infeasible(InfeasibleFleet(
+                transport, features, f"{MAX_INSTANCES_MESSAGE} (simulated p95 "
+                f"{p95 * 1000:.0f} ms)"))
         needed = max(needed + 1, math.ceil(needed * 1.1))
         binding = "simulated latency"
         p95 = p95_at(needed)
@@ -464,7 +503,7 @@ def plan_fleet(
     )
     return FleetPlan(
         transport=transport,
-        features=tuple(load.feature for load in loads),
+        features=features,
         connections=connections,
         inbound_per_s=sum(load.inbound_per_s for load in loads),
         deliveries_per_s=deliveries,
@@ -510,13 +549,14 @@ def plan(
     table = dict(costs) if costs is not None else calibrate(None)
     scenarios = [base.all_over(t) for t in transports] if transports else [base]
     fleets = []
+    infeasible = []
     for scenario in scenarios:
         loads = aggregate_rates(scenario)
         for transport in scenario.transports:
             carried = [load for load in loads if load.transport == transport]
             transport_costs = table.get(transport) or calibrate(None, (transport,))[transport]
-            fleets.append(
-                plan_fleet(
+            try:
+                fleets.append(plan_fleet(
                     transport,
                     carried,
                     transport_costs,
@@ -526,9 +566,10 @@ def plan(
                     redis,
                     latency_jobs,
                     seed,
-                )
-            )
-    return Plan(base, slo_s, instance, calibration, tuple(fleets))
+                ))
+            except Infeasible as exc:  # a measured fact: a row of the plan, never a crash
+                infeasible.append(exc.row)
+    return Plan(base, slo_s, instance, calibration, tuple(fleets), tuple(infeasible))
 
 
 @dataclass(frozen=True)
@@ -683,6 +724,10 @@ def scaling_table(
                     "simulate_wall_s": hour.wall_time_s,
                     "p99_utilisation": hour.p99_utilisation,
                     "max_backlog_delay_s": hour.max_backlog_delay_s,
+                    "infeasible": "",
                 }
             )
+        for row in result.infeasible:  # the reason, where a number of instances would be
+            rows.append({"online_users": online, "transport": row.transport,
+                         "instances": None, "plan_wall_s": plan_s, "infeasible": row.reason})
     return pd.DataFrame(rows)

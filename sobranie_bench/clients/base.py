@@ -15,6 +15,7 @@ import itertools
 import logging
 import random
 import ssl
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -68,6 +69,9 @@ class Client(ABC):
         self.conn: str | None = None
         self.user: str | None = None
         self.reconnects = 0
+        self.ended_at: list[float] = []
+        """``time.monotonic()`` of each end of the transport noticed (the reconnect scenario's
+        time to detect)."""
         self.close_code: int | None = None
         """Close code of the last transport that ended (WebSocket), if any."""
         self._inbox: asyncio.Queue[Envelope] = asyncio.Queue()
@@ -245,6 +249,7 @@ class Client(ABC):
                 await self._read()
             except Exception as exc:  # noqa: BLE001  (whatever ended it, resume from the cursor)
                 log.debug("%s transport ended: %r", self.transport, exc)
+            self.ended_at.append(time.monotonic())
             if self._closing or not self.reconnect:
                 break
             for attempt in itertools.count():

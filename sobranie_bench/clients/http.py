@@ -26,6 +26,7 @@ class AiohttpClient(Client):
             # cookie (HAProxy ``cookie SRV insert``) on http://127.0.0.1 must come back.
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, force_close=False,
+                                             keepalive_timeout=KEEPALIVE_SECONDS,
                                              ssl=self.ssl_context or True),
                 cookie_jar=aiohttp.CookieJar(unsafe=True))
         return self._session
@@ -34,6 +35,12 @@ class AiohttpClient(Client):
         await super().close()
         if self._own_session and self._session is not None:
             await self._session.close()
+
+
+KEEPALIVE_SECONDS = 1.0
+"""How long an idle pooled connection is reused: well under the servers' header timeout
+(``Limits.header_timeout``, which also closes idle kept-alive connections), so a request never
+goes out on a connection the server is closing ("Server disconnected")."""
 
 
 def refused(resp: aiohttp.ClientResponse, body: str) -> ClientError:

@@ -22,6 +22,7 @@ import socketio
 from engineio.payload import Payload
 
 from sobranie_bench.clients.base import Client, ClientError
+from sobranie_bench.clients.http import KEEPALIVE_SECONDS
 from sobranie_contract import wire
 
 SERVER_EVENTS = ("hello", "message", "presence", "error")
@@ -130,7 +131,8 @@ class SocketIOClient(Client):
 
             trace.on_request_end.append(on_end)
             self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ssl=self.ssl_context or True),
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_SECONDS,
+                                               ssl=self.ssl_context or True),
                 trace_configs=[trace])
         return self._http
 

@@ -17,28 +17,14 @@ from servers.run import install_uvloop
 from sobranie_bench.clients import TRANSPORTS
 from sobranie_bench.harness import results
 from sobranie_bench.harness.runner import HarnessError, Plan, count_points, run_plan
-from sobranie_bench.harness.scenarios import PROFILES
+from sobranie_bench.harness.scenarios import PROFILES as RUN_PROFILES
 from sobranie_bench.harness.scenarios.registry import registry
-
-HEADLINES = {
-    "echo": [("rtt_p50_us", "p50 µs"), ("rtt_p99_us", "p99 µs"),
-             ("throughput_msgs_per_s", "msg/s"), ("server_cpu_us_per_msg", "srv µs/msg"),
-             ("harness_cpu_us_per_msg", "harness µs/msg")],
-    "fanout": [("latency_p50_us", "p50 µs"), ("latency_p99_us", "p99 µs"),
-               ("delivered_per_s", "deliv/s"), ("lost", "lost"), ("duplicated", "dup")],
-    "connections": [("connect_p50_us", "connect p50 µs"), ("connect_p99_us", "p99 µs"),
-                    ("server_rss_bytes_per_conn", "B/conn"), ("failures", "failed")],
-    "overhead": [("bytes_down_per_msg", "B down/msg"), ("bytes_up_per_msg", "B up/msg"),
-                 ("bytes_per_msg", "B total/msg")],
-    "churn": [("latency_p99_us", "p99 µs"), ("connect_p50_us", "connect p50 µs"),
-              ("lost", "lost"), ("churn_failures", "failed")],
-    "capacity": [("max_clients_within_sla", "clients within SLA")],
-}
+from sobranie_bench.netlab.profiles import PROFILES
 
 
 def final_table(raws: list[dict[str, Any]]) -> Table:
     table = Table(title="Sobranie benchmark (this run)", show_lines=False)
-    for col in ("transport", "scenario", "params", "headline figures", "client-bound"):
+    for col in ("transport", "scenario", "params", "headline figures", "flags"):
         table.add_column(col)
     for raw in raws:
         if "error" in raw:
@@ -46,17 +32,23 @@ def final_table(raws: list[dict[str, Any]]) -> Table:
                           f"[red]failed: {raw['error'][:120]}[/]", "")
             continue
         m = results.metrics(raw)
-        w = raw["window"]
-        figures = ", ".join(f"{label} {m[name][0]:,.0f}" for name, label in
-                            HEADLINES[raw["scenario"]] if name in m)
-        bound = results.is_client_bound(raw, w["measure"], w["end"])
+        scenario = registry().get(raw["scenario"])
+        figures = ", ".join(f"{label} {m[name][0]:,.{2 if m[name][1] == 's' else 0}f}"
+                            for name, label in (scenario.headline if scenario else [])
+                            if name in m)
+        flags = ", ".join(name.replace("_", "-") for name, on in results.flags(raw).items()
+                          if on)
         table.add_row(raw["transport"], raw["scenario"], results.params_key(raw["params"]),
-                      figures, "[yellow]yes[/]" if bound else "")
+                      figures, f"[yellow]{flags}[/]" if flags else "")
     return table
 
 
 def _run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
+    if args.server_pid is not None and not args.target:
+        console.print("[red]error:[/] --server-pid needs --target (the harness samples the "
+                      "servers it starts itself)")
+        return 2
     out = Path(args.out)
     if args.fresh and (out / "runs").exists():
         shutil.rmtree(out / "runs")
@@ -64,7 +56,8 @@ def _run(args: argparse.Namespace) -> int:
                 scenarios=tuple(args.scenarios or ()), target=args.target, out=out,
                 workers=args.workers, trials=args.trials, seed=args.seed, broker=args.broker,
                 cluster=args.cluster, overrides=tuple(args.set or ()), tls=args.tls,
-                ca=args.ca)
+                ca=args.ca, server_pid=args.server_pid, tls_compare=args.tls_compare,
+                network=args.network)
     raws: list[dict[str, Any]] = []
     try:
         total = count_points(plan)
@@ -88,9 +81,14 @@ def _run(args: argparse.Namespace) -> int:
         except HarnessError as exc:
             console.print(f"[red]error:[/] {exc}")
             return 1
+    from sobranie_bench.report import failures
+
+    failed = failures.scenario_failures(raws)
+    for line in failures.console_lines(failed):  # what failed comes first
+        console.print(f"[red]{line}[/]", highlight=False)
     Console(width=max(Console().width, 140)).print(final_table(raws))
     console.print(f"raw results: {run_dir}\nsummary: {out / 'summary.csv'}")
-    return 0
+    return failures.exit_code(bool(raws) and len(failed) == len(raws), bool(failed), args.strict)
 
 
 def _csv(text: str) -> list[str]:
@@ -120,7 +118,7 @@ def register(sub: Any) -> None:
                     "(about 15), full (as long as it needs).\n\nscenarios: " + "; ".join(f"{n}: {s.doc}"
                                                          for n, s in scenarios.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", choices=PROFILES,
+    p.add_argument("--profile", choices=RUN_PROFILES,
                    default="ci", help="ci, standard, quick or full; calibrate and holdout: the capacity "
                    "model's fit and validation points (`sobranie-bench capacity calibrate`)")
     p.add_argument("--transports", type=_csv, metavar="T,T",
@@ -144,11 +142,26 @@ def register(sub: Any) -> None:
     p.add_argument("--set", type=_setting, action="append", metavar="KEY=VALUE",
                    help="set a scenario parameter in every grid point that has it, e.g. "
                         "--set subscribers=1000 --set rate=50 (repeatable)")
+    p.add_argument("--network", default="loopback", choices=list(PROFILES), metavar="PROFILE",
+                   help="emulated network between harness and server (root): "
+                        f"{', '.join(PROFILES)}; default loopback (docs/network.md)")
     p.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True,
                    help="TCP transports over TLS 1.3 with our local CA (default; WebTransport "
                         "and WebRTC always encrypt); --no-tls measures plaintext, labelled "
                         "tls=False in every result")
     p.add_argument("--ca", help="CA certificate to trust for an https:// --target")
+    p.add_argument("--server-pid", type=int, metavar="PID",
+                   help="the --target's process id, sampled for CPU and memory like a server "
+                        "the harness starts; without it they are read from the target's "
+                        "/metrics (process_cpu_seconds_total, process_resident_memory_bytes) "
+                        "when it exposes them")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 when any run failed (default: 0 whenever something was "
+                        "measured, the failures printed first; 1 when every run failed)")
+    p.add_argument("--tls-compare", action="store_true",
+                   help="run every point of a TCP transport twice, plaintext then TLS (fresh "
+                        "servers), so the report's TLS cost table compares them in one run "
+                        "(replaces --tls/--no-tls; not with --target or --cluster)")
     p.add_argument("--fresh", action="store_true",
                    help="delete OUT/runs first, so the summary holds this run only")
     p.set_defaults(func=_run)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
@@ -27,11 +28,19 @@ def decode(encoded: str) -> HdrHistogram:
 
 @dataclass
 class Recorder:
-    """Two histograms: what was *intended* before ``measure_from_ns`` is warm-up."""
+    """Two histograms: what was *intended* before ``measure_from_ns`` is warm-up. With
+    ``measure_until_ns`` the measured values also go to three histograms, one per third of the
+    measured window by intended time, so latency rising through the window shows."""
 
     measure_from_ns: int = 0
+    measure_until_ns: int = 0
     warmup: HdrHistogram = field(default_factory=new_histogram)
     measured: HdrHistogram = field(default_factory=new_histogram)
+    thirds: tuple[HdrHistogram, ...] = field(
+        default_factory=lambda: tuple(new_histogram() for _ in range(3)))
+    in_window: int = 0
+    """Values whose *arrival* fell inside the measured window: the achieved rate, which a
+    server that keeps up holds at the offered one whatever its latency."""
 
     def record_ns(self, start_ns: int, end_ns: int | None = None) -> bool:
         """Record ``end - start`` (end defaults to now), start being the *intended* time;
@@ -40,11 +49,19 @@ class Recorder:
         us = min(max((end - start_ns) // 1000, LOWEST_US), HIGHEST_US)
         measured = start_ns >= self.measure_from_ns
         (self.measured if measured else self.warmup).record_value(us)
+        span = self.measure_until_ns - self.measure_from_ns
+        self.in_window += span > 0 and self.measure_from_ns <= end < self.measure_until_ns
+        if measured and span > 0:
+            third = min(2, (start_ns - self.measure_from_ns) * 3 // span)
+            self.thirds[third].record_value(us)
         return measured
 
-    def encoded(self) -> dict[str, str]:
-        return {"warmup": self.warmup.encode().decode(),
-                "measured": self.measured.encode().decode()}
+    def encoded(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"warmup": self.warmup.encode().decode(),
+                               "measured": self.measured.encode().decode()}
+        if self.measure_until_ns > self.measure_from_ns:
+            out["thirds"] = [h.encode().decode() for h in self.thirds]
+        return out
 
 
 def merge(encoded: list[str]) -> HdrHistogram:

@@ -19,9 +19,21 @@ from sobranie_bench.harness.recorder import decode, stats
 
 RAW_VERSION = 1
 SUMMARY_COLUMNS = ["run_id", "transport", "scenario", "params", "trial", "metric", "value",
-                   "unit", "client_bound", "tls"]
+                   "unit", "client_bound", "tls", "saturated", "noisy", "network"]
+NETWORK_SCENARIOS = ("first-message", "hol", "reconnect")
+"""Scenarios whose module has a ``metrics(raw)`` of its own (sobranie_bench.netlab)."""
 CLIENT_BOUND_PERCENT = 90.0
 """A harness process this busy (while the server is not) means the client was the limit."""
+SATURATED_SHARE = 0.95
+"""An achieved rate below this share of the offered one marks a run ``saturated``."""
+RISING_RATIO = 2.0
+RISING_MIN_US = 1000.0
+"""p50 of the last third of the measured window at least RISING_RATIO times that of the first
+third, and RISING_MIN_US more, is latency rising through the window: ``saturated`` too."""
+NOISY_SHARE = 0.25
+"""Other processes using more than this share of the machine's cores mark a run ``noisy``."""
+LATENCY_HISTOGRAMS = ("rtt", "latency")
+"""The histogram whose thirds tell whether latency rose through the window."""
 
 
 def params_key(params: dict[str, Any]) -> str:
@@ -32,8 +44,12 @@ def params_key(params: dict[str, Any]) -> str:
 
 
 def raw_name(raw: dict[str, Any]) -> str:
+    """``<transport>-<scenario>-<params digest>-t<trial>.json``; ``-plain`` before ``.json``
+    for the plaintext half of a ``run --tls-compare``."""
     digest = hashlib.sha1(params_key(raw["params"]).encode()).hexdigest()[:8]
-    return f"{raw['transport']}-{raw['scenario']}-{digest}-t{raw['trial']}.json"
+    plain = raw.get("metadata", {}).get("tls_compare") and not raw.get("tls")
+    return f"{raw['transport']}-{raw['scenario']}-{digest}-t{raw['trial']}" \
+        f"{'-plain' if plain else ''}.json"
 
 
 def write_raw(run_dir: Path, raw: dict[str, Any]) -> Path:
@@ -129,6 +145,95 @@ def is_client_bound(raw: dict[str, Any], start: float, end: float) -> bool:
     return busiest >= CLIENT_BOUND_PERCENT and (server is None or server < busiest)
 
 
+# --- flags: saturated, noisy -----------------------------------------------------------------
+
+def measured_seconds(raw: dict[str, Any]) -> float:
+    w = raw.get("window", {})
+    return max(w.get("end", 0) - w.get("measure", 0), 1e-9)
+
+
+def achieved_share(raw: dict[str, Any]) -> float | None:
+    """Achieved rate / offered rate: echo replies, or fan-out deliveries (offered: publishes x
+    subscribers), that arrived inside the measured window, per second of it (raw files older
+    than that counter: the replies to measured sends over the window stretched to the last
+    of them); None for scenarios without a rate."""
+    c, p = raw.get("counters", {}), raw.get("params", {})
+    if raw.get("scenario") == "echo" and p.get("rate"):
+        offered, name = float(p["rate"]), "received"
+    elif raw.get("scenario") == "fanout" and p.get("rate") and p.get("subscribers"):
+        offered, name = float(p["rate"]) * float(p["subscribers"]), "delivered"
+    else:
+        return None
+    duration = float(raw.get("timing", {}).get("duration") or 0)
+    if f"{name}_in_window" in c and duration > 0:
+        return c[f"{name}_in_window"] / duration / offered
+    return c.get(f"{name}_measured", 0) / measured_seconds(raw) / offered
+
+
+def latency_thirds(raw: dict[str, Any]) -> list[float] | None:
+    """p50 (µs) of the first, middle and last third of the measured window, when recorded."""
+    for name in LATENCY_HISTOGRAMS:
+        thirds = raw.get("histograms", {}).get(name, {}).get("thirds")
+        if thirds:
+            p50s = [stats(decode(t)).get("p50") for t in thirds]
+            return [float(v) for v in p50s if v is not None] if None not in p50s else None
+    return None
+
+
+def is_saturated(raw: dict[str, Any]) -> bool:
+    """The server (or the path to it) could not keep up: the achieved rate fell below
+    SATURATED_SHARE of the offered one, or latency rose through the measured window (the
+    latency is then queueing, and grows with the window's length)."""
+    if "error" in raw:
+        return False
+    share = achieved_share(raw)
+    if share is not None and share < SATURATED_SHARE:
+        return True
+    thirds = latency_thirds(raw)
+    return thirds is not None and thirds[0] > 0 and (
+        thirds[2] >= RISING_RATIO * thirds[0] and thirds[2] - thirds[0] >= RISING_MIN_US)
+
+
+def _delta(samples: list[list[float]], start: float, end: float, column: int) -> float | None:
+    inside = [s for s in samples if start <= s[0] <= end]
+    if len(inside) < 2:
+        return None
+    low, high = at(samples, start, column), at(samples, end, column)
+    return None if low is None or high is None else high - low
+
+
+def others_cores(raw: dict[str, Any]) -> float | None:
+    """Cores that processes other than ours (server, harness, workers, the services we
+    started, a --target's process by its pid or its /metrics) kept busy on average over the measured window (the whole run for a scenario
+    without one); None without machine samples."""
+    samples = raw.get("machine", {}).get("samples", [])
+    w = raw.get("window", {})
+    start, end = w.get("measure", 0), w.get("end", 0)
+    if end <= start and len(samples) >= 2:  # no timed window (connections): the whole run
+        start, end = samples[0][0], samples[-1][0]
+    busy, ours = _delta(samples, start, end, 1), _delta(samples, start, end, 2)
+    if busy is None or ours is None or end <= start:
+        return None
+    if raw.get("server_cpu_source") == "metrics":  # a --target's CPU, from its /metrics
+        ours += cpu_between(server_samples(raw), start, end) or 0.0
+    return max(0.0, busy - ours) / (end - start)
+
+
+def is_noisy(raw: dict[str, Any]) -> bool:
+    """Other processes took more than NOISY_SHARE of the machine's cores during the window."""
+    others = others_cores(raw)
+    cores = raw.get("machine", {}).get("cores") or 1
+    return others is not None and others > NOISY_SHARE * cores
+
+
+def flags(raw: dict[str, Any]) -> dict[str, bool]:
+    """What makes a run's figures not what they seem: ``client_bound``, ``saturated``,
+    ``noisy`` (docs/methodology.md)."""
+    w = raw.get("window", {})
+    return {"client_bound": is_client_bound(raw, w.get("measure", 0), w.get("end", 0)),
+            "saturated": is_saturated(raw), "noisy": is_noisy(raw)}
+
+
 def rss_slope(server: list[list[float]], connected_at: list[float], start: float,
               end: float) -> float | None:
     """Bytes of server RSS per open connection: least-squares slope over the ramp and hold."""
@@ -179,6 +284,11 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
         if wait is not None:
             m["server_run_queue_wait_percent"] = (100 * wait, "%")
 
+    share, others = achieved_share(raw), others_cores(raw)
+    if share is not None:
+        m["achieved_percent_of_offered"] = (100 * share, "%")
+    if others is not None:
+        m["other_processes_cpu_cores"] = (others, "cores")
     if scenario == "echo":
         m.update(_latency_rows("rtt", h["rtt"]["measured"]))
         n = c["received_measured"]
@@ -207,6 +317,9 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
             m.update(_latency_rows("connect", h["connect"]["measured"]))
             m["churned"] = (c["churned"], "count")
             m["churn_failures"] = (c["churn_failures"], "count")
+        for hop in ("local", "remote"):  # a cluster run: deliveries by hop
+            if f"latency_{hop}" in h:
+                m.update(_latency_rows(f"latency_{hop}", h[f"latency_{hop}"]["measured"]))
         m["published"] = (c["published"], "count")
         m["delivered"] = (c["delivered"], "count")
         m["lost"] = (float(lost), "count")
@@ -238,16 +351,40 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
     elif scenario == "capacity":
         m["max_clients_within_sla"] = (c["max_clients_within_sla"], "clients")
         m["sla_ms"] = (c["sla_ms"], "ms")
+    elif scenario in ("failover", "backplane"):
+        m.update(_latency_rows("latency", h["latency"]["measured"]))
+        for name in ("acked", "delivered", "lost", "duplicated", "out_of_order",
+                     "publish_failed", "connect_failures"):
+            m[name] = (c[name], "count")
+        if scenario == "failover":
+            for name in ("cut_off", "not_recovered", "reconnects"):
+                m[name] = (c[name], "count")
+            back = raw["series"]["recovery_s"]
+            if back:
+                m["recovery_p50_s"] = (back[len(back) // 2], "s")
+                m["recovery_max_s"] = (back[-1], "s")
+        else:  # closed loop: the rate is what the backplane carried, not an offered one
+            load = max(w.get("end", 0) - w.get("start", 0), 1e-9)
+            m["acked_per_s"] = (c["acked"] / load, "msg/s")
+            m["delivered_per_s"] = (c["delivered"] / load, "msg/s")
+    elif scenario in NETWORK_SCENARIOS:  # the network lab's scenarios compute their own rows
+        import importlib
+
+        module = f"sobranie_bench.harness.scenarios.{scenario.replace('-', '_')}"
+        m.update(importlib.import_module(module).metrics(raw))
+    if "broker" in res:  # a cluster's own broker, sampled like the servers
+        messages = c.get("published", c.get("acked", 0))
+        per(cpu_between(res["broker"], w.get("start", 0), w.get("end", 0)), messages,
+            "broker_cpu_us_per_msg")
     return m
 
 
 def summarize(raw: dict[str, Any]) -> list[dict[str, Any]]:
     """The tidy rows of one raw result (pure: same raw, same rows)."""
-    w = raw.get("window", {})
-    bound = is_client_bound(raw, w.get("measure", 0), w.get("end", 0))
     base = {"run_id": raw["metadata"]["run_id"], "transport": raw["transport"],
             "scenario": raw["scenario"], "params": params_key(raw["params"]),
-            "trial": raw["trial"], "client_bound": bound, "tls": bool(raw.get("tls", False))}
+            "trial": raw["trial"], "tls": bool(raw.get("tls", False)), **flags(raw),
+            "network": raw.get("network", "loopback")}
     return [{**base, "metric": name, "value": round(float(value), 3), "unit": unit}
             for name, (value, unit) in sorted(metrics(raw).items())]
 

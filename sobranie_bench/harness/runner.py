@@ -19,17 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 
 from sobranie_bench import __version__, services
-from sobranie_bench.clients import TRANSPORTS
+from sobranie_bench.clients import TRANSPORTS, base_transport
 from sobranie_bench.harness import complexity, results
 from sobranie_bench.harness.recorder import merge
-from sobranie_bench.harness.sampler import Sampler, cpu_model, raise_fd_limit
+from sobranie_bench.harness.sampler import MetricsSampler, Sampler, cpu_model, raise_fd_limit
 from sobranie_bench.harness.scenarios import PartContext, Scenario
 from sobranie_bench.harness.scenarios.registry import registry
 from sobranie_contract import tokens
 
 SERVER_START_SECONDS = 30.0
+WORKER_GRACE_SECONDS = 120.0
+"""Seconds a worker process may run past its load's planned end (drains, closes)."""
 CLUSTER_KINDS = {"http", "ws", "sse", "longpoll", "elysia"}
 """Server kinds a cluster instance serves (``serve http``, or ``serve elysia`` for theirs)."""
 LIBRARIES = ("aiohttp", "websockets", "aioquic", "python-socketio", "aiortc", "uvloop",
@@ -81,13 +84,27 @@ class Plan:
     False = plaintext, labelled so in every result."""
     ca: str | None = None
     """CA certificate clients trust for an https:// ``target`` (default: our local CA)."""
+    server_pid: int | None = None
+    """The ``target``'s process id, sampled like a server we start (psutil, schedstat);
+    without it the target's CPU comes from its /metrics (``process_cpu_seconds_total``)."""
+    tls_compare: bool = False
+    """Run every point of a TCP transport twice, plaintext then TLS, each on a fresh server:
+    the TLS cost per message and per handshake measured in one run (``tls`` is then moot)."""
+    network: str = "loopback"
+    """Network profile (:mod:`sobranie_bench.netlab.profiles`): anything but loopback runs the
+    server and the load in two namespaces joined by the emulated link."""
+    lab: Any = None
+    """The running :class:`~sobranie_bench.netlab.lab.Lab` (set by :func:`run_plan`)."""
 
     def points(self) -> Iterator[tuple[str, Scenario, dict[str, Any], int]]:
         scenarios = registry()
-        names = self.scenarios or tuple(scenarios)
+        names = self.scenarios or tuple(n for n, s in scenarios.items()
+                                        if self.cluster >= 2 or not s.needs_cluster)
         trials = self.trials or (1 if self.profile == "ci" else 3)
         for transport in self.transports or tuple(TRANSPORTS):
             for name in names:
+                if scenarios[name].network and self.network == "loopback":
+                    continue  # it cuts the lab's link: there is none on loopback
                 for params in self.grid(scenarios[name]):
                     for trial in range(1, trials + 1):
                         yield transport, scenarios[name], params, trial
@@ -96,7 +113,21 @@ class Plan:
         """The plan's duration by its declared timings: every trial of every point's
         set-up, warm-up, window and ramps, plus SERVER_START_S for its fresh server."""
         return sum(scenario.planned_seconds(self.profile, params) + SERVER_START_S
-                   for _t, scenario, params, _trial in self.points())
+                   for _plan, _t, scenario, params, _trial in self.runs())
+    def variants(self, transport: str) -> tuple[Plan, ...]:
+        """The plans one point runs under: itself, or with ``tls_compare`` a plaintext and a
+        TLS one (once for a transport that always encrypts)."""
+        if not self.tls_compare:
+            return (self,)
+        if base_transport(transport) in ALWAYS_ENCRYPTED:
+            return (replace(self, tls=True),)
+        return replace(self, tls=False), replace(self, tls=True)
+
+    def runs(self) -> Iterator[tuple[Plan, str, Scenario, dict[str, Any], int]]:
+        """Every run of the plan: each point under each of its :meth:`variants`."""
+        for transport, scenario, params, trial in self.points():
+            for variant in self.variants(transport):
+                yield variant, transport, scenario, params, trial
 
     def grid(self, scenario: Scenario) -> list[dict[str, Any]]:
         """The profile's points with the overrides applied (points that become equal, once);
@@ -116,6 +147,20 @@ class Server:
     process: asyncio.subprocess.Process
     client_options: dict[str, Any] = field(default_factory=dict)
 
+    async def check_alive(self, kind: str) -> None:
+        """Raise HarnessError when the server exited during the run (its figures would be the
+        harness timing out, not the server serving): the run is recorded as failed."""
+        proc = self.process
+        if proc.returncode is None:
+            return
+        tail = ""
+        if proc.stderr is not None:
+            with contextlib.suppress(TimeoutError):
+                err = await asyncio.wait_for(proc.stderr.read(), 2)
+                tail = " / ".join(err.decode(errors="replace").strip().splitlines()[-3:])
+        raise HarnessError(f"server {kind!r} died during the run (exit code {proc.returncode})"
+                           + (f": {tail}" if tail else ""))
+
     async def stop(self) -> None:
         proc = self.process
         if proc.returncode is not None:
@@ -130,9 +175,12 @@ class Server:
 
 async def spawn_server(kind: str, plan: Plan) -> Server:
     """A fresh server process on an OS-chosen loopback port, ready when it prints its URL."""
+    # under --network the server runs in the lab's server namespace, on the link's address
+    netns, host = (plan.lab.server_exec, ["--host", plan.lab.server_addr]) if plan.lab \
+        else ([], [])
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sobranie_bench.cli", "serve", kind, "--port", "0", "--json",
-        "--broker", plan.broker, "--jwt-secret", plan.secret, *(["--tls"] if plan.tls else []),
+        *netns, sys.executable, "-m", "sobranie_bench.cli", "serve", kind, *host,
+        "--port", "0", "--json", "--broker", plan.broker, "--jwt-secret", plan.secret, *(["--tls"] if plan.tls else []),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     try:
@@ -186,6 +234,7 @@ def metadata(plan: Plan, run_id: str) -> dict[str, Any]:
             "git_commit": commit, "profile": plan.profile, "seed": plan.seed,
             "workers": plan.workers, "broker": plan.broker, "target": plan.target,
             "cluster": plan.cluster, "tls": plan.tls, "tls_resumption": False,
+            "tls_compare": plan.tls_compare,
             "complexity": complexity.record(),
             "started": datetime.now(UTC).isoformat(timespec="seconds")}
 
@@ -199,6 +248,11 @@ def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
             phase: merge([p["histograms"][name][phase] for p in parts
                           if name in p.get("histograms", {})]).encode().decode()
             for phase in ("warmup", "measured")}
+        thirds = [p["histograms"][name]["thirds"] for p in parts
+                  if "thirds" in p.get("histograms", {}).get(name, {})]
+        if thirds:
+            out["histograms"][name]["thirds"] = [merge([t[i] for t in thirds]).encode().decode()
+                                                 for i in range(3)]
     for p in parts:
         for k, v in p.get("counters", {}).items():
             out["counters"][k] = out["counters"].get(k, 0) + v
@@ -217,23 +271,34 @@ def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def run_parts(scenario: Scenario, ctx: PartContext, workers: int,
-                    sampler: Sampler) -> list[dict[str, Any]]:
-    """The load: in this process, or split across ``workers`` worker processes."""
-    if workers <= 1 or not scenario.workers:
+                    sampler: Sampler, netns: list[str] | None = None) -> list[dict[str, Any]]:
+    """The load: in this process, or split across ``workers`` worker processes (always worker
+    processes, under ``netns``, when the load runs in the lab's client namespace)."""
+    if not netns and (workers <= 1 or not scenario.workers):
         return [await scenario.part(ctx)]
+    workers = workers if scenario.workers else 1
     procs = []
     for i in range(workers):
         spec = json.dumps({"scenario": scenario.name,
                            "ctx": {**asdict(ctx), "index": i, "count": workers}})
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sobranie_bench.harness.worker",
+            *(netns or []), sys.executable, "-m", "sobranie_bench.harness.worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         assert proc.stdin is not None
         proc.stdin.write(spec.encode())
         proc.stdin.close()
         sampler.add(f"worker-{i + 1}", proc.pid)
         procs.append(proc)
-    outs = await asyncio.gather(*(p.communicate() for p in procs))
+    # a worker that outlives its load by this much is stuck (a hung connection): the point fails
+    budget = max(0.0, (ctx.end_ns - time.monotonic_ns()) / 1e9) + WORKER_GRACE_SECONDS
+    try:
+        outs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in procs)), budget)
+    except TimeoutError:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+        raise HarnessError(f"a worker of {scenario.name} did not finish within {budget:.0f} s "
+                           "of its load's start (stuck)") from None
     if any(p.returncode for p in procs):
         raise HarnessError(f"a worker of {scenario.name} failed (exit codes "
                            f"{[p.returncode for p in procs]})")
@@ -243,10 +308,11 @@ async def run_parts(scenario: Scenario, ctx: PartContext, workers: int,
 @contextlib.asynccontextmanager
 async def server_for(plan: Plan, transport: str) -> AsyncIterator[dict[str, Any]]:
     """What a run talks to: the --target, a fresh cluster, or a fresh server; yields the base
-    URL (``url``), client ``options`` it announced, and the pids to sample (``server``,
-    ``server-2``...)."""
+    URL (``url``), client ``options`` it announced, a cluster's ``instances`` and
+    ``instance_pids``, and the pids to sample (``server``, ``server-2``..., ``broker``)."""
     if plan.target:
-        yield {"url": plan.target, "options": {"ca": plan.ca} if plan.ca else {}}
+        yield {"url": plan.target, "options": {"ca": plan.ca} if plan.ca else {},
+               **({"server": plan.server_pid} if plan.server_pid else {})}
     elif plan.cluster:
         from sobranie_bench.cluster import Cluster
 
@@ -258,13 +324,17 @@ async def server_for(plan: Plan, transport: str) -> AsyncIterator[dict[str, Any]
         async with Cluster(plan.cluster, plan.broker, kind=kind, secret=plan.secret) as cluster:
             pids = {("server" if i == 0 else f"server-{i + 1}"): inst.pid
                     for i, inst in enumerate(cluster.instances)}
-            yield {"url": cluster.lb_url, **pids}
+            sampled = {"broker": cluster.broker_pid} if cluster.broker_pid else {}
+            yield {"url": cluster.lb_url, **pids, **sampled,
+                   "instances": tuple(i.url for i in cluster.instances),
+                   "instance_pids": tuple(i.pid for i in cluster.instances)}
     else:
         async with services.broker(plan.broker) as broker:
             server = await spawn_server(TRANSPORTS[transport].server, replace(plan, broker=broker))
             try:
                 yield {"url": server.url, "server": server.pid,
                        "options": server.client_options}
+                await server.check_alive(TRANSPORTS[transport].server)
             finally:
                 await server.stop()
 
@@ -277,18 +347,41 @@ async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
         ctx = PartContext(transport=transport, url=str(target.pop("url")), params=params,
                           index=0, count=1, seed=plan.seed * 1000 + trial, start_ns=start_ns,
                           warmup=warmup, duration=duration, secret=plan.secret,
-                          client_options=target.pop("options", {}))
+                          client_options=target.pop("options", {}),
+                          instances=target.pop("instances", ()),
+                          instance_pids=target.pop("instance_pids", ()))
         pids = {"harness": os.getpid(), **{k: int(v) for k, v in target.items()}}
-        async with Sampler(pids) as sampler:
-            parts = await run_parts(scenario, ctx, plan.workers, sampler)
+        remote = target_metrics(plan, pids)
+        async with Sampler(pids) as sampler, remote or contextlib.nullcontext():
+            parts = await run_parts(scenario, ctx, plan.workers, sampler,
+                                    plan.lab.client_exec if plan.lab else None)
     merged = merge_parts(parts)
+    resources = sampler.as_dict()
+    if remote is not None and remote.samples:
+        resources["server"] = remote.as_list()
     raw = {"version": results.RAW_VERSION, "metadata": meta, "transport": transport,
            "scenario": scenario.name, "params": params, "trial": trial,
            "profile": plan.profile, "parts": len(parts), "tls": encrypted(ctx.url, transport),
+           "network": plan.network,
            "window": window(ctx, merged["times"]),
-           "resources": sampler.as_dict(), **merged}
+           "timing": {"warmup": ctx.warmup, "duration": ctx.duration},
+           "resources": resources, "machine": sampler.machine_dict(),
+           **({"server_cpu_source": "metrics"} if "server" in resources and remote else {}),
+           **merged}
     results.write_raw(plan.out / "runs" / run_id, raw)
     return raw
+
+
+def target_metrics(plan: Plan, pids: dict[str, int]) -> MetricsSampler | None:
+    """For a ``--target`` without ``--server-pid``: its CPU and RSS from its /metrics."""
+    if not plan.target or "server" in pids:
+        return None
+    context = None
+    if plan.target.startswith("https://") and plan.ca:
+        import ssl
+
+        context = ssl.create_default_context(cafile=plan.ca)
+    return MetricsSampler(plan.target, context)
 
 
 ALWAYS_ENCRYPTED = {"webtransport", "webrtc"}
@@ -324,23 +417,66 @@ async def run_plan(plan: Plan, on_result: Callable[[str, dict[str, Any] | None],
     unknown = set(plan.scenarios) - set(registry())
     if unknown:
         raise HarnessError(f"unknown scenario(s) {sorted(unknown)}; known: {sorted(registry())}")
+    lonely = [n for n in plan.scenarios if registry()[n].needs_cluster and plan.cluster < 2]
+    if lonely:
+        raise HarnessError(f"{', '.join(lonely)} needs a cluster: add --cluster 2 (or more) "
+                           "and a shared --broker (redis or nats)")
+    if plan.tls_compare and (plan.target or plan.cluster):
+        raise HarnessError("--tls-compare runs servers the harness starts, one per point and "
+                           "mode: not with --target or --cluster")
     if plan.target:
         await check_target(plan.target)
+    if plan.server_pid is not None and not psutil.pid_exists(plan.server_pid):
+        raise HarnessError(f"--server-pid {plan.server_pid}: no such process")
+    with network_lab(plan) as lab:
+        return await _run_points(replace(plan, lab=lab), on_result)
+
+
+@contextlib.contextmanager
+def network_lab(plan: Plan) -> Iterator[Any]:
+    """The plan's emulated network, verified (None for loopback); HarnessError if it cannot
+    run or its link is not the profile."""
+    from sobranie_bench.netlab import lab, profiles
+
+    try:
+        profile = profiles.get(plan.network)
+    except ValueError as exc:
+        raise HarnessError(str(exc)) from None
+    if not profile.emulated:
+        yield None
+        return
+    if plan.target or plan.cluster or plan.broker != "memory":
+        raise HarnessError("--network runs a fresh server with the memory broker inside the "
+                           "lab; it cannot be combined with --target, --cluster or --broker")
+    try:
+        with lab.Lab(profile, seed=plan.seed) as running:
+            yield running
+    except lab.LabError as exc:
+        raise HarnessError(str(exc)) from None
+
+
+async def _run_points(plan: Plan, on_result: Callable[[str, dict[str, Any] | None], None]
+                      ) -> Path:
     raise_fd_limit()
     run_id = new_run_id()
     meta = metadata(plan, run_id)
+    meta["network"] = plan.lab.metadata() if plan.lab else {"profile": {"name": "loopback"}}
     run_dir = plan.out / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run.json").write_text(json.dumps(meta, indent=1))
-    for transport, scenario, params, trial in plan.points():
+    for variant, transport, scenario, params, trial in plan.runs():
         label = f"{transport} {scenario.name} {results.params_key(params)} #{trial}"
+        if plan.tls_compare:
+            label += " tls" if variant.tls else " plaintext"
         on_result(label, None)
         try:
-            raw = await run_one(plan, run_id, meta, transport, scenario, params, trial)
+            raw = await run_one(variant, run_id, meta, transport, scenario, params, trial)
         except Exception as exc:  # noqa: BLE001 - one failed run must not end the matrix
             raw = {"version": results.RAW_VERSION, "metadata": meta, "transport": transport,
                    "scenario": scenario.name, "params": params, "trial": trial,
-                   "profile": plan.profile, "error": f"{type(exc).__name__}: {exc}"}
+                   "profile": plan.profile, "network": plan.network,
+                   "error": f"{type(exc).__name__}: {exc}",
+                   "tls": variant.tls or transport in ALWAYS_ENCRYPTED}
             results.write_raw(run_dir, raw)
         on_result(label, raw)
     results.write_summary(plan.out / "runs", plan.out / "summary.csv")
@@ -348,5 +484,5 @@ async def run_plan(plan: Plan, on_result: Callable[[str, dict[str, Any] | None],
 
 
 def count_points(plan: Plan) -> int:
-    return sum(1 for _ in plan.points())
+    return sum(1 for _ in plan.runs())
 

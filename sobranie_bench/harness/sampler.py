@@ -1,6 +1,7 @@
 """Resource sampling with psutil: CPU and RSS of the server and of each harness process, and
 the scheduler's own accounting (``/proc/PID/task/*/schedstat``: nanoseconds on a CPU and
-waiting for one) where Linux has it."""
+waiting for one) where Linux has it; and the machine as a whole (``/proc/stat``) beside what
+our own processes used, so that other processes' share of the cores (``noisy``) is known."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Self
+from typing import Any, Self
 
 import psutil
 
@@ -55,12 +57,41 @@ def schedstat(pid: int) -> tuple[int, int] | None:
     return run, wait
 
 
+def machine_busy_s() -> float | None:
+    """CPU seconds every core together has been busy since boot (``/proc/stat``: user, nice,
+    system, irq, softirq, steal; not idle or iowait), None off Linux."""
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+            int, f.readline().split()[1:9])
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    return None
+
+
+def ours_cpu_s(pids: Iterable[int]) -> float:
+    """CPU seconds used so far by this process, every descendant of it (servers, workers,
+    the Redis, NATS and HAProxy we started) and ``pids`` (a ``--server-pid``), each once."""
+    me = psutil.Process()
+    procs = {me.pid: me}
+    with contextlib.suppress(psutil.Error):
+        procs.update((p.pid, p) for p in me.children(recursive=True))
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            procs.setdefault(pid, psutil.Process(pid))
+    total = 0.0
+    for proc in procs.values():
+        with contextlib.suppress(psutil.Error):
+            total += read(proc)[0]
+    return total
+
+
 class Sampler:
     """Samples processes every INTERVAL_SECONDS in the background (``async with``)."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
         self.samples: dict[str, list[Sample]] = {name: [] for name in pids}
+        self.machine: list[list[float]] = []
+        """[t, busy CPU seconds of the whole machine, CPU seconds of our processes]."""
         self._task: asyncio.Task[None] | None = None
 
     def mark(self) -> dict[str, Sample]:
@@ -73,6 +104,10 @@ class Sampler:
                 run_wait = schedstat(proc.pid)
                 out[name] = Sample(now, cpu, rss, *(run_wait or (None, None)))
                 self.samples[name].append(out[name])
+        busy = machine_busy_s()
+        if busy is not None:
+            ours = ours_cpu_s(p.pid for p in self.procs.values())
+            self.machine.append([round(now, 4), round(busy, 3), round(ours, 4)])
         return out
 
     async def _loop(self) -> None:
@@ -93,8 +128,75 @@ class Sampler:
         self.procs[name] = psutil.Process(pid)
         self.samples.setdefault(name, [])
 
+    def machine_dict(self) -> dict[str, Any]:
+        """The machine's samples and its core count (raw files' ``machine``)."""
+        return {"cores": os.cpu_count() or 1, "samples": self.machine}
+
     def as_dict(self) -> dict[str, list[list[float]]]:
         return {name: [s.as_list() for s in samples] for name, samples in self.samples.items()}
+
+
+class MetricsSampler:
+    """A ``--target``'s CPU and RSS from its ``/metrics`` every INTERVAL_SECONDS: Prometheus'
+    standard ``process_cpu_seconds_total`` and ``process_resident_memory_bytes`` (``async
+    with``). Samples nothing when the target does not expose them."""
+
+    def __init__(self, base_url: str, ssl_context: Any = None) -> None:
+        self.url = base_url.rstrip("/") + "/metrics"
+        self.urls = [self.url]
+        if self.url.startswith("https://"):  # WebTransport: QUIC on the port, plain HTTP on TCP
+            self.urls.append(self.url.replace("https://", "http://", 1))
+        self.ssl = ssl_context
+        self.samples: list[Sample] = []
+        self._task: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def parse(text: str) -> tuple[float, int] | None:
+        """(CPU seconds, RSS bytes) from Prometheus text, None without the CPU line."""
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in ("process_cpu_seconds_total", "process_resident_memory_bytes"):
+                with contextlib.suppress(ValueError):
+                    values[name] = float(value.split()[0])
+        if "process_cpu_seconds_total" not in values:
+            return None
+        return values["process_cpu_seconds_total"], int(
+            values.get("process_resident_memory_bytes", 0))
+
+    async def _loop(self) -> None:
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(total=2)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                try:
+                    async with session.get(self.url, ssl=self.ssl) as resp:
+                        found = self.parse(await resp.text()) if resp.status == 200 else None
+                except (aiohttp.ClientError, OSError, TimeoutError):
+                    found = None
+                if found is None and not self.samples:
+                    self.urls.remove(self.url)
+                    if not self.urls:
+                        return  # no standard process lines: no server CPU for this target
+                    self.url = self.urls[0]
+                    continue
+                if found is not None:
+                    self.samples.append(Sample(time.monotonic(), *found))
+                await asyncio.sleep(INTERVAL_SECONDS)
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def as_list(self) -> list[list[float]]:
+        return [s.as_list() for s in self.samples]
 
 
 def raise_fd_limit() -> int:

@@ -16,16 +16,31 @@ __all__ = ["Results", "build", "load"]
 
 def build(results_dir: Path | str = "results", out_dir: Path | str | None = None,
           with_charts: bool = True) -> list[Path]:
-    """Write comparison.md, claims.md, recommendation.md, summary.md, summary.ru.md (and
-    charts/), then the index README.md, from the raw results under ``results_dir`` into
-    ``out_dir`` (default: ``results_dir``); return the paths."""
-    from sobranie_bench.report import charts, claims, comparison, recommendation, summary
+    """Write comparison.md, claims.md, recommendation.md, summary.md, summary.ru.md,
+    failures.md (and charts/) and the network section from the raw results under
+    ``results_dir`` into ``out_dir`` (default: ``results_dir``), then the index README.md;
+    return the paths. What failed (scenarios, and notebooks executed into
+    ``out_dir/notebooks``) opens every page."""
+    from sobranie_bench.report import (
+        charts,
+        claims,
+        comparison,
+        failures,
+        network,
+        recommendation,
+        summary,
+    )
 
     res = load(results_dir)
     out = Path(out_dir) if out_dir is not None else Path(results_dir)
-    paths = [comparison.write(res, out), claims.write(res, out), recommendation.write(res, out),
-             *summary.write(res, out)]
+    paths = [comparison.write(res, out), claims.write(res, out), recommendation.write(res, out)]
+    failed = failures.collect(res, out / "notebooks")
+    for page in paths:  # what failed opens every page
+        failures.insert_banner(page, failed)
+    paths.append(failures.write(failed, out))
+    paths += summary.write(res, out)
     if with_charts:
         paths += charts.write_all(res, out / "charts")
+    paths += network.write(Path(results_dir), out, with_charts)
     paths.append(summary.write_index(res, out))
     return paths

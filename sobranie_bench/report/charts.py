@@ -87,10 +87,13 @@ def supported(percentile: float, count: int) -> bool:
 
 
 def _label(res: Results, transport: str, scenario: str) -> str:
-    bound = any(f.client_bound for m in ("rtt_p50_us", "latency_p50_us", "bytes_per_msg",
-                                         "server_rss_bytes_per_conn")
-                if (f := res.figure(transport, scenario, m)) is not None)
-    return transport + (f" {text.CLIENT_BOUND_MARK} client-bound" if bound else "")
+    figs = [f for m in ("rtt_p50_us", "latency_p50_us", "bytes_per_msg",
+                        "server_rss_bytes_per_conn")
+            if (f := res.figure(transport, scenario, m)) is not None]
+    bound = any(f.client_bound for f in figs)
+    flags = (f" {text.SATURATED_MARK}" if any(f.saturated for f in figs) else "") + (
+        f" {text.NOISY_MARK}" if any(f.noisy for f in figs) else "")
+    return transport + (f" {text.CLIENT_BOUND_MARK} client-bound" if bound else "") + flags
 
 
 def _nothing(fig: Figure, what: str) -> Figure:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sobranie_bench.report import rules, text
+from sobranie_bench.report import comparison, rules, text
 from sobranie_bench.report.data import Results
 from sobranie_bench.report.rules import (
     CITED,
@@ -103,6 +103,10 @@ def _faster(t: str) -> AllOf:
                        for m in ("rtt_p50_us", "rtt_p99_us", "server_cpu_us_per_msg")))
 
 
+PLUGIN = comparison.plugin_check()
+"""The registry look-up of `@elysiajs/websocket` (servers/elysia/plugin-check.json)."""
+PLUGIN_EVIDENCE = comparison.plugin_evidence(PLUGIN)
+
 LOW_LATENCY_US = 100_000
 """100 ms: below it a reply feels instantaneous (the classic response-time limit)."""
 
@@ -127,7 +131,8 @@ CLAIMS: tuple[Claim, ...] = (
           "Отличная поддержка в Elysia через `@elysiajs/websocket`",
           "Excellent Elysia support through `@elysiajs/websocket`.",
           Cited(("elysia-ws", "npm-elysia-websocket"),
-                "first-class, but built in (`Elysia.ws()`), not through that 0.x plugin")),
+                "first-class, but built in (`Elysia.ws()`), not through that 0.x plugin"),
+          (PLUGIN_EVIDENCE,)),
     Claim("ws-simple", "WebSockets", "pro", "Простая реализация", "Simple to implement.",
           CodeRatio("ws", "smallest", "<=", 2.0,
                     "within twice the code of the smallest transport in the suite"),
@@ -337,8 +342,10 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("code-elysia-plugin", "Code", "code",
           "bun add @elysiajs/websocket; new Elysia().use(websocket()).ws(...)",
           "The WebSocket plugin must be installed and registered.",
-          Cited(("elysia-ws", "npm-elysia-websocket"),
-                "outdated: `.ws()` is built into Elysia; the plugin belongs to 0.x", False)),
+          Tests(PLUGIN.tests, passing=REFUTED,
+                shows="Elysia's core `.ws()` serves WebSockets with no plugin installed, and "
+                      "the registry record says the plugin belongs to Elysia 0.x"),
+          (PLUGIN_EVIDENCE, f"source: {rules.cite('elysia-ws', 'npm-elysia-websocket')}")),
     Claim("code-backoff", "Code", "code",
           "setTimeout(connect, this.reconnectTimeout); this.reconnectTimeout = "
           "Math.min(this.reconnectTimeout * 2, 30000)",

@@ -11,7 +11,7 @@ from rich.console import Console
 
 
 def _report(args: argparse.Namespace) -> int:
-    from sobranie_bench.report import build, load
+    from sobranie_bench.report import build, failures, load
 
     console = Console(stderr=True)
     results = Path(args.results)
@@ -21,22 +21,35 @@ def _report(args: argparse.Namespace) -> int:
         console.print(f"[yellow]warning:[/] no raw results under {results}/runs: every table "
                       "will say 'not measured' (run `sobranie-bench run` first)")
     paths: list[Path] = []
+    if args.notebooks or args.only_notebooks:  # first, so that the pages list their failures
+        from sobranie_bench.report.notebooks import execute_notebooks
+        failed: list[failures.Failure] = []
+        paths += execute_notebooks(results, out / "notebooks", failures=failed)
+        paths.append(failures.write_notebook_failures(out / "notebooks", failed))
     if not args.only_notebooks:
         paths += build(results, out, with_charts=not args.no_charts)
         if args.docs:
             from sobranie_bench.report import docs
             paths += docs.refresh(args.docs, res)
+    else:
+        from sobranie_bench.report import summary
+        paths.append(summary.write_index(res, out))
+    everything = failures.collect(res, out / "notebooks")
+    for line in failures.console_lines(everything):  # what failed comes first
+        console.print(f"[red]{line}[/]", highlight=False)
+    if not args.only_notebooks:
         console.print(f"report from run {res.main_run or '(none)'}"
                       + (f" ({res.ignored} raw files of older runs left out)"
                          if res.ignored else ""))
-    if args.notebooks or args.only_notebooks:
-        from sobranie_bench.report import summary
-        from sobranie_bench.report.notebooks import execute_notebooks
-        paths += execute_notebooks(results, out / "notebooks")
-        paths.append(summary.write_index(res, out))
     for path in paths:
         print(path)
-    return 0
+    attempted = bool(res.raws) or bool(res.scaleout)
+    return failures.exit_code(attempted and not measured_anything(res), bool(everything), args.strict)
+
+
+def measured_anything(res: Any) -> bool:
+    """Whether any run (one instance or scale-out) produced figures."""
+    return bool(res.with_figures) or any(s.with_figures for s in res.scaleout.values())
 
 
 def register(sub: Any) -> None:
@@ -60,4 +73,8 @@ def register(sub: Any) -> None:
     p.add_argument("--docs", metavar="DIR",
                    help="also rewrite the generated figure blocks of DIR/*.md from these "
                         "results (`<!-- generated: NAME -->`; make bench passes docs)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 when any scenario or notebook failed (default: 0 whenever "
+                        "the report was produced, the failures listed at its top; 1 only "
+                        "when nothing could be measured)")
     p.set_defaults(func=_report)

@@ -8,15 +8,16 @@ not measurable on a benchmark box). A transport without results gets "not measur
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from sobranie_bench.clients import TRANSPORTS
+from sobranie_bench.clients import TRANSPORTS, base_transport
 from sobranie_bench.harness import complexity as complexity_record
 from sobranie_bench.harness.complexity import CodeSize
-from sobranie_bench.report import text
+from sobranie_bench.report import text, tls_cost
 from sobranie_bench.report.data import Measured, Results
 from sobranie_bench.report.sources import (
     BROWSER,
@@ -74,12 +75,26 @@ class Rating:
     """A figure behind it was client-bound."""
     sources: tuple[str, ...] = ()
     """Source keys when the stars are cited rather than measured."""
+    saturated: bool = False
+    """A figure behind it was saturated (the stars rank queueing, not service)."""
+    noisy: bool = False
+    """A figure behind it was measured on a noisy machine."""
 
     def cell(self) -> str:
         if self.stars is None:
             return "run failed" if "failed" in self.basis else text.NOT_MEASURED
         mark = f" {text.CLIENT_BOUND_MARK}" if self.client_bound else ""
+        mark += f" {text.SATURATED_MARK}" if self.saturated else ""
+        mark += f" {text.NOISY_MARK}" if self.noisy else ""
         return f"{text.stars(self.stars)}{mark}"
+
+
+def _rated(stars: int, basis: str, ratio: float, figs: Iterable[Measured | None]) -> Rating:
+    """A measured rating with the flags of the figures behind it (a flagged figure is never
+    silently ranked: its stars carry the mark)."""
+    shown = [f for f in figs if f is not None]
+    return Rating(stars, basis, ratio, any(f.client_bound for f in shown),
+                  saturated=any(f.saturated for f in shown), noisy=any(f.noisy for f in shown))
 
 
 def _ratio_to_best(fig: Measured | None, best: float | None, higher_is_better: bool = False
@@ -133,8 +148,7 @@ def performance(res: Results, transport: str) -> Rating:
     p50, p99, cpu = figs.values()
     basis = (f"p50 {text.measured(p50, 'ms')}, p99 {text.measured(p99, 'ms')}, "
              f"{text.measured(cpu, 'num')} µs CPU/msg")
-    bound = any(f is not None and f.client_bound for f in figs.values())
-    return Rating(text.stars_from_ratio(ratio), basis, ratio, bound)
+    return _rated(text.stars_from_ratio(ratio), basis, ratio, figs.values())
 
 
 def scalability(res: Results, transport: str) -> Rating:
@@ -156,8 +170,7 @@ def scalability(res: Results, transport: str) -> Rating:
         parts.append(f"{text.measured(memory, 'bytes')}/connection")
     if held is not None:
         parts.append(f"{text.measured(held, 'num')} subscribers within SLA")
-    bound = any(f is not None and f.client_bound for f in (memory, held))
-    return Rating(text.stars_from_ratio(ratio), ", ".join(parts), ratio, bound)
+    return _rated(text.stars_from_ratio(ratio), ", ".join(parts), ratio, (memory, held))
 
 
 def browser(tech: Technology) -> Rating:
@@ -291,11 +304,25 @@ def backplane_ratio(res: Results, transport: str) -> tuple[float | None, str]:
     return None, ""
 
 
-SCALEOUT_METRICS = (("latency_p99_us", "fan-out p99", "ms"),
-                    ("delivered_per_s", "delivered/s", "num"),
-                    ("server_cpu_us_per_delivery", "server CPU µs/delivery (all instances)",
-                     "num"),
-                    ("lost", "lost", "num"))
+SCALEOUT_METRICS = {
+    "fanout": (("latency_p99_us", "fan-out p99", "ms"),
+               ("latency_local_p99_us", "p99 same instance", "ms"),
+               ("latency_remote_p99_us", "p99 other instance", "ms"),
+               ("delivered_per_s", "delivered/s", "num"),
+               ("server_cpu_us_per_delivery", "server CPU µs/delivery (all instances)", "num"),
+               ("broker_cpu_us_per_msg", "broker CPU µs/message", "num"),
+               ("lost", "lost", "num")),
+    "failover": (("acked", "acked", "num"), ("cut_off", "cut off", "num"),
+                 ("lost", "lost", "num"), ("duplicated", "duplicated", "num"),
+                 ("out_of_order", "out of order", "num"),
+                 ("recovery_p50_s", "recovery p50 (s)", "num"),
+                 ("recovery_max_s", "all recovered (s)", "num")),
+    "backplane": (("acked_per_s", "acked/s (closed loop)", "num"),
+                  ("delivered_per_s", "delivered/s", "num"),
+                  ("latency_p99_us", "p99 (queueing)", "ms"),
+                  ("broker_cpu_us_per_msg", "broker CPU µs/message", "num")),
+}
+"""Per scale-out scenario: the columns of its table (metric, heading, format)."""
 
 
 def backplane(res: Results) -> str:
@@ -311,19 +338,191 @@ def backplane(res: Results) -> str:
              "ratio is taken between them; within a scale-out run, the scalability stars "
              "above also weigh each transport's fan-out p99 against the best of that run."), ""]
     for name, scaled in res.scaleout.items():
-        rows = []
-        for t in scaled.transports:
-            if not scaled.measured(t, "fanout"):
-                continue
-            rows.append([t, scaled.run_id(t, "fanout"),
-                         *(text.measured(scaled.figure(t, "fanout", m), f)
-                           for m, _, f in SCALEOUT_METRICS),
-                         text.measured(res.figure(t, "fanout", "latency_p99_us"), "ms")])
-        if rows:
-            parts += [f"**{name}**", "",
-                      text.table(["Transport", "Run", *(label for _, label, _ in SCALEOUT_METRICS),
-                                  "one-instance fan-out p99 (its own run)"], rows), ""]
+        for scenario, metrics in SCALEOUT_METRICS.items():
+            rows = []
+            for t in scaled.transports:
+                if not scaled.measured(t, scenario):
+                    continue
+                own = ([text.measured(res.figure(t, "fanout", "latency_p99_us"), "ms")]
+                       if scenario == "fanout" else [])
+                rows.append([t, scaled.run_id(t, scenario),
+                             *(text.measured(scaled.figure(t, scenario, m), f)
+                               for m, _, f in metrics), *own])
+            if rows:
+                extra = ["one-instance fan-out p99 (its own run)"] if scenario == "fanout" else []
+                parts += [f"**{name}: {scenario}**", "",
+                          text.table(["Transport", "Run", *(label for _, label, _ in metrics),
+                                      *extra], rows), ""]
     return "\n".join(parts)
+
+
+# --- technology vs implementation: one technology on several servers, in one run ------------
+
+SERVER_NAMES = {"ws": "aiohttp", "sse": "aiohttp", "longpoll": "aiohttp", "http": "aiohttp",
+                "ws-websockets": "websockets", "elysia": "Bun + Elysia"}
+"""``serve`` kind -> the implementation as the report names it (other kinds: the kind)."""
+SPREAD_METRICS = (("echo", "server_cpu_us_per_msg", "server CPU / echo (µs)", "num"),
+                  ("echo", "rtt_p50_us", "echo p50", "ms"),
+                  ("echo", "rtt_p99_us", "echo p99", "ms"),
+                  ("connections", "server_rss_bytes_per_conn", "memory / connection", "bytes"))
+"""(scenario, metric, label, format) of the technology-vs-implementation table; lower is
+better for each."""
+TECHNOLOGY_BY_NAME = {tech.name: tech for tech in TECHNOLOGIES}
+
+
+def server_name(transport: str) -> str:
+    """The implementation that serves ``transport`` (``ws@elysia`` -> ``Bun + Elysia``)."""
+    kind = TRANSPORTS[transport].server if transport in TRANSPORTS else transport
+    return SERVER_NAMES.get(kind, kind)
+
+
+def implementations(tech: Technology) -> tuple[str, ...]:
+    """The transports carrying ``tech``, one per server: its own and their ``@server`` forms
+    (WebSockets: ws, ws-websockets, ws@elysia), the first of each server."""
+    out: dict[str, str] = {}
+    for t in TRANSPORTS:
+        if t in tech.transports or base_transport(t) in tech.transports:
+            out.setdefault(server_name(t), t)
+    return tuple(out.values())
+
+
+@dataclass(frozen=True)
+class Spread:
+    """One metric of one technology on each server measured in one run."""
+
+    technology: str
+    label: str
+    """What the metric is (server CPU / echo, memory / connection...)."""
+    fmt: str
+    """How its figures print (text.measured's formats)."""
+    run_id: str
+    figures: tuple[tuple[str, str, Measured], ...]
+    """(server, transport, figure), best (lowest) first."""
+    encrypted: bool
+    """The figures are the TLS ones (``run --tls``); False = plaintext."""
+
+    @property
+    def ratio(self) -> float | None:
+        """Worst ÷ best: what choosing the implementation changes within the technology."""
+        values = [f.value for _, _, f in self.figures]
+        if len(values) < 2 or values[0] <= 0:
+            return None
+        return values[-1] / values[0]
+
+
+def spread(res: Results, tech: Technology, scenario: str, metric: str, label: str,
+           fmt: str) -> Spread | None:
+    """``tech``'s ``metric`` on every server measured in the run holding most of them (ties:
+    the newest), at the point they share; None when no server measured it."""
+    measured_on = [t for t in implementations(tech) if res.measured(t, scenario)]
+    runs = [r for t in measured_on if (r := res.run_id(t, scenario))]
+    if not runs:
+        return None
+    run = max(set(runs), key=lambda r: (runs.count(r), r))
+    same = [t for t in measured_on if res.run_id(t, scenario) == run]
+    params = res.reference_params(scenario, same) if scenario == "echo" else None
+    figures = sorted(((server_name(t), t, f) for t in same
+                      if (f := res.figure(t, scenario, metric, params)) is not None),
+                     key=lambda item: item[2].value)
+    if not figures:
+        return None
+    _, first, fig = figures[0]
+    tls = res.figure(first, scenario, metric, fig.params, tls=True) is not None
+    return Spread(tech.name, label, fmt, run, tuple(figures), tls)
+
+
+def spreads(res: Results) -> list[Spread]:
+    """Every technology implemented by more than one server, for each of SPREAD_METRICS."""
+    out = []
+    for tech in TECHNOLOGIES:
+        if len(implementations(tech)) < 2:
+            continue
+        for scenario, metric, label, fmt in SPREAD_METRICS:
+            if (found := spread(res, tech, scenario, metric, label, fmt)) is not None:
+                out.append(found)
+    return out
+
+
+def spread_rows(res: Results) -> list[list[str]]:
+    rows = []
+    for s in spreads(res):
+        best_server, _, best = s.figures[0]
+        each = "; ".join(f"{server} (`{t}`) {text.measured(f, s.fmt)}"
+                         for server, t, f in s.figures)
+        missing = [server_name(t) for t in implementations(TECHNOLOGY_BY_NAME[s.technology])
+                   if server_name(t) not in {server for server, _, _ in s.figures}]
+        if missing:
+            each += f"; not measured in this run: {', '.join(missing)}"
+        rows.append([s.technology, s.label, f"{best_server}: {text.measured(best, s.fmt)}",
+                     each, text.ratio(s.ratio) if s.ratio else "one server",
+                     f"{s.run_id}, {'TLS' if s.encrypted else 'plaintext'}"])
+    return rows
+
+
+def technology_vs_implementation(res: Results) -> str:
+    """The section: each technology's best server and the spread across servers."""
+    rows = spread_rows(res)
+    head = "## Technology vs implementation"
+    if not rows:
+        return (f"{head}\n\n**Not measured.** No technology was measured on more than one "
+                "server (`sobranie-bench run --transports ws,ws-websockets,ws@elysia,sse,"
+                "sse@elysia,longpoll,longpoll@elysia`).\n")
+    return "\n".join([head, "", (
+        "The stars above rate a technology by one server of it (the Python reference). Here "
+        "each technology runs on every server that implements it, in the same run, with the "
+        "same client and load: *best* is the technology's figure on its best server, the "
+        "spread (worst ÷ best) is what the choice of implementation changes. A difference "
+        "between two technologies smaller than the spread inside one says more about the "
+        "implementations than about the technologies."), "",
+        text.table(["Technology", "Metric", "Best (server: figure)", "Each server (transport)",
+                    "Spread (worst ÷ best)", "Run, encryption"], rows), "",
+        f"Elysia's WebSocket support, the note's `@elysiajs/websocket`: {plugin_evidence()}.",
+        ""])
+
+
+@dataclass(frozen=True)
+class PluginCheck:
+    """The record ``servers/elysia/plugin-check.json``: the note's plugin claim, checked."""
+
+    checked: str
+    """Date of the registry look-up (ISO)."""
+    how: str
+    """The commands run."""
+    plugin: str
+    plugin_latest: str
+    plugin_versions: tuple[str, ...]
+    plugin_peer: str
+    """The plugin's peer dependency on elysia."""
+    elysia_pinned: str
+    """The Elysia version servers/elysia installs (no plugin)."""
+    verdict: str
+    """``outdated`` (the plugin exists but belongs to Elysia 0.x) or another word."""
+    tests: tuple[str, ...]
+    """Tests that check the record against the installed packages."""
+
+
+def plugin_check(path: Path | None = None) -> PluginCheck:
+    import json
+
+    from servers import elysia
+
+    data = json.loads((path or elysia.HERE / "plugin-check.json").read_text())
+    plugin = data["plugin"]
+    return PluginCheck(data["checked"], data["how"], plugin["name"], plugin["latest"],
+                       tuple(plugin["versions"]), plugin["peer"].get("elysia", "none"),
+                       data["elysia"]["pinned"], data["verdict"], tuple(data["tests"]))
+
+
+def plugin_evidence(check: PluginCheck | None = None) -> str:
+    """One Markdown sentence: what the registry and our Elysia server say of the plugin."""
+    c = check or plugin_check()
+    tests = ", ".join(f"test `{t}`" for t in c.tests)
+    return (f"**{c.verdict}**, checked against the npm registry on {c.checked}: "
+            f"`{c.plugin}` exists (latest {c.plugin_latest}; versions "
+            f"{', '.join(c.plugin_versions)}; peer `elysia {c.plugin_peer}`), the plugin of "
+            f"Elysia's 0.x line; Elysia {c.elysia_pinned}, which our Elysia server pins, "
+            f"serves WebSockets through its core `.ws()` with no plugin installed ({tests}), "
+            "and `ws@elysia` passes the contract suite")
 
 
 def render(res: Results) -> str:
@@ -359,6 +558,8 @@ def render(res: Results) -> str:
                              for tech, col, note, ours, _ in disagreements(table_rows)) + "."
             if apart else ".") if compared else "No cell can be compared yet."),
         "",
+        technology_vs_implementation(res),
+        tls_cost.section(res),
         "## How our stars are derived",
         "",
         ("Ratio bands for measured columns: a transport within 1.5× of the best of its run gets "
@@ -399,6 +600,11 @@ def render(res: Results) -> str:
         text.CLIENT_BOUND_NOTE if bound_any or any(
             text.CLIENT_BOUND_MARK in c for r in measured_rows(res) for c in r)
         else "No figure in these tables was client-bound.",
+        "",
+        text.FLAGS_NOTE if any(mark in c for r in measured_rows(res) for c in r
+                               for mark in (text.SATURATED_MARK, text.NOISY_MARK))
+        or any(r.ours[c].saturated or r.ours[c].noisy for r in table_rows for c in COLUMNS)
+        else "No figure in these tables was saturated or noisy.",
         "",
         "## Handshakes",
         "",

@@ -42,11 +42,23 @@ class Measured:
     client_bound: bool
     """True when any trial was flagged client-bound (the harness, not the server, was the
     limit): such a figure is a lower bound on the server and is marked in every table."""
+    saturated: bool = False
+    """True when any trial was flagged saturated (achieved rate under 95% of the offered one,
+    or latency rising through the window): the latency is queueing; marked in every table."""
+    noisy: bool = False
+    """True when any trial was flagged noisy (other processes took over a quarter of the
+    cores during it): marked in every table."""
+
     ci_low: float = float("nan")
     """Lower end of the 95% bootstrap confidence interval of the median (3+ trials); the
     smallest trial with fewer."""
     ci_high: float = float("nan")
     """Upper end of that interval; the largest trial with fewer than 3 trials."""
+
+    @property
+    def flagged(self) -> bool:
+        """Any flag that makes the figure not what it seems."""
+        return self.client_bound or self.saturated or self.noisy
 
     @property
     def bootstrapped(self) -> bool:
@@ -90,6 +102,10 @@ class Results:
     """Set-up (e.g. ``3 instances over redis``) -> its runs: runs against a cluster or with a
     shared broker (``run --cluster N --broker URL``), selected the same way and kept apart so
     one-instance figures are never mixed with them."""
+    tls_compared: Results | None = None
+    """The runs that measured the same points plaintext and over TLS (``run --tls-compare``),
+    selected the same way and kept apart (the TLS cost table reads them; the comparison's
+    other tables never mix a plaintext half into the TLS matrix)."""
 
     # --- what is there -----------------------------------------------------------------------
 
@@ -210,9 +226,10 @@ class Results:
     # --- figures -----------------------------------------------------------------------------
 
     def figure(self, transport: str, scenario: str, metric: str,
-               params: str | None = None) -> Measured | None:
+               params: str | None = None, tls: bool | None = None) -> Measured | None:
         """Median over trials of ``metric`` at ``params`` (default: the scenario's reference
-        point, or the only point this transport has)."""
+        point, or the only point this transport has), over the TLS or the plaintext trials
+        as ``tls`` says (by default the TLS ones where a ``--tls-compare`` run holds both)."""
         if params is None:
             params = self.default_params(transport, scenario)
         rows = self.rows
@@ -220,6 +237,10 @@ class Results:
             return None
         sel = rows[(rows["transport"] == transport) & (rows["scenario"] == scenario)
                    & (rows["metric"] == metric) & (rows["params"] == params)]
+        if tls is None and sel["tls"].nunique() > 1:
+            tls = True
+        if tls is not None:
+            sel = sel[sel["tls"] == tls]
         if sel.empty:
             return None
         values = [float(v) for v in sel["value"]]
@@ -228,7 +249,9 @@ class Results:
                         high=max(values), trials=len(values), unit=str(sel["unit"].iloc[0]),
                         run_id=str(sel["run_id"].iloc[0]), params=params,
                         client_bound=bool(sel["client_bound"].any()),
-                        ci_low=ci_low, ci_high=ci_high)
+                        ci_low=ci_low, ci_high=ci_high,
+                        **{flag: bool(sel[flag].any()) for flag in ("saturated", "noisy")
+                           if flag in sel})
 
     def value(self, transport: str, scenario: str, metric: str,
               params: str | None = None) -> float | None:
@@ -308,26 +331,33 @@ def select_latest(raws: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]],
 
 
 def _results(root: Path, raws: list[dict[str, Any]], ignored: int = 0,
-             scaleout: dict[str, Results] | None = None) -> Results:
+             scaleout: dict[str, Results] | None = None,
+             tls_compared: Results | None = None) -> Results:
     rows = pd.DataFrame(raw_results.summary_rows(raws), columns=raw_results.SUMMARY_COLUMNS)
     return Results(root=root, raws=tuple(raws), rows=rows, ignored=ignored,
-                   scaleout=scaleout or {})
+                   scaleout=scaleout or {}, tls_compared=tls_compared)
 
 
 def load(results_dir: Path | str = "results") -> Results:
     """Every raw result under ``results_dir`` (its ``runs/`` if there is one), newest run per
     transport x scenario x set-up, with their tidy summary rows. One-instance runs make the
-    main results; cluster and shared-broker runs go to ``.scaleout``."""
+    main results; cluster and shared-broker runs go to ``.scaleout``, ``run --tls-compare``
+    runs to ``.tls_compared``."""
     root = Path(results_dir)
     source = root / "runs" if (root / "runs").is_dir() else root
     raws = raw_results.load_raw(source) if source.is_dir() else []
+    compared = [raw for raw in raws if raw["metadata"].get("tls_compare")]
+    raws = [raw for raw in raws if not raw["metadata"].get("tls_compare")]
+    # runs under an emulated network (`run --network`) have a section of their own
+    raws = [r for r in raws if r.get("network", "loopback") == "loopback"]
     kept, ignored = select_latest(raws)
     by_setup: dict[str, list[dict[str, Any]]] = {}
     for raw in kept:
         by_setup.setdefault(setup(raw), []).append(raw)
     single = by_setup.pop("one instance", [])
     return _results(root, single, ignored,
-                    {name: _results(root, raws) for name, raws in sorted(by_setup.items())})
+                    {name: _results(root, raws) for name, raws in sorted(by_setup.items())},
+                    _results(root, select_latest(compared)[0]) if compared else None)
 
 
 def summary_frame(res: Results) -> pd.DataFrame:
@@ -351,8 +381,10 @@ def scenario_frame(res: Results, scenario: str, metrics: Iterable[str],
                         **{m: (f.value if f is not None else float("nan"))
                            for m, f in figs.items()},
                         "client_bound": any(f.client_bound for f in figs.values() if f),
+                        "saturated": any(f.saturated for f in figs.values() if f),
+                        "noisy": any(f.noisy for f in figs.values() if f),
                         "run_id": res.run_id(t, scenario), "params": point})
-    columns = ["transport", *metrics, "client_bound", "run_id", "params"]
+    columns = ["transport", *metrics, "client_bound", "saturated", "noisy", "run_id", "params"]
     return pd.DataFrame.from_records(records, columns=columns).set_index("transport")
 
 

@@ -15,9 +15,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sobranie_bench.report.failures import Failure
+
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 NAME = re.compile(r"^\d\d_[a-z0-9_]+\.py$")
 KERNEL = "python3"
+
+
+def _cell_error(exc: Exception) -> str:
+    """One line for a failed notebook: the cell's exception (papermill's ename / evalue)."""
+    name, value = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+    if name:
+        cell = getattr(exc, "exec_count", None)
+        return f"{name}: {value}" + (f" (cell [{cell}])" if cell is not None else "")
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def sources(notebooks_dir: Path | str = NOTEBOOKS_DIR) -> list[Path]:
@@ -40,11 +51,13 @@ def execute_notebooks(results_dir: Path | str = "results",
                       parameters: Mapping[str, Any] | None = None,
                       notebooks: Sequence[Path | str] | None = None,
                       kernel_name: str = KERNEL, html: bool = True,
-                      timeout: float = 600.0) -> list[Path]:
+                      timeout: float = 600.0,
+                      failures: list[Failure] | None = None) -> list[Path]:
     """Run every notebook with ``RESULTS = results_dir`` (plus ``parameters``), writing the
     executed ``.ipynb`` and, with ``html``, an ``.html`` export to ``out_dir``; return the
     written paths. A failing notebook raises papermill's PapermillExecutionError after its
-    partial output is saved."""
+    partial output is saved; given a ``failures`` list, it is appended there instead (its
+    partial output exported too) and the next notebook runs."""
     import jupytext
     import nbformat
     import papermill
@@ -57,9 +70,15 @@ def execute_notebooks(results_dir: Path | str = "results",
     for source in (Path(p) for p in (notebooks or sources())):
         target = out / f"{source.stem}.ipynb"
         nbformat.write(jupytext.read(source), target)
-        executed = papermill.execute_notebook(
-            _shown(target), _shown(target), parameters=params, kernel_name=kernel_name,
-            progress_bar=False, execution_timeout=timeout, cwd=None)
+        try:
+            executed = papermill.execute_notebook(
+                _shown(target), _shown(target), parameters=params, kernel_name=kernel_name,
+                progress_bar=False, execution_timeout=timeout, cwd=None)
+        except Exception as exc:  # recorded when the caller collects failures
+            if failures is None:
+                raise
+            failures.append(Failure("notebook", source.stem, _cell_error(exc)))
+            executed = nbformat.read(target, as_version=4)
         written.append(target)
         if html:
             body, _ = HTMLExporter().from_notebook_node(executed)

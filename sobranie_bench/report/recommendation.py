@@ -548,6 +548,9 @@ def fleet_rows(plan: Any) -> list[list[str]]:
             str(f.redis_classic.shards or "none fits"), str(f.redis_sharded.shards),
             ", ".join(f.fallbacks) or "none",
         ])
+    for row in getattr(plan, "infeasible", ()):  # a measured fact, where the count would be
+        rows.append([row.transport, ", ".join(row.features), row.reason,
+                     *("—" for _ in FLEET_HEADERS[3:])])
     return rows
 
 
@@ -775,7 +778,9 @@ def plan_each(costs: Mapping[str, Any], online_users: int, transports: Sequence[
     fleets, notes = [], []
     for t in transports:
         try:
-            fleets += list(plan(online_users, costs=costs, transports=[t]).fleets)
+            planned = plan(online_users, costs=costs, transports=[t])
+            fleets += list(planned.fleets)
+            notes += [f"{t}: not planned: {row.reason}" for row in planned.infeasible]
         except Exception as exc:  # noqa: BLE001 - the reason is reported, not hidden
             notes.append(f"{t}: not planned ({type(exc).__name__}: {exc})")
     return fleets, notes

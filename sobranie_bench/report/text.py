@@ -11,6 +11,21 @@ NOT_MEASURED = "not measured"
 CLIENT_BOUND_MARK = "†"
 CLIENT_BOUND_NOTE = (f"{CLIENT_BOUND_MARK} client-bound: the harness, not the server, was the "
                      "limit in that run; the figure is a bound on the server, not its value.")
+SATURATED_MARK = "⚠ saturated"
+NOISY_MARK = "⚠ noisy"
+FLAGS_NOTE = (f"{SATURATED_MARK}: the achieved rate fell below 95% of the offered one, or "
+              "latency rose through the measured window; the latency is queueing, not service. "
+              f"{NOISY_MARK}: other processes than the server and the harness took more than a "
+              "quarter of the machine's cores during the measurement.")
+
+
+def marks(fig: Measured | None) -> str:
+    """The flags of a figure, to put beside its value or its stars (" † ⚠ saturated")."""
+    if fig is None:
+        return ""
+    return "".join(f" {mark}" for flag, mark in ((fig.client_bound, CLIENT_BOUND_MARK),
+                                                  (fig.saturated, SATURATED_MARK),
+                                                  (fig.noisy, NOISY_MARK)) if flag)
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -74,8 +89,8 @@ def num(value: float | None, digits: int = 3) -> str:
     """A count or rate with thousands separators and ``digits`` significant digits."""
     if value is None:
         return NOT_MEASURED
-    if value == 0:
-        return "0"
+    if float(value).is_integer():
+        return f"{value:,.0f}"  # a count: 3, not 3.00
     magnitude = math.floor(math.log10(abs(value)))
     decimals = max(0, digits - 1 - magnitude)
     return f"{value:,.{decimals}f}"
@@ -95,7 +110,7 @@ def nbytes(value: float | None) -> str:
 
 def measured(fig: Measured | None, fmt: str = "num") -> str:
     """A figure formatted by ``fmt`` (us, ms, num, bytes), with the spread when trials differ
-    and the client-bound mark."""
+    and its flags' marks (client-bound, saturated, noisy)."""
     if fig is None:
         return NOT_MEASURED
     show = {"us": us, "ms": ms, "num": num, "bytes": nbytes}[fmt]
@@ -104,9 +119,7 @@ def measured(fig: Measured | None, fmt: str = "num") -> str:
         text += f" (95% CI {show(fig.ci_low)}–{show(fig.ci_high)}, {fig.trials} trials)"
     elif fig.trials > 1 and fig.high > fig.low:
         text += f" ({show(fig.low)}–{show(fig.high)}, {fig.trials} trials)"
-    if fig.client_bound:
-        text += f" {CLIENT_BOUND_MARK}"
-    return text
+    return text + marks(fig)
 
 
 def ratio(value: float | None) -> str:

@@ -85,13 +85,17 @@ def test_plan_with_a_missing_explicit_summary_fails(tmp_path: Path) -> None:
     assert exit_info.value.code == 2
 
 
-def test_plan_refuses_an_slo_below_the_measured_floor(
+def test_an_slo_below_the_measured_floor_is_a_row_not_an_error(
     summary_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["capacity", "plan", "--online-users", "1000", "--summary", str(summary_path),
             "--slo-ms", "0.1"]  # fmt: skip
-    assert run(argv) == 2
-    assert "no number of instances meets it" in capsys.readouterr().out
+    assert run(argv) == 0
+    assert "no number of" in capsys.readouterr().out
+    assert run([*argv, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["infeasible"]
+    assert rows and all(r["reason"].startswith("no number of instances meets the 0.1 ms SLO at "
+                                               "the measured load: p95 ") for r in rows)
 
 
 def test_storm_json(capsys: pytest.CaptureFixture[str]) -> None:

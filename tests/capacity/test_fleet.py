@@ -169,3 +169,22 @@ def test_hosts_count_processes_per_host(costs: dict[str, TransportCosts], base: 
     for f in four.fleets:
         assert f.hosts == math.ceil(f.instances / 4)
         assert f.cpu_utilisation <= InstanceSpec().max_utilisation  # of one core per process
+
+
+def test_a_transport_missing_the_slo_at_its_lowest_step_is_a_row_not_a_crash(
+        costs: dict[str, TransportCosts]) -> None:
+    import dataclasses
+
+    from sobranie_bench.capacity.calibration import LatencyCurve, LatencyPoint
+
+    slow = LatencyCurve((LatencyPoint(1000.0, 812_000.0, 100.0),
+                         LatencyPoint(4000.0, 2_000_000.0, 400.0)), "measured", "echo rows")
+    table = {**costs, "sse": dataclasses.replace(costs["sse"], latency_curve=slow)}
+    result = plan(USERS, costs=table, latency_jobs=JOBS)
+    assert [f.transport for f in result.fleets] == ["ws"]
+    (row,) = result.infeasible
+    assert row.transport == "sse" and row.features and row.lowest_p95_s == pytest.approx(0.812)
+    assert row.reason == ("no number of instances meets the 500 ms SLO at the measured load: "
+                          "p95 812 ms at the lowest step")
+    table_rows = scaling_table((USERS,), costs=table, duration_s=60, latency_jobs=JOBS)
+    assert table_rows.set_index("transport").loc["sse", "infeasible"] == row.reason

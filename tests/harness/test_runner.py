@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,24 @@ def test_overrides_set_parameters_in_every_point_that_has_them() -> None:
     overhead = [p for name, p in points if name == "overhead"]
     assert {p["rate"] for p in overhead} == {50} and all("subscribers" not in p
                                                           for p in overhead)
+
+
+async def test_tls_compare_runs_each_point_plaintext_and_tls_on_fresh_servers(
+        tmp_path: Path) -> None:
+    from sobranie_bench.harness.runner import count_points
+
+    plan = Plan(profile="ci", transports=("ws@elysia", "webtransport"),
+                scenarios=("overhead",), out=tmp_path, secret=SECRET, tls_compare=True,
+                overrides=(("messages", 20), ("payload", 64)))
+    assert count_points(plan) == 3  # webtransport always encrypts: once
+    raws = results.load_raw(await run_plan(replace(plan, transports=("ws@elysia",))))
+    assert not [r["error"] for r in raws if "error" in r]
+    assert sorted(r["tls"] for r in raws) == [False, True]
+    assert all(r["metadata"]["tls_compare"] for r in raws)
+    trips = {r["tls"]: r["counters"]["handshake_round_trips"] for r in raws}
+    assert trips == {False: 1, True: 2}  # TLS 1.3's one extra round trip, counted
+    rows = list(csv.DictReader((tmp_path / "summary.csv").read_text().splitlines()))
+    assert {r["tls"] for r in rows if r["metric"] == "handshake_round_trips"} == {"False",
+                                                                                  "True"}
+    with pytest.raises(HarnessError, match="tls-compare"):
+        await run_plan(replace(plan, target="http://127.0.0.1:9"))

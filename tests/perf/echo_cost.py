@@ -250,11 +250,12 @@ async def _open(server: Server, kind: str, n: int, *, deflate: bool = False,
                 on_reply: Callable[[WsConn], None] | None = None) -> list[asyncio.Protocol]:
     loop = asyncio.get_running_loop()
     host = f"{server.host}:{server.port}"
-    tok = _token("perf")
     conns: list[asyncio.Protocol] = []
     for start in range(0, n, batch):
         made = []
-        for _ in range(min(batch, n - start)):
+        for i in range(start, start + min(batch, n - start)):
+            # a user per connection: the servers limit the connections one user may hold
+            tok = _token(f"perf-{len(_OPENED)}-{i}")
             if kind == "sse":
                 proto: asyncio.Protocol = SseConn(host, f"/sse?channels=feed:idle&token={tok}")
             else:
@@ -267,7 +268,12 @@ async def _open(server: Server, kind: str, n: int, *, deflate: bool = False,
             for p in made:
                 p.send(SUBSCRIBE_FRAME)  # type: ignore[attr-defined]
         conns += made
+    _OPENED.append(n)
     return conns
+
+
+_OPENED: list[int] = []
+"""Sizes of the batches opened so far (so every batch's users are new ones)."""
 
 
 def _close(conns: list[asyncio.Protocol]) -> None:

@@ -129,3 +129,28 @@ def test_empty_results_still_render(tmp_path: Path) -> None:
     md = comparison.render(data.load(tmp_path))
     rows = {r["Technology"]: r for r in markdown_table(md, "Technology", "Performance")}
     assert rows["WebSockets"]["Performance"].endswith("not measured")
+
+
+def test_saturated_and_noisy_figures_are_marked_beside_values_and_stars(results_copy: Path
+                                                                        ) -> None:
+    from tests.report.conftest import add_raw, raw_file
+
+    sse = raw_file("sse", "echo")
+    sse["counters"]["received_measured"] //= 2  # half the offered rate came back
+    add_raw(results_copy, sse, sse["metadata"]["run_id"])
+    ws = raw_file("ws", "connections")
+    t0 = ws["window"]["start"]
+    ws["machine"] = {"cores": 2, "samples": [[t0, 0.0, 0.0], [t0 + 2, 4.0, 0.0]]}
+    add_raw(results_copy, ws, ws["metadata"]["run_id"])  # others kept both cores busy
+    res = data.load(results_copy)
+    fig = res.figure("sse", "echo", "rtt_p50_us")
+    assert fig is not None and fig.saturated and not fig.noisy
+    assert "⚠ saturated" in comparison.performance(res, "sse").cell()
+    assert "⚠" not in comparison.performance(res, "ws").cell()
+    assert "⚠ noisy" in comparison.scalability(res, "ws").cell()
+    md = comparison.render(res)
+    rows = {r["Transport"]: r for r in markdown_table(md, "Transport", "Echo p50")}
+    assert rows["sse"]["Echo p50"].endswith("⚠ saturated")
+    assert rows["ws"]["Memory / connection"].endswith("⚠ noisy")
+    assert "⚠" not in rows["ws"]["Echo p50"]
+    assert "⚠ saturated: the achieved rate fell below 95%" in md

@@ -156,3 +156,37 @@ async def test_mixed_cluster_behind_haproxy_delivers_in_order(namespaced, haprox
         for sub in subs:
             got = await messages(sub, 20, "feed:mixed")
             assert [(m["id"], m["data"]) for m in got] == list(zip(ids, range(20), strict=True))
+
+
+BARE_ELYSIA = """
+import { Elysia } from "elysia";
+const app = new Elysia().ws("/echo", { message(ws, m) { ws.send(m); } })
+  .listen({ port: 0, hostname: "127.0.0.1" });
+const pkg = await import("elysia/package.json", { with: { type: "json" } });
+console.log(JSON.stringify({ port: app.server.port, elysia: pkg.default.version }));
+"""
+
+
+async def test_elysia_core_serves_websockets_without_the_plugin():
+    """The record the report cites (plugin-check.json): the pinned Elysia, with no
+    @elysiajs/websocket installed, serves a WebSocket through its own ``.ws()``."""
+    import asyncio
+
+    record = json.loads((elysia.HERE / "plugin-check.json").read_text())
+    package = json.loads((elysia.HERE / "package.json").read_text())
+    lock = json.loads((elysia.HERE / "package-lock.json").read_text())
+    assert package["dependencies"]["elysia"] == record["elysia"]["pinned"]
+    assert not [p for p in lock["packages"] if p.endswith(record["plugin"]["name"])]
+    proc = await asyncio.create_subprocess_exec(
+        str(elysia.BUN), "-e", BARE_ELYSIA, cwd=elysia.HERE, stdout=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        info = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
+        assert info["elysia"] == record["elysia"]["pinned"]
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"ws://127.0.0.1:{info['port']}/echo") as ws:
+            await ws.send_str("through Elysia.ws()")
+            assert (await ws.receive(timeout=10)).data == "through Elysia.ws()"
+    finally:
+        proc.kill()
+        await proc.wait()

@@ -13,7 +13,8 @@ from sobranie_bench.clients import ClientError
 from sobranie_contract import tls
 from tests.conftest import http_url, next_of
 
-TCP_TRANSPORTS = ["ws", "ws-websockets", "sse", "longpoll", "socketio", "socketio-polling"]
+TCP_TRANSPORTS = ["ws", "ws-websockets", "sse", "longpoll", "socketio", "socketio-polling",
+                  "ws@elysia", "sse@elysia", "longpoll@elysia"]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ async def test_every_tcp_transport_speaks_tls(transport, certs, start_server, cl
     assert (await next_of(sub, "message", "chat:tls"))["data"] == {"n": 1}
 
 
-@pytest.mark.parametrize("transport", ["ws", "sse"])
+@pytest.mark.parametrize("transport", ["ws", "sse", "ws@elysia", "sse@elysia"])
 async def test_a_client_that_does_not_trust_the_ca_is_refused(transport, certs, tmp_path,
                                                               start_server, clients) -> None:
     from sobranie_bench.clients import TRANSPORTS
@@ -74,7 +75,7 @@ async def test_a_client_that_does_not_trust_the_ca_is_refused(transport, certs, 
     assert http_url(server).startswith("https://")
 
 
-@pytest.mark.parametrize("transport", ["ws", "sse"])
+@pytest.mark.parametrize("transport", ["ws", "sse", "ws@elysia", "sse@elysia"])
 async def test_the_relay_counts_one_more_round_trip_for_tls(transport, certs, start_server,
                                                            clients) -> None:
     import time
@@ -98,3 +99,33 @@ async def test_the_relay_counts_one_more_round_trip_for_tls(transport, certs, st
             await client.close()
             await proxy.stop()
     assert trips == {False: 1, True: 2}
+
+
+async def _handshake(url: str, ca: Path, *, tls12: bool = False) -> tuple[str, bool]:
+    """TLS version and whether a session ticket came, for one HTTP request to ``url``."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    ctx = tls.client_context(ca)
+    if tls12:
+        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port, ssl=ctx)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert (await reader.read()).startswith(b"HTTP/1.1 200")  # tickets come before
+        sslobj = writer.get_extra_info("ssl_object")
+        return sslobj.version(), bool(sslobj.session and sslobj.session.has_ticket)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("kind", ["http", "elysia"])
+async def test_servers_speak_tls13_only_and_issue_tickets_only_when_asked(kind, certs,
+                                                                          start_server) -> None:
+    server = await start_server(kind, tls=certs)
+    assert await _handshake(server.url, certs.ca) == ("TLSv1.3", False)
+    with pytest.raises(OSError):  # an alert (SSLError) or a reset, as the stack refuses it
+        await _handshake(server.url, certs.ca, tls12=True)
+    resuming = await start_server(kind, tls=certs, tls_resumption=True)
+    assert await _handshake(resuming.url, certs.ca) == ("TLSv1.3", True)

@@ -50,6 +50,16 @@ export function buildApp(hub: Hub, auth: Authenticator, options: Options) {
   const unauthorized = (request: Request, exc: Unauthorized) =>
     json(request, wire.error("unauthorized", exc.message), 401, { "WWW-Authenticate": "Bearer" });
 
+  /** null when ``user`` may open one more connection, else the 429 to answer (counted). */
+  const refusedAdmission = (request: Request, user: string): Response | null => {
+    try {
+      hub.admit(user);
+      return null;
+    } catch (exc) {
+      return failed(request, exc);
+    }
+  };
+
   /** The token's claims, or the 401 to answer before anything is spent on the request. */
   const authenticate = (request: Request, query: URLSearchParams): Claims | Response => {
     try {
@@ -155,6 +165,8 @@ export function buildApp(hub: Hub, auth: Authenticator, options: Options) {
       if (!auth.originAllowed(request.headers.get("origin"))) {
         return new Response("origin not allowed", { status: 403 });
       }
+      const refused = refusedAdmission(request, claims.sub);
+      if (refused !== null) return refused;
       const data: WsData = { user: claims.sub, conn: null, terminate: null };
       if ((server as Server<WsData>).upgrade(request, { data })) return;
       return new Response("expected a WebSocket upgrade", { status: 400 });
@@ -176,6 +188,8 @@ export function buildApp(hub: Hub, auth: Authenticator, options: Options) {
         if (exc instanceof WireError) return errorResponse(request, exc);
         throw exc;
       }
+      const refused = refusedAdmission(request, claims.sub);
+      if (refused !== null) return refused;
       server?.timeout(request, 0);  // a stream: idle between events by design (pings: 15 s)
       return new Response(sseStream(hub, request, claims.sub, channels, cursor),
         { headers: { ...SSE_HEADERS, ...corsHeaders(request) } });
@@ -206,8 +220,11 @@ export function buildApp(hub: Hub, auth: Authenticator, options: Options) {
       }
       server?.timeout(request, Math.ceil(timeout) + 10);  // held on purpose, up to timeout
       let session = sessions.get(query.get("conn") ?? "");
-      if (session === undefined || session.conn.user !== user || !continues(session, cursor)) {
+      const fresh = session === undefined || session.conn.user !== user || !continues(session, cursor);
+      if (fresh) {
         if (session !== undefined && session.conn.user === user) await endSession(session);
+        const refused = refusedAdmission(request, user);
+        if (refused !== null) return refused;
         const conn = hub.connect(user, "longpoll");
         const opened: Session = { conn, cursor: new Map(), polling: false, idleSince: seconds() };
         sessions.set(conn.id, opened);
@@ -216,10 +233,19 @@ export function buildApp(hub: Hub, auth: Authenticator, options: Options) {
         }
         session = opened;
       }
-      session.polling = true;
+      session!.polling = true;
       let items;
       try {
-        items = await session.conn.outgoing(timeout, request.signal);
+        const deadline = seconds() + timeout;
+        items = await session!.conn.outgoing(timeout, request.signal);
+        while (fresh && cursor.size && items.length && items.every((item) => NOT_NEWS.has(item.type))) {
+          // a fresh session for a poll that carries a cursor: its hello and acks are not news
+          // after that cursor, so the poll holds on as any other would (servers/longpoll.py)
+          const left = deadline - seconds();
+          const more = left > 0 ? await session!.conn.outgoing(left, request.signal) : [];
+          if (!more.length) break;
+          items.push(...more);
+        }
       } finally {
         session.polling = false;
         session.idleSince = seconds();
@@ -239,6 +265,7 @@ export function buildApp(hub: Hub, auth: Authenticator, options: Options) {
       conn.sink = (text) => ws.sendText(text) > 0;
       conn.onClose = (code, reason) => {
         conn.sink = null;
+        for (const item of conn.lastWords()) ws.sendText(item.text);  // the flood's error
         ws.close(code, reason.slice(0, 120));
         ws.data.terminate = setTimeout(() => ws.terminate(), CLOSE_GRACE_MS);  // a stalled reader
       };
@@ -270,6 +297,9 @@ export function buildApp(hub: Hub, auth: Authenticator, options: Options) {
   return { app, websocket, stop };
 }
 
+/** What a fresh session queues before anything a poll's cursor has not seen. */
+const NOT_NEWS = new Set(["hello", "ack"]);
+
 function continues(session: Session, cursor: Cursor): boolean {
   if (session.polling || session.conn.closed) return false;
   for (const [channel, sent] of session.cursor) if ((cursor.get(channel) ?? 0) < sent) return false;
@@ -297,7 +327,8 @@ function sseStream(hub: Hub, request: Request, user: string, channels: string[],
       conn.onClose = (_code, reason) => {  // the hub gave up on this stream: the final event
         if (ended) return;
         try {
-          controller.enqueue(enc.encode(`event: ${wire.SSE_FAULT_EVENT}\ndata: ${wire.encode(wire.error("closed", reason))}\n\n`));
+          const last = conn.lastWords().map((item) => `event: ${wire.SSE_FAULT_EVENT}\ndata: ${item.text}\n\n`);
+          controller.enqueue(enc.encode(`${last.join("")}event: ${wire.SSE_FAULT_EVENT}\ndata: ${wire.encode(wire.error("closed", reason))}\n\n`));
           controller.close();
         } catch {
           // the reader is gone already

@@ -3,7 +3,7 @@
 // Python Redis broker: the same keys, Lua script, frame and envelope).
 import Redis from "ioredis";
 
-import { encode, envelopeAroundId, type Envelope, HISTORY_SIZE, WireError } from "./wire";
+import { encode, envelopeAroundId, type Envelope, HISTORY_BYTES, HISTORY_SIZE, WireError } from "./wire";
 
 export type Message = { channel: string; id: number; text: string };
 /** ``id`` 0: a transient envelope (presence): no id, no history, no order. */
@@ -19,6 +19,9 @@ export interface Broker {
   subscribe(channel: string): Promise<void>;
   unsubscribe(channel: string): Promise<void>;
   close(): Promise<void>;
+  /** History bytes held in this process and messages evicted by the budget (0, 0 when the
+   * history lives elsewhere: Redis caps each stream itself). */
+  historyStats(): [number, number];
 }
 
 export class MemoryBroker implements Broker {
@@ -26,8 +29,14 @@ export class MemoryBroker implements Broker {
   private last = new Map<string, number>();
   private kept = new Map<string, Message[]>();
   private deliver: Deliver | null = null;
+  /** Every retained message in publish order (and some already dropped by their channel's
+   * cap, skipped when they come up): the oldest anywhere is evicted first past the budget. */
+  private order: Message[] = [];
+  private head = 0;
+  private historyBytes = 0;
+  private evicted = 0;
 
-  constructor(private historySize = HISTORY_SIZE) {}
+  constructor(private historySize = HISTORY_SIZE, private historyBudget = HISTORY_BYTES) {}
 
   async start(deliver: Deliver): Promise<void> {
     this.deliver = deliver;
@@ -38,12 +47,39 @@ export class MemoryBroker implements Broker {
     this.last.set(channel, id);
     const [head, tail] = envelopeAroundId(channel, data, sender);
     const msg = { channel, id, text: head + id + tail };
-    let kept = this.kept.get(channel);
-    if (kept === undefined) this.kept.set(channel, (kept = []));
-    kept.push(msg);
-    if (kept.length > this.historySize) kept.shift();
+    this.keep(msg);
     this.deliver!(msg);
     return msg;
+  }
+
+  /** Retain ``msg``: its channel keeps its last ``historySize``, all channels together at most
+   * ``historyBudget`` bytes (servers/brokers/memory_broker.py's ``_keep``). */
+  private keep(msg: Message): void {
+    if (this.historySize <= 0) return;
+    let kept = this.kept.get(msg.channel);
+    if (kept === undefined) this.kept.set(msg.channel, (kept = []));
+    if (kept.length >= this.historySize) this.historyBytes -= kept.shift()!.text.length;
+    kept.push(msg);
+    this.order.push(msg);
+    this.historyBytes += msg.text.length;
+    while (this.historyBytes > this.historyBudget && this.head < this.order.length) {
+      const oldest = this.order[this.head++];
+      const of = this.kept.get(oldest.channel);
+      if (of !== undefined && of[0] === oldest) {
+        of.shift();
+        this.historyBytes -= oldest.text.length;
+        this.evicted++;
+        if (!of.length) this.kept.delete(oldest.channel);
+      }
+    }
+    if (this.head > 1024 && this.head * 2 > this.order.length) {  // mostly consumed: compact
+      this.order = this.order.slice(this.head).filter((m) => (this.kept.get(m.channel)?.[0]?.id ?? Infinity) <= m.id);
+      this.head = 0;
+    }
+  }
+
+  historyStats(): [number, number] {
+    return [this.historyBytes, this.evicted];
   }
 
   async publishTransient(channel: string, envelope: Envelope): Promise<void> {
@@ -311,14 +347,18 @@ export class RedisBroker implements Broker {
     await this.sub.unsubscribe(this.topic(channel)).catch(() => {});
   }
 
+  historyStats(): [number, number] {
+    return [0, 0];  // each stream is capped in Redis (XADD MAXLEN)
+  }
+
   async close(): Promise<void> {
     this.sub.disconnect();
     this.redis.disconnect();
   }
 }
 
-export function makeBroker(url: string | undefined, historySize: number): Broker {
-  if (!url || url === "memory") return new MemoryBroker(historySize);
+export function makeBroker(url: string | undefined, historySize: number, historyBytes = HISTORY_BYTES): Broker {
+  if (!url || url === "memory") return new MemoryBroker(historySize, historyBytes);
   if (url.startsWith("redis://") || url.startsWith("rediss://")) return new RedisBroker(url, historySize);
   throw new Error(`unknown broker ${url}: use memory or redis://host:port (the Elysia server has no NATS broker)`);
 }

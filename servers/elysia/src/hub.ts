@@ -8,12 +8,15 @@ import type { Broker, Message } from "./brokers";
 import * as wire from "./wire";
 import { type Envelope, type Request, WireError } from "./wire";
 
+/** servers.hub.Limits (docs/protocol.md, limits): per connection, then per user and process. */
 export type Limits = {
   maxEnvelope: number; hardFrame: number; sendQueue: number; rate: number; burst: number;
-  flood: number;
+  flood: number; historyBytes: number; userConnections: number; userRate: number;
+  userBurst: number; userChannels: number; userWindow: number;
 };
 export const DEFAULT_LIMITS: Limits = { maxEnvelope: wire.MAX_ENVELOPE, hardFrame: wire.HARD_FRAME,
-  sendQueue: 4096, rate: 5000, burst: 5000, flood: 1000 };
+  sendQueue: 4096, rate: 5000, burst: 5000, flood: 1000, historyBytes: wire.HISTORY_BYTES,
+  userConnections: 256, userRate: 1000, userBurst: 2000, userChannels: 200, userWindow: 60 };
 
 export type Outgoing = { type: string; text: string; channel: string | null; id: number };
 
@@ -135,9 +138,55 @@ export class Connection {
     this.tokens = Math.min(limits.burst, this.tokens + (t - this.refilled) * limits.rate);
     this.refilled = t;
     this.tokens -= 1;
-    if (this.tokens >= 0) return true;
-    if (this.tokens < -limits.flood) this.close(wire.CLOSE_POLICY, "rate limit: flood");
+    if (this.tokens > -1e-9) return true;
+    if (this.tokens < -limits.flood && this.closeCode === null) {
+      // the last envelope, past the outbox limit: the client learns why before the close
+      this.hub.metrics.count(this.hub.metrics.errors, "rate_limited");
+      const text = wire.encode(wire.error("rate_limited", "flood: the connection is closed"));
+      if (this.sink !== null && !this.blocked && this.queue.length === 0) this.sink(text);
+      else this.queue.push({ type: "error", text, channel: null, id: 0 });
+      this.close(wire.CLOSE_POLICY, "rate limit: flood");
+    }
     return false;
+  }
+
+  /** Once the hub closed the connection: the errors still queued (the flood's says why), for
+   * the transport to send before its close; the rest of the outbox is dropped. */
+  lastWords(): Outgoing[] {
+    const items = this.queue;
+    this.queue = [];
+    return items.filter((item) => item.type === "error");
+  }
+}
+
+/** One user's publish token bucket and the channels they published to this window. */
+class UserBudget {
+  tokens: number;
+  refilled: number;
+  since: number;
+  channels = new Set<string>();
+
+  constructor(limits: Limits, t: number) {
+    this.tokens = limits.userBurst;
+    this.refilled = this.since = t;
+  }
+
+  /** Take one publish to ``channel``, or throw ``rate_limited``. */
+  charge(limits: Limits, t: number, channel: string, ref: string | null): void {
+    this.tokens = Math.min(limits.userBurst, this.tokens + (t - this.refilled) * limits.userRate);
+    this.refilled = t;
+    if (this.tokens < 1) throw new WireError("rate_limited", `over ${limits.userRate} publishes/s for this user`, ref);
+    if (t - this.since >= limits.userWindow) {
+      this.since = t;
+      this.channels = new Set();
+    }
+    if (!this.channels.has(channel)) {
+      if (this.channels.size >= limits.userChannels) {
+        throw new WireError("rate_limited", `over ${limits.userChannels} channels per ${limits.userWindow} s for this user`, ref);
+      }
+      this.channels.add(channel);
+    }
+    this.tokens -= 1;
   }
 }
 
@@ -170,6 +219,11 @@ export class Metrics {
     lines.push("# HELP sobranie_published_total Messages published through this instance.",
       "# TYPE sobranie_published_total counter", `sobranie_published_total ${this.published}`,
       `sobranie_channels ${hub.channels.size}`);
+    const [held, evicted] = hub.broker.historyStats();
+    lines.push("# HELP sobranie_history_bytes History held in this process, all channels.",
+      "# TYPE sobranie_history_bytes gauge", `sobranie_history_bytes ${held}`,
+      "# HELP sobranie_history_evicted_total Messages evicted by the history budget.",
+      "# TYPE sobranie_history_evicted_total counter", `sobranie_history_evicted_total ${evicted}`);
     const cpu = process.cpuUsage();
     lines.push("# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.",
       "# TYPE process_cpu_seconds_total counter",
@@ -188,6 +242,7 @@ export class Hub {
   readonly conns = new Map<string, Connection>();
   readonly channels = new Map<string, Set<Connection>>();
   private online = new Map<string, number>();
+  private budgets = new Map<string, UserBudget>();
   private ids = 0;
   private prefix = randomBytes(3).toString("hex");
 
@@ -203,6 +258,14 @@ export class Hub {
   }
 
   // --- connections --------------------------------------------------------------------------
+
+  /** Before a handshake is accepted: ``rate_limited`` (HTTP 429) when ``user`` already holds
+   * ``userConnections`` connections here. */
+  admit(user: string): void {
+    if ((this.online.get(user) ?? 0) >= this.limits.userConnections) {
+      throw new WireError("rate_limited", `${user} already holds ${this.limits.userConnections} connections`);
+    }
+  }
 
   /** A new authenticated connection: hello first, presence ``online`` for the user (sent
    * without waiting: a WebSocket's first request may arrive before a Redis round trip). */
@@ -227,6 +290,7 @@ export class Hub {
       return;
     }
     this.online.delete(conn.user);
+    this.budgets.delete(conn.user);
     if (!this.quiet) await this.broker.publishTransient(wire.PRESENCE_CHANNEL, wire.presence(conn.user, "offline"));
   }
 
@@ -298,8 +362,12 @@ export class Hub {
 
   /** Publish as ``user``; ``user`` null is a server-side code path (notifications). */
   async publish(user: string | null, channel: string, data: unknown, ref: string | null): Promise<Message> {
-    if (user !== null && !mayPublish(user, channel)) {
-      throw new WireError("forbidden", `clients may not publish to ${channel}`, ref);
+    if (user !== null) {
+      if (!mayPublish(user, channel)) throw new WireError("forbidden", `clients may not publish to ${channel}`, ref);
+      const t = now();
+      let budget = this.budgets.get(user);
+      if (budget === undefined) this.budgets.set(user, (budget = new UserBudget(this.limits, t)));
+      budget.charge(this.limits, t, channel, ref);
     }
     this.metrics.published++;
     return await this.broker.publish(channel, data, user ?? "server");

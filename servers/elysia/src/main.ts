@@ -9,10 +9,18 @@ import { makeBroker } from "./brokers";
 import { DEFAULT_LIMITS, Hub, Metrics } from "./hub";
 import { HISTORY_SIZE } from "./wire";
 
+// OpenSSL's (and BoringSSL's) SSL_OP_* bits, for Bun's `secureOptions`
+const SSL_OP_NO_TICKET = 0x00004000;
+const SSL_OP_NO_TLSv1 = 0x04000000;
+const SSL_OP_NO_TLSv1_2 = 0x08000000;
+const SSL_OP_NO_TLSv1_1 = 0x10000000;
+
 const HELP = `usage: bun run src/main.ts [--host H] [--port P] [--broker memory|redis://h:p]
   [--origin O ...] [--send-queue N] [--max-envelope B] [--hard-frame B] [--rate R] [--burst N]
-  [--flood N] [--history-size N] [--poll-idle S] [--header-timeout S] [--server-name NAME]
-  [--cert PEM --key PEM]
+  [--flood N] [--history-size N] [--history-bytes B] [--user-connections N] [--user-rate R]
+  [--user-burst N] [--user-channels N] [--user-window S] [--poll-idle S] [--header-timeout S]
+  [--server-name NAME]
+  [--cert PEM --key PEM [--ca PEM] [--tls-resumption]]
   [--exit-with-stdin]  (stop when standard input closes: the parent that started it is gone)
 The JWT secret is $SOBRANIE_JWT_SECRET (else the development secret).`;
 
@@ -28,12 +36,20 @@ const { values: args } = parseArgs({
     rate: { type: "string" },
     burst: { type: "string" },
     flood: { type: "string" },
+    "history-bytes": { type: "string" },
+    "user-connections": { type: "string" },
+    "user-rate": { type: "string" },
+    "user-burst": { type: "string" },
+    "user-channels": { type: "string" },
+    "user-window": { type: "string" },
     "history-size": { type: "string", default: String(HISTORY_SIZE) },
     "poll-idle": { type: "string", default: "30" },
     "header-timeout": { type: "string", default: "5" },
     "server-name": { type: "string", default: "sobranie-elysia/0.1.0" },
     cert: { type: "string" },
     key: { type: "string" },
+    ca: { type: "string" },
+    "tls-resumption": { type: "boolean", default: false },
     "exit-with-stdin": { type: "boolean", default: false },
     help: { type: "boolean", default: false },
   },
@@ -65,12 +81,18 @@ const limits = {
   rate: number("rate", args.rate, DEFAULT_LIMITS.rate),
   burst: number("burst", args.burst, DEFAULT_LIMITS.burst),
   flood: number("flood", args.flood, DEFAULT_LIMITS.flood),
+  historyBytes: number("history-bytes", args["history-bytes"], DEFAULT_LIMITS.historyBytes),
+  userConnections: number("user-connections", args["user-connections"], DEFAULT_LIMITS.userConnections),
+  userRate: number("user-rate", args["user-rate"], DEFAULT_LIMITS.userRate),
+  userBurst: number("user-burst", args["user-burst"], DEFAULT_LIMITS.userBurst),
+  userChannels: number("user-channels", args["user-channels"], DEFAULT_LIMITS.userChannels),
+  userWindow: number("user-window", args["user-window"], DEFAULT_LIMITS.userWindow),
 };
 
 let hub: Hub;
 try {
-  hub = new Hub(makeBroker(args.broker, number("history-size", args["history-size"], HISTORY_SIZE)),
-    limits, args["server-name"]!);
+  hub = new Hub(makeBroker(args.broker, number("history-size", args["history-size"], HISTORY_SIZE),
+    limits.historyBytes), limits, args["server-name"]!);
   await hub.start();
 } catch (exc) {
   console.error(`error: ${(exc as Error).message}`);
@@ -79,7 +101,30 @@ try {
 const auth = new Authenticator(secret, args.origin);
 const { app, websocket, stop } = buildApp(hub, auth,
   { pollIdleSeconds: number("poll-idle", args["poll-idle"], 30) });
-const tls = args.cert && args.key ? { cert: Bun.file(args.cert), key: Bun.file(args.key) } : undefined;
+if (Boolean(args.cert) !== Boolean(args.key)) {
+  console.error("error: --cert and --key go together");
+  process.exit(2);
+}
+const tls = args.cert && args.key ? serverTls(args.cert, args.key, args["tls-resumption"]!) : undefined;
+// what the warm-up's own connections trust: the CA that signed --cert (else any certificate:
+// they only dial this server on its own loopback address)
+const clientTls = args.ca ? { ca: Bun.file(args.ca) } : { rejectUnauthorized: false };
+
+/** Bun.serve's `tls` (BoringSSL): TLS 1.3 only and no session tickets unless `resumption`
+ * (every connect pays a full handshake), as sobranie_contract/tls.py's server_context gives
+ * the Python servers. (Bun.serve answers no ALPN: the client's http/1.1 offer goes
+ * unacknowledged, and HTTP/1.1 is what both speak.) */
+function serverTls(cert: string, key: string, resumption: boolean) {
+  for (const path of [cert, key]) {
+    if (!Bun.file(path).size) {
+      console.error(`error: cannot read ${path}`);
+      process.exit(2);
+    }
+  }
+  const noTlsBelow13 = SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1 | SSL_OP_NO_TLSv1_2;
+  return { cert: Bun.file(cert), key: Bun.file(key),
+    secureOptions: noTlsBelow13 | (resumption ? 0 : SSL_OP_NO_TICKET) };
+}
 
 try {
   app.listen({
@@ -113,8 +158,7 @@ async function warmUp(base: string): Promise<void> {
     await new Promise<void>((resolve, reject) => {
       const origin = [...auth.origins][0];  // Bun's client sends none; the allow-list wants one
       const ws = new WebSocket(`${base.replace("http", "ws")}/ws?token=${token}`,
-        // @ts-expect-error Bun's WebSocket takes headers
-        origin ? { headers: { Origin: origin } } : undefined);
+        { headers: origin ? { Origin: origin } : {}, tls: clientTls });
       let seen = 0;
       ws.onopen = () => {
         ws.send(JSON.stringify({ op: "subscribe", channel: "presence", ref: "s" }));
@@ -127,12 +171,15 @@ async function warmUp(base: string): Promise<void> {
       ws.onclose = () => resolve();
       ws.onerror = () => reject(new Error("warm-up WebSocket failed"));
     });
-    const sse = await fetch(`${base}/sse?channels=presence&token=${token}`);
+    const sse = await fetch(`${base}/sse?channels=presence&token=${token}`, { tls: clientTls });
     const reader = sse.body!.getReader();
     await reader.read();
     await reader.cancel();
-    for (const path of ["/healthz", "/metrics", "/ws", "/poll", "/nope"]) await (await fetch(base + path)).text();
-    await (await fetch(`${base}/publish`, { method: "POST", body: "{}", headers: { Authorization: `Bearer ${token}` } })).text();
+    for (const path of ["/healthz", "/metrics", "/ws", "/poll", "/nope"]) {
+      await (await fetch(base + path, { tls: clientTls })).text();
+    }
+    await (await fetch(`${base}/publish`, { method: "POST", body: "{}", tls: clientTls,
+      headers: { Authorization: `Bearer ${token}` } })).text();
   }
   for (let i = 0; i < 1000 && hub.conns.size; i++) await Bun.sleep(1);
   hub.quiet = false;

@@ -5,6 +5,8 @@
 export const MAX_ENVELOPE = 64 * 1024;
 export const HARD_FRAME = 1024 * 1024;
 export const HISTORY_SIZE = 1000;
+export const HISTORY_BYTES = 256 * 1024 * 1024;
+/** History kept in one process across all channels, memory broker (wire.HISTORY_BYTES). */
 export const SSE_PING_SECONDS = 15;
 export const POLL_TIMEOUT_SECONDS = 25;
 export const POLL_MAX_TIMEOUT_SECONDS = 60;

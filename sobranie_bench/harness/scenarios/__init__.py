@@ -63,6 +63,10 @@ class PartContext:
     client_options: dict[str, Any] = field(default_factory=dict)
     """Extra client arguments the server announced (a WebTransport certificate's hash, so
     each connect does not fetch it first)."""
+    instances: tuple[str, ...] = ()
+    """In a cluster run, each instance's own base URL (``url`` is then the balancer's)."""
+    instance_pids: tuple[int, ...] = ()
+    """In a cluster run, each instance's process id (a failure scenario kills one)."""
 
     @property
     def measure_ns(self) -> int:
@@ -88,11 +92,16 @@ class PartContext:
     def rng(self) -> random.Random:
         return random.Random(self.seed * 1000 + self.index)
 
-    def client(self, user: str, **kwargs: Any) -> Client:
+    def instance_url(self, i: int) -> str:
+        """Instance ``i mod N``'s own URL in a cluster run; the server's URL otherwise."""
+        return self.instances[i % len(self.instances)] if self.instances else self.url
+
+    def client(self, user: str, *, url: str | None = None, **kwargs: Any) -> Client:
+        """A client of the server under test (or of ``url``: one instance of a cluster)."""
         kwargs.setdefault("timeout", self.timeout)
         kwargs = {**self.client_options, **kwargs}
         token = tokens.make_token(user, self.secret, ttl=24 * 3600)
-        return TRANSPORTS[self.transport].client_class()(self.url, token, **kwargs)
+        return TRANSPORTS[self.transport].client_class()(url or self.url, token, **kwargs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +118,12 @@ class Scenario:
     """(warm-up, duration) seconds per profile."""
     workers: bool = True
     """Whether the load can be split across worker processes."""
+    needs_cluster: bool = False
+    """Only meaningful against ``run --cluster N`` (N >= 2): left out of other runs."""
+    headline: list[tuple[str, str]] = field(default_factory=list)
+    """(summary metric, short label) pairs the end-of-run table shows."""
+    network: bool = False
+    """Whether it needs the network lab (``--network``): skipped on loopback."""
     events_per_s: Callable[[Params], float] | None = None
     """Measured events per second a point generates (echoes, deliveries); in
     RESOLVED_PROFILES its window stretches to hold MIN_WINDOW_EVENTS of them."""

@@ -57,4 +57,5 @@ SCENARIO = Scenario(
     # runner's window is counted once by planned_seconds
     load_seconds=lambda p: sum(1.0 + n / 500 for n in p["steps"])
     + (len(p["steps"]) - 1) * 1.3,
+    headline=[("max_clients_within_sla", "clients within SLA")],
 )

@@ -70,4 +70,6 @@ SCENARIO = Scenario(
     timing={"ci": (0.0, 0.0), "standard": (0.0, 0.0), "quick": (0.0, 0.0),
             "full": (0.0, 0.0)},
     load_seconds=lambda p: int(p["connections"]) / float(p["connect_rate"]) + float(p["hold"]),
+    headline=[("connect_p50_us", "connect p50 µs"), ("connect_p99_us", "p99 µs"),
+              ("server_rss_bytes_per_conn", "B/conn"), ("failures", "failed")],
 )

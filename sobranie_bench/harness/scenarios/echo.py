@@ -41,7 +41,7 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     clients = [ctx.client(f"echo-{i}", on_envelope=on_envelope, reconnect=False) for i in mine]
     failed = await connect_all(clients)
     ctx = ctx.started()
-    rec.measure_from_ns = ctx.measure_ns
+    rec.measure_from_ns, rec.measure_until_ns = ctx.measure_ns, ctx.end_ns
     pad = padding(int(p["payload"]), ctx.rng())
     live = [c for c in clients if c.conn]
     sent = sent_measured = 0
@@ -64,6 +64,7 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     return {"histograms": {"rtt": rec.encoded()},
             "counters": {"sent": sent, "received": received, "sent_measured": sent_measured,
                          "received_measured": received_measured, "connect_failures": failed,
+                         "received_in_window": rec.in_window,
                          "connections": len(mine)},
             "times": {"load_end": end, "last_rx": last_rx, **ctx.milestones()}}
 
@@ -91,4 +92,7 @@ SCENARIO = Scenario(
     timing={"ci": (0.5, 2.0), "standard": (0.3, 1.0), "quick": (2.0, 10.0),
             "full": (5.0, 30.0), "calibrate": (2.0, 30.0), "holdout": (2.0, 30.0)},
     events_per_s=lambda p: float(p["rate"]),
+    headline=[("rtt_p50_us", "p50 µs"), ("rtt_p99_us", "p99 µs"),
+              ("throughput_msgs_per_s", "msg/s"), ("server_cpu_us_per_msg", "srv µs/msg"),
+              ("harness_cpu_us_per_msg", "harness µs/msg")],
 )

@@ -5,6 +5,10 @@ receivers share the host's monotonic clock). Ids are per channel and in order, s
 subscriber counts a delivery as new (id above its last), duplicate (id at or below it); lost is
 what the publisher had acknowledged after the subscriber joined (the channel's id in the ack of
 its subscribe) minus what arrived.
+
+In a cluster run (``run --cluster N``) subscriber *i* connects to instance *i mod N* and the
+publishers to instance 0, so each delivery is also recorded by its hop: ``local`` (the
+publisher's instance) or ``remote`` (through the shared broker to another instance).
 """
 
 from __future__ import annotations
@@ -65,17 +69,21 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     channels = [f"fanout:{ctx.seed}-{ctx.start_ns}-{c}" for c in range(int(p.get("channels", 1)))]
     per_channel = int(p["subscribers"])
     rec = Recorder()
+    hops = {"local": Recorder(), "remote": Recorder()} if ctx.instances else {}
     delivered_measured = 0
     last_rx = 0.0
     tallies: list[Tally] = []
 
-    def subscriber(tally: Tally) -> Any:
+    def subscriber(tally: Tally, hop: Recorder | None) -> Any:
         def on_envelope(env: dict[str, Any]) -> None:
             nonlocal delivered_measured, last_rx
-            if env["type"] == "message" and tally.see(env["id"]) and rec.record_ns(
-                    env["data"]["t"]):
-                delivered_measured += 1
-                last_rx = time.monotonic()
+            if env["type"] == "message" and tally.see(env["id"]):
+                now = time.monotonic_ns()
+                if hop is not None:
+                    hop.record_ns(env["data"]["t"], now)
+                if rec.record_ns(env["data"]["t"], now):
+                    delivered_measured += 1
+                    last_rx = now / 1e9
             elif env["type"] == "ack" and "id" in env and tally.joined is None:
                 tally.joined = env["id"]
                 tally.last = max(tally.last, env["id"])
@@ -86,17 +94,22 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     for i in ctx.share(per_channel * len(channels)):
         tally = Tally()
         tallies.append(tally)
-        subs.append(ctx.client(f"sub-{i}", on_envelope=subscriber(tally)))
+        hop = (hops["remote" if i % len(ctx.instances) else "local"] if ctx.instances
+               else None)
+        subs.append(ctx.client(f"sub-{i}", on_envelope=subscriber(tally, hop),
+                               url=ctx.instance_url(i)))
         sub_channels.append([channels[i % len(channels)]])
     failed = await connect_all(subs, sub_channels)
 
     publishers = []
     if ctx.index == 0:  # one publisher per channel, in the first part
-        publishers = [ctx.client(f"pub-{c}", on_envelope=lambda env: None)
+        publishers = [ctx.client(f"pub-{c}", on_envelope=lambda env: None,
+                                 url=ctx.instance_url(0))
                       for c in range(len(channels))]
         failed += await connect_all(publishers)
     ctx = ctx.started()
-    rec.measure_from_ns = ctx.measure_ns
+    for r in (rec, *hops.values()):
+        r.measure_from_ns, r.measure_until_ns = ctx.measure_ns, ctx.end_ns
     acked: dict[str, int] = {ch: 0 for ch in channels}
     in_flight: set[asyncio.Future[Any]] = set()
     pad = padding(int(p["payload"]), ctx.rng())
@@ -130,10 +143,12 @@ async def part(ctx: PartContext) -> dict[str, Any]:
         per_channel_subs[ch] = per_channel_subs.get(ch, 0) + 1
         per_channel_unique[ch] = per_channel_unique.get(ch, 0) + tally.unique
         per_channel_joined[ch] = per_channel_joined.get(ch, 0) + (tally.joined or 0)
-    return {"histograms": {"latency": rec.encoded()},
+    return {"histograms": {"latency": rec.encoded(),
+                           **{f"latency_{hop}": r.encoded() for hop, r in hops.items()}},
             "counters": {"published": sum(acked.values()),
                          "delivered": sum(t.unique for t in tallies),
                          "delivered_measured": delivered_measured,
+                         "delivered_in_window": rec.in_window,
                          "duplicated": sum(t.duplicates for t in tallies),
                          "connect_failures": failed, "subscribers": len(subs)},
             "per_channel": {"acked": acked, "subscribers": per_channel_subs,
@@ -166,4 +181,7 @@ SCENARIO = Scenario(
     timing={"ci": (0.5, 2.0), "standard": (0.3, 1.0), "quick": (2.0, 10.0),
             "full": (5.0, 30.0), "calibrate": (2.0, 30.0), "holdout": (2.0, 30.0)},
     events_per_s=lambda p: float(p["rate"]) * int(p["subscribers"]) * int(p.get("channels", 1)),
+    headline=[("latency_p50_us", "p50 µs"), ("latency_p99_us", "p99 µs"),
+              ("latency_remote_p99_us", "other instance p99 µs"),
+              ("delivered_per_s", "deliv/s"), ("lost", "lost"), ("duplicated", "dup")],
 )

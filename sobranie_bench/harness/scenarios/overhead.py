@@ -96,4 +96,6 @@ SCENARIO = Scenario(
     timing={"ci": (0.0, 0.0), "standard": (0.0, 0.0), "quick": (0.0, 0.0),
             "full": (0.0, 0.0)},
     load_seconds=lambda p: int(p["messages"]) / float(p["rate"]),
+    headline=[("bytes_down_per_msg", "B down/msg"), ("bytes_up_per_msg", "B up/msg"),
+              ("bytes_per_msg", "B total/msg")],
 )

@@ -9,11 +9,15 @@ from sobranie_bench.harness.scenarios import (
     connections,
     echo,
     fanout,
+    first_message,
     overhead,
+    reconnect,
+    scaleout,
 )
 
 
 def registry() -> dict[str, Scenario]:
     """Every scenario, by name."""
-    return {m.SCENARIO.name: m.SCENARIO
-            for m in (echo, fanout, connections, overhead, churn, capacity)}
+    declared = [m.SCENARIO for m in (echo, fanout, connections, overhead, churn, capacity,
+                                     first_message, reconnect)]
+    return {s.name: s for s in [*declared, scaleout.FAILOVER, scaleout.BACKPLANE]}

@@ -1,0 +1,174 @@
+"""The lab's own knobs, measured with its probe: delay, loss, clean-up (even after SIGKILL),
+refusals, and one small run under ``--network 4g``. Needs root (CI runs as root)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sobranie_bench.harness import results
+from sobranie_bench.harness.runner import HarnessError, Plan, run_plan
+from sobranie_bench.netlab import lab, profiles
+from tests.conftest import SECRET
+
+root = pytest.mark.skipif(os.geteuid() != 0, reason="the network lab needs root (CI is root)")
+PLAIN = lab.custom(profiles.get("lan"), name="plain", rtt_ms=0.0, jitter_ms=0.0, up_mbit=0.0,
+                   down_mbit=0.0)
+
+
+def ours() -> list[str]:
+    return [ns for ns in lab.namespaces() if ns.startswith(f"{lab.PREFIX}{os.getpid()}")]
+
+
+@root
+def test_an_emulated_40_ms_rtt_measures_40_ms() -> None:
+    with lab.Lab(lab.custom(PLAIN, rtt_ms=40.0), verify=False) as running:
+        measured = running.probe(500)
+    assert 35.0 <= measured["rtt_ms_p50"] <= 45.0, measured
+    assert measured["rtt_ms_min"] >= 39.0, measured  # never faster than the emulated delay
+
+
+@root
+def test_three_percent_loss_measures_within_bounds() -> None:
+    profile = lab.custom(PLAIN, loss=0.03)
+    with lab.Lab(profile, verify=False) as running:
+        measured = running.probe(3000)
+    bound = lab.Bounds.of(profile, 3000).loss
+    for way in ("up", "down"):
+        assert abs(measured[f"loss_{way}"] - 0.03) <= bound, measured
+    assert lab.check(profile, measured) == []
+
+
+@root
+def test_a_bandwidth_limit_measures_within_bounds() -> None:
+    profile = lab.custom(PLAIN, rtt_ms=10.0, down_mbit=4.0, up_mbit=1.0)
+    with lab.Lab(profile, pings=300) as running:  # verified on entry, or LabError
+        assert 0.6 * 4.0 <= running.measured["down_mbit"] <= 1.15 * 4.0
+        assert 0.6 * 1.0 <= running.measured["up_mbit"] <= 1.15 * 1.0
+
+
+def test_a_profile_out_of_bounds_is_refused_with_what_was_measured() -> None:
+    profile = profiles.get("4g")
+    measured = {"rtt_ms_p50": 140.0, "loss_up": 0.005, "loss_down": 0.2, "pings": 1000,
+                "up_mbit": 12.0, "down_mbit": 3.0}
+    problems = lab.check(profile, measured)
+    assert len(problems) == 3
+    assert any("RTT p50 140.0 ms" in p for p in problems)
+    assert any("loss down 20.00%" in p for p in problems)
+    assert any("rate down 3.00" in p for p in problems)
+    assert lab.check(profile, {**measured, "rtt_ms_p50": 76.0, "loss_down": 0.004,
+                               "down_mbit": 11.5}) == []
+
+
+def test_without_root_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(lab.LabError, match="needs root"):
+        lab.Lab(profiles.get("4g")).__enter__()
+
+
+def test_unknown_profile_is_a_clear_error() -> None:
+    with pytest.raises(HarnessError, match="unknown network profile 'moon'.*4g"):
+        asyncio.run(run_plan(Plan(network="moon", transports=("ws",), scenarios=("echo",))))
+
+
+@root
+def test_nothing_is_left_after_a_lab() -> None:
+    with lab.Lab(PLAIN, verify=False) as running:
+        assert running.link is not None
+        link = running.link.pid
+        assert sorted(ours()) == sorted([running.server_ns, running.client_ns])
+    assert ours() == []
+    assert not Path(f"/proc/{link}").exists()
+
+
+SCRIPT = """
+import sys, time
+from sobranie_bench.netlab import lab, profiles
+with lab.Lab(lab.custom(profiles.get("lan"), rtt_ms=5.0), verify=False) as running:
+    print(running.link.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+@root
+def test_a_run_killed_with_sigkill_is_cleaned_up_by_the_next() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    link = int(proc.stdout.readline())
+    left = [f"{lab.PREFIX}{proc.pid}s", f"{lab.PREFIX}{proc.pid}c"]
+    assert set(left) <= set(lab.namespaces())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert set(left) <= set(lab.namespaces())  # what a killed run leaves ...
+    with lab.Lab(PLAIN, verify=False):  # ... the next lab removes
+        assert not set(left) & set(lab.namespaces())
+    for _ in range(50):  # the link process dies with its parent (PR_SET_PDEATHSIG)
+        if not Path(f"/proc/{link}").exists() or "zombie" in Path(
+                f"/proc/{link}/status").read_text():
+            break
+        subprocess.run(["sleep", "0.1"], check=True)
+    else:
+        pytest.fail(f"link process {link} outlived its killed parent")
+    assert ours() == []
+
+
+@root
+def test_run_network_4g_end_to_end(tmp_path: Path) -> None:
+    plan = Plan(profile="ci", transports=("ws",), scenarios=("echo", "first-message"),
+                out=tmp_path, secret=SECRET, network="4g", timing=(0.3, 1.5),
+                overrides=(("connections", 5), ("rate", 40), ("users", 3)))
+    run_dir = asyncio.run(run_plan(plan))
+    raws = {r["scenario"]: r for r in results.load_raw(tmp_path)}
+    assert set(raws) == {"echo", "first-message"}
+    assert not [r["error"] for r in raws.values() if "error" in r]
+    first = results.metrics(raws["first-message"])
+    # TCP, then TLS 1.3, then the WebSocket upgrade: at least two emulated round trips
+    assert first["handshake_round_trips"][0] >= 2
+    assert first["first_message_p50_us"][0] >= 3 * 70_000
+    raw = raws["echo"]
+    assert raw["network"] == "4g"
+    network = raw["metadata"]["network"]
+    assert network["profile"]["name"] == "4g" and network["measured"]["rtt_ms_p50"] > 60
+    m = results.metrics(raw)
+    assert m["rtt_p50_us"][0] >= 70_000  # the emulated 70 ms round trip, at least
+    rows = (tmp_path / "summary.csv").read_text().splitlines()
+    assert rows[0].endswith(",tls,network") and all(r.endswith(",4g") for r in rows[1:])
+    assert run_dir.exists() and ours() == []
+    # the report's network section: its own table, the loopback comparison left alone
+    from sobranie_bench.report import load, network
+
+    paths = network.write(tmp_path, tmp_path / "report")
+    text = paths[0].read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| ws |"))
+    p50, p99 = (float(x) for x in row.split("|")[2].split("/"))
+    assert 70.0 <= p50 <= p99
+    assert "| 4g | 70 |" in text and (tmp_path / "report/charts/network_loss.png").exists()
+    assert load(tmp_path).empty
+
+
+def test_link_cutting_scenarios_are_skipped_on_loopback() -> None:
+    names = {s.name for _, s, _, _ in Plan(transports=("ws",)).points()}
+    assert "reconnect" not in names and "first-message" in names
+    names = {s.name for _, s, _, _ in Plan(transports=("ws",), network="4g").points()}
+    assert "reconnect" in names
+
+
+@root
+def test_reconnect_after_a_cut_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    plan = Plan(profile="ci", transports=("ws",), scenarios=("reconnect",), out=tmp_path,
+                secret=SECRET, network="lan", timing=(0.5, 4.0),
+                overrides=(("outage", 1.0), ("subscribers", 2), ("rate", 20)))
+    asyncio.run(run_plan(plan))
+    (raw,) = results.load_raw(tmp_path)
+    assert "error" not in raw, raw
+    m = results.metrics(raw)
+    assert m["acked"][0] > 0 and m["lost"][0] == 0 and m["duplicated"][0] == 0, m
+    # nothing crosses a cut link: the first message after it comes once it is back
+    assert m["resume_p50_ms"][0] > 0
+    assert raw["counters"]["outage_s"] == 1.0
