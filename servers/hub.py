@@ -428,9 +428,10 @@ class Hub:
         self._online: Counter[str] = Counter()
         self._budgets: dict[str, _UserBudget] = {}
         self._spent: dict[str, float] = {}
-        """Users with no connection left whose budget is kept, and until when (rule 11)."""
+        """Users whose budget has a timer armed (their last connection left), and when it
+        fires (rule 11)."""
         self._spent_heap: list[tuple[float, str]] = []
-        """A heap of (until, user); entries no longer in ``_spent`` with that time are stale."""
+        """The same as a heap of (when, user): one entry per user in ``_spent``."""
         self._ids = itertools.count(1)
         self._parked: dict[Connection, float] = {}
         """Parked connections and when each expires (rule 10)."""
@@ -468,7 +469,6 @@ class Hub:
         conn.push_envelope(wire.hello(conn.id, user, self.server))
         self._online[user] += 1
         if self._online[user] == 1:
-            self._spent.pop(user, None)  # back before the budget expired: it stands
             await self.broker.publish_transient(wire.PRESENCE_CHANNEL,
                                                 wire.presence(user, "online"))
         return conn
@@ -592,27 +592,31 @@ class Hub:
 
     def _keep_budget(self, user: str) -> None:
         """``user``'s last connection left: keep their budget until it would have refilled
-        (rule 11), so that closing and reconnecting resets nothing."""
+        (rule 11), so that closing and reconnecting resets nothing. One timer per user at a
+        time (a user reconnecting in a loop does not grow the heap): the armed one checks
+        again when it fires."""
         budget = self._budgets.get(user)
-        if budget is None:
-            return
         now = self.clock()
-        until = budget.spent_until(self.limits)
+        if budget is not None and user not in self._spent:
+            self._arm(user, budget.spent_until(self.limits), now)
+        self._forget_budgets(now)
+
+    def _arm(self, user: str, until: float, now: float) -> None:
         if until <= now:
             del self._budgets[user]
         else:
             self._spent[user] = until
             heapq.heappush(self._spent_heap, (until, user))
-        self._forget_budgets(now)
 
     def _forget_budgets(self, now: float) -> None:
-        """Drop the budgets of users gone whose time is up (stale heap entries skipped)."""
+        """Drop the budgets of users gone whose time is up; a user back online keeps theirs
+        (their next last disconnect arms a timer again)."""
         heap = self._spent_heap
         while heap and heap[0][0] <= now:
-            until, user = heapq.heappop(heap)
-            if self._spent.get(user) == until:
-                del self._spent[user]
-                self._budgets.pop(user, None)
+            _, user = heapq.heappop(heap)
+            del self._spent[user]
+            if user not in self._online:
+                self._arm(user, self._budgets[user].spent_until(self.limits), now)
 
     def charge(self, user: str, ref: str | None = None, channel: str | None = None) -> None:
         """Spend one of ``user``'s request tokens (and, for a publish, a place for

@@ -925,3 +925,17 @@ async def test_an_emptied_bucket_is_kept_until_it_refills() -> None:
     clock.advance(0.4)  # 4 tokens at 10/s
     hub.expire(clock())
     assert "mallory" not in hub._budgets
+
+
+async def test_reconnecting_in_a_loop_keeps_one_budget_timer() -> None:
+    hub, clock = await make_hub(user_rate=10.0, user_burst=4.0, user_window=60.0)
+    for i in range(100):
+        conn = await connected(hub, "mallory")
+        await send(hub, conn, op="publish", channel="c:1", data=i)
+        await hub.disconnect(conn)
+        clock.advance(1.0)  # the window outlives each reconnect; one timer re-checks it
+        hub.expire(clock())
+    assert len(hub._spent_heap) == 1 and "mallory" in hub._budgets
+    clock.advance(60.0)
+    hub.expire(clock())
+    assert hub._spent_heap == [] and "mallory" not in hub._budgets
