@@ -310,6 +310,8 @@ async def run_parts(scenario: Scenario, ctx: PartContext, workers: int,
         procs.append(proc)
     # a worker that outlives its load by this much is stuck (a hung connection): the point fails
     budget = max(0.0, (ctx.end_ns - time.monotonic_ns()) / 1e9) + WORKER_GRACE_SECONDS
+    if scenario.longest is not None:
+        budget = max(budget, scenario.longest(ctx.params, ctx.timeout) + WORKER_GRACE_SECONDS)
     try:
         outs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in procs)), budget)
     except TimeoutError:

@@ -136,6 +136,9 @@ class Scenario:
     this machine (one line naming the limit and the fix), checked before the run starts."""
     connects_in_load: bool = False
     """Its connections are the load itself (timed), not set-up before ``start_ns``."""
+    longest: Callable[[Params, float], float] | None = None
+    """``longest(params, timeout)``: seconds a healthy part may take past ``start_ns`` when
+    that is more than its timing says (a ramp paced by the server); past it, it is stuck."""
     events_per_s: Callable[[Params], float] | None = None
     """Measured events per second a point generates (echoes, deliveries); in
     RESOLVED_PROFILES its window stretches to hold MIN_WINDOW_EVENTS of them."""

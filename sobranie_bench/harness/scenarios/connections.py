@@ -226,6 +226,16 @@ async def part(ctx: PartContext) -> dict[str, Any]:
             "times": {"ramp_start": ramp_start, "ramp_end": ramp_end, "hold_end": hold_end}}
 
 
+def longest(params: Params, timeout: float) -> float:
+    """The slowest healthy ramp plus the hold: open-loop, the schedule's length and one
+    timeout; with ``max_inflight``, every wave of that many connects taking a whole timeout."""
+    n, hold = int(params["connections"]), float(params.get("hold", 2.0))
+    ramp = n / float(params["connect_rate"]) + timeout
+    if params.get("max_inflight"):
+        ramp = max(ramp, n / int(params["max_inflight"]) * timeout)
+    return ramp + hold
+
+
 SCENARIO = Scenario(
     name="connections", doc="ramp to N idle connections: connect time, failures by cause, "
                             "connections held, memory per connection (RSS slope), keep-alive "
@@ -245,6 +255,7 @@ SCENARIO = Scenario(
     load_seconds=lambda p: int(p["connections"]) / float(p["connect_rate"]) + float(p["hold"]),
     preflight=preflight,
     connects_in_load=True,
+    longest=longest,
     headline=[("connect_p50_us", "connect p50 µs"), ("connect_p99_us", "p99 µs"),
               ("server_rss_bytes_per_conn", "B/conn"), ("held", "held"), ("failures", "failed")],
 )
