@@ -86,3 +86,34 @@ note
 
 # %%
 display(Markdown("\n".join(f"- {n}" for n in cap.notes)))
+
+# %% [markdown]
+# ## Error bars and the model against measurement
+#
+# Process counts with their error bars: the fitted costs' bootstrap over trials (`make
+# calibrate`) carried by Monte Carlo into the count, "N ± k" with k the larger distance to the
+# 5th or 95th percentile; a plan beyond the measured range says extrapolation. Below, the
+# held-out validation: the calibrated model's predictions of points it was not fitted to,
+# against their measurement.
+
+# %%
+from pathlib import Path
+
+import pandas as pd
+
+from sobranie_bench.capacity.errors import processes_text
+from sobranie_bench.capacity.tables import VALIDATION_HEADERS, calibration_tables
+
+plans = {"ours": cap.ours, "the note's stack": cap.note}
+pd.DataFrame.from_records(
+    [{"plan": name, "transport": f.transport, "processes": processes_text(f),
+      "bound by": f.binding} for name, p in plans.items() if p is not None for f in p.fleets])
+
+# %%
+shown = calibration_tables(Path(RESULTS) / "calibrate")
+if shown is None:
+    display(Markdown("No calibration under `calibrate/`: run `make calibrate`."))
+else:
+    display(Markdown(f"Host during the calibration: {shown.host}. Verdicts: " + "; ".join(
+        f"{t} {'PASS' if ok else 'FAIL'}" for t, ok in shown.verdicts.items()) + "."))
+    display(pd.DataFrame(shown.validation, columns=list(VALIDATION_HEADERS)))

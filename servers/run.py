@@ -8,15 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import dataclasses
 import importlib
+import multiprocessing
+import os
 import signal
+import socket
 import ssl
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
 from servers import auth, static
+from servers.aiohttp_common import FD_GUARD
 from servers.brokers import make_broker
 from servers.hub import Hub, Limits
 from sobranie_contract import tls, tokens
@@ -33,7 +41,7 @@ class Options:
     origins: Sequence[str] = ()
     """Origin allow-list (WebSocket upgrades and CORS, servers/cors.py); empty allows all."""
     broker: str = "memory"
-    """memory, redis://host:port or nats://host:port."""
+    """memory, redis://host:port, redis+cluster://host:port or nats://host:port."""
     limits: Limits = field(default_factory=Limits)
     """Per-connection limits."""
     history_size: int = 1000
@@ -45,6 +53,9 @@ class Options:
     """Serve the TCP transports over TLS 1.3 with these files (:func:`sobranie_contract.tls.ensure`)."""
     tls_resumption: bool = False
     """Issue TLS session tickets (off: every connect pays a full handshake)."""
+    reuse_port: bool = False
+    """Bind with SO_REUSEPORT, so that several processes share ``port`` (``serve
+    --processes N``; the kernel spreads new connections over them)."""
 
     def ssl_context(self) -> ssl.SSLContext | None:
         return (tls.server_context(self.tls, resumption=self.tls_resumption)
@@ -66,6 +77,8 @@ class Running:
     """Stops the server and releases what it holds."""
     endpoints: dict[str, str] = field(default_factory=dict)
     """Extra URLs worth printing (the WebSocket endpoint, the cert hash...)."""
+    pids: tuple[int, ...] = ()
+    """The processes serving (``serve --processes N``); empty: this one."""
 
 
 def core(opts: Options, server: str) -> tuple[Hub, auth.Authenticator]:
@@ -87,8 +100,12 @@ async def serve_app(app: web.Application, opts: Options,
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
                            shutdown_timeout=1.0, keepalive_timeout=opts.limits.header_timeout)
     await runner.setup()
+    guard = app.get(FD_GUARD)
+    if guard is not None and runner.server is not None:
+        server = runner.server
+        guard.connections = lambda: len(server.connections)
     site = web.TCPSite(runner, opts.host, opts.port, backlog=4096, reuse_address=True,
-                       ssl_context=opts.ssl_context())
+                       reuse_port=opts.reuse_port or None, ssl_context=opts.ssl_context())
     await site.start()
     url = opts.base_url(runner.addresses[0][1])
     return Running(url, runner.cleanup, {**endpoints(url), **opts.tls_endpoints()})
@@ -154,8 +171,21 @@ def install_uvloop() -> bool:
     return True
 
 
+def raise_fd_limit() -> int:
+    """Raise this process's open-file limit to its hard limit (10k+ connections need it);
+    returns the limit now in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    return soft
+
+
 def serve_forever(kind: str, opts: Options, announce: Callable[[Running], None]) -> None:
     """Run until Ctrl-C or SIGTERM, then stop cleanly."""
+    raise_fd_limit()
     install_uvloop()
 
     async def main() -> None:
@@ -172,3 +202,102 @@ def serve_forever(kind: str, opts: Options, announce: Callable[[Running], None])
                 await running.stop()
 
     asyncio.run(main())
+
+
+REUSE_PORT_KINDS = frozenset({"http", "ws", "sse", "longpoll"})
+"""Kinds that can share one port across processes (the aiohttp app binds with SO_REUSEPORT)."""
+
+
+class ProcessesError(RuntimeError):
+    """``serve --processes N`` cannot start; the message says why."""
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A function that makes the calling process get SIGKILL when its parent dies (Linux's
+    PR_SET_PDEATHSIG; None elsewhere). libc is loaded now, so the function itself is one
+    prctl call: safe between fork and exec (a ``preexec_fn``)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def hook() -> None:
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    return hook
+
+
+def _child(kind: str, opts: Options, conn: Any) -> None:
+    hook = die_with_parent()
+    if hook is not None:
+        hook()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us with SIGTERM
+    try:
+        serve_forever(kind, opts, lambda running: conn.send(("ok", running.url,
+                                                             running.endpoints)))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
+        conn.send(("error", f"{type(exc).__name__}: {exc}", {}))
+        raise SystemExit(1) from None
+
+
+def serve_processes(kind: str, opts: Options, processes: int,
+                    announce: Callable[[Running], None]) -> None:
+    """Run ``processes`` copies of a server on one port (SO_REUSEPORT: the kernel spreads new
+    connections over them) until Ctrl-C or SIGTERM. Each process has its own hub, so they
+    must share a broker (Redis, Redis Cluster, NATS): the memory broker is refused."""
+    if kind not in REUSE_PORT_KINDS:
+        raise ProcessesError(f"--processes works for {', '.join(sorted(REUSE_PORT_KINDS))} "
+                             f"(one aiohttp app on a shared port), not {kind}")
+    if opts.broker in ("", "memory"):
+        raise ProcessesError("--processes N > 1 needs a shared broker: with the memory broker "
+                             "each process would be its own island (pass --broker "
+                             "redis://..., redis+cluster://... or nats://...)")
+    family = socket.AF_INET6 if ":" in opts.host else socket.AF_INET
+    holder = socket.socket(family, socket.SOCK_STREAM)  # reserves the port until all listen
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind((opts.host, opts.port))
+    child_opts = dataclasses.replace(opts, port=holder.getsockname()[1], reuse_port=True)
+    ctx = multiprocessing.get_context("fork")  # before any event loop or thread exists
+    children = []
+    stop = {"signal": 0}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop["signal"] = signum
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        for _ in range(processes):
+            mine, theirs = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_child, args=(kind, child_opts, theirs), daemon=True)
+            proc.start()
+            children.append((proc, mine))
+        urls = []
+        for proc, conn in children:
+            if not conn.poll(60):
+                raise ProcessesError(f"server process {proc.pid} did not start in 60 s")
+            status, url, endpoints = conn.recv()
+            if status != "ok":
+                raise ProcessesError(url)
+            urls.append((url, endpoints))
+        holder.close()
+        url, endpoints = urls[0]
+        announce(Running(url, _no_stop, endpoints, tuple(p.pid or 0 for p, _ in children)))
+        while not stop["signal"]:
+            if any(not p.is_alive() for p, _ in children):
+                dead = [p.pid for p, _ in children if not p.is_alive()]
+                raise ProcessesError(f"server process(es) {dead} died; stopping the others")
+            signal.sigtimedwait([signal.SIGCHLD], 0.5)
+    finally:
+        holder.close()
+        for proc, _ in children:
+            if proc.is_alive() and proc.pid:
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc, _ in children:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+
+async def _no_stop() -> None:
+    """The supervisor stops its processes itself."""

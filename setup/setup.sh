@@ -27,7 +27,8 @@ while read -r dir _; do
   if [[ ! -f "${stamp}" || "${dir}/package-lock.json" -nt "${stamp}" ]]; then
     command -v npm >/dev/null || { echo "setup: npm not found; run: sudo apt-get install -y nodejs npm" >&2; exit 1; }
     echo "setup: npm ci in ${dir}"
-    (cd "${dir}" && npm ci --no-audit --no-fund --loglevel=error)
+    # puppeteer-core downloads no browser; the variable makes sure nothing in the tree does
+    (cd "${dir}" && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
     touch "${stamp}"
   fi
 done < setup/npm.txt

@@ -1,24 +1,46 @@
-"""Real browsers driving the browser client (``web/``): launch, open pages, run the check.
+"""Real browsers driving the browser client (``web/``): launch, open tabs, run the check.
 
-Chromium is Debian's (``setup/apt.txt``), driven by Playwright from PyPI with
-``executable_path``: no browser is ever downloaded (``playwright install`` is never run). Each
-launch gets a fresh profile (Playwright's temporary user-data-dir) and the flags that keep a
-closed network quiet. Used by the browser tests and the ``browser`` harness scenario.
+Two engines, both Debian's builds (``setup/apt.txt``), never a downloaded one:
+
+- **Chromium**, driven by Playwright from PyPI with ``executable_path`` (``playwright install``
+  is never run); as root it needs ``--no-sandbox``.
+- **Firefox ESR**, which Playwright cannot launch: ``sobranie_bench/firefox/driver.mjs`` drives it
+  with puppeteer-core over WebDriver BiDi, one JSON request per line on its stdin. WebRTC on
+  loopback needs two prefs the driver sets (host candidates on 127.0.0.1, not mDNS names).
+
+Both sit behind :class:`Browser` (``open`` a tab on a page, ``evaluate`` in it, ``close``), so a
+test or the ``browser`` scenario runs the same check in either. Each launch gets a fresh
+profile; every launch is closed on the way out, failures included, and every request is bounded
+in time. Used by the browser tests and the ``browser`` harness scenario.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
+import json
 import os
 import shutil
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 CHROMIUM_ARGS = ("--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-gpu")
 """No update checks, sync or GPU process: nothing reaches for a network that is closed."""
 CHECK_PAGE = "/web/check.html"
+CHECK_READY = "window.sobranieReady === true"
+ENGINES = ("chromium", "firefox")
+"""Engines :func:`launch` knows, in the order tests and the scenario run them."""
+DRIVER_DIR = Path(__file__).resolve().parent / "firefox"
+"""puppeteer-core's folder (``npm ci`` there: setup/npm.txt) and the Firefox driver script."""
+LAUNCH_SECONDS = 60.0
+"""How long a browser may take to start (a cold Firefox profile on a loaded machine)."""
+REQUEST_SECONDS = 120.0
+"""Upper bound of any one request to a browser (a page's own waits are shorter)."""
 
 
 class BrowserUnavailable(RuntimeError):
@@ -28,9 +50,34 @@ class BrowserUnavailable(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class Engine:
     name: str
-    """``chromium``."""
+    """``chromium`` or ``firefox``."""
     version: str
-    """The browser's own version string, e.g. ``156.0.8078.114``."""
+    """The browser's own version string, e.g. ``156.0.8078.114`` or ``153.8.0esr``."""
+
+
+class Tab(Protocol):
+    """One page in a browser (a Playwright ``Page`` is one)."""
+
+    async def evaluate(self, expression: str, arg: Any = None) -> Any:
+        """Call the JS function ``expression`` with ``arg`` in the page; its (awaited) result."""
+        ...
+
+    async def close(self) -> None:
+        ...
+
+
+class Browser(Protocol):
+    """A launched engine."""
+
+    engine: Engine
+    """What runs (name and version)."""
+
+    async def open(self, url: str, ready: str = CHECK_READY, context: str | None = None,
+                   timeout: float = 20.0) -> Tab:
+        """A tab on ``url``, returned once the JS expression ``ready`` is true. Tabs with the
+        same ``context`` name share one profile (cookies, and connections per origin, as tabs
+        of one window do); ``None`` gives the tab a context of its own."""
+        ...
 
 
 def chromium_path() -> str:
@@ -38,6 +85,20 @@ def chromium_path() -> str:
     if path is None:
         raise BrowserUnavailable("chromium is not installed: run `make setup` as root, or "
                                  "sudo apt-get install -y chromium")
+    return path
+
+
+def firefox_path() -> str:
+    path = shutil.which("firefox-esr") or shutil.which("firefox")
+    if path is None:
+        raise BrowserUnavailable("firefox-esr is not installed: run `make setup` as root, or "
+                                 "sudo apt-get install -y firefox-esr")
+    if shutil.which("node") is None:
+        raise BrowserUnavailable("node is not installed (it runs the Firefox driver): run "
+                                 "`make setup` as root, or sudo apt-get install -y nodejs npm")
+    if not (DRIVER_DIR / "node_modules" / "puppeteer-core").is_dir():
+        raise BrowserUnavailable("puppeteer-core is not installed: run `make setup` (npm ci in "
+                                 "sobranie_bench/firefox)")
     return path
 
 
@@ -50,30 +111,178 @@ async def chromium() -> AsyncIterator[tuple[Any, Engine]]:
     if os.geteuid() == 0:
         args.append("--no-sandbox")  # Chromium refuses to start sandboxed as root
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=chromium_path(), headless=True,
-                                           args=args)
+        browser = await asyncio.wait_for(pw.chromium.launch(
+            executable_path=chromium_path(), headless=True, args=args), LAUNCH_SECONDS)
         try:
             yield browser, Engine("chromium", browser.version)
         finally:
             await browser.close()
 
 
-async def open_check_page(browser: Any, origin: str) -> Any:
-    """A new page (own context: no shared cache or connections) on ``origin``'s check page."""
-    context = await browser.new_context()
-    page = await context.new_page()
-    await page.goto(origin + CHECK_PAGE)
-    await page.wait_for_function("window.sobranieReady === true")
-    return page
+class ChromiumBrowser:
+    """:class:`Browser` over Playwright; ``playwright`` is its ``Browser`` (the demo's clicks)."""
+
+    def __init__(self, playwright: Any, engine: Engine) -> None:
+        self.playwright = playwright
+        self.engine = engine
+        self._contexts: dict[str, Any] = {}
+
+    async def open(self, url: str, ready: str = CHECK_READY, context: str | None = None,
+                   timeout: float = 20.0) -> Tab:
+        if context is None or context not in self._contexts:
+            # TLS runs: our local CA is not in Chromium's store (the handshake still happens)
+            made = await self.playwright.new_context(ignore_https_errors=True)
+            if context is not None:
+                self._contexts[context] = made
+        ctx = made if context is None else self._contexts[context]
+        page = await ctx.new_page()
+        page.set_default_timeout(timeout * 1000)
+        await page.goto(url)
+        await page.wait_for_function(ready, timeout=timeout * 1000)
+        return ChromiumTab(page)
 
 
-async def run_check(page: Any, **params: Any) -> dict[str, Any]:
+class ChromiumTab:
+    """A Playwright ``Page`` whose evaluations are bounded in time (Playwright's are not)."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+
+    async def evaluate(self, expression: str, arg: Any = None) -> Any:
+        return await asyncio.wait_for(self.page.evaluate(expression, arg), REQUEST_SECONDS)
+
+    async def close(self) -> None:
+        await self.page.close()
+
+
+class FirefoxTab:
+    """A tab of :class:`FirefoxBrowser`."""
+
+    def __init__(self, browser: FirefoxBrowser, number: int) -> None:
+        self._browser = browser
+        self.number = number
+
+    async def evaluate(self, expression: str, arg: Any = None) -> Any:
+        return await self._browser.request("eval", tab=self.number, fn=expression, arg=arg)
+
+    async def close(self) -> None:
+        await self._browser.request("close", tab=self.number)
+
+
+class FirefoxBrowser:
+    """:class:`Browser` over ``driver.mjs`` (a node process in a session of its own, whose
+    child is Firefox): requests and answers are JSON lines matched by id."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, engine: Engine) -> None:
+        self.proc = proc
+        self.engine = engine
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            answer = json.loads(line)
+            future = self._waiting.pop(answer.get("id", -1), None)
+            if future is not None and not future.done():
+                if "error" in answer:
+                    future.set_exception(RuntimeError(answer["error"]))
+                else:
+                    future.set_result(answer.get("value"))
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(RuntimeError("the Firefox driver exited"))
+
+    async def request(self, op: str, timeout: float = REQUEST_SECONDS, **fields: Any) -> Any:
+        assert self.proc.stdin is not None
+        rid = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = future
+        self.proc.stdin.write((json.dumps({"id": rid, "op": op, **fields}) + "\n").encode())
+        await self.proc.stdin.drain()
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._waiting.pop(rid, None)
+
+    async def open(self, url: str, ready: str = CHECK_READY, context: str | None = None,
+                   timeout: float = 20.0) -> Tab:
+        number = await self.request("open", timeout=timeout + 10, url=url, ready=ready,
+                                    context=context, timeoutMs=int(timeout * 1000))
+        return FirefoxTab(self, int(number))
+
+
+async def _stop_driver(proc: asyncio.subprocess.Process) -> None:
+    """Close stdin (the driver closes Firefox and exits), then its whole session if it lingers."""
+    if proc.stdin is not None and not proc.stdin.is_closing():
+        proc.stdin.close()
+    try:
+        await asyncio.wait_for(proc.wait(), 15)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # node and the Firefox it started
+        await proc.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # a Firefox child left behind by a crashed driver
+
+
+@contextlib.asynccontextmanager
+async def firefox() -> AsyncIterator[FirefoxBrowser]:
+    """A headless Firefox ESR behind ``driver.mjs``, closed after (its processes with it)."""
+    executable = firefox_path()
+    proc = await asyncio.create_subprocess_exec(
+        "node", str(DRIVER_DIR / "driver.mjs"), executable, cwd=DRIVER_DIR,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL, start_new_session=True, limit=1 << 24,
+        env={**os.environ, "PUPPETEER_SKIP_DOWNLOAD": "1"})
+    try:
+        assert proc.stdout is not None
+        try:
+            first = json.loads(await asyncio.wait_for(proc.stdout.readline(), LAUNCH_SECONDS)
+                               or b"{}")
+        except (TimeoutError, ValueError):
+            first = {"error": "firefox did not start within "
+                              f"{LAUNCH_SECONDS:.0f} s"}
+        if not first.get("ready"):
+            raise BrowserUnavailable(str(first.get("error", "the Firefox driver exited")))
+        version = str(first["version"])
+        if "esr" in Path(executable).name and not version.endswith("esr"):
+            version += "esr"  # Debian's build reports 153.8.0 over BiDi; its binary is ESR
+        browser = FirefoxBrowser(proc, Engine("firefox", version))
+        try:
+            yield browser
+        finally:
+            browser._reader.cancel()
+    finally:
+        await _stop_driver(proc)
+
+
+@contextlib.asynccontextmanager
+async def launch(name: str) -> AsyncIterator[Browser]:
+    """The engine ``name`` (one of :data:`ENGINES`), headless, closed after."""
+    if name == "chromium":
+        async with chromium() as (playwright, engine):
+            yield ChromiumBrowser(playwright, engine)
+    elif name == "firefox":
+        async with firefox() as browser:
+            yield browser
+    else:
+        raise ValueError(f"unknown browser engine {name!r}; known: {', '.join(ENGINES)}")
+
+
+async def open_check_page(browser: Browser, origin: str, context: str | None = None) -> Tab:
+    """A tab (own context unless ``context`` names a shared one) on ``origin``'s check page."""
+    return await browser.open(origin + CHECK_PAGE, context=context)
+
+
+async def run_check(page: Tab, **params: Any) -> dict[str, Any]:
     """``check(params)`` of web/check.js in ``page``: its result dict."""
     result: dict[str, Any] = await page.evaluate("(p) => window.sobranieCheck(p)", params)
     return result
 
 
-async def connect_only(page: Any, **params: Any) -> dict[str, Any]:
+async def connect_only(page: Tab, **params: Any) -> dict[str, Any]:
     """``connectOnly(params)`` of web/check.js: ``{ok, helloMs, error}``."""
     result: dict[str, Any] = await page.evaluate("(p) => window.sobranieConnect(p)", params)
     return result

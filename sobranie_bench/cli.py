@@ -30,14 +30,18 @@ def _serve(args: argparse.Namespace) -> int:
     def announce(running: run.Running) -> None:
         endpoint = running.endpoints.get(args.kind, running.url)
         if args.json:
-            print(json.dumps({"kind": args.kind, "url": running.url, **running.endpoints}),
-                  flush=True)
+            pids = {"pids": list(running.pids)} if running.pids else {}
+            print(json.dumps({"kind": args.kind, "url": running.url, **running.endpoints,
+                              **pids}), flush=True)
         else:
             print(f"sobranie-bench serve {args.kind}: listening on {running.url} "
                   f"({endpoint}); Ctrl-C to stop", flush=True)
 
     try:
-        run.serve_forever(args.kind, opts, announce)
+        if args.processes > 1:
+            run.serve_processes(args.kind, opts, args.processes, announce)
+        else:
+            run.serve_forever(args.kind, opts, announce)
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
@@ -82,7 +86,8 @@ def build_parser(*, all_commands: bool = True) -> argparse.ArgumentParser:
                        help="allowed page Origin, for WebSocket upgrades and CORS "
                             "(repeat; none = allow all)")
     serve.add_argument("--broker", default="memory",
-                       help="memory (default), redis://host:port or nats://host:port")
+                       help="memory (default), redis://host:port, redis+cluster://host:port "
+                            "(a Redis Cluster: sharded pub/sub) or nats://host:port")
     serve.add_argument("--send-queue", type=int, default=4096,
                        help="envelopes queued per connection before a slow consumer is cut off")
     serve.add_argument("--cert", help="TLS certificate (WebTransport; default: self-signed)")
@@ -100,7 +105,12 @@ def build_parser(*, all_commands: bool = True) -> argparse.ArgumentParser:
     serve.add_argument("--static", metavar="DIR",
                        help="also serve the pages in DIR at /web/ (e.g. web: the browser client "
                             "and demo; aiohttp-based servers)")
-    serve.add_argument("--json", action="store_true", help="print the URLs as one JSON line")
+    serve.add_argument("--processes", type=int, default=1, metavar="N",
+                       help="N processes on one port (SO_REUSEPORT; ws, sse, longpoll, http): "
+                            "more connections than one process's open-file limit, more cores."
+                            " N > 1 needs a shared --broker (redis, redis+cluster, nats)")
+    serve.add_argument("--json", action="store_true",
+                       help="print the URLs (and with --processes, the pids) as one JSON line")
     serve.set_defaults(func=_serve)
 
     token = sub.add_parser("token", help="print a JWT for a user",

@@ -134,7 +134,7 @@ class Cluster:
         self.dir: Path | None = None
         """Temporary directory with the HAProxy config and every process's log."""
         self._lb: asyncio.subprocess.Process | None = None
-        self._service: services.Service | None = None
+        self._service: services.Service | services.RedisClusterService | None = None
         """Our own broker, when asked for a bare ``redis`` / ``nats``."""
 
     async def __aenter__(self) -> Self:
@@ -168,8 +168,10 @@ class Cluster:
 
     @property
     def broker_pid(self) -> int | None:
-        """The shared broker's process when the cluster started its own (None for a URL)."""
-        return self._service.process.pid if self._service is not None else None
+        """The shared broker's process when the cluster started its own single-node broker
+        (None for a URL, or for a Redis Cluster of several processes)."""
+        return self._service.process.pid if isinstance(self._service, services.Service) \
+            else None
 
     async def kill(self, index: int) -> None:
         """SIGKILL instance ``index`` (no goodbye to its clients) and reap it."""

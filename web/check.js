@@ -73,3 +73,30 @@ export async function connectOnly({ transport, url, token, timeoutMs = 10000 }) 
     client.close();
   }
 }
+
+/**
+ * Connect and keep the connection open (the SSE per-origin limit: a 7th EventSource of one
+ * profile waits for one of the first six to close). Returns at once; `held()` reports
+ * {helloMs, error} as they come (helloMs null while the hello has not arrived); `release()`
+ * closes the connection.
+ */
+let holding = null;
+export function hold({ transport, url, token, timeoutMs = 60000 }) {
+  const client = createClient(transport, url, token, { timeout: timeoutMs, reconnect: false });
+  const start = performance.now();
+  holding = { client, helloMs: null, error: null };
+  const state = holding;
+  client.connect([]).then(
+    () => { state.helloMs = performance.now() - start; },
+    (err) => { state.error = String(err && err.message ? err.message : err); });
+  return true;
+}
+
+export function held() {
+  return holding ? { helloMs: holding.helloMs, error: holding.error } : null;
+}
+
+export function release() {
+  if (holding) holding.client.close();
+  return true;
+}

@@ -1,7 +1,8 @@
 """The broker seam: who assigns ids, keeps history and carries messages between instances.
 
-The hub talks to exactly this interface. ``memory`` is the default (one process); the Redis and
-NATS brokers implement the same five calls for a cluster (servers/brokers/base.py).
+The hub talks to exactly this interface. ``memory`` is the default (one process); the Redis,
+Redis Cluster and NATS brokers implement the same five calls for a cluster
+(servers/brokers/base.py).
 """
 
 from __future__ import annotations
@@ -13,11 +14,16 @@ __all__ = ["Broker", "BrokerUnavailable", "Deliver", "Message", "make_broker"]
 
 
 def make_broker(url: str | None, history_size: int = wire.HISTORY_SIZE) -> Broker:
-    """``memory`` (default), ``redis://host:port/db`` or ``nats://host:port``."""
+    """``memory`` (default), ``redis://host:port/db``, ``redis+cluster://host:port`` (any
+    node of a Redis Cluster: sharded pub/sub) or ``nats://host:port``."""
     if not url or url == "memory":
         from servers.brokers.memory_broker import MemoryBroker
 
         return MemoryBroker(history_size)
+    if url.startswith("redis+cluster://"):
+        from servers.brokers.redis_cluster_broker import RedisClusterBroker
+
+        return RedisClusterBroker(url, history_size)
     if url.startswith(("redis://", "rediss://", "unix://")):
         from servers.brokers.redis_broker import RedisBroker  # type: ignore[import-not-found]
 
@@ -26,4 +32,5 @@ def make_broker(url: str | None, history_size: int = wire.HISTORY_SIZE) -> Broke
         from servers.brokers.nats_broker import NatsBroker  # type: ignore[import-not-found]
 
         return NatsBroker(url, history_size)  # type: ignore[no-any-return]
-    raise ValueError(f"unknown broker {url!r}: use memory, redis://host:port or nats://host:port")
+    raise ValueError(f"unknown broker {url!r}: use memory, redis://host:port, "
+                     "redis+cluster://host:port or nats://host:port")

@@ -6,6 +6,9 @@ Notebook entry points:
 - :func:`plan` - instances, memory, egress and Redis load per transport for N online users
 - :func:`storm` - a reconnect storm with no jitter, full jitter or token-bucket admission
 - :func:`validate` - the SimPy instance model against M/M/1 and M/M/c (Erlang C)
+- :mod:`~sobranie_bench.capacity.fit` / :mod:`~sobranie_bench.capacity.reality` - costs fitted
+  to ``capacity calibrate``'s trials, and held-out validation against measurement
+- :mod:`~sobranie_bench.capacity.tables` - the fit and validation tables, plans with error bars
 - :func:`scaling_table` - how the models' run time grows with online users
 """
 

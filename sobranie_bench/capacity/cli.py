@@ -21,8 +21,8 @@ from sobranie_bench.capacity.calibration import (
     TransportCosts,
     calibrate,
 )
-from sobranie_bench.capacity.errors import fitted_costs, measured_knees, with_error_bars
-from sobranie_bench.capacity.fit import MAX_RUN_QUEUE_WAIT, CalibrationRefused, Fit
+from sobranie_bench.capacity.errors import processes_text
+from sobranie_bench.capacity.fit import MAX_RUN_QUEUE_WAIT, CalibrationRefused
 from sobranie_bench.capacity.fleet import (
     FD_LIMIT,
     GIB,
@@ -31,11 +31,10 @@ from sobranie_bench.capacity.fleet import (
     HostSpec,
     InstanceSpec,
     Plan,
-    plan,
     scaling_table,
     simulate_fleet_hour,
 )
-from sobranie_bench.capacity.reality import Validation
+from sobranie_bench.capacity.measure import DEFAULT_OUT
 from sobranie_bench.capacity.storm import (
     JITTER_WINDOW_S,
     STRATEGIES,
@@ -43,6 +42,17 @@ from sobranie_bench.capacity.storm import (
     StormResult,
     storm,
 )
+from sobranie_bench.capacity.tables import (
+    COST_HEADERS,
+    RESIDUAL_HEADERS,
+    THRESHOLDS,
+    VALIDATION_HEADERS,
+    CalibrationTables,
+    calibrated_plan,
+    cell,
+    tables,
+)
+from sobranie_bench.capacity.tables import load as load_calibration
 from sobranie_bench.capacity.validation import CASES, JOBS, ValidationRow, validate
 from sobranie_bench.capacity.workload import FEATURES
 
@@ -96,22 +106,20 @@ def _plan_tables(result: Plan) -> list[Table]:
     fleets = Table(
         title=f"Fleets for {users:,} online users (p95 SLO {result.slo_s * 1000:g} ms)",
         caption=_carried(result)
-        + ". processes N+1: event-loop processes needed + spares (one core each); hosts: "
+        + ". processes: event-loop processes needed + spares (one core each), ± the larger "
+        "distance to the 5th or 95th percentile over the fitted costs' bootstrap; hosts: "
         f"{result.instance.host.processes_per_host} processes per {result.instance.host.cores}"
-        "-core host; (a-b): 5th-95th percentile over the fitted costs' bootstrap; "
-        "extrapolation: a process's load beyond the fitted range. conns: connections (file "
+        "-core host; extrapolation: a process's load beyond the measured range. conns: connections (file "
         "descriptors) per process. fallbacks: "
         "calibration figures not measured.",
     )
-    for column in ("transport", "processes N+1", "hosts", "binding", "CPU", "conns", "memory",
+    for column in ("transport", "processes", "hosts", "binding", "CPU", "conns", "memory",
                    "egress", "p95", "handshakes/s", "fallbacks"):  # fmt: skip
         fleets.add_column(column)
     for f in result.fleets:
         fleets.add_row(
             f.transport,
-            f"{f.instances_needed}+{f.instances - f.instances_needed}"
-            + ("" if f.instances_interval is None else " ({}-{})".format(*f.instances_interval))
-            + (" extrapolation" if f.extrapolation else ""),
+            f"{processes_text(f)} (N+{f.instances - f.instances_needed})",
             str(f.hosts),
             f.binding,
             f"{f.cpu_utilisation:.0%}",
@@ -151,31 +159,9 @@ def _plan_tables(result: Plan) -> list[Table]:
     return [fleets, redis]
 
 
-def _fitted(
-    root: Path, base: dict[str, TransportCosts], console: Console
-) -> tuple[dict[str, TransportCosts], dict[str, Fit], dict[str, tuple[float, float, float]]]:
-    """Costs with the fits of a calibration's results, the fits and the measured knees;
-    a refused fit is said and its transport keeps the summary's costs."""
-    from sobranie_bench.capacity import fit as fitting
-
-    trials = fitting.load_trials(root)
-    fits: dict[str, Fit] = {}
-    for transport, fit in fitting.fit_all(trials).items():
-        if isinstance(fit, CalibrationRefused):
-            console.print(f"[bold yellow]warning:[/] {fit}", highlight=False)
-        else:
-            fits[transport] = fit
-    knees = measured_knees(trials)
-    return fitted_costs(fits, base, knees), fits, knees
-
-
 def _plan(args: argparse.Namespace) -> int:
     console = _err_console(args.json)
     costs, note = _costs(args.summary, console)
-    fitted = _fitted(Path(args.calibration), costs, console) if args.calibration else None
-    if fitted is not None:
-        costs = fitted[0]
-        note = f"{note}; CPU and knee fitted from {args.calibration}"
     transports = list(TRANSPORTS) if args.transport == ["all"] else args.transport
     host = HostSpec(
         cores=args.host_cores,
@@ -189,10 +175,11 @@ def _plan(args: argparse.Namespace) -> int:
         spare_instances=args.spares,
     )
     try:
-        result = plan(
-            args.online_users,
-            costs=costs,
-            transports=transports,
+        result, costs, notes = calibrated_plan(
+            costs,
+            Path(args.calibration),
+            transports,
+            online_users=args.online_users,
             slo_s=args.slo_ms / 1000,
             instance=instance,
             calibration=note,
@@ -202,8 +189,8 @@ def _plan(args: argparse.Namespace) -> int:
     except ValueError as error:
         console.print(f"[bold red]error:[/] {error}", highlight=False)
         return 2
-    if fitted is not None:
-        result = with_error_bars(result, costs, fitted[1], fitted[2])
+    for line in notes:
+        console.print(f"[bold yellow]warning:[/] {line}", highlight=False)
     hours = []
     if args.hour:
         for fleet in result.fleets:
@@ -296,69 +283,34 @@ def _storm(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fit_tables(fits: dict[str, Fit | CalibrationRefused], host: dict[str, object]) -> list[Table]:
-    """The fitted unit costs with their bootstrap intervals, and each fit point's residual."""
-    before, after = host.get("before", {}), host.get("after", {})
-    load = ""
-    if isinstance(before, dict) and isinstance(after, dict) and before:
-        load = (f"; host {before.get('cpu')}, {before.get('cores')} cores, load average "
-                f"{before.get('loadavg', [0])[0]:.2f} before, "
-                f"{after.get('loadavg', [0])[0]:.2f} after")  # fmt: skip
-    costs = Table(title="Fitted costs of one server process (90% bootstrap interval over trials)",
-                  caption="cores = idle + inbound x rate + delivery x deliveries/s; harness: "
-                  f"the benchmark's client, the other queue on the path{load}")  # fmt: skip
-    for column in ("transport", "idle cores", "µs / inbound", "µs / delivery",
-                   "harness µs / inbound", "harness µs / delivery", "refused trials"):  # fmt: skip
-        costs.add_column(column)
-    residuals = Table(title="Fit points: measured against fitted CPU")
-    for column in ("transport", "point", "trials", "measured cores", "fitted", "residual"):
-        residuals.add_column(column)
-    for transport, fit in fits.items():
-        if isinstance(fit, CalibrationRefused):
-            costs.add_row(transport, f"[red]refused[/]: {fit}", "", "", "", "", "")
-            continue
-
-        def ci(attribute: str, scale: float, fit: Fit = fit) -> str:
-            low, high = fit.interval(attribute)
-            value = getattr(fit.server, attribute) * scale
-            return f"{value:.3g} [{low * scale:.3g}, {high * scale:.3g}]"
-
-        h = fit.harness
-        costs.add_row(
-            transport, ci("idle", 1.0), ci("inbound_s", 1e6), ci("delivery_s", 1e6),
-            "-" if h is None else f"{h.inbound_s * 1e6:.3g}",
-            "-" if h is None else f"{h.delivery_s * 1e6:.3g}",
-            str(len(fit.refused)),
-        )  # fmt: skip
-        for r in fit.residuals:
-            residuals.add_row(transport, f"{r.scenario} {r.params}", str(r.trials),
-                              f"{r.measured_cores:.3f}", f"{r.fitted_cores:.3f}",
-                              f"{r.error:+.1%}")  # fmt: skip
-    return [costs, residuals]
-
-
-def validation_table(result: Validation) -> Table:
-    """Predicted / measured / error per held-out point and figure."""
-    table = Table(title="Held-out validation: the calibrated model against measurements it "
-                  "was not fitted to", caption="error: predicted / measured - 1; extrapolation: "
-                  "the point's load lies outside the fitted range")  # fmt: skip
-    for column in ("transport", "point", "figure", "predicted", "measured", "error",
-                   "threshold", "pass", "note"):  # fmt: skip
+def _rich(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]],
+          caption: str | None = None) -> Table:
+    """A rich table of plain rows (pass / FAIL coloured)."""
+    table = Table(title=title, caption=caption)
+    for column in headers:
         table.add_column(column)
-    for c in result.checks:
-        verdict = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: ""}[c.passed]
-        note = ", ".join(filter(None, ["extrapolation" if c.extrapolation else "", c.note]))
-        table.add_row(
-            c.transport, c.point, c.metric,
-            "saturated" if c.predicted is None else _cell(c.predicted), _cell(c.measured),
-            "-" if c.error is None else f"{c.error:+.0%}", c.threshold, verdict, note,
-        )  # fmt: skip
+    colours = {"pass": "[green]pass[/]", "FAIL": "[red]FAIL[/]"}
+    for row in rows:
+        table.add_row(*(colours.get(value, value) for value in row))
     return table
 
 
+def calibration_rich(shown: CalibrationTables) -> list[Table]:
+    """The fitted costs, the residuals and the held-out validation as rich tables."""
+    return [
+        _rich("Fitted costs of one server process (90% bootstrap interval over trials)",
+              COST_HEADERS, shown.costs,
+              "cores = fixed[scenario] + inbound x rate + delivery x deliveries/s; harness: "
+              f"the benchmark's client, the other queue on the path; host {shown.host}"),
+        _rich("Fit points: measured against fitted CPU", RESIDUAL_HEADERS, shown.residuals),
+        _rich("Held-out validation: the calibrated model against measurements it was not "
+              "fitted to", VALIDATION_HEADERS, shown.validation,
+              "error: predicted / measured - 1; extrapolation: the point's load lies outside "
+              "the fitted range; host share: run / (run + run-queue wait) of the process"),
+    ]  # fmt: skip
+
+
 def _validate_against(args: argparse.Namespace) -> int:
-    from sobranie_bench.capacity import fit as fitting
-    from sobranie_bench.capacity.measure import HOST_FILE
     from sobranie_bench.capacity.reality import validate_against
 
     console = _console()
@@ -366,27 +318,24 @@ def _validate_against(args: argparse.Namespace) -> int:
     if not root.exists():
         console.print(f"[bold red]error:[/] no results at {root}", highlight=False)
         return 2
-    trials = fitting.load_trials(root)
-    fits = fitting.fit_all(trials, args.max_run_queue_wait, seed=args.seed)
-    if not fits:
+    loaded = load_calibration(root, args.max_run_queue_wait, args.seed)
+    if loaded is None:
         console.print(f"[bold red]error:[/] {root} holds no fit trials (profile calibrate): "
                       "run `sobranie-bench capacity calibrate` first", highlight=False)
         return 2
-    host_file = root / HOST_FILE
-    host = json.loads(host_file.read_text()) if host_file.exists() else {}
+    trials, fits, host = loaded
     result = validate_against(trials, fits)
     if args.json:
         print(json.dumps({"host": host, "refused": result.refused,
                           "checks": [dataclasses.asdict(c) for c in result.checks],
                           "passed": {t: result.passed(t) for t in fits}}, indent=2))
         return 0
-    for table in _fit_tables(fits, host):
+    shown = tables(fits, result, host)
+    for table in calibration_rich(shown):
         console.print(table)
-    console.print(validation_table(result))
-    for transport in fits:
-        verdict = "[green]PASS[/]" if result.passed(transport) else "[red]FAIL[/]"
-        console.print(f"{transport}: {verdict} (CPU ±15%, p95 within 2x below the knee, knee "
-                      "±20%)", highlight=False)
+    for transport, passed in shown.verdicts.items():
+        verdict = "[green]PASS[/]" if passed else "[red]FAIL[/]"
+        console.print(f"{transport}: {verdict} ({THRESHOLDS})", highlight=False)
     return 0
 
 
@@ -440,16 +389,26 @@ def _calibrate(args: argparse.Namespace) -> int:
                 progress.advance(task)
 
         install_uvloop()
-        done = measure.measure(out, transports, args.quick, on_result)
+        for attempt in range(args.retries + 1):
+            if args.wait_load is not None and not measure.wait_for_quiet(
+                args.wait_load, args.wait_timeout,
+                lambda load: progress.update(task, description=f"waiting: load average "
+                                             f"{load:.2f} >= {args.wait_load:g}")):  # fmt: skip
+                console.print(f"[bold yellow]warning:[/] the load average stayed above "
+                              f"{args.wait_load:g} for {args.wait_timeout:g} s: measuring "
+                              "anyway", highlight=False)  # fmt: skip
+            progress.reset(task)
+            done = measure.measure(out, transports, args.quick, on_result)
+            loaded = load_calibration(out, args.max_run_queue_wait, args.seed)
+            refused = [] if loaded is None else [
+                t for t, f in loaded[1].items() if isinstance(f, CalibrationRefused)]
+            if not refused or attempt == args.retries:
+                break
+            console.print(f"attempt {attempt + 1}: {', '.join(refused)} refused (the machine "
+                          "was busy): measuring again", highlight=False)  # fmt: skip
     console.print(f"fit run: {done.fit_run}\nheld-out run: {done.holdout_run}", highlight=False)
     args.against = str(out)
     return _validate_against(args)
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def _scaling(args: argparse.Namespace) -> int:
@@ -463,7 +422,7 @@ def _scaling(args: argparse.Namespace) -> int:
     for column in frame.columns:
         table.add_column(str(column))
     for row in frame.itertuples(index=False):
-        table.add_row(*(_cell(value) for value in row))
+        table.add_row(*(cell(value) for value in row))
     console.print(table)
     return 0
 
@@ -532,10 +491,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--latency-jobs", type=int, default=INSTANCE_JOBS, metavar="N",
                    help=f"messages simulated per instance latency check "
                         f"(default {INSTANCE_JOBS:,}; fewer is faster and noisier)")  # fmt: skip
-    p.add_argument("--calibration", metavar="RESULTS",
-                   help="results root of `capacity calibrate`: CPU costs and the knee "
-                        "fitted there (with bootstrap error bars on the process counts) "
-                        "instead of the summary's medians")  # fmt: skip
+    p.add_argument("--calibration", metavar="RESULTS", default=str(DEFAULT_OUT),
+                   help="results root of `capacity calibrate` (default "
+                        f"{DEFAULT_OUT}): CPU costs and the knee fitted there, with bootstrap "
+                        "error bars on the process counts, instead of the summary's medians; "
+                        "without one there, no error bars (the output says so)")  # fmt: skip
     p.add_argument("--hour", action="store_true",
                    help="also simulate each fleet for an hour as aggregate flows, losing one "
                         "instance half-way")  # fmt: skip
@@ -596,7 +556,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     c = commands.add_parser(
         "calibrate",
-        help="measure the model's fit points and held-out points (about 15 min; --quick)",
+        help="measure the model's fit points and held-out points (about 20 min; --quick 8)",
         description="Run the harness's calibrate profile (echo at 200 and 800/s, fan-out of "
         "100 and 600 subscribers at 20/s; 3 trials of 30 s each) and its holdout profile "
         "(echo at 400/s, fan-out of 300, and the capacity scenario stepping subscribers up "
@@ -612,11 +572,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     c.add_argument("--out", default="results/calibrate",
                    help="results root for the two runs (default results/calibrate)")  # fmt: skip
     c.add_argument("--quick", action="store_true",
-                   help="one 2 s trial per point and two capacity steps: checks the pipeline "
-                        "in about a minute, fits nothing worth trusting")  # fmt: skip
+                   help="3 trials of 8 s per fit point instead of 30 s (about 8 minutes "
+                        "instead of 20): more chances of a quiet machine; the record says quick")  # fmt: skip
     c.add_argument("--max-run-queue-wait", type=float, default=MAX_RUN_QUEUE_WAIT,
                    metavar="SHARE", help="refuse fit trials whose server waited for a CPU "
                    f"longer than this share of the window (default {MAX_RUN_QUEUE_WAIT:g})")  # fmt: skip
+    c.add_argument("--wait-load", type=float, metavar="L",
+                   help="start only once the 1-minute load average is below L (default: "
+                        "start now)")  # fmt: skip
+    c.add_argument("--wait-timeout", type=float, default=1800.0, metavar="S",
+                   help="give up waiting after S seconds and measure anyway (default 1800)")
+    c.add_argument("--retries", type=int, default=0, metavar="N",
+                   help="measure again (up to N times) while a transport's fit is refused "
+                        "(default 0)")  # fmt: skip
     _common(c, summary=False)
     c.set_defaults(func=_calibrate)
 

@@ -2,16 +2,20 @@
 
 A trial is one harness run of one point (raw JSON, see :mod:`sobranie_bench.harness.results`).
 The model of one server process (one event loop, at most one core) is linear in the work it is
-offered::
+offered, with a fixed cost per scenario::
 
-    cores = idle + inbound_s * inbound/s + delivery_s * deliveries/s
+    cores = fixed[scenario] + inbound_s * inbound/s + delivery_s * deliveries/s
 
 where an echo is one inbound message and one delivery (the reply) and a fan-out publish is one
-inbound message and one delivery per subscriber. Fitted by least squares on relative error over
-every fit trial of a transport (echo at several rates, fan-out at several sizes), so the cost
-*per message* falls with the rate and the cost *per delivery* with the fan-out: the idle and
-per-publish work is spread over more messages. The harness's own CPU is fitted the same way:
-it is the other queue on a benchmark's path, and validation predicts the benchmark.
+inbound message and one delivery per subscriber. ``fixed`` is what the process spends on the
+scenario's connections whatever the rate (timers, keep-alives, the loop's wake-ups): 50 echo
+clients each sending now and then cost a loop wake-up per message that a fan-out burst shares,
+so one intercept for both scenarios leaves ±15-20% residuals (measured). Fitted by least
+squares on relative error over every fit trial of a transport (echo at several rates, fan-out
+at several sizes), so the cost *per message* falls with the rate and the cost *per delivery*
+with the fan-out: the fixed and per-publish work is spread over more messages. The harness's
+own CPU is fitted the same way: it is the other queue on a benchmark's path, and validation
+predicts the benchmark.
 
 Trials whose server waited in a run queue for a CPU more than ``MAX_RUN_QUEUE_WAIT`` of the
 window are refused: their CPU and latency measure the machine's other load, not the server.
@@ -38,6 +42,23 @@ QUANTILES = ("p50", "p95", "p99")
 
 class CalibrationRefused(ValueError):
     """No trustworthy fit: too few fit points survived the run-queue check."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a capacity trial: a fan-out run at one subscriber count."""
+
+    subscribers: int
+    p95_us: float
+    """95th-percentile one-way latency of the step, µs."""
+    server_cores: float | None = None
+    """Server CPU over the step's measured window / its length (None: not recorded)."""
+    server_wait: float | None = None
+    """Share of the step's window the server waited for a CPU."""
+    harness_cores: float | None = None
+    """Harness CPU over the step's window / its length."""
+    harness_wait: float | None = None
+    """Share of the step's window the harness waited for a CPU."""
 
 
 @dataclass(frozen=True)
@@ -68,10 +89,14 @@ class Trial:
     """Measured latency quantiles (p50, p95, p99): echo round trip or fan-out one way, µs."""
     throughput_per_s: float | None
     """Echo replies, or deliveries, per second over the window."""
-    steps: tuple[tuple[int, float], ...] = ()
-    """Capacity scenario: (subscribers, p95 µs) per step, in order."""
+    steps: tuple[Step, ...] = ()
+    """Capacity scenario: its steps, in order."""
     sla_ms: float | None = None
     """Capacity scenario: the p95 objective its steps were held to."""
+    harness_wait: float | None = None
+    """Share of the window the harness (the busiest of its processes) waited for a CPU."""
+    ceiling: bool = False
+    """Capacity scenario: every step held up to the scenario's bound (the knee is above)."""
 
     @property
     def held_out(self) -> bool:
@@ -82,22 +107,48 @@ class Trial:
         return self.run_queue_wait is not None and self.run_queue_wait > MAX_RUN_QUEUE_WAIT
 
 
+@dataclass(frozen=True)
+class Host:
+    """The CPU share each process on the path got while runnable (1: a whole core)."""
+
+    server: float = 1.0
+    """The server's run / (run + run-queue wait) over the point's window."""
+    harness: float = 1.0
+    """The harness's (busiest process) share over the same window."""
+
+
+QUIET = Host()
+
+
+def share(cores: float | None, wait: float | None) -> float:
+    """run / (run + wait), both as shares of a window; 1 when not measured."""
+    if cores is None or wait is None or cores <= 0:
+        return 1.0
+    return min(1.0, cores / (cores + wait))
+
+
+def host_of(trial: Trial | Step) -> Host:
+    """The shares measured over a trial's (or a capacity step's) window."""
+    if isinstance(trial, Step):
+        return Host(share(trial.server_cores, trial.server_wait),
+                    share(trial.harness_cores, trial.harness_wait))  # fmt: skip
+    return Host(share(trial.cpu_cores, trial.run_queue_wait),
+                share(trial.harness_cores, trial.harness_wait))  # fmt: skip
+
+
 def trial_from_raw(raw: dict[str, Any]) -> Trial | None:
     """The trial one raw result holds; None for a failed run or another scenario."""
     scenario = raw["scenario"]
     if "error" in raw or scenario not in ("echo", "fanout", "capacity"):
         return None
     p, m, w = raw["params"], results.metrics(raw), raw.get("window", {})
-    duration = max(w.get("end", 0.0) - w.get("measure", 0.0), 1e-9)
-    harness = [results.cpu_between(raw["resources"][n], w.get("measure", 0), w.get("end", 0))
-               for n in results.harness_names(raw)]  # fmt: skip
-    harness_s = sum(h for h in harness if h is not None) if harness else None
+    harness_cores, harness_wait = _harness_load(raw, w)
     rate = float(p.get("rate", 0.0))
     fanout = 1 if scenario == "echo" else int(p.get("subscribers", 0)) * int(p.get("channels", 1))
     prefix = "rtt" if scenario == "echo" else "latency"
-    steps: tuple[tuple[int, float], ...] = ()
+    steps: tuple[Step, ...] = ()
     if scenario == "capacity":
-        steps = tuple((int(s["subscribers"]), float(s["p95_us"])) for s in raw.get("steps", []))
+        steps = tuple(_step(raw, s) for s in raw.get("steps", []))
     wait = m.get("server_run_queue_wait_percent")
     return Trial(
         transport=raw["transport"],
@@ -109,7 +160,7 @@ def trial_from_raw(raw: dict[str, Any]) -> Trial | None:
         deliveries_per_s=rate * fanout,
         fanout=fanout,
         cpu_cores=m["server_cpu_cores"][0] if "server_cpu_cores" in m else None,
-        harness_cores=None if harness_s is None else harness_s / duration,
+        harness_cores=harness_cores,
         run_queue_wait=None if wait is None else wait[0] / 100,
         latency_us={q: m[f"{prefix}_{q}_us"][0] for q in QUANTILES if f"{prefix}_{q}_us" in m},
         throughput_per_s=next(
@@ -117,6 +168,40 @@ def trial_from_raw(raw: dict[str, Any]) -> Trial | None:
         ),
         steps=steps,
         sla_ms=float(p["sla_ms"]) if "sla_ms" in p else None,
+        harness_wait=harness_wait,
+        ceiling=bool(raw.get("steps") and raw["steps"][-1].get("ceiling")),
+    )
+
+
+def _harness_load(raw: dict[str, Any], w: dict[str, float]) -> tuple[float | None, float | None]:
+    """Harness CPU (all its processes, cores) and the busiest one's run-queue wait share over
+    the window ``w``."""
+    start, end = w.get("measure", 0.0), w.get("end", 0.0)
+    names = results.harness_names(raw)
+    cpu = [results.cpu_between(raw["resources"][n], start, end) for n in names]
+    waits = [results.run_queue_wait(raw["resources"][n], start, end) for n in names]
+    cores = sum(c for c in cpu if c is not None) / max(end - start, 1e-9) if cpu else None
+    known = [x for x in waits if x is not None]
+    return cores, max(known) if known else None
+
+
+def _step(raw: dict[str, Any], step: dict[str, Any]) -> Step:
+    """One capacity step, with the server's and harness's load over its window when the
+    scenario recorded that window."""
+    w = step.get("window")
+    if not w:
+        return Step(int(step["subscribers"]), float(step["p95_us"]))
+    server = results.server_samples(raw)
+    cpu = results.cpu_between(server, w["measure"], w["end"])
+    length = max(w["end"] - w["measure"], 1e-9)
+    harness_cores, harness_wait = _harness_load(raw, w)
+    return Step(
+        int(step["subscribers"]),
+        float(step["p95_us"]),
+        server_cores=None if cpu is None else cpu / length,
+        server_wait=results.run_queue_wait(server, w["measure"], w["end"]),
+        harness_cores=harness_cores,
+        harness_wait=harness_wait,
     )
 
 
@@ -129,17 +214,26 @@ def load_trials(root: Any) -> list[Trial]:
 
 @dataclass(frozen=True)
 class Linear:
-    """cores = idle + inbound_s * inbound/s + delivery_s * deliveries/s."""
+    """cores = fixed[scenario] + inbound_s * inbound/s + delivery_s * deliveries/s."""
 
     idle: float
-    """Cores used with no load (timers, sampling, GC), cores."""
+    """Fixed cores of a process holding fan-out subscribers (the plan's process), cores."""
     inbound_s: float
     """CPU seconds per inbound message (parse, authorise, reply or publish)."""
     delivery_s: float
     """CPU seconds per delivery (encode once per publish is in inbound_s; the write here)."""
+    fixed: tuple[tuple[str, float], ...] = ()
+    """Per scenario, its fixed cores (``idle`` for a scenario not listed)."""
 
-    def cores(self, inbound_per_s: float, deliveries_per_s: float) -> float:
-        return self.idle + self.inbound_s * inbound_per_s + self.delivery_s * deliveries_per_s
+    def fixed_for(self, scenario: str | None) -> float:
+        """The fixed cores of ``scenario`` (``idle`` when it was not fitted apart)."""
+        return dict(self.fixed).get(scenario or "", self.idle)
+
+    def cores(
+        self, inbound_per_s: float, deliveries_per_s: float, scenario: str | None = None
+    ) -> float:
+        return (self.fixed_for(scenario) + self.inbound_s * inbound_per_s
+                + self.delivery_s * deliveries_per_s)  # fmt: skip
 
     def per_message_us(self, inbound_per_s: float, fanout: int) -> float:
         """CPU per delivered message at this rate and fan-out, µs (idle spread over them)."""
@@ -147,26 +241,36 @@ class Linear:
         return self.cores(inbound_per_s, deliveries) / deliveries * 1e6
 
 
-def fit_linear(points: Sequence[tuple[float, float, float]]) -> Linear:
-    """Least squares on relative error of ``(inbound/s, deliveries/s, cores)`` points;
-    every coefficient kept non-negative (a negative cost is noise, not a saving)."""
-    x = np.array([[1.0, i, d] for i, d, _ in points])
-    y = np.array([c for _, _, c in points])
-    if len(points) < 3 or np.linalg.matrix_rank(x) < 3:
+PLAN_SCENARIO = "fanout"  # whose fixed cost is a planned process's idle (it holds subscribers)
+
+
+def fit_linear(points: Sequence[tuple[str, float, float, float]]) -> Linear:
+    """Least squares on relative error of ``(scenario, inbound/s, deliveries/s, cores)``
+    points, one fixed cost per scenario; every coefficient kept non-negative (a negative cost
+    is noise, not a saving)."""
+    scenarios = sorted({p[0] for p in points})
+    width = len(scenarios) + 2
+    x = np.array([[*(1.0 if sc == name else 0.0 for name in scenarios), i, d]
+                  for sc, i, d, _ in points])  # fmt: skip
+    y = np.array([c for *_, c in points])
+    if len(points) < width or np.linalg.matrix_rank(x) < width:
         raise CalibrationRefused(
             "a fit needs points at >= 2 inbound rates and >= 2 fan-outs (echo and fan-out "
             f"points), got {len(points)} usable trial(s)"
         )
     weights = 1.0 / np.maximum(y, 1e-6)
-    active = [0, 1, 2]
-    while True:  # drop a coefficient that comes out negative and refit (NNLS for 3 terms)
-        coef = np.zeros(3)
+    active = list(range(width))
+    while True:  # drop a coefficient that comes out negative and refit (NNLS, small)
+        coef = np.zeros(width)
         sol, *_ = np.linalg.lstsq(x[:, active] * weights[:, None], y * weights, rcond=None)
         coef[active] = sol
         negative = [i for i in active if coef[i] < 0]
         if not negative:
-            return Linear(float(coef[0]), float(coef[1]), float(coef[2]))
+            break
         active.remove(min(negative, key=lambda i: coef[i]))
+    fixed = tuple((name, float(coef[k])) for k, name in enumerate(scenarios))
+    idle = dict(fixed).get(PLAN_SCENARIO, max((v for _, v in fixed), default=0.0))
+    return Linear(float(idle), float(coef[-2]), float(coef[-1]), fixed)
 
 
 @dataclass(frozen=True)
@@ -178,6 +282,8 @@ class Residual:
     trials: int
     measured_cores: float
     fitted_cores: float
+    spread: tuple[float, float] = (0.0, 0.0)
+    """Lowest and highest trial residual (fitted / measured - 1) at this point."""
 
     @property
     def error(self) -> float:
@@ -206,6 +312,8 @@ class Fit:
     """Fit trials left out because the server waited for a CPU too long."""
     fit_range: dict[str, tuple[float, float]] = field(default_factory=dict)
     """Per scenario, the lowest and highest deliveries/s fitted (beyond: extrapolation)."""
+    floor_host: dict[str, Host] = field(default_factory=dict)
+    """Per scenario, the host shares the floor was measured at (median over its trials)."""
 
     def interval(self, attribute: str, level: float = 0.9) -> tuple[float, float]:
         """The bootstrap ``level`` interval of one :class:`Linear` attribute."""
@@ -225,9 +333,9 @@ def _by_point(trials: Iterable[Trial]) -> dict[tuple[str, str], list[Trial]]:
 def _linear_of(trials: Sequence[Trial], harness: bool = False) -> Linear:
     """The fit over ``trials``, at the deliveries each actually made (a process that fell
     behind its offered load was paid for what it delivered)."""
-    rows = [(t.inbound_per_s, t.throughput_per_s or t.deliveries_per_s,
+    rows = [(t.scenario, t.inbound_per_s, t.throughput_per_s or t.deliveries_per_s,
              t.harness_cores if harness else t.cpu_cores) for t in trials]  # fmt: skip
-    return fit_linear([(i, d, c) for i, d, c in rows if c is not None and c > 0])
+    return fit_linear([(s, i, d, c) for s, i, d, c in rows if c is not None and c > 0])
 
 
 def fit_transport(
@@ -270,13 +378,15 @@ def fit_transport(
             params,
             len(group),
             float(np.mean([t.cpu_cores for t in group if t.cpu_cores is not None])),
-            server.cores(group[0].inbound_per_s, group[0].deliveries_per_s),
+            server.cores(group[0].inbound_per_s, group[0].deliveries_per_s, scenario),
+            _spread(server, group),
         )
         for (scenario, params), group in sorted(points.items())
     )
     floor_us: dict[str, dict[str, float]] = {}
     floor_load: dict[str, tuple[float, float]] = {}
     fit_range: dict[str, tuple[float, float]] = {}
+    floor_host: dict[str, Host] = {}
     for scenario in ("echo", "fanout"):
         groups = [g for (s, _), g in points.items() if s == scenario]
         if not groups:
@@ -287,6 +397,9 @@ def fit_transport(
             for q in QUANTILES
         }
         floor_load[scenario] = (lowest[0].inbound_per_s, lowest[0].deliveries_per_s)
+        hosts = [host_of(t) for t in lowest]
+        floor_host[scenario] = Host(float(np.median([h.server for h in hosts])),
+                                    float(np.median([h.harness for h in hosts])))  # fmt: skip
         loads = [g[0].deliveries_per_s for g in groups]
         fit_range[scenario] = (min(loads), max(loads))
     return Fit(
@@ -299,7 +412,14 @@ def fit_transport(
         floor_load=floor_load,
         refused=tuple(waited),
         fit_range=fit_range,
+        floor_host=floor_host,
     )
+
+
+def _spread(model: Linear, group: Sequence[Trial]) -> tuple[float, float]:
+    errors = [model.cores(t.inbound_per_s, t.deliveries_per_s, t.scenario) / t.cpu_cores - 1
+              for t in group if t.cpu_cores]  # fmt: skip
+    return (min(errors), max(errors)) if errors else (0.0, 0.0)
 
 
 def fit_all(

@@ -8,10 +8,16 @@ measurement with its error. Thresholds (METHOD.md item 13, issue 17): CPU within
 ``KNEE_TOLERANCE``. A point whose load lies outside the fitted range is an extrapolation.
 
 Latency is the measured floor (client + kernel + scheduler at the lowest fitted load) plus
-the queueing the load adds on top of it: each process on the path (the server, and the
-harness that plays every client) is one single-core queue; a message costs its inbound CPU,
-then one delivery's CPU per recipient, written one after another. The slowest queue sets
-the queueing (a pipeline is as slow as its slowest stage).
+the queueing the load adds on top of it. The path is a tandem of two single-core queues, the
+server then the harness that plays every client, each working through its items in order:
+an echo is one item at each; a fan-out publish is the publish then one item per subscriber
+at the server, and one item per subscriber at the harness. The harness sends on a constant
+schedule (periodic arrivals, as ``harness.load.Schedule`` does), each item's CPU time is
+exponential about its fitted mean, and a process runs at the CPU share the host gave it while
+it was runnable, run / (run + run-queue wait) from schedstat, minus its fixed cost: on a
+machine shared with other work a process gets less than its core, and that share is measured
+with every point, not fitted (it is the other tenants' load, not the server's property). The
+plan assumes a whole core (share 1); validation reports the knee both ways.
 """
 
 from __future__ import annotations
@@ -20,93 +26,140 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sobranie_bench.capacity.fit import QUANTILES, CalibrationRefused, Fit, Linear, Trial
-from sobranie_bench.capacity.instance import JobStream, simulate_instance
+import numpy as np
+
+from sobranie_bench.capacity.fit import (
+    QUANTILES,
+    QUIET,
+    CalibrationRefused,
+    Fit,
+    Host,
+    Linear,
+    Step,
+    Trial,
+    host_of,
+)
 
 CPU_TOLERANCE = 0.15
 P95_FACTOR = 2.0
 KNEE_TOLERANCE = 0.20
-SIM_JOBS = 6_000  # messages simulated per latency prediction
-IDLE_JOBS_PER_S = 200.0  # the idle CPU as a stream of small jobs (timers, GC) of this rate
+SIM_ITEMS = 200_000  # items (messages or deliveries) simulated per latency prediction, at most
+SIM_MESSAGES = 400  # inbound messages simulated per prediction, at least (echo or publishes)
+WARMUP_SHARE = 0.1  # the first messages are discarded (the queue starts empty)
 SATURATED = 0.98  # a stage this busy has no steady state: the latency grows without bound
+MAX_KNEE = 200_000  # subscribers: the bisection's bound for a knee beyond the steps
 RANDOM_SEED = 11
 
 
-def _stages(fit: Fit) -> list[Linear]:
-    """The single-core processes on a benchmark's path: the server, then the harness."""
-    return [fit.server] + ([fit.harness] if fit.harness is not None else [])
+def _speed(model: Linear, scenario: str, cpu_share: float) -> float:
+    """The share of a core left for messages: the host's share less the fixed cost."""
+    return cpu_share - model.fixed_for(scenario)
 
 
-def _stage_quantiles(
-    model: Linear, inbound_per_s: float, fanout: int, seed: int, jobs: int = SIM_JOBS
-) -> tuple[float, float, float] | None:
-    """(p50, p95, p99) seconds a delivery spends in one single-core process, or None when
-    the process is saturated at this load."""
-    if model.cores(inbound_per_s, inbound_per_s * fanout) >= SATURATED:
-        return None
-    streams = [
-        JobStream(
-            "messages",
-            inbound_per_s,
-            max(model.delivery_s, 1e-9),
-            fanout=((fanout, 1.0),),
-            delivers=True,
-            setup_cost_s=model.inbound_s,
-        )
-    ]
-    if model.idle > 0:
-        streams.append(JobStream("idle", IDLE_JOBS_PER_S, model.idle / IDLE_JOBS_PER_S))
-    result = simulate_instance(streams, cores=1, jobs=jobs, seed=seed)
-    return result.delivery_quantiles_s
+def _saturated(model: Linear, scenario: str, rate: float, fanout: int, cpu_share: float) -> bool:
+    work = model.inbound_s * rate + model.delivery_s * rate * fanout
+    speed = _speed(model, scenario, cpu_share)
+    return speed <= 0 or work / speed >= SATURATED
+
+
+def _finish(arrivals: np.ndarray, costs: np.ndarray) -> np.ndarray:
+    """Completion times of items served in order by one queue: F_k = max(F_{k-1}, a_k) + c_k,
+    in closed form C_k + max_{j<=k}(a_j - C_{j-1}) with C the cumulative cost."""
+    total = np.cumsum(costs)
+    return total + np.maximum.accumulate(arrivals - (total - costs))
 
 
 def queueing(
-    fit: Fit, inbound_per_s: float, fanout: int, seed: int = RANDOM_SEED, jobs: int = SIM_JOBS
+    fit: Fit, scenario: str, rate: float, fanout: int, host: Host = QUIET,
+    seed: int = RANDOM_SEED,
 ) -> tuple[float, float, float] | None:
-    """Queueing quantiles (s) on the benchmark's path: the slowest of server and harness."""
-    found = [_stage_quantiles(m, inbound_per_s, fanout, seed, jobs) for m in _stages(fit)]
-    if any(q is None for q in found):
+    """(p50, p95, p99) seconds from a message's intended send to its delivery's handling by
+    the harness, through the server then the harness; None when either is saturated."""
+    stages = [(fit.server, host.server)]
+    if fit.harness is not None:
+        stages.append((fit.harness, host.harness))
+    if rate <= 0 or any(_saturated(m, scenario, rate, fanout, s) for m, s in stages):
         return None
-    return tuple(max(q[i] for q in found if q is not None) for i in range(3))  # type: ignore[return-value]
+    rng = np.random.default_rng(seed)
+    messages = max(SIM_MESSAGES, SIM_ITEMS // max(1, fanout))
+    sent = np.arange(messages) / rate
+    per = 1 if scenario == "echo" else fanout  # delivery items per message
+    server, cpu_share = stages[0]
+    speed = _speed(server, scenario, cpu_share)
+    if scenario == "echo":
+        at_server = sent
+        mean = np.full(messages, server.inbound_s + server.delivery_s)
+    else:  # the publish, then its deliveries, one after another
+        at_server = np.repeat(sent, per + 1)
+        mean = np.tile(np.r_[server.inbound_s, np.full(per, server.delivery_s)], messages)
+    done = _finish(at_server, rng.exponential(mean) / speed)
+    if scenario != "echo":
+        done = done.reshape(messages, per + 1)[:, 1:].ravel()  # the deliveries' ends
+    origin = np.repeat(sent, per)
+    if len(stages) > 1:
+        harness, cpu_share = stages[1]
+        cost = harness.inbound_s + harness.delivery_s if scenario == "echo" else (
+            harness.delivery_s + harness.inbound_s / per)
+        speed = _speed(harness, scenario, cpu_share)
+        done = _finish(done, rng.exponential(cost, done.size) / speed)
+    latency = (done - origin)[int(done.size * WARMUP_SHARE):]
+    p50, p95, p99 = np.quantile(latency, (0.5, 0.95, 0.99))
+    return float(p50), float(p95), float(p99)
 
 
 def predict_latency_us(
-    fit: Fit, scenario: str, inbound_per_s: float, fanout: int, jobs: int = SIM_JOBS
+    fit: Fit, scenario: str, rate: float, fanout: int, host: Host = QUIET
 ) -> dict[str, float] | None:
     """Predicted latency quantiles (µs): the measured floor plus the queueing this load adds
-    over the floor's load. None when a process on the path is saturated."""
+    over the floor's load (each at its own host share). None when a process on the path is
+    saturated."""
     floor = fit.floor_us.get(scenario)
     if floor is None:
         return None
     base_in, base_del = fit.floor_load[scenario]
-    base = queueing(fit, base_in, max(1, round(base_del / base_in)), jobs=jobs)
-    here = queueing(fit, inbound_per_s, fanout, jobs=jobs)
+    base_fanout = max(1, round(base_del / base_in))
+    base = queueing(fit, scenario, base_in, base_fanout, fit.floor_host.get(scenario, QUIET))
+    here = queueing(fit, scenario, rate, fanout, host)
     if here is None or base is None:
         return None
     return {q: floor[q] + max(0.0, here[i] - base[i]) * 1e6 for i, q in enumerate(QUANTILES)}
 
 
-def predict_knee(
-    fit: Fit, inbound_per_s: float, sla_ms: float, upper: int = 100_000
-) -> float:
-    """Most subscribers of one channel published to at ``inbound_per_s`` whose predicted
-    p95 stays within ``sla_ms`` (bisection; the p95 grows with the fan-out)."""
+def _within(fit: Fit, rate: float, subscribers: int, sla_us: float, host: Host) -> float:
+    """Predicted p95 (µs) at ``subscribers``, infinite when saturated."""
+    p = predict_latency_us(fit, "fanout", rate, subscribers, host)
+    return math.inf if p is None else p["p95"]
 
-    def within(n: int) -> bool:
-        p = predict_latency_us(fit, "fanout", inbound_per_s, n, jobs=SIM_JOBS // 3)
-        return p is not None and p["p95"] <= sla_ms * 1000
 
-    for m in _stages(fit):  # beyond the fan-out that fills a process, nothing holds
-        if m.delivery_s > 0:
-            full = ((SATURATED - m.idle) / inbound_per_s - m.inbound_s) / m.delivery_s
-            upper = min(upper, max(2, math.ceil(full)))
-    low, high = 1, upper
-    if not within(low):
+def predict_knee(fit: Fit, rate: float, sla_ms: float, host: Host = QUIET) -> float:
+    """Most subscribers of one channel published to at ``rate`` whose predicted p95 stays
+    within ``sla_ms`` on a host giving these shares (bisection; the p95 grows with the
+    fan-out)."""
+    sla_us = sla_ms * 1000
+    low, high = 1, MAX_KNEE
+    if _within(fit, rate, low, sla_us, host) > sla_us:
         return 0.0
-    while high - low > max(1, low // 100):
+    while high - low > max(1, low // 200):
         middle = (low + high) // 2
-        low, high = (middle, high) if within(middle) else (low, middle)
+        low, high = (middle, high) if _within(fit, rate, middle, sla_us, host) <= sla_us else (
+            low, middle)
     return float(low)
+
+
+def predict_steps_knee(fit: Fit, trial: Trial) -> tuple[float, str]:
+    """The knee of a capacity trial as the model sees it: the predicted p95 at each measured
+    step (at that step's measured host shares), crossed like :func:`measured_knee`; past the
+    last step, at the last step's shares."""
+    sla_us = (trial.sla_ms or 0.0) * 1000
+    predicted = tuple(
+        Step(s.subscribers, _within(fit, trial.inbound_per_s, s.subscribers, sla_us,
+                                    host_of(s))) for s in trial.steps)  # fmt: skip
+    knee, how = measured_knee(Trial(**{**trial.__dict__, "steps": predicted}))
+    if how == NOT_REACHED and trial.steps:
+        last = host_of(trial.steps[-1])
+        return predict_knee(fit, trial.inbound_per_s, trial.sla_ms or 0.0, last), (
+            "beyond the steps, at the last step's host share")
+    return knee, how
 
 
 NOT_REACHED = "every step held: the knee is above the last step"
@@ -117,18 +170,18 @@ def measured_knee(trial: Trial) -> tuple[float, str]:
     step that held and the first that did not; with how it was found (``NOT_REACHED``: a
     lower bound only)."""
     sla_us = (trial.sla_ms or 0.0) * 1000
-    held = [(n, p) for n, p in trial.steps if p <= sla_us]
-    missed = [(n, p) for n, p in trial.steps if p > sla_us]
-    if not trial.steps:
+    steps = [(s.subscribers, s.p95_us) for s in trial.steps]
+    if not steps:
         return math.nan, "no steps"
-    if not missed:
-        return float(trial.steps[-1][0]), NOT_REACHED
-    first_miss = trial.steps.index(missed[0]) if missed else len(trial.steps)
-    before = [s for s in trial.steps[:first_miss] if s in held]
-    n_f, p_f = missed[0]
-    if not before:
+    first_miss = next((i for i, (_, p) in enumerate(steps) if p > sla_us), None)
+    if first_miss is None:
+        return float(steps[-1][0]), NOT_REACHED
+    n_f, p_f = steps[first_miss]
+    if first_miss == 0:
         return float(n_f) * sla_us / p_f, "the first step missed: scaled from it"
-    n_h, p_h = before[-1]
+    n_h, p_h = steps[first_miss - 1]
+    if not math.isfinite(p_f):
+        return float(n_h), "between the steps around the SLA"
     return n_h + (sla_us - p_h) / (p_f - p_h) * (n_f - n_h), "between the steps around the SLA"
 
 
@@ -176,26 +229,62 @@ def _check(
                  test, extrapolation, note)  # fmt: skip
 
 
+def predict_cpu(
+    fit: Fit, scenario: str, rate: float, deliveries_per_s: float, cpu_share: float = 1.0
+) -> float:
+    """The server's cores at this load: the fitted costs, but never more than the CPU share
+    the host gave it (a process that cannot keep up runs all the time it is given)."""
+    return min(fit.server.cores(rate, deliveries_per_s, scenario), cpu_share)
+
+
+def _knee_checks(fit: Fit, trial: Trial) -> list[Check]:
+    """A capacity trial: its knee (at the measured host shares, and on a quiet host), and the
+    server's CPU at every step that held (the fan-out grid the fit did not see)."""
+    measured, how = measured_knee(trial)
+    predicted, predicted_how = predict_steps_knee(fit, trial)
+    lo, hi = fit.fit_range.get("fanout", (0.0, math.inf))
+    outside = not lo <= predicted * trial.inbound_per_s <= hi
+    ok: bool | None = abs(predicted / measured - 1) <= KNEE_TOLERANCE if measured else False
+    if how == NOT_REACHED:
+        ok = None  # a lower bound is no knee to hold the prediction to
+    quiet = predict_knee(fit, trial.inbound_per_s, trial.sla_ms or 0.0)
+    checks = [
+        _check(trial, "knee subs", predicted, measured, f"±{KNEE_TOLERANCE:.0%}", ok, outside,
+               f"measured: {how}; predicted: {predicted_how}"),
+        _check(trial, "knee subs, quiet host", quiet, measured, "-", None,
+               not lo <= quiet * trial.inbound_per_s <= hi,
+               "the model with a whole core per process (the plan's assumption)"),
+    ]  # fmt: skip
+    sla_us = (trial.sla_ms or 0.0) * 1000
+    for step in trial.steps:
+        if step.server_cores is None or step.p95_us > sla_us:
+            continue
+        deliveries = trial.inbound_per_s * step.subscribers
+        cpu = predict_cpu(fit, "fanout", trial.inbound_per_s, deliveries, host_of(step).server)
+        beyond = not lo <= deliveries <= hi
+        checks.append(_check(
+            trial, f"cpu cores @{step.subscribers} subs", cpu, step.server_cores,
+            f"±{CPU_TOLERANCE:.0%}", abs(cpu / step.server_cores - 1) <= CPU_TOLERANCE, beyond,
+            f"host share {host_of(step).server:.2f}"))  # fmt: skip
+    return checks
+
+
 def check_trial(fit: Fit, trial: Trial, knee: float | None) -> list[Check]:
     """Predict one held-out trial; ``knee`` is the measured knee (subscribers) when known."""
     if trial.scenario == "capacity":
-        measured, how = measured_knee(trial)
-        predicted = predict_knee(fit, trial.inbound_per_s, trial.sla_ms or 0.0)
-        lo, hi = fit.fit_range.get("fanout", (0.0, math.inf))
-        outside = not lo <= predicted * trial.inbound_per_s <= hi
-        ok: bool | None = abs(predicted / measured - 1) <= KNEE_TOLERANCE if measured else False
-        if how == NOT_REACHED:
-            ok = None  # a lower bound is no knee to hold the prediction to
-        return [_check(trial, "knee subs", predicted, measured, f"±{KNEE_TOLERANCE:.0%}", ok,
-                       outside, how)]  # fmt: skip
+        return _knee_checks(fit, trial)
     lo, hi = fit.fit_range.get(trial.scenario, (0.0, math.inf))
     outside = not lo <= trial.deliveries_per_s <= hi
+    host = host_of(trial)
     checks = []
     if trial.cpu_cores is not None:
-        cpu = fit.server.cores(trial.inbound_per_s, trial.deliveries_per_s)
+        cpu = predict_cpu(fit, trial.scenario, trial.inbound_per_s, trial.deliveries_per_s,
+                          host.server)
         checks.append(_check(trial, "cpu cores", cpu, trial.cpu_cores, f"±{CPU_TOLERANCE:.0%}",
-                             abs(cpu / trial.cpu_cores - 1) <= CPU_TOLERANCE, outside))  # fmt: skip
-    latency = predict_latency_us(fit, trial.scenario, trial.inbound_per_s, trial.fanout)
+                             abs(cpu / trial.cpu_cores - 1) <= CPU_TOLERANCE, outside,
+                             f"host share server {host.server:.2f}, harness "
+                             f"{host.harness:.2f}"))  # fmt: skip
+    latency = predict_latency_us(fit, trial.scenario, trial.inbound_per_s, trial.fanout, host)
     below = knee is None or trial.fanout < knee if trial.scenario == "fanout" else True
     for q in QUANTILES:
         if q not in trial.latency_us:
@@ -211,18 +300,22 @@ def check_trial(fit: Fit, trial: Trial, knee: float | None) -> list[Check]:
                                  outside, note))  # fmt: skip
     if trial.throughput_per_s is not None:
         offered = trial.deliveries_per_s
-        capacity = _saturation_rate(fit, trial.fanout) * trial.fanout
+        capacity = _saturation_rate(fit, trial.scenario, trial.fanout, host) * trial.fanout
         checks.append(_check(trial, "throughput /s", min(offered, capacity),
                              trial.throughput_per_s, "-", None, outside))  # fmt: skip
     return checks
 
 
-def _saturation_rate(fit: Fit, fanout: int) -> float:
+def _saturation_rate(fit: Fit, scenario: str, fanout: int, host: Host = QUIET) -> float:
     """Inbound messages per second at which the slowest process on the path is full."""
+    stages = [(fit.server, host.server)]
+    if fit.harness is not None:
+        stages.append((fit.harness, host.harness))
     rates = []
-    for m in _stages(fit):
+    for m, cpu_share in stages:
         per_message = m.inbound_s + fanout * m.delivery_s
-        rates.append(math.inf if per_message <= 0 else max(0.0, 1 - m.idle) / per_message)
+        speed = max(0.0, _speed(m, scenario, cpu_share))
+        rates.append(math.inf if per_message <= 0 else speed / per_message)
     return min(rates)
 
 

@@ -53,8 +53,12 @@ class Client(ABC):
     def __init__(self, url: str, token: str, *, reconnect: bool = True,
                  backoff: Backoff = Backoff(), rng: random.Random | None = None,
                  on_envelope: Callable[[Envelope], None] | None = None,
-                 timeout: float = 10.0, ca: str | None = None) -> None:
+                 timeout: float = 10.0, ca: str | None = None,
+                 source: str | None = None) -> None:
         self.url = url.rstrip("/")
+        self.source = source
+        """Local address to connect from (127.0.0.2, ...: each source address has its own
+        ephemeral ports, so one machine can open more than one range's worth)."""
         self.ca = ca
         """CA certificate to trust for https:// (default: the local CA of sobranie_contract.tls)."""
         self.token = token
@@ -95,7 +99,7 @@ class Client(ABC):
         except ClientError:
             raise
         except (TimeoutError, OSError) as exc:
-            raise ClientError(f"cannot reach {self.url}: {exc}") from None
+            raise ClientError(f"cannot reach {self.url}: {str(exc) or type(exc).__name__}") from None
         self._runner = asyncio.create_task(self._run())
         return await asyncio.wait_for(self._hello, self.timeout)
 
@@ -138,6 +142,11 @@ class Client(ABC):
     async def __aiter__(self) -> AsyncIterator[Envelope]:
         while True:
             yield await self._inbox.get()
+
+    @property
+    def is_open(self) -> bool:
+        """Connected, and the transport has not ended (nor is the client reconnecting)."""
+        return self._runner is not None and not self._runner.done() and not self._closing
 
     async def drop(self) -> None:
         """Cut the connection abruptly (tests and fault scenarios); resume follows if enabled."""

@@ -25,9 +25,10 @@ class AiohttpClient(Client):
             # Keep cookies from IP hosts too, as browsers do: a balancer's sticky-session
             # cookie (HAProxy ``cookie SRV insert``) on http://127.0.0.1 must come back.
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, force_close=False,
-                                             keepalive_timeout=KEEPALIVE_SECONDS,
-                                             ssl=self.ssl_context or True),
+                connector=aiohttp.TCPConnector(
+                    limit=0, force_close=False, keepalive_timeout=KEEPALIVE_SECONDS,
+                    ssl=self.ssl_context or True,
+                    local_addr=(self.source, 0) if self.source else None),
                 cookie_jar=aiohttp.CookieJar(unsafe=True))
         return self._session
 

@@ -44,6 +44,8 @@ class _Protocol(asyncio.Protocol):
         self.key = key
         self.transport: asyncio.Transport | None = None
         self.handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # a handshake that fails after its waiter gave up (a timeout) is no orphan error
+        self.handshake.add_done_callback(lambda f: f.cancelled() or f.exception())
         self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.buf = bytearray()
         self.fragments: list[bytes] = []
@@ -77,6 +79,9 @@ class _Protocol(asyncio.Protocol):
             self._fail(ClientError("WebSocket upgrade: bad Sec-WebSocket-Accept"))
             return False
         self.upgraded = True
+        if self.handshake.done():  # its waiter gave up (timed out): nobody wants this one
+            self._fail(ClientError("WebSocket upgrade answered after the client gave up"))
+            return False
         self.handshake.set_result(None)
         self.buf += body
         return True
@@ -148,7 +153,8 @@ class WsClient(Client):
         try:
             _, proto = await asyncio.wait_for(loop.create_connection(
                 lambda: _Protocol(self, key), host, port, ssl=ctx,
-                server_hostname=host if ctx else None), self.timeout)
+                server_hostname=host if ctx else None,
+                local_addr=(self.source, 0) if self.source else None), self.timeout)
         except OSError as exc:  # ssl.SSLError included
             raise ClientError(f"cannot reach {self.url}: {exc}") from None
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

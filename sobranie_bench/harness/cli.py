@@ -17,9 +17,9 @@ from servers.run import install_uvloop
 from sobranie_bench.clients import TRANSPORTS
 from sobranie_bench.harness import results
 from sobranie_bench.harness.runner import HarnessError, Plan, count_points, run_plan
-from sobranie_bench.harness.scenarios import PROFILES as RUN_PROFILES
+from sobranie_bench.harness.scenarios import PROFILES
 from sobranie_bench.harness.scenarios.registry import registry
-from sobranie_bench.netlab.profiles import PROFILES
+from sobranie_bench.netlab.profiles import PROFILES as NETWORK_PROFILES
 
 
 def final_table(raws: list[dict[str, Any]]) -> Table:
@@ -36,6 +36,10 @@ def final_table(raws: list[dict[str, Any]]) -> Table:
         figures = ", ".join(f"{label} {m[name][0]:,.{2 if m[name][1] == 's' else 0}f}"
                             for name, label in (scenario.headline if scenario else [])
                             if name in m)
+        causes = [f"{k.removeprefix('failed_')} {v:,.0f}" for k, (v, _) in m.items()
+                  if k.startswith("failed_")]
+        if causes:
+            figures += f" ([red]{', '.join(causes)}[/])"
         flags = ", ".join(name.replace("_", "-") for name, on in results.flags(raw).items()
                           if on)
         table.add_row(raw["transport"], raw["scenario"], results.params_key(raw["params"]),
@@ -57,7 +61,7 @@ def _run(args: argparse.Namespace) -> int:
                 workers=args.workers, trials=args.trials, seed=args.seed, broker=args.broker,
                 cluster=args.cluster, overrides=tuple(args.set or ()), tls=args.tls,
                 ca=args.ca, server_pid=args.server_pid, tls_compare=args.tls_compare,
-                network=args.network)
+                network=args.network, processes=args.processes)
     raws: list[dict[str, Any]] = []
     try:
         total = count_points(plan)
@@ -118,33 +122,41 @@ def register(sub: Any) -> None:
                     "(about 15), full (as long as it needs).\n\nscenarios: " + "; ".join(f"{n}: {s.doc}"
                                                          for n, s in scenarios.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", choices=RUN_PROFILES,
+    p.add_argument("--profile", choices=PROFILES,
                    default="ci", help="ci, standard, quick or full; calibrate and holdout: the capacity "
                    "model's fit and validation points (`sobranie-bench capacity calibrate`)")
     p.add_argument("--transports", type=_csv, metavar="T,T",
                    help=f"comma-separated (default all: {','.join(TRANSPORTS)})")
     p.add_argument("--scenarios", type=_csv, metavar="S,S",
-                   help=f"comma-separated (default all: {','.join(scenarios)})")
+                   help="comma-separated (default all but the named-only: "
+                   f"{','.join(n for n, s in scenarios.items() if not s.named_only)}; named only: "
+                   f"{','.join(n for n, s in scenarios.items() if s.named_only)})")
     p.add_argument("--target", metavar="URL",
                    help="benchmark a running contract server at this base URL instead of "
                         "starting fresh ones (docs/benchmark-your-server.md)")
     p.add_argument("--out", default="results", help="results root (default results)")
     p.add_argument("--workers", type=int, default=1,
                    help="harness processes sharing the load (10k+ connections need 2-4)")
+    p.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="server processes on one port (serve --processes N) for the servers "
+                        "the harness starts; a grid point's processes=N overrides it; over the"
+                        " memory broker N > 1 uses our own Redis")
     p.add_argument("--trials", type=int, help="trials per point (default: ci 1, else 3)")
     p.add_argument("--seed", type=int, default=1, help="seed for schedules (default 1)")
     p.add_argument("--broker", default="memory",
                    help="broker of the servers the harness starts: memory (default), redis or "
-                        "nats (our own, started fresh per run) or a redis:// / nats:// URL")
+                        "nats (our own, started fresh per run), redis-cluster (our own 3 masters"
+                        " + 3 replicas) or a redis:// / redis+cluster:// / nats:// URL")
     p.add_argument("--cluster", type=int, default=0, metavar="N",
                    help="run against N instances behind HAProxy over --broker (redis, nats "
                         "or a URL), fresh per run; ws, sse and longpoll only")
     p.add_argument("--set", type=_setting, action="append", metavar="KEY=VALUE",
                    help="set a scenario parameter in every grid point that has it, e.g. "
                         "--set subscribers=1000 --set rate=50 (repeatable)")
-    p.add_argument("--network", default="loopback", choices=list(PROFILES), metavar="PROFILE",
+    p.add_argument("--network", default="loopback", choices=list(NETWORK_PROFILES),
+                   metavar="PROFILE",
                    help="emulated network between harness and server (root): "
-                        f"{', '.join(PROFILES)}; default loopback (docs/network.md)")
+                        f"{', '.join(NETWORK_PROFILES)}; default loopback (docs/network.md)")
     p.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True,
                    help="TCP transports over TLS 1.3 with our local CA (default; WebTransport "
                         "and WebRTC always encrypt); --no-tls measures plaintext, labelled "

@@ -330,6 +330,11 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
         m.update(_latency_rows("connect", h["connect"]["measured"]))
         m["failures"] = (c["failures"], "count")
         m["connected"] = (c["connected"], "count")
+        for key in ("held", "peak_open", "dropped"):  # counted by the parts since issue 19
+            if key in c:
+                m[key] = (c[key], "count")
+        m.update({key: (value, "count") for key, value in c.items()
+                  if key.startswith("failed_") and value})
         slope = rss_slope(server, raw["series"]["connected_at"], t["ramp_start"],
                           t["hold_end"])
         if slope is not None:
@@ -348,6 +353,8 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
         m["delivered"] = (c["delivered"], "count")
         if "handshake_round_trips" in c:
             m["handshake_round_trips"] = (c["handshake_round_trips"], "round trips")
+    elif scenario == "browser":
+        m.update(browser_metrics(raw))
     elif scenario == "capacity":
         m["max_clients_within_sla"] = (c["max_clients_within_sla"], "clients")
         m["sla_ms"] = (c["sla_ms"], "ms")
@@ -376,6 +383,31 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
         messages = c.get("published", c.get("acked", 0))
         per(cpu_between(res["broker"], w.get("start", 0), w.get("end", 0)), messages,
             "broker_cpu_us_per_msg")
+    return m
+
+
+def browser_metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
+    """The ``browser`` scenario's: works (every tab did the whole check), hello and first
+    message times, the engine's major version; for SSE the per-origin limit (``info`` of the
+    raw file keeps the full version and every failure's reason)."""
+    c, h, info = raw["counters"], raw["histograms"], raw.get("info", {})
+    if "not_run" in info:
+        return {"browser_not_run": (1.0, "flag")}
+    m = {**_latency_rows("hello", h["hello"]["measured"]),
+         **_latency_rows("first_message", h["first"]["measured"])}
+    m["browser_tabs"] = (c["tabs"], "count")
+    m["browser_tabs_ok"] = (c["tabs_ok"], "count")
+    m["browser_works"] = (float(c["tabs_ok"] == c["tabs"] > 0), "flag")
+    m["engine_major_version"] = (c["engine_major"], "version")
+    limit = info.get("sse_limit", {})
+    for key in ("seventh_blocked", "other_host_blocked"):
+        if key in limit:
+            m[f"sse_{key}"] = (float(limit[key]), "flag")
+    for key in ("seventh_hello_after_close_ms", "other_host_hello_ms"):
+        if limit.get(key) is not None:
+            m[f"sse_{key}"] = (float(limit[key]), "ms")
+    if "seventh_blocked" in limit.get("http2", {}):
+        m["sse_http2_seventh_blocked"] = (float(limit["http2"]["seventh_blocked"]), "flag")
     return m
 
 

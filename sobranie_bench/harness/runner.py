@@ -73,6 +73,9 @@ class Plan:
     (our own, fresh per run, :mod:`sobranie_bench.services`)."""
     cluster: int = 0
     """Run against N instances behind HAProxy (fresh per run) instead of one server."""
+    processes: int = 1
+    """Server processes sharing one port (``serve --processes N``); a grid point's
+    ``processes`` parameter overrides it. N > 1 over the memory broker uses our own Redis."""
     overrides: tuple[tuple[str, Any], ...] = ()
     """(parameter, value) pairs set in every grid point that has that parameter."""
     timing: tuple[float, float] | None = None
@@ -99,7 +102,8 @@ class Plan:
     def points(self) -> Iterator[tuple[str, Scenario, dict[str, Any], int]]:
         scenarios = registry()
         names = self.scenarios or tuple(n for n, s in scenarios.items()
-                                        if self.cluster >= 2 or not s.needs_cluster)
+                                        if (self.cluster >= 2 or not s.needs_cluster)
+                                        and not s.named_only)
         trials = self.trials or (1 if self.profile == "ci" else 3)
         for transport in self.transports or tuple(TRANSPORTS):
             for name in names:
@@ -109,11 +113,6 @@ class Plan:
                     for trial in range(1, trials + 1):
                         yield transport, scenarios[name], params, trial
 
-    def planned_seconds(self) -> float:
-        """The plan's duration by its declared timings: every trial of every point's
-        set-up, warm-up, window and ramps, plus SERVER_START_S for its fresh server."""
-        return sum(scenario.planned_seconds(self.profile, params) + SERVER_START_S
-                   for _plan, _t, scenario, params, _trial in self.runs())
     def variants(self, transport: str) -> tuple[Plan, ...]:
         """The plans one point runs under: itself, or with ``tls_compare`` a plaintext and a
         TLS one (once for a transport that always encrypts)."""
@@ -128,6 +127,11 @@ class Plan:
         for transport, scenario, params, trial in self.points():
             for variant in self.variants(transport):
                 yield variant, transport, scenario, params, trial
+    def planned_seconds(self) -> float:
+        """The plan's duration by its declared timings: every trial of every point's
+        set-up, warm-up, window and ramps, plus SERVER_START_S for its fresh server."""
+        return sum(scenario.planned_seconds(self.profile, params) + SERVER_START_S
+                   for _v, _t, scenario, params, _trial in self.runs())
 
     def grid(self, scenario: Scenario) -> list[dict[str, Any]]:
         """The profile's points with the overrides applied (points that become equal, once);
@@ -146,6 +150,13 @@ class Server:
     pid: int
     process: asyncio.subprocess.Process
     client_options: dict[str, Any] = field(default_factory=dict)
+    pids: list[int] = field(default_factory=list)
+    """Every process serving (``serve --processes N``), the first being ``pid``."""
+
+    def sampled(self) -> dict[str, int]:
+        """The sampler's names for the serving processes: server, server-2, ..."""
+        return {("server" if i == 0 else f"server-{i + 1}"): pid
+                for i, pid in enumerate(self.pids or [self.pid])}
 
     async def check_alive(self, kind: str) -> None:
         """Raise HarnessError when the server exited during the run (its figures would be the
@@ -173,28 +184,34 @@ class Server:
             await proc.wait()
 
 
-async def spawn_server(kind: str, plan: Plan) -> Server:
-    """A fresh server process on an OS-chosen loopback port, ready when it prints its URL."""
+async def spawn_server(kind: str, plan: Plan, processes: int = 1) -> Server:
+    """A fresh server (``processes`` of them on one port) on an OS-chosen loopback port, ready
+    when it prints its URL."""
     # under --network the server runs in the lab's server namespace, on the link's address
     netns, host = (plan.lab.server_exec, ["--host", plan.lab.server_addr]) if plan.lab \
         else ([], [])
     proc = await asyncio.create_subprocess_exec(
         *netns, sys.executable, "-m", "sobranie_bench.cli", "serve", kind, *host,
-        "--port", "0", "--json", "--broker", plan.broker, "--jwt-secret", plan.secret, *(["--tls"] if plan.tls else []),
+        "--port", "0", "--json", "--broker", plan.broker, "--jwt-secret", plan.secret,
+        *(["--tls"] if plan.tls else []),
+        *(["--processes", str(processes)] if processes > 1 else []),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), SERVER_START_SECONDS)
         info = json.loads(line)
     except (TimeoutError, ValueError):
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):  # it may have exited already
+            proc.kill()
         err = (await proc.stderr.read()).decode(errors="replace").strip().splitlines()
         raise HarnessError(f"server {kind!r} did not start: {' / '.join(err[-3:])}") from None
     options = {"cert_hash": info["cert_sha256"]} if "cert_sha256" in info else {}
     if "ca" in info:
         options["ca"] = info["ca"]
-    # a server that runs in a child of `serve` (Elysia) announces the pid to sample
-    return Server(info["url"], int(info.get("pid", proc.pid)), proc, options)
+    # a server that runs in a child of `serve` (Elysia) announces the pid to sample, and
+    # `serve --processes N` the pids of its N processes
+    pids = [int(p) for p in info.get("pids", [info.get("pid", proc.pid)])]
+    return Server(info["url"], pids[0], proc, options, pids)
 
 
 async def check_target(url: str) -> None:
@@ -235,6 +252,7 @@ def metadata(plan: Plan, run_id: str) -> dict[str, Any]:
             "workers": plan.workers, "broker": plan.broker, "target": plan.target,
             "cluster": plan.cluster, "tls": plan.tls, "tls_resumption": False,
             "tls_compare": plan.tls_compare,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
             "complexity": complexity.record(),
             "started": datetime.now(UTC).isoformat(timespec="seconds")}
 
@@ -265,8 +283,9 @@ def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
             acc = out["per_channel"].setdefault(table, {})
             for ch, n in values.items():  # acks come from the one publishing part: sums too
                 acc[ch] = acc.get(ch, 0) + n
-        if "steps" in p:
-            out["steps"] = p["steps"]
+        for key in ("steps", "info"):  # descriptive, from the one part that has them
+            if key in p:
+                out[key] = p[key]
     return out
 
 
@@ -306,7 +325,8 @@ async def run_parts(scenario: Scenario, ctx: PartContext, workers: int,
 
 
 @contextlib.asynccontextmanager
-async def server_for(plan: Plan, transport: str) -> AsyncIterator[dict[str, Any]]:
+async def server_for(plan: Plan, transport: str,
+                     processes: int = 1) -> AsyncIterator[dict[str, Any]]:
     """What a run talks to: the --target, a fresh cluster, or a fresh server; yields the base
     URL (``url``), client ``options`` it announced, a cluster's ``instances`` and
     ``instance_pids``, and the pids to sample (``server``, ``server-2``..., ``broker``)."""
@@ -329,11 +349,12 @@ async def server_for(plan: Plan, transport: str) -> AsyncIterator[dict[str, Any]
                    "instances": tuple(i.url for i in cluster.instances),
                    "instance_pids": tuple(i.pid for i in cluster.instances)}
     else:
-        async with services.broker(plan.broker) as broker:
-            server = await spawn_server(TRANSPORTS[transport].server, replace(plan, broker=broker))
+        shared = "redis" if processes > 1 and plan.broker == "memory" else plan.broker
+        async with services.broker(shared) as broker:
+            server = await spawn_server(TRANSPORTS[transport].server, replace(plan, broker=broker),
+                                        processes)
             try:
-                yield {"url": server.url, "server": server.pid,
-                       "options": server.client_options}
+                yield {"url": server.url, **server.sampled(), "options": server.client_options}
                 await server.check_alive(TRANSPORTS[transport].server)
             finally:
                 await server.stop()
@@ -341,7 +362,9 @@ async def server_for(plan: Plan, transport: str) -> AsyncIterator[dict[str, Any]
 
 async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
                   scenario: Scenario, params: dict[str, Any], trial: int) -> dict[str, Any]:
-    async with server_for(plan, transport) as target:
+    processes = int(params.get("processes", plan.processes))
+    workers = int(params.get("workers", plan.workers))
+    async with server_for(plan, transport, processes) as target:
         warmup, duration = plan.timing or scenario.window(plan.profile, params)
         start_ns = time.monotonic_ns() + int(scenario.setup_budget(params) * 1e9)
         ctx = PartContext(transport=transport, url=str(target.pop("url")), params=params,
@@ -353,7 +376,7 @@ async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
         pids = {"harness": os.getpid(), **{k: int(v) for k, v in target.items()}}
         remote = target_metrics(plan, pids)
         async with Sampler(pids) as sampler, remote or contextlib.nullcontext():
-            parts = await run_parts(scenario, ctx, plan.workers, sampler,
+            parts = await run_parts(scenario, ctx, workers, sampler,
                                     plan.lab.client_exec if plan.lab else None)
     merged = merge_parts(parts)
     resources = sampler.as_dict()
@@ -361,8 +384,8 @@ async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
         resources["server"] = remote.as_list()
     raw = {"version": results.RAW_VERSION, "metadata": meta, "transport": transport,
            "scenario": scenario.name, "params": params, "trial": trial,
-           "profile": plan.profile, "parts": len(parts), "tls": encrypted(ctx.url, transport),
-           "network": plan.network,
+           "profile": plan.profile, "parts": len(parts), "processes": processes,
+           "tls": encrypted(ctx.url, transport), "network": plan.network,
            "window": window(ctx, merged["times"]),
            "timing": {"warmup": ctx.warmup, "duration": ctx.duration},
            "resources": resources, "machine": sampler.machine_dict(),
@@ -458,6 +481,7 @@ def network_lab(plan: Plan) -> Iterator[Any]:
 async def _run_points(plan: Plan, on_result: Callable[[str, dict[str, Any] | None], None]
                       ) -> Path:
     raise_fd_limit()
+    preflight(plan)
     run_id = new_run_id()
     meta = metadata(plan, run_id)
     meta["network"] = plan.lab.metadata() if plan.lab else {"profile": {"name": "loopback"}}
@@ -481,6 +505,21 @@ async def _run_points(plan: Plan, on_result: Callable[[str, dict[str, Any] | Non
         on_result(label, raw)
     results.write_summary(plan.out / "runs", plan.out / "summary.csv")
     return run_dir
+
+
+def preflight(plan: Plan) -> None:
+    """Refuse, before anything starts, a plan whose points this machine cannot run (open
+    files, ephemeral ports, backlog): one line naming the limit and the fix."""
+    for transport, scenario, params, _ in plan.points():
+        if scenario.preflight is None:
+            continue
+        why = scenario.preflight(params, workers=plan.workers,
+                                 processes=None if plan.target or plan.cluster
+                                 else plan.processes,
+                                 url=plan.target or "http://127.0.0.1")
+        if why:
+            raise HarnessError(f"{scenario.name} {results.params_key(params)} ({transport}): "
+                               f"{why}")
 
 
 def count_points(plan: Plan) -> int:

@@ -15,6 +15,10 @@ from typing import Any, Self
 
 import psutil
 
+from servers.run import raise_fd_limit
+
+__all__ = ["Sample", "Sampler", "cpu_model", "raise_fd_limit", "read", "schedstat"]
+
 INTERVAL_SECONDS = 0.25
 
 
@@ -197,17 +201,6 @@ class MetricsSampler:
 
     def as_list(self) -> list[list[float]]:
         return [s.as_list() for s in self.samples]
-
-
-def raise_fd_limit() -> int:
-    """Raise this process's open-file limit to its hard limit (10k+ connections need it)."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        return hard
-    return soft
 
 
 def cpu_model() -> str:

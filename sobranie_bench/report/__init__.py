@@ -17,10 +17,10 @@ __all__ = ["Results", "build", "load"]
 def build(results_dir: Path | str = "results", out_dir: Path | str | None = None,
           with_charts: bool = True) -> list[Path]:
     """Write comparison.md, claims.md, recommendation.md, summary.md, summary.ru.md,
-    failures.md (and charts/) and the network section from the raw results under
-    ``results_dir`` into ``out_dir`` (default: ``results_dir``), then the index README.md;
-    return the paths. What failed (scenarios, and notebooks executed into
-    ``out_dir/notebooks``) opens every page."""
+    failures.md (and charts/) and the network section, then the index README.md, from the raw
+    results under ``results_dir`` into ``out_dir`` (default: ``results_dir``); return the
+    paths. What failed (scenarios, and notebooks executed into ``out_dir/notebooks``) opens
+    every page."""
     from sobranie_bench.report import (
         charts,
         claims,
@@ -33,12 +33,12 @@ def build(results_dir: Path | str = "results", out_dir: Path | str | None = None
 
     res = load(results_dir)
     out = Path(out_dir) if out_dir is not None else Path(results_dir)
-    paths = [comparison.write(res, out), claims.write(res, out), recommendation.write(res, out)]
+    paths = [comparison.write(res, out), claims.write(res, out), recommendation.write(res, out),
+             *summary.write(res, out)]
     failed = failures.collect(res, out / "notebooks")
     for page in paths:  # what failed opens every page
         failures.insert_banner(page, failed)
     paths.append(failures.write(failed, out))
-    paths += summary.write(res, out)
     if with_charts:
         paths += charts.write_all(res, out / "charts")
     paths += network.write(Path(results_dir), out, with_charts)

@@ -70,11 +70,11 @@ def register(sub: Any) -> None:
     p.add_argument("--only-notebooks", action="store_true",
                    help="only execute the notebooks (the tables and charts are left as they are)")
     p.add_argument("--no-charts", action="store_true", help="skip the charts")
-    p.add_argument("--docs", metavar="DIR",
-                   help="also rewrite the generated figure blocks of DIR/*.md from these "
-                        "results (`<!-- generated: NAME -->`; make bench passes docs)")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 when any scenario or notebook failed (default: 0 whenever "
                         "the report was produced, the failures listed at its top; 1 only "
                         "when nothing could be measured)")
+    p.add_argument("--docs", metavar="DIR",
+                   help="also rewrite the generated figure blocks of DIR/*.md from these "
+                        "results (`<!-- generated: NAME -->`; make bench passes docs)")
     p.set_defaults(func=_report)

@@ -2,8 +2,9 @@
 
 Performance and scalability stars come from measured figures, compared only with transports
 measured in the same run; complexity from the size of each reference adapter and client plus
-the handshake's round trips; browser and framework support from cited public sources (they are
-not measurable on a benchmark box). A transport without results gets "not measured".
+the handshake's round trips; browser support from what the ``browser`` scenario measured in the
+engines installed here (report/browser.py), then cited public sources; framework support cited.
+A transport without results gets "not measured".
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 from sobranie_bench.clients import TRANSPORTS, base_transport
 from sobranie_bench.harness import complexity as complexity_record
 from sobranie_bench.harness.complexity import CodeSize
+from sobranie_bench.report import browser as measured_browsers
 from sobranie_bench.report import text, tls_cost
 from sobranie_bench.report.data import Measured, Results
 from sobranie_bench.report.sources import (
@@ -173,9 +175,13 @@ def scalability(res: Results, transport: str) -> Rating:
     return _rated(text.stars_from_ratio(ratio), ", ".join(parts), ratio, (memory, held))
 
 
-def browser(tech: Technology) -> Rating:
+def browser(res: Results, tech: Technology) -> Rating:
+    """Cited stars (breadth across engines and years); the basis starts with what our
+    ``browser`` runs measured in the engines here (report/browser.py), then the sources."""
     c = BROWSER[tech.name]
-    return Rating(c.stars, c.reason, sources=c.sources)
+    seen = measured_browsers.basis(res, tech.transports)
+    return Rating(c.stars, f"{seen}; cited: {c.reason}" if seen else c.reason,
+                  sources=c.sources)
 
 
 def framework(tech: Technology) -> Rating:
@@ -209,7 +215,7 @@ def rows(res: Results) -> list[Row]:
         t = representative(res, tech)
         none = Rating(None, "no transport of this technology yet")
         ours = {
-            "browser": browser(tech),
+            "browser": browser(res, tech),
             "complexity": complexity(res, t) if t else none,
             "performance": performance(res, t) if t else none,
             "scalability": scalability(res, t) if t else none,
@@ -569,7 +575,8 @@ def render(res: Results) -> str:
         f"- **Performance** (measured): {PERFORMANCE_RULE}.",
         f"- **Scalability** (measured, one instance): {SCALABILITY_RULE}.",
         f"- **Complexity** (counted): {COMPLEXITY_RULE}.",
-        f"- **Browser support** (not measurable here: cited): {BROWSER_RULE}.",
+        (f"- **Browser support** (cited: {BROWSER_RULE}); each cell first says what our "
+         "`browser` runs measured in the engines installed here (below)."),
         f"- **Elysia support** (not measurable here: cited): {FRAMEWORK_RULE}.",
         "",
         "## What each of our cells rests on",
@@ -606,6 +613,7 @@ def render(res: Results) -> str:
         or any(r.ours[c].saturated or r.ours[c].noisy for r in table_rows for c in COLUMNS)
         else "No figure in these tables was saturated or noisy.",
         "",
+        measured_browsers.section(res),
         "## Handshakes",
         "",
         text.table(["Transport", "Round trips", "Counted as", "Sources"],

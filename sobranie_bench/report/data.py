@@ -49,16 +49,15 @@ class Measured:
     """True when any trial was flagged noisy (other processes took over a quarter of the
     cores during it): marked in every table."""
 
+    @property
+    def flagged(self) -> bool:
+        """Any flag that makes the figure not what it seems."""
+        return self.client_bound or self.saturated or self.noisy
     ci_low: float = float("nan")
     """Lower end of the 95% bootstrap confidence interval of the median (3+ trials); the
     smallest trial with fewer."""
     ci_high: float = float("nan")
     """Upper end of that interval; the largest trial with fewer than 3 trials."""
-
-    @property
-    def flagged(self) -> bool:
-        """Any flag that makes the figure not what it seems."""
-        return self.client_bound or self.saturated or self.noisy
 
     @property
     def bootstrapped(self) -> bool:
@@ -249,9 +248,9 @@ class Results:
                         high=max(values), trials=len(values), unit=str(sel["unit"].iloc[0]),
                         run_id=str(sel["run_id"].iloc[0]), params=params,
                         client_bound=bool(sel["client_bound"].any()),
-                        ci_low=ci_low, ci_high=ci_high,
                         **{flag: bool(sel[flag].any()) for flag in ("saturated", "noisy")
-                           if flag in sel})
+                           if flag in sel},
+                        ci_low=ci_low, ci_high=ci_high)
 
     def value(self, transport: str, scenario: str, metric: str,
               params: str | None = None) -> float | None:

@@ -200,11 +200,16 @@ class Costing:
         from sobranie_bench.capacity import plan
 
         try:
-            return price(plan(workload=self.base.with_(transport_for=dict(mapping)),
-                              costs=self.costs, calibration=self.label, latency_jobs=PLAN_JOBS))
+            planned = plan(workload=self.base.with_(transport_for=dict(mapping)),
+                           costs=self.costs, calibration=self.label, latency_jobs=PLAN_JOBS)
         except Exception as exc:  # noqa: BLE001 - the model's failure is shown, not hidden
             self.errors[mapping] = f"{type(exc).__name__}: {exc}"
             return None
+        if planned.infeasible:  # a fleet no size serves: the mapping has no price
+            self.errors[mapping] = "; ".join(f"{r.transport}: {r.reason}"
+                                             for r in planned.infeasible)
+            return None
+        return price(planned)
 
     def cost(self, mapping: Mapping[str, str]) -> Cost | None:
         return self._cost(tuple(sorted(mapping.items())))
@@ -513,7 +518,8 @@ def capacity(res: Results, chosen: Mapping[str, Choice], online_users: int = ONL
              ) -> Capacity:
     """Plan our mapping and the note's with the capacity model, calibrated from ``res``."""
     out = Capacity()
-    from sobranie_bench.capacity import Workload, calibrate, plan
+    from sobranie_bench.capacity import Workload, calibrate
+    from sobranie_bench.capacity.tables import calibrated_plan
     from sobranie_bench.capacity.workload import DEFAULT_TRANSPORT_FOR
 
     if res.empty:
@@ -525,24 +531,30 @@ def capacity(res: Results, chosen: Mapping[str, Choice], online_users: int = ONL
     mapping = transport_for(chosen)
     try:
         if mapping:
-            out.ours = plan(workload=base.with_(transport_for=mapping), costs=costs,
-                            calibration=label)
+            out.ours, _, notes = calibrated_plan(costs, Path(res.root) / "calibrate",
+                                                 workload=base.with_(transport_for=mapping),
+                                                 calibration=label)
+            out.notes += notes
         else:
             out.notes.append("no transport meets some feature's SLA: no plan")
         note_stack = dict(DEFAULT_TRANSPORT_FOR)
         if all(t in costs for t in note_stack.values()):
-            out.note = plan(workload=base.with_(transport_for=note_stack), costs=costs,
-                            calibration=label)
+            out.note, _, notes = calibrated_plan(costs, Path(res.root) / "calibrate",
+                                                 workload=base.with_(transport_for=note_stack),
+                                                 calibration=label)
+            out.notes += [n for n in notes if n not in out.notes]
     except Exception as exc:  # noqa: BLE001 - report the model's failure, do not hide it
         out.notes.append(f"capacity model failed: {type(exc).__name__}: {exc}")
     return out
 
 
 def fleet_rows(plan: Any) -> list[list[str]]:
+    from sobranie_bench.capacity.errors import processes_text
+
     rows = []
     for f in plan.fleets:
         rows.append([
-            f.transport, ", ".join(f.features), str(f.instances), str(f.hosts), f.binding,
+            f.transport, ", ".join(f.features), processes_text(f), str(f.hosts), f.binding,
             f"{f.cpu_utilisation:.0%}", text.nbytes(f.memory_bytes_per_instance),
             text.ms(f.p95_delivery_s * 1e6), text.num(f.deliveries_per_s),
             str(f.redis_classic.shards or "none fits"), str(f.redis_sharded.shards),
@@ -554,8 +566,8 @@ def fleet_rows(plan: Any) -> list[list[str]]:
     return rows
 
 
-FLEET_HEADERS = ["Transport", "Features", "Processes (N+1)", "Hosts", "Bound by", "CPU at N",
-                 "Connection memory / process", "p95 delivery (model)", "Deliveries/s",
+FLEET_HEADERS = ["Transport", "Features", "Processes (N+1, ± bootstrap)", "Hosts", "Bound by",
+                 "CPU at N", "Connection memory / process", "p95 delivery (model)", "Deliveries/s",
                  "Redis nodes (classic pub/sub)", "Redis shards (sharded pub/sub)",
                  "Fallback figures"]
 
@@ -671,6 +683,9 @@ def render(res: Results, online_users: int = ONLINE_USERS) -> str:
         parts += ["The note's stack (WebSockets + SSE) on the same model:", "",
                   text.table(FLEET_HEADERS, fleet_rows(cap.note)), ""]
     parts += [f"- {n}" for n in cap.notes] + ([""] if cap.notes else [])
+    from sobranie_bench.capacity.tables import validation_markdown
+
+    parts += validation_markdown(Path(res.root) / "calibrate", text.table)
     if costing is not None and costing.errors:
         parts += ["The capacity model failed on some mappings (shown, not hidden):", "",
                   *(f"- {dict(m)}: {e}" for m, e in costing.errors.items()), ""]

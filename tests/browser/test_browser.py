@@ -1,10 +1,12 @@
-"""A real Chromium drives the browser client (web/) over every transport.
+"""Real browsers drive the browser client (web/) over every transport: Chromium, then Firefox
+ESR (reported NOT RUN, a skip with the reason, only when it cannot be installed here).
 
-For each transport, pages run web/check.js in parallel: from the server's own origin (the
-aiohttp-based servers serve web/ with ``static``), from another origin on the allow-list, and
+For each engine and transport, pages run web/check.js in parallel: from the server's own origin
+(the aiohttp-based servers serve web/ with ``static``), from another origin on the allow-list, and
 from an origin that is not on it. The first two must do token, hello, subscribe, publish,
 receive, drop, resume with nothing lost or duplicated; the third must be refused. One browser
-for the module, one page per origin (each in its own context).
+per engine, one page per origin (each in its own context). The demo page is clicked through in
+Chromium (Playwright's input events).
 """
 
 from __future__ import annotations
@@ -47,10 +49,9 @@ class Stack:
         self.servers: dict[str, run.Running] = {}
         self.page_runners: list[web.AppRunner] = []
         self.browser: Any = None
-        self.engine: browser.Engine | None = None
-        self._pages: dict[str, Any] = {}
+        self._pages: dict[str, browser.Tab] = {}
 
-    async def page(self, origin: str) -> Any:
+    async def page(self, origin: str) -> browser.Tab:
         """The check page on ``origin`` (one per origin, reused: opening one is the slow part)."""
         if origin not in self._pages:
             self._pages[origin] = await browser.open_check_page(self.browser, origin)
@@ -85,15 +86,27 @@ class Stack:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def stack() -> AsyncIterator[Stack]:
+async def servers() -> AsyncIterator[Stack]:
     stack = Stack()
     try:
         await stack.start()
-        async with browser.chromium() as (chromium, engine):
-            stack.browser, stack.engine = chromium, engine
-            yield stack
+        yield stack
     finally:
         await stack.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=browser.ENGINES)
+async def stack(request: pytest.FixtureRequest, servers: Stack) -> AsyncIterator[Stack]:
+    """The servers with one engine's browser (fresh pages per engine)."""
+    engine = request.param
+    if engine == "firefox":
+        try:
+            browser.firefox_path()
+        except browser.BrowserUnavailable as exc:
+            pytest.skip(f"Firefox ESR: NOT RUN ({exc})")
+    async with browser.launch(engine) as launched:
+        servers.browser, servers._pages = launched, {}
+        yield servers
 
 
 async def _check(stack: Stack, origin: str, transport: str, channel: str) -> dict[str, Any]:
@@ -139,42 +152,36 @@ async def test_a_foreign_page_cannot_read_an_http_answer(stack: Stack) -> None:
     assert seen == {"allowed": 200, "refused": "blocked: TypeError"}
 
 
-async def test_the_demo_page_works_end_to_end_on_every_transport(stack: Stack) -> None:
-    """alice switches through every transport: each time she chats, drops and resumes with
-    nothing lost or duplicated (a bot keeps talking meanwhile); bob, on SSE, likes her
-    message: the counter and her notification arrive, and she sees him online."""
+async def test_the_demo_page_works_end_to_end_on_every_transport() -> None:
+    """In Chromium, alice switches through every transport: each time she chats, drops and
+    resumes with nothing lost or duplicated (a bot keeps talking meanwhile); bob, on SSE, likes
+    her message: the counter and her notification arrive, and she sees him online."""
     demo = await run.starter("demo")(run.Options(secret=SECRET, extra={"bot_seconds": "0.2"}))
     try:
-        alice = await browser.demo_page(stack.browser, demo.url, "alice", "ws")
-        bob = await browser.demo_page(stack.browser, demo.url, "bob", "sse")
-        await alice.wait_for_selector("#presence li:has-text('bob')")
-        for transport in KINDS:
-            await alice.click(f"button[data-transport='{transport}']")
-            await browser.wait_demo_open(alice, transport, TIMEOUT_MS)
-            await alice.fill("#text", f"hello over {transport}")
-            await alice.click("#composer button")
-            await alice.wait_for_selector(f".messages li:has-text('hello over {transport}')",
+        async with browser.chromium() as (chromium, _):
+            alice = await browser.demo_page(chromium, demo.url, "alice", "ws")
+            bob = await browser.demo_page(chromium, demo.url, "bob", "sse")
+            await alice.wait_for_selector("#presence li:has-text('bob')")
+            for transport in KINDS:
+                await alice.click(f"button[data-transport='{transport}']")
+                await browser.wait_demo_open(alice, transport, TIMEOUT_MS)
+                await alice.fill("#text", f"hello over {transport}")
+                await alice.click("#composer button")
+                await alice.wait_for_selector(f".messages li:has-text('hello over {transport}')",
+                                              timeout=TIMEOUT_MS)
+                recovered = await alice.evaluate("window.demo.stats.recovered")
+                await alice.click("#drop")
+                await alice.wait_for_function(
+                    "(n) => window.demo.client.state === 'open' && window.demo.stats.recovered > n",
+                    arg=recovered, timeout=TIMEOUT_MS)
+            stats = await alice.evaluate("window.demo.stats")
+            assert stats["drops"] == len(KINDS)
+            assert stats["lost"] == 0 and stats["duplicated"] == 0
+            await bob.click(".messages li:has-text('hello over ws') .like")
+            await alice.wait_for_selector("#notifications li:has-text('bob liked')",
                                           timeout=TIMEOUT_MS)
-            recovered = await alice.evaluate("window.demo.stats.recovered")
-            await alice.click("#drop")
-            await alice.wait_for_function(
-                "(n) => window.demo.client.state === 'open' && window.demo.stats.recovered > n",
-                arg=recovered, timeout=TIMEOUT_MS)
-        stats = await alice.evaluate("window.demo.stats")
-        assert stats["drops"] == len(KINDS)
-        assert stats["lost"] == 0 and stats["duplicated"] == 0
-        await bob.click(".messages li:has-text('hello over ws') .like")
-        await alice.wait_for_selector("#notifications li:has-text('bob liked')",
-                                      timeout=TIMEOUT_MS)
-        assert "1" in await alice.inner_text(".messages li:has-text('hello over ws') .like")
-        shot = await alice.screenshot()
-        assert shot[:8] == b"\x89PNG\r\n\x1a\n"
+            assert "1" in await alice.inner_text(".messages li:has-text('hello over ws') .like")
+            shot = await alice.screenshot()
+            assert shot[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
         await demo.stop()
-
-
-def test_firefox_is_not_run_yet() -> None:
-    """Firefox ESR is not driven: Playwright cannot launch Debian's build, and the
-    puppeteer-core (WebDriver BiDi) driver is not written yet. Reported, never passed."""
-    pytest.skip("Firefox ESR: NOT RUN (Playwright cannot launch Debian's firefox-esr; the "
-                "puppeteer-core WebDriver BiDi driver is not built yet)")

@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from sobranie_bench.capacity.fit import CalibrationRefused, Trial, fit_linear, fit_transport
-from sobranie_bench.capacity.reality import NOT_REACHED, measured_knee
+from sobranie_bench.capacity.fit import (
+    CalibrationRefused,
+    Host,
+    Step,
+    Trial,
+    fit_linear,
+    fit_transport,
+)
+from sobranie_bench.capacity.reality import (
+    NOT_REACHED,
+    _finish,
+    measured_knee,
+    predict_knee,
+    predict_latency_us,
+    predict_steps_knee,
+    queueing,
+)
 
-IDLE, INBOUND, DELIVERY = 0.02, 80e-6, 20e-6
+IDLE, ECHO_FIXED, INBOUND, DELIVERY = 0.02, 0.05, 80e-6, 20e-6
 
 
 def trial(scenario: str, rate: float, fanout: int, n: int, wait: float = 0.01,
           profile: str = "calibrate", noise: float = 0.0) -> Trial:
-    cores = (IDLE + INBOUND * rate + DELIVERY * rate * fanout) * (1 + noise)
+    fixed = ECHO_FIXED if scenario == "echo" else IDLE
+    cores = (fixed + INBOUND * rate + DELIVERY * rate * fanout) * (1 + noise)
     return Trial("ws", scenario, f"rate={rate};subscribers={fanout}", n, profile, rate,
                  rate * fanout, fanout, cores, cores, wait, {"p50": 1e3, "p95": 2e3, "p99": 3e3},
                  rate * fanout)
@@ -25,9 +42,11 @@ def grid(wait: float = 0.01) -> list[Trial]:
 
 
 def test_fit_recovers_the_costs_it_was_made_from() -> None:
-    exact = fit_linear([(t.inbound_per_s, t.deliveries_per_s, t.cpu_cores or 0)
+    exact = fit_linear([(t.scenario, t.inbound_per_s, t.deliveries_per_s, t.cpu_cores or 0)
                         for t in grid() if t.trial == 2])
     assert exact.idle == pytest.approx(IDLE)
+    assert exact.fixed_for("echo") == pytest.approx(ECHO_FIXED)
+    assert exact.cores(400, 400, "echo") == pytest.approx(ECHO_FIXED + 400 * (INBOUND + DELIVERY))
     assert exact.inbound_s == pytest.approx(INBOUND)
     assert exact.delivery_s == pytest.approx(DELIVERY)
 
@@ -46,10 +65,81 @@ def test_a_busy_machine_refuses_the_calibration() -> None:
 
 
 def test_measured_knee_interpolates_between_the_steps_around_the_sla() -> None:
-    steps = ((100, 100e3), (200, 300e3), (300, 700e3))
+    steps = (Step(100, 100e3), Step(200, 300e3), Step(300, 700e3))
     knee = Trial("ws", "capacity", "", 1, "holdout", 20, 0, 0, None, None, None, {}, None,
                  steps=steps, sla_ms=500)
     assert measured_knee(knee)[0] == pytest.approx(250)
     held = Trial("ws", "capacity", "", 1, "holdout", 20, 0, 0, None, None, None, {}, None,
                  steps=steps[:2], sla_ms=500)
     assert measured_knee(held) == (200, NOT_REACHED)
+
+
+def test_the_queue_recursion_matches_a_step_by_step_lindley_loop() -> None:
+    rng = np.random.default_rng(3)
+    arrivals = np.sort(rng.uniform(0, 1, 500))
+    costs = rng.exponential(0.002, 500)
+    expected, free = [], 0.0
+    for a, c in zip(arrivals, costs, strict=True):
+        free = max(free, a) + c
+        expected.append(free)
+    assert _finish(arrivals, costs) == pytest.approx(expected)
+
+
+def test_latency_grows_with_fanout_and_a_smaller_cpu_share_moves_the_knee_down() -> None:
+    fit = fit_transport(grid(), draws=20)
+    small = predict_latency_us(fit, "fanout", 20, 200)
+    large = predict_latency_us(fit, "fanout", 20, 2000)
+    assert small is not None and large is not None and small["p95"] < large["p95"]
+    # a server at (SATURATED - fixed) / work is full: no steady state
+    full = int((1 - IDLE) / (20 * DELIVERY))
+    assert queueing(fit, "fanout", 20, full + 100) is None
+    quiet = predict_knee(fit, 20, 500)
+    busy = predict_knee(fit, 20, 500, Host(0.5, 0.5))
+    assert 0 < busy < quiet < full
+    steps = tuple(Step(n, 1e3, 0.1, 0.1, 0.1, 0.1) for n in (100, 200))  # share 0.5 at each
+    capacity = Trial("ws", "capacity", "", 1, "holdout", 20, 0, 0, None, None, None, {}, None,
+                     steps=steps, sla_ms=500)
+    knee, how = predict_steps_knee(fit, capacity)
+    assert knee == pytest.approx(busy, rel=0.02) and "beyond the steps" in how
+
+
+def test_held_out_points_of_the_same_costs_pass_and_the_tables_show_them() -> None:
+    from sobranie_bench.capacity.reality import validate_against
+    from sobranie_bench.capacity.tables import VALIDATION_HEADERS, tables
+
+    fit = fit_transport(grid(), draws=50)
+    knee = predict_knee(fit, 20, 500)
+    steps = tuple(Step(n, p, IDLE + 20 * INBOUND + 20 * n * DELIVERY, 0.0)
+                  for n, p in ((200, 5e3), (int(knee * 0.9), 100e3), (int(knee * 1.1), 900e3)))
+    held = [trial("echo", 400, 1, 1, profile="holdout"),
+            trial("fanout", 20, 300, 1, profile="holdout"),
+            Trial("ws", "capacity", "rate=20;sla_ms=500", 1, "holdout", 20, 0, 0, None, None,
+                  None, {}, None, steps=steps, sla_ms=500)]
+    result = validate_against(grid() + held, {"ws": fit})
+    cpu = [c for c in result.checks if c.metric.startswith("cpu cores")]
+    assert cpu and all(c.passed for c in cpu)
+    knees = [c for c in result.checks if c.metric == "knee subs"]
+    assert knees and knees[0].error is not None and abs(knees[0].error) < 0.2
+    shown = tables({"ws": fit}, result, {})
+    assert all(len(row) == len(VALIDATION_HEADERS) for row in shown.validation)
+    assert shown.host == "host not recorded" and "ws" in shown.verdicts
+
+
+def test_a_plan_with_error_bars_reads_n_plus_minus_k() -> None:
+    import dataclasses
+
+    from sobranie_bench.capacity import plan
+    from sobranie_bench.capacity.errors import processes_text
+
+    fleet = plan(100_000, latency_jobs=500).fleets[0]
+    assert processes_text(fleet) == str(fleet.instances)
+    ranged = dataclasses.replace(fleet, instances=13, instances_interval=(11, 14),
+                                 extrapolation=True)
+    assert processes_text(ranged) == "13 ± 2 (extrapolation)"
+
+
+def test_waiting_for_a_quiet_machine_starts_at_once_or_gives_up() -> None:
+    from sobranie_bench.capacity.measure import wait_for_quiet
+
+    assert wait_for_quiet(1e9, timeout_s=0)
+    assert not wait_for_quiet(0.0, timeout_s=0, poll_s=0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import json
 import logging
@@ -610,7 +611,8 @@ async def test_metrics_count_what_happened(transport, probe, serve, clients):
 # (its worst echo latency is recorded, never asserted beyond a generous bound), every attack
 # must get its answer, and the server's log must hold no unhandled exception. Each transport's
 # answers are written to <pytest basetemp>/hostile/<transport>.json and printed (``-s``);
-# ``hostile_table(dir)`` joins them into one markdown table.
+# ``hostile_table(dir)`` joins them into one markdown table:
+#   python -c "from tests.servers.test_transports import hostile_table as t; print(t('DIR'))"
 
 HOSTILE_LIMITS = Limits(rate=20, burst=40, flood=20, send_queue=64, header_timeout=2.0,
                         history_bytes=100_000, user_connections=4, user_rate=1, user_burst=60,
@@ -805,27 +807,29 @@ async def _hostile_channels(h: Hostile) -> Answer:
             "HTTP 400/404" if h.one_way else "error")
 
 
-async def _flood(h: Hostile) -> Answer:
-    """Requests at once past the bucket: ``rate_limited`` first, then the close (over HTTP:
-    the user's publish bucket, 429)."""
-    n = HOSTILE_LIMITS.burst + HOSTILE_LIMITS.flood + 30
-    client = await h.client(h.user("flooder"), reconnect=False)
-    await h.probe.flood(client, n if not h.one_way else HOSTILE_LIMITS.user_burst + 100)
-    if h.one_way:
-        errors = []
-        while not client._inbox.empty():
-            env = client._inbox.get_nowait()
-            if env["type"] == "error":
-                errors.append(env)
-        await client.close()
-        statuses = {e["status"] for e in errors}
-        return ",".join(sorted({e["code"] for e in errors})), f"HTTP {statuses}"
-    await asyncio.wait_for(asyncio.shield(client._runner), 2 * UNIT)
+def _errors_received(client: Client) -> list[dict[str, Any]]:
+    """The ``error`` envelopes waiting in ``client``'s inbox (the rest are dropped)."""
     errors = []
     while not client._inbox.empty():
         env = client._inbox.get_nowait()
         if env["type"] == "error":
             errors.append(env)
+    return errors
+
+
+async def _flood(h: Hostile) -> Answer:
+    """Requests at once past the bucket: ``rate_limited`` first, then the close (over HTTP:
+    the user's publish bucket, 429)."""
+    client = await h.client(h.user("flooder"), reconnect=False)
+    if h.one_way:
+        await h.probe.flood(client, HOSTILE_LIMITS.user_burst + 100)
+        errors = _errors_received(client)
+        await client.close()
+        statuses = {e["status"] for e in errors}
+        return ",".join(sorted({e["code"] for e in errors})), f"HTTP {statuses}"
+    await h.probe.flood(client, HOSTILE_LIMITS.burst + HOSTILE_LIMITS.flood + 30)
+    await asyncio.wait_for(asyncio.shield(client._runner), 2 * UNIT)
+    errors = _errors_received(client)
     await client.close()
     last = next((e for e in errors if "flood" in e["message"]), None)
     assert last is not None, f"no flood error before the close: {errors[-3:]}"
@@ -1062,6 +1066,7 @@ async def test_hostile_attacks_get_their_answers_and_hurt_no_one(
               f"{row['canary_worst_ms']} ms")
     assert not wrong, wrong
     await server.stop()  # its shutdown is logged too
+    gc.collect()  # a task that died unobserved says so when it is collected
     log = _server_log(caplog, capfd)
     found = [m for m in LOG_MARKERS if m in log]
     assert not found, f"unhandled exceptions in the server's log: {found}\n{log[-4000:]}"

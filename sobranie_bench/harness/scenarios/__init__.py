@@ -78,9 +78,13 @@ class PartContext:
 
     def started(self) -> PartContext:
         """This context, with the load starting now if set-up overran its budget (a slow
-        handshake must not be counted as latency of the first messages)."""
+        handshake must not be counted as latency of the first messages), or if it finished
+        early and this is the only part (parts in several processes start together at
+        ``start_ns``; one part has nobody to wait for, and its warm-up still comes first)."""
         now = time.monotonic_ns()
-        return self if now <= self.start_ns else dataclasses.replace(self, start_ns=now)
+        if now <= self.start_ns and self.count > 1:
+            return self
+        return dataclasses.replace(self, start_ns=now)
 
     def milestones(self) -> dict[str, float]:
         return {"load_start": self.start_ns / 1e9, "measure_start": self.measure_ns / 1e9}
@@ -120,10 +124,18 @@ class Scenario:
     """Whether the load can be split across worker processes."""
     needs_cluster: bool = False
     """Only meaningful against ``run --cluster N`` (N >= 2): left out of other runs."""
+    named_only: bool = False
+    """Run only when named in ``--scenarios`` (``browser``: it measures client engines, not
+    server load, and has its own line in ``make bench``)."""
     headline: list[tuple[str, str]] = field(default_factory=list)
     """(summary metric, short label) pairs the end-of-run table shows."""
     network: bool = False
     """Whether it needs the network lab (``--network``): skipped on loopback."""
+    preflight: Callable[..., str | None] | None = None
+    """``preflight(params, workers=, processes=, url=, limits=)``: why a point cannot run on
+    this machine (one line naming the limit and the fix), checked before the run starts."""
+    connects_in_load: bool = False
+    """Its connections are the load itself (timed), not set-up before ``start_ns``."""
     events_per_s: Callable[[Params], float] | None = None
     """Measured events per second a point generates (echoes, deliveries); in
     RESOLVED_PROFILES its window stretches to hold MIN_WINDOW_EVENTS of them."""
@@ -149,6 +161,8 @@ class Scenario:
 
     def setup_budget(self, params: Params) -> float:
         """Seconds allowed for connecting before the load starts."""
+        if self.connects_in_load:
+            return 1.0 + int(params.get("connections", 0)) / 20000.0  # building the clients
         conns = int(params.get("connections", 0)) + int(params.get("subscribers", 0)) * int(
             params.get("channels", 1))
         return 1.0 + conns / 500.0

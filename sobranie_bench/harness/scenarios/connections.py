@@ -1,46 +1,212 @@
 """connections: ramp to N idle subscribers at a connect rate, then hold them idle.
 
 Each connect is timed from its intended start to the server's ``hello`` (handshake round trips
-and time to first message included). The runner fits the server's RSS against the number of
+and time to first message included). With ``max_inflight`` at most that many connects are
+pending at once (over all workers): the ramp then goes as fast as the server accepts, up to
+``connect_rate``, and each connect is timed from its attempt (the achieved rate is the
+figure); without it the ramp is open-loop and a server that falls behind shows as latency and
+timeouts. The runner fits the server's RSS against the number of
 open connections (bytes per connection is the slope, not one division) and reads the CPU the
 idle connections cost while held.
+
+Past one process's open files (20,000 on the machine this suite was built on) a point spreads
+its connections over ``workers`` harness processes, ``processes`` server processes (``serve
+--processes N``: one port, SO_REUSEPORT) and ``sources`` local addresses 127.0.0.2... (each has
+its own ephemeral ports: about 28,000 by default per source address and destination). Before
+anything starts, :func:`preflight` checks the point against this machine's limits and refuses
+with one line naming the limit and the fix. During the run each part counts the connections
+open at once (peak, and still open at the end of the hold) and sorts failures by cause
+(:data:`CAUSES`): a failure is a result, never an unretrieved exception.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import math
+import resource
 import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sobranie_bench.harness.load import Schedule, open_loop
 from sobranie_bench.harness.recorder import Recorder
-from sobranie_bench.harness.scenarios import PartContext, Scenario, close_all, sleep_until
+from sobranie_bench.harness.scenarios import Params, PartContext, Scenario, close_all, sleep_until
+
+log = logging.getLogger("sobranie.harness.connections")
+
+CAUSES = ("refused", "reset", "timeout", "fd_limit", "ports", "server_full", "other")
+"""Why a connect failed: nothing listening or the backlog full (``refused``), the server cut
+it (``reset``), no answer in time (``timeout``), this process out of files (``fd_limit``), no
+ephemeral port left for its source address (``ports``), the server's clear refusal at its own
+limit (``server_full``: HTTP 503), anything else (``other``)."""
+FD_MARGIN = 256
+"""Open files a process needs besides its connections (interpreter, pipes, logs, listeners),
+plus the server's fd guard headroom (servers/aiohttp_common.py)."""
+FIRST_SOURCE = 2
+"""Source addresses are 127.0.0.FIRST_SOURCE, 127.0.0.FIRST_SOURCE+1, ..."""
+
+
+def cause(exc: BaseException) -> str:
+    """The :data:`CAUSES` entry of a failed connect (from the error's type, errno and text:
+    the clients wrap OS errors in ClientError with the OS's words)."""
+    text = f"{type(exc).__name__} {exc}".lower()
+    code = getattr(exc, "errno", None)
+    if isinstance(exc, TimeoutError) or "timeout" in text or "timed out" in text:
+        return "timeout"
+    if "http 503" in text or "open-file limit" in text:
+        return "server_full"
+    if code in (errno.EMFILE, errno.ENFILE) or "too many open files" in text:
+        return "fd_limit"
+    if code == errno.EADDRNOTAVAIL or "cannot assign requested address" in text \
+            or "address already in use" in text:
+        return "ports"
+    if code == errno.ECONNREFUSED or "refused" in text or "connect call failed" in text:
+        return "refused"
+    if code in (errno.ECONNRESET, errno.EPIPE) or any(
+            word in text for word in ("reset", "connection lost", "disconnected", "broken pipe",
+                                      "closed")):
+        return "reset"
+    return "other"
+
+
+@dataclass(frozen=True, slots=True)
+class HostLimits:
+    """What this machine allows one load (read by :meth:`here`)."""
+
+    nofile: int
+    """Hard RLIMIT_NOFILE: files one process may open (its children inherit it)."""
+    ports: int
+    """Ephemeral ports per source address and destination (``ip_local_port_range``)."""
+    port_range: str
+    """The range as the kernel shows it, for messages."""
+    somaxconn: int
+    """Largest accept backlog a listener gets (``net.core.somaxconn``)."""
+
+    @classmethod
+    def here(cls) -> HostLimits:
+        low, high = 32768, 60999
+        try:
+            low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+                            .split())
+        except (OSError, ValueError):
+            pass
+        try:
+            somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+        except (OSError, ValueError):
+            somaxconn = 4096
+        return cls(resource.getrlimit(resource.RLIMIT_NOFILE)[1], high - low + 1,
+                   f"{low}-{high}", somaxconn)
+
+
+def preflight(params: Params, *, workers: int, processes: int | None, url: str | None,
+              limits: HostLimits | None = None) -> str | None:
+    """Why this point cannot run on this machine (``limits``: :meth:`HostLimits.here`), in
+    one line naming the limit and the fix; None when it fits. ``processes`` None: a server of
+    someone else's (``--target``), whose limits are its own."""
+    limits = limits or HostLimits.here()
+    n = int(params.get("connections", 0))
+    workers = int(params.get("workers", workers))
+    sources = int(params.get("sources", 1))
+    rate = float(params.get("connect_rate", 0))
+    per_worker = math.ceil(n / max(workers, 1)) + FD_MARGIN
+    if per_worker > limits.nofile:
+        need = math.ceil(n / (limits.nofile - FD_MARGIN))
+        return (f"connections={n:,} over {workers} harness worker(s) needs {per_worker:,} open "
+                f"files per worker; the hard nofile limit here is {limits.nofile:,}: use "
+                f"--set workers={need} (or raise the hard limit: LimitNOFILE= / "
+                "/etc/security/limits.conf)")
+    if processes is not None:
+        processes = int(params.get("processes", processes))
+        per_server = math.ceil(n / max(processes, 1)) + FD_MARGIN
+        if per_server > limits.nofile:
+            need = math.ceil(n / (limits.nofile - FD_MARGIN))
+            return (f"connections={n:,} on {processes} server process(es) needs "
+                    f"{per_server:,} open files per server process; the hard nofile limit "
+                    f"here is {limits.nofile:,}: use --set processes={need} (serve "
+                    "--processes N) or raise the hard limit")
+        if rate / processes > limits.somaxconn:
+            return (f"connect_rate={rate:,.0f}/s over {processes} server process(es) can "
+                    f"overflow an accept backlog of {limits.somaxconn:,} (net.core.somaxconn):"
+                    " raise it (sysctl -w net.core.somaxconn=65535) or lower connect_rate")
+    per_source = math.ceil(n / max(sources, 1))
+    if per_source > limits.ports:
+        need = math.ceil(n / limits.ports)
+        return (f"connections={n:,} from {sources} source address(es) needs {per_source:,} "
+                f"ephemeral ports per address; ip_local_port_range {limits.port_range} gives "
+                f"{limits.ports:,}: use --set sources={need} (127.0.0.{FIRST_SOURCE}...) or "
+                "widen net.ipv4.ip_local_port_range")
+    if sources > 1 and url is not None and not _loopback(url):
+        return (f"sources={sources} uses 127.0.0.{FIRST_SOURCE}..., which reach only a server "
+                f"on loopback, not {urlsplit(url).hostname}: use sources=1 or several "
+                "harness hosts")
+    if sources > 254 - FIRST_SOURCE:
+        return f"sources={sources}: at most {254 - FIRST_SOURCE} loopback addresses"
+    return None
+
+
+def _loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host.startswith("127.") or host in ("localhost", "::1")
+
+
+def source_addresses(url: str, count: int) -> list[str | None]:
+    """``count`` local addresses to connect from (None: the kernel's choice)."""
+    if count <= 1 or not _loopback(url):
+        return [None]
+    return [f"127.0.0.{FIRST_SOURCE + i}" for i in range(count)]
 
 
 async def part(ctx: PartContext) -> dict[str, Any]:
     p = ctx.params
     mine = list(ctx.share(int(p["connections"])))
+    sources = source_addresses(ctx.url, int(p.get("sources", 1)))
     rec = Recorder(0)  # every connect is data; there is no warm-up in a ramp
-    clients = [ctx.client(f"idle-{i}", reconnect=False, on_envelope=lambda env: None)
-               for i in mine]
+    clients = [ctx.client(f"idle-{i}", reconnect=False, on_envelope=lambda env: None,
+                          source=sources[i % len(sources)]) for i in mine]
     connected_at: list[float] = []
-    failures = 0
+    failed: Counter[str] = Counter()
+    open_now = peak = 0
     tasks = []
 
     async def connect(client: Any, intended: int) -> None:
-        nonlocal failures
+        nonlocal open_now, peak
         try:
             await client.connect(["presence"] if p.get("subscribe") else ())
-        except Exception:  # noqa: BLE001 - a failed connect is a result
-            failures += 1
+        except Exception as exc:  # noqa: BLE001 - a failed connect is a result
+            why = cause(exc)
+            if not failed[why]:
+                log.warning("connect failed (%s, part %d): %s", why, ctx.index, str(exc)[:200])
+            failed[why] += 1
+            await client.close()  # a half-open one (no hello in time) must not stay held
             return
         rec.record_ns(intended)
         connected_at.append(time.monotonic())
+        open_now += 1
+        peak = max(peak, open_now)
+
+    limit = int(p.get("max_inflight", 0)) // ctx.count
+    inflight = asyncio.Semaphore(max(limit, 1)) if limit or p.get("max_inflight") else None
+
+    async def attempt(client: Any, intended: int) -> None:
+        try:
+            await connect(client, intended)
+        finally:
+            if inflight is not None:
+                inflight.release()
 
     async def start_one(i: int, intended: int) -> None:
-        tasks.append(asyncio.ensure_future(connect(clients[i], intended)))
+        if inflight is not None:  # at most max_inflight pending: the server sets the pace
+            await inflight.acquire()
+            intended = max(intended, time.monotonic_ns())  # timed from the attempt
+        tasks.append(asyncio.ensure_future(attempt(clients[i], intended)))
 
     rate = float(p["connect_rate"]) / ctx.count
+    ctx = ctx.started()  # nothing to set up: one part starts its ramp at once
     await sleep_until(ctx.start_ns)
     ramp_start = time.monotonic()
     await open_loop(Schedule(rate), start_one, start_ns=ctx.start_ns,
@@ -49,27 +215,36 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     ramp_end = time.monotonic()
     await asyncio.sleep(float(p.get("hold", 2.0)))
     hold_end = time.monotonic()
+    held = sum(1 for c in clients if c.is_open)
     await close_all(clients)
     return {"histograms": {"connect": rec.encoded()},
             "counters": {"connections": len(clients), "connected": len(connected_at),
-                         "failures": failures},
+                         "failures": sum(failed.values()), "peak_open": peak, "held": held,
+                         "dropped": len(connected_at) - held,
+                         **{f"failed_{c}": failed[c] for c in CAUSES}},
             "series": {"connected_at": sorted(round(t, 4) for t in connected_at)},
             "times": {"ramp_start": ramp_start, "ramp_end": ramp_end, "hold_end": hold_end}}
 
 
 SCENARIO = Scenario(
-    name="connections", doc="ramp to N idle connections: connect time, failures, memory per "
-                            "connection (RSS slope), keep-alive CPU",
+    name="connections", doc="ramp to N idle connections: connect time, failures by cause, "
+                            "connections held, memory per connection (RSS slope), keep-alive "
+                            "CPU",
     part=part,
     grid={
         "ci": [{"connections": 300, "connect_rate": 300, "hold": 1.0}],
         "standard": [{"connections": 500, "connect_rate": 500, "hold": 0.5}],
         "quick": [{"connections": 2000, "connect_rate": 500, "hold": 3.0}],
-        "full": [{"connections": 10000, "connect_rate": 500, "hold": 10.0}],
+        "full": [{"connections": 10000, "connect_rate": 2000, "hold": 10.0, "workers": 6,
+                  "processes": 6, "sources": 8, "max_inflight": 240},
+                 {"connections": 100000, "connect_rate": 2000, "hold": 15.0, "workers": 6,
+                  "processes": 6, "sources": 8, "max_inflight": 240}],
     },
     timing={"ci": (0.0, 0.0), "standard": (0.0, 0.0), "quick": (0.0, 0.0),
             "full": (0.0, 0.0)},
     load_seconds=lambda p: int(p["connections"]) / float(p["connect_rate"]) + float(p["hold"]),
+    preflight=preflight,
+    connects_in_load=True,
     headline=[("connect_p50_us", "connect p50 µs"), ("connect_p99_us", "p99 µs"),
-              ("server_rss_bytes_per_conn", "B/conn"), ("failures", "failed")],
+              ("server_rss_bytes_per_conn", "B/conn"), ("held", "held"), ("failures", "failed")],
 )

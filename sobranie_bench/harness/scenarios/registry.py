@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from sobranie_bench.harness.scenarios import (
     Scenario,
+    browser,
     capacity,
     churn,
     connections,
     echo,
     fanout,
     first_message,
+    hol,
     overhead,
     reconnect,
     scaleout,
@@ -19,5 +21,5 @@ from sobranie_bench.harness.scenarios import (
 def registry() -> dict[str, Scenario]:
     """Every scenario, by name."""
     declared = [m.SCENARIO for m in (echo, fanout, connections, overhead, churn, capacity,
-                                     first_message, reconnect)]
+                                     first_message, hol, reconnect, browser)]
     return {s.name: s for s in [*declared, scaleout.FAILOVER, scaleout.BACKPLANE]}

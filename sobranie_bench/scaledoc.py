@@ -1,0 +1,125 @@
+"""The measured part of docs/scale.md, generated from results (never typed by hand).
+
+``python -m sobranie_bench.scaledoc RUN_DIR [--broker-cost FILE] [--doc docs/scale.md]``
+rewrites what lies between the ``<!-- figures:start -->`` and ``<!-- figures:end -->`` markers:
+the connections ladder of one run (every level, transport and trial it holds) and the broker
+cost per message, classic vs sharded (:mod:`sobranie_bench.brokercost`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from sobranie_bench.harness import results
+
+START, END = "<!-- figures:start -->", "<!-- figures:end -->"
+
+
+def ladder_rows(raws: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per connections run: what was asked, what was held, and what it cost."""
+    rows = []
+    for raw in raws:
+        if raw.get("scenario") != "connections":
+            continue
+        p, m = raw["params"], results.metrics(raw)
+        row: dict[str, Any] = {"transport": raw["transport"], "asked": p["connections"],
+                               "processes": raw.get("processes", 1), "workers": raw["parts"],
+                               "sources": p.get("sources", 1), "trial": raw["trial"],
+                               "tls": raw.get("tls", False)}
+        if "error" in raw:
+            row["error"] = raw["error"]
+            rows.append(row)
+            continue
+        t, c = raw["times"], raw["counters"]
+        ramp = max(t["ramp_end"] - t["ramp_start"], 1e-9)
+        per10k = max(c["connected"], 1) / 10000
+        causes = {k.removeprefix("failed_"): int(v) for k, (v, _) in m.items()
+                  if k.startswith("failed_")}
+        row.update({
+            "connected": c["connected"], "held": c.get("held"), "peak": c.get("peak_open"),
+            "failed": c["failures"], "causes": causes,
+            "connects_per_s": c["connected"] / ramp,
+            "connect_p50_ms": m.get("connect_p50_us", (0, ""))[0] / 1000,
+            "connect_p99_ms": m.get("connect_p99_us", (0, ""))[0] / 1000,
+            "rss_per_conn_kib": (m["server_rss_bytes_per_conn"][0] / 1024
+                                 if "server_rss_bytes_per_conn" in m else None),
+            "connect_cpu_s_per_10k": (m["server_cpu_us_per_conn"][0] * 1e4 / 1e6
+                                      if "server_cpu_us_per_conn" in m else None),
+            "keepalive_cpu_pct_per_10k": (m["keepalive_cpu_percent"][0] / per10k
+                                          if "keepalive_cpu_percent" in m else None)})
+        rows.append(row)
+    rows.sort(key=lambda r: (r["transport"], r["asked"], r["trial"]))
+    return rows
+
+
+def _fmt(value: Any, spec: str = ",.0f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def render(run_dir: Path, broker_cost: Path | None) -> str:
+    raws = [raw for raw in results.load_raw(run_dir)]
+    meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() \
+        else {}
+    lines = [(f"Run `{meta.get('run_id', run_dir.name)}`: profile {meta.get('profile', '?')}, "
+             f"{meta.get('cores', '?')} cores, load average at the start "
+             f"{meta.get('load_average', '?')}, TLS {meta.get('tls', '?')}, one trial per row."),
+             "",
+             ("| transport | asked | server procs | workers | sources | connected | held | "
+             "peak open | failed (by cause) | connects/s | connect p50 / p99 ms | "
+             "server KiB/conn | server CPU s per 10k connects | keep-alive CPU % per 10k |"),
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for r in ladder_rows(raws):
+        if "error" in r:
+            lines.append(f"| {r['transport']} | {r['asked']:,} | {r['processes']} | "
+                         f"{r['workers']} | {r['sources']} | run failed: "
+                         f"{r['error'][:100]} |||||||||")
+            continue
+        causes = ", ".join(f"{k} {v:,}" for k, v in r["causes"].items()) or "-"
+        lines.append(
+            f"| {r['transport']} | {r['asked']:,} | {r['processes']} | {r['workers']} | "
+            f"{r['sources']} | {r['connected']:,} | {_fmt(r['held'])} | {_fmt(r['peak'])} | "
+            f"{r['failed']:,} ({causes}) | {r['connects_per_s']:,.0f} | "
+            f"{r['connect_p50_ms']:,.1f} / {r['connect_p99_ms']:,.1f} | "
+            f"{_fmt(r['rss_per_conn_kib'], ',.1f')} | "
+            f"{_fmt(r['connect_cpu_s_per_10k'], ',.2f')} | "
+            f"{_fmt(r['keepalive_cpu_pct_per_10k'], ',.2f')} |")
+    if broker_cost is not None and broker_cost.exists():
+        cost = json.loads(broker_cost.read_text())
+        c, s = cost["classic"], cost["sharded"]
+        lines += [
+            "", (f"Broker cost per message ({c['messages']:,} messages over {c['channels']} "
+                f"channels, {c['instances']} subscribing instances, load average "
+                f"{[round(x, 1) for x in cost['load_average']]}):"), "",
+            ("| broker | redis processes | CPU µs/msg, all processes | busiest process µs/msg |"
+            " msgs/s |"),
+            "|---|---:|---:|---:|---:|",
+            (f"| classic pub/sub (one redis-server) | {c['redis_processes']} | "
+            f"{c['broker_cpu_us_per_msg']:,.1f} | {c['busiest_process_us_per_msg']:,.1f} | "
+            f"{c['msgs_per_s']:,.0f} |"),
+            (f"| sharded pub/sub (Redis Cluster, {s['masters']} masters + replicas) | "
+            f"{s['redis_processes']} | {s['broker_cpu_us_per_msg']:,.1f} | "
+            f"{s['busiest_process_us_per_msg']:,.1f} | {s['msgs_per_s']:,.0f} |")]
+    return "\n".join(lines)
+
+
+def rewrite(doc: Path, figures: str) -> None:
+    text = doc.read_text()
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    doc.write_text(f"{head}{START}\n{figures}\n{END}{tail}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path, help="results/runs/<run-id> of a connections run")
+    parser.add_argument("--broker-cost", type=Path, help="brokercost's JSON")
+    parser.add_argument("--doc", type=Path, default=Path("docs/scale.md"))
+    args = parser.parse_args()
+    rewrite(args.doc, render(args.run_dir, args.broker_cost))
+
+
+if __name__ == "__main__":
+    main()
