@@ -486,6 +486,8 @@ def _lb(ctx: Context) -> tuple[float | None, tuple[str, ...]]:
     cap = recommendation.capacity(ctx.res, recommendation.choices(ctx.res))
     if cap.note is None:
         return None, tuple(cap.notes) or ("no plan for the note's stack",)
+    if cap.note.infeasible:  # a fleet no number of instances serves: no total to judge
+        return None, tuple(f"model: {r.transport}: {r.reason}" for r in cap.note.infeasible)
     total = sum(f.instances for f in cap.note.fleets)
     return float(total), tuple(
         f"model: {f.transport} fleet for {', '.join(f.features)}: {f.instances} instances, "
