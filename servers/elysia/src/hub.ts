@@ -299,6 +299,7 @@ export class Hub {
 
   async disconnect(conn: Connection): Promise<void> {
     if (!this.conns.delete(conn.id)) return;
+    const quiet = this.quiet;  // as it was when the connection went: the warm-up ends meanwhile
     conn.close(wire.CLOSE_GOING_AWAY, "disconnected", false);
     for (const channel of [...conn.subs.keys()]) await this.leave(conn, channel);
     const count = (this.online.get(conn.user) ?? 1) - 1;
@@ -308,7 +309,7 @@ export class Hub {
     }
     this.online.delete(conn.user);
     this.keepBudget(conn.user);
-    if (!this.quiet) await this.broker.publishTransient(wire.PRESENCE_CHANNEL, wire.presence(conn.user, "offline"));
+    if (!quiet) await this.broker.publishTransient(wire.PRESENCE_CHANNEL, wire.presence(conn.user, "offline"));
   }
 
   /** ``user``'s last connection left: their budget stays until it would have refilled. */
