@@ -104,6 +104,21 @@ def render(chosen: dict[Key, list[dict[str, Any]]]) -> str:
                 trips = figure(chosen, (t, "first-message", n), "handshake_round_trips")
                 cells.append(f"{_ms(first)} ({trips:.1f} RT)" if first and trips else "—")
             lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    if any(k[1] == "hol" for k in chosen):
+        lines += ["", ("## Head-of-line: flows on one connection vs one connection per flow, "
+                       "p50 / p99 ms"), "",
+                  "| transport | network | one connection | connection per flow | p99 ratio |",
+                  "|---|---|---|---|---|"]
+        for t in transports_in(chosen, "hol"):
+            for n in nets:
+                def g(metric: str, key: Key = (t, "hol", n)) -> float | None:
+                    return figure(chosen, key, metric)
+                ratio = g("hol_p99_ratio")
+                if ratio is None:
+                    continue
+                lines.append(f"| {t} | {n} | {_ms(g('shared_p50_us'))} / "
+                             f"{_ms(g('shared_p99_us'))} | {_ms(g('split_p50_us'))} / "
+                             f"{_ms(g('split_p99_us'))} | {ratio:.2f} |")
     if any(k[1] == "reconnect" for k in chosen):
         lines += ["", "## Reconnect: the link cut, then back", "",
                   ("| transport | network | outage ms | noticed | resume p50 ms | resume max "

@@ -30,9 +30,10 @@ async def _raw(server, request: bytes) -> tuple[asyncio.StreamReader, asyncio.St
     return reader, writer
 
 
+@pytest.mark.parametrize("kind", ["sse", "elysia"])
 @pytest.mark.parametrize("where", ["header", "query"])
-async def test_a_huge_sse_cursor_is_a_bad_request(start_server, where):
-    server = await start_server("sse")
+async def test_a_huge_sse_cursor_is_a_bad_request(start_server, where, kind):
+    server = await start_server(kind)
     cursor = f"chat:x={NINES}"
     url = f"{server.url}/sse?channels=chat:x&token={token('a')}"
     if where == "header":
@@ -44,8 +45,9 @@ async def test_a_huge_sse_cursor_is_a_bad_request(start_server, where):
     assert "2^63" in json.loads(body)["message"]
 
 
-async def test_a_huge_poll_cursor_says_what_is_wrong(start_server):
-    server = await start_server("longpoll")
+@pytest.mark.parametrize("kind", ["longpoll", "elysia"])
+async def test_a_huge_poll_cursor_says_what_is_wrong(start_server, kind):
+    server = await start_server(kind)
     status, body, _ = await _get(f"{server.url}/poll?channels=chat:x&cursor=chat:x={NINES}"
                                  f"&token={token('a')}")
     assert status == 400
@@ -82,8 +84,9 @@ async def test_the_aiohttp_server_closes_1002_on_an_unmasked_frame(start_server)
         writer.close()
 
 
-async def test_a_poll_with_timeout_0_on_a_session_answers_at_once(start_server):
-    server = await start_server("longpoll")
+@pytest.mark.parametrize("kind", ["longpoll", "elysia"])
+async def test_a_poll_with_timeout_0_on_a_session_answers_at_once(start_server, kind):
+    server = await start_server(kind)
     base = f"{server.url}/poll?channels=chat:t&token={token('a')}"
     status, body, _ = await _get(base + "&timeout=0")
     first = json.loads(body)
@@ -93,10 +96,11 @@ async def test_a_poll_with_timeout_0_on_a_session_answers_at_once(start_server):
     assert status == 200 and json.loads(body)["messages"] == []
 
 
-async def test_a_poll_with_a_cursor_and_no_session_holds(start_server):
+@pytest.mark.parametrize("kind", ["longpoll", "elysia"])
+async def test_a_poll_with_a_cursor_and_no_session_holds(start_server, kind):
     """The documented contract (poll with the cursor, no session id) must not spin: the poll
     holds until a message after the cursor arrives, then brings it with the session's hello."""
-    server = await start_server("longpoll")
+    server = await start_server(kind)
     base = f"{server.url}/poll?channels=chat:h&token={token('a')}"
     _, body, _ = await _get(base + "&timeout=0")
     cursor = json.loads(body)["cursor"]
@@ -115,10 +119,11 @@ async def test_a_poll_with_a_cursor_and_no_session_holds(start_server):
     assert json.loads(body)["cursor"] == "chat:h=1"
 
 
-async def test_sse_errors_are_fault_events_not_error_events(start_server):
+@pytest.mark.parametrize("kind", ["sse", "elysia"])
+async def test_sse_errors_are_fault_events_not_error_events(start_server, kind):
     """EventSource fires its own ``error`` on connection failures; the contract's errors use
     another event name, on resume gaps and on the final event alike."""
-    server = await start_server("sse", history_size=2)
+    server = await start_server(kind, history_size=2)
     async with aiohttp.ClientSession() as session:
         for i in range(5):
             async with session.post(f"{server.url}/publish", json={"channel": "chat:f",
