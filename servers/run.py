@@ -41,7 +41,7 @@ class Options:
     origins: Sequence[str] = ()
     """Origin allow-list (WebSocket upgrades and CORS, servers/cors.py); empty allows all."""
     broker: str = "memory"
-    """memory, redis://host:port or nats://host:port."""
+    """memory, redis://host:port, redis+cluster://host:port or nats://host:port."""
     limits: Limits = field(default_factory=Limits)
     """Per-connection limits."""
     history_size: int = 1000

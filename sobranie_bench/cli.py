@@ -86,7 +86,8 @@ def build_parser(*, all_commands: bool = True) -> argparse.ArgumentParser:
                        help="allowed page Origin, for WebSocket upgrades and CORS "
                             "(repeat; none = allow all)")
     serve.add_argument("--broker", default="memory",
-                       help="memory (default), redis://host:port or nats://host:port")
+                       help="memory (default), redis://host:port, redis+cluster://host:port "
+                            "(a Redis Cluster: sharded pub/sub) or nats://host:port")
     serve.add_argument("--send-queue", type=int, default=4096,
                        help="envelopes queued per connection before a slow consumer is cut off")
     serve.add_argument("--cert", help="TLS certificate (WebTransport; default: self-signed)")

@@ -26,7 +26,7 @@ def ladder_rows(raws: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         p, m = raw["params"], results.metrics(raw)
         row: dict[str, Any] = {"transport": raw["transport"], "asked": p["connections"],
-                               "processes": raw.get("processes", 1), "workers": raw["parts"],
+                               "processes": raw.get("processes", 1), "workers": raw.get("parts", p.get("workers", 1)),
                                "sources": p.get("sources", 1), "trial": raw["trial"],
                                "tls": raw.get("tls", False)}
         if "error" in raw:

@@ -99,7 +99,7 @@ class Client(ABC):
         except ClientError:
             raise
         except (TimeoutError, OSError) as exc:
-            raise ClientError(f"cannot reach {self.url}: {exc}") from None
+            raise ClientError(f"cannot reach {self.url}: {str(exc) or type(exc).__name__}") from None
         self._runner = asyncio.create_task(self._run())
         return await asyncio.wait_for(self._hello, self.timeout)
 

@@ -79,6 +79,9 @@ class _Protocol(asyncio.Protocol):
             self._fail(ClientError("WebSocket upgrade: bad Sec-WebSocket-Accept"))
             return False
         self.upgraded = True
+        if self.handshake.done():  # its waiter gave up (timed out): nobody wants this one
+            self._fail(ClientError("WebSocket upgrade answered after the client gave up"))
+            return False
         self.handshake.set_result(None)
         self.buf += body
         return True

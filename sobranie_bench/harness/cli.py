@@ -128,7 +128,9 @@ def register(sub: Any) -> None:
     p.add_argument("--transports", type=_csv, metavar="T,T",
                    help=f"comma-separated (default all: {','.join(TRANSPORTS)})")
     p.add_argument("--scenarios", type=_csv, metavar="S,S",
-                   help=f"comma-separated (default all: {','.join(scenarios)})")
+                   help="comma-separated (default all but the named-only: "
+                   f"{','.join(n for n, s in scenarios.items() if not s.named_only)}; named only: "
+                   f"{','.join(n for n, s in scenarios.items() if s.named_only)})")
     p.add_argument("--target", metavar="URL",
                    help="benchmark a running contract server at this base URL instead of "
                         "starting fresh ones (docs/benchmark-your-server.md)")
@@ -143,7 +145,8 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=1, help="seed for schedules (default 1)")
     p.add_argument("--broker", default="memory",
                    help="broker of the servers the harness starts: memory (default), redis or "
-                        "nats (our own, started fresh per run) or a redis:// / nats:// URL")
+                        "nats (our own, started fresh per run), redis-cluster (our own 3 masters"
+                        " + 3 replicas) or a redis:// / redis+cluster:// / nats:// URL")
     p.add_argument("--cluster", type=int, default=0, metavar="N",
                    help="run against N instances behind HAProxy over --broker (redis, nats "
                         "or a URL), fresh per run; ws, sse and longpoll only")

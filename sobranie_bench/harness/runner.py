@@ -102,7 +102,8 @@ class Plan:
     def points(self) -> Iterator[tuple[str, Scenario, dict[str, Any], int]]:
         scenarios = registry()
         names = self.scenarios or tuple(n for n, s in scenarios.items()
-                                        if self.cluster >= 2 or not s.needs_cluster)
+                                        if (self.cluster >= 2 or not s.needs_cluster)
+                                        and not s.named_only)
         trials = self.trials or (1 if self.profile == "ci" else 3)
         for transport in self.transports or tuple(TRANSPORTS):
             for name in names:
@@ -309,6 +310,8 @@ async def run_parts(scenario: Scenario, ctx: PartContext, workers: int,
         procs.append(proc)
     # a worker that outlives its load by this much is stuck (a hung connection): the point fails
     budget = max(0.0, (ctx.end_ns - time.monotonic_ns()) / 1e9) + WORKER_GRACE_SECONDS
+    if scenario.longest is not None:
+        budget = max(budget, scenario.longest(ctx.params, ctx.timeout) + WORKER_GRACE_SECONDS)
     try:
         outs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in procs)), budget)
     except TimeoutError:

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from sobranie_bench import scaledoc
 from sobranie_bench.clients.base import ClientError
 from sobranie_bench.harness.runner import HarnessError, Plan, preflight, run_plan
 from sobranie_bench.harness.scenarios.connections import (
@@ -121,6 +122,10 @@ def test_a_ladder_over_processes_workers_and_sources_holds_every_connection(tmp_
         servers = [n for n in raw["resources"] if n.startswith("server")]
         assert len(servers) == 3 and raw["processes"] == 3
         assert raw["parts"] == 2
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    table = scaledoc.render(run_dir, None)  # docs/scale.md's figures come from such a run
+    for transport in ("ws", "sse"):
+        assert f"| {transport} | 600 | 3 | 2 | 1 | 600 | 600 | 600 | 0 (-) |" in table
 
 
 def test_a_server_out_of_files_is_counted_as_such_not_as_spam(tmp_path):

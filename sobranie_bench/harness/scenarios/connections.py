@@ -1,7 +1,11 @@
 """connections: ramp to N idle subscribers at a connect rate, then hold them idle.
 
 Each connect is timed from its intended start to the server's ``hello`` (handshake round trips
-and time to first message included). The runner fits the server's RSS against the number of
+and time to first message included). With ``max_inflight`` at most that many connects are
+pending at once (over all workers): the ramp then goes as fast as the server accepts, up to
+``connect_rate``, and each connect is timed from its attempt (the achieved rate is the
+figure); without it the ramp is open-loop and a server that falls behind shows as latency and
+timeouts. The runner fits the server's RSS against the number of
 open connections (bytes per connection is the slope, not one division) and reads the CPU the
 idle connections cost while held.
 
@@ -178,16 +182,31 @@ async def part(ctx: PartContext) -> dict[str, Any]:
             if not failed[why]:
                 log.warning("connect failed (%s, part %d): %s", why, ctx.index, str(exc)[:200])
             failed[why] += 1
+            await client.close()  # a half-open one (no hello in time) must not stay held
             return
         rec.record_ns(intended)
         connected_at.append(time.monotonic())
         open_now += 1
         peak = max(peak, open_now)
 
+    limit = int(p.get("max_inflight", 0)) // ctx.count
+    inflight = asyncio.Semaphore(max(limit, 1)) if limit or p.get("max_inflight") else None
+
+    async def attempt(client: Any, intended: int) -> None:
+        try:
+            await connect(client, intended)
+        finally:
+            if inflight is not None:
+                inflight.release()
+
     async def start_one(i: int, intended: int) -> None:
-        tasks.append(asyncio.ensure_future(connect(clients[i], intended)))
+        if inflight is not None:  # at most max_inflight pending: the server sets the pace
+            await inflight.acquire()
+            intended = max(intended, time.monotonic_ns())  # timed from the attempt
+        tasks.append(asyncio.ensure_future(attempt(clients[i], intended)))
 
     rate = float(p["connect_rate"]) / ctx.count
+    ctx = ctx.started()  # nothing to set up: one part starts its ramp at once
     await sleep_until(ctx.start_ns)
     ramp_start = time.monotonic()
     await open_loop(Schedule(rate), start_one, start_ns=ctx.start_ns,
@@ -207,6 +226,16 @@ async def part(ctx: PartContext) -> dict[str, Any]:
             "times": {"ramp_start": ramp_start, "ramp_end": ramp_end, "hold_end": hold_end}}
 
 
+def longest(params: Params, timeout: float) -> float:
+    """The slowest healthy ramp plus the hold: open-loop, the schedule's length and one
+    timeout; with ``max_inflight``, every wave of that many connects taking a whole timeout."""
+    n, hold = int(params["connections"]), float(params.get("hold", 2.0))
+    ramp = n / float(params["connect_rate"]) + timeout
+    if params.get("max_inflight"):
+        ramp = max(ramp, n / int(params["max_inflight"]) * timeout)
+    return ramp + hold
+
+
 SCENARIO = Scenario(
     name="connections", doc="ramp to N idle connections: connect time, failures by cause, "
                             "connections held, memory per connection (RSS slope), keep-alive "
@@ -216,16 +245,17 @@ SCENARIO = Scenario(
         "ci": [{"connections": 300, "connect_rate": 300, "hold": 1.0}],
         "standard": [{"connections": 500, "connect_rate": 500, "hold": 0.5}],
         "quick": [{"connections": 2000, "connect_rate": 500, "hold": 3.0}],
-        "full": [{"connections": 10000, "connect_rate": 1000, "hold": 10.0, "workers": 2,
-                  "processes": 1, "sources": 1},
-                 {"connections": 100000, "connect_rate": 1500, "hold": 15.0, "workers": 6,
-                  "processes": 6, "sources": 8}],
+        "full": [{"connections": 10000, "connect_rate": 2000, "hold": 10.0, "workers": 6,
+                  "processes": 6, "sources": 8, "max_inflight": 240},
+                 {"connections": 100000, "connect_rate": 2000, "hold": 15.0, "workers": 6,
+                  "processes": 6, "sources": 8, "max_inflight": 240}],
     },
     timing={"ci": (0.0, 0.0), "standard": (0.0, 0.0), "quick": (0.0, 0.0),
             "full": (0.0, 0.0)},
     load_seconds=lambda p: int(p["connections"]) / float(p["connect_rate"]) + float(p["hold"]),
     preflight=preflight,
     connects_in_load=True,
+    longest=longest,
     headline=[("connect_p50_us", "connect p50 µs"), ("connect_p99_us", "p99 µs"),
               ("server_rss_bytes_per_conn", "B/conn"), ("held", "held"), ("failures", "failed")],
 )
