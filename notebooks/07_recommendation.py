@@ -26,6 +26,7 @@ RESULTS = "results"
 ONLINE_USERS = 1_000_000
 
 # %%
+import pandas as pd
 from IPython.display import Markdown, display
 
 from sobranie_bench.report import charts, load, recommendation
@@ -37,9 +38,9 @@ picked = choices[choices["Transport"] != "—"]
 display(Markdown(
     "\n".join(f"- **{feature}**: {row['Transport']} ({row['SLA']}; measured p99 "
               f"{row['p99 (ms)']} ms), fallback {row['Fallback']}"
-              for feature, row in picked.iterrows() if row["p99 (ms)"] is not None)
+              for feature, row in picked.iterrows() if pd.notna(row["p99 (ms)"]))
     + ("\n\n" + "; ".join(f"{name}: **${row['Cost / month (USD)']:,.0f}/month**, "
-                          f"{row['Processes']} processes"
+                          f"{int(row['Processes'])} processes"
                           for name, row in stacks.iterrows()) + "." if len(stacks) else "")))
 
 # %%

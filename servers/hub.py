@@ -38,9 +38,13 @@ the top of the module that owns them, and so does this one):
     :meth:`Hub.expire` ``(now)`` then (aioquic's ``get_timer()`` / ``handle_timer(now)``).
 11. **Per user and per process** (docs/protocol.md, limits): a user holds at most
     ``Limits.user_connections`` connections (:meth:`Hub.admit`, before a handshake is
-    accepted: HTTP 429), publishes at most ``user_rate`` per second over all of them and to at
-    most ``user_channels`` distinct channels per ``user_window`` (``rate_limited``); history
+    accepted: HTTP 429), sends at most ``user_rate`` requests per second over all of them and
+    their POSTs (every kind: publish, echo, subscribe, unsubscribe; ``rate_limited``) and
+    publishes to at most ``user_channels`` distinct channels per ``user_window``; history
     across all channels is bounded by ``history_bytes`` (the oldest message goes first).
+    A user's budget outlives their last connection until it would have refilled (bucket full
+    and channel window over): closing and reconnecting resets nothing. The expiry pass
+    (:meth:`Hub.expire`, and every disconnect) forgets budgets whose time is up.
 12. **Last words**: a connection closed for a flood gets a ``rate_limited`` error first; the
     adapter sends :meth:`Connection.last_words` before its close.
 """
@@ -98,9 +102,10 @@ class Limits:
     """Open connections one user may hold on this process (all transports); one more is
     refused at its handshake (HTTP 429)."""
     user_rate: float = 1000.0
-    """Publishes per second one user may sustain over all their connections and POSTs."""
+    """Requests per second (every kind) one user may sustain over all their connections and
+    POSTs."""
     user_burst: float = 2000.0
-    """Publishes one user may send at once."""
+    """Requests one user may send at once."""
     user_channels: int = 200
     """Distinct channels one user may publish to per ``user_window`` (new channels cost
     history memory, see ``history_bytes``)."""
@@ -277,7 +282,7 @@ class Connection:
 
 
 class _UserBudget:
-    """One user's publish token bucket and the channels they published to this window."""
+    """One user's request token bucket and the channels they published to this window."""
 
     __slots__ = ("channels", "refilled", "since", "tokens")
 
@@ -286,21 +291,31 @@ class _UserBudget:
         self.refilled = self.since = now
         self.channels: set[str] = set()
 
-    def charge(self, limits: Limits, now: float, channel: str, ref: str | None) -> None:
-        """Take one publish to ``channel``, or raise ``rate_limited``."""
+    def spend(self, limits: Limits, now: float, ref: str | None) -> None:
+        """Take one request's token, or raise ``rate_limited``."""
         self.tokens = min(limits.user_burst, self.tokens + (now - self.refilled) * limits.user_rate)
         self.refilled = now
         if self.tokens < 1:
             raise WireError(ErrorCode.RATE_LIMITED,
-                            f"over {limits.user_rate:g} publishes/s for this user", ref)
+                            f"over {limits.user_rate:g} requests/s for this user", ref)
+        self.tokens -= 1
+
+    def charge(self, limits: Limits, now: float, channel: str, ref: str | None) -> None:
+        """Take one publish to ``channel`` (its token and its place in the channel window),
+        or raise ``rate_limited``."""
         if now - self.since >= limits.user_window:
             self.since, self.channels = now, set()
-        if channel not in self.channels:
-            if len(self.channels) >= limits.user_channels:
-                raise WireError(ErrorCode.RATE_LIMITED, f"over {limits.user_channels} channels "
-                                f"per {limits.user_window:g} s for this user", ref)
-            self.channels.add(channel)
-        self.tokens -= 1
+        if channel not in self.channels and len(self.channels) >= limits.user_channels:
+            raise WireError(ErrorCode.RATE_LIMITED, f"over {limits.user_channels} channels "
+                            f"per {limits.user_window:g} s for this user", ref)
+        self.spend(limits, now, ref)
+        self.channels.add(channel)
+
+    def spent_until(self, limits: Limits) -> float:
+        """When this budget is as good as new (bucket full, channel window over): a fresh
+        record from then on would change nothing."""
+        full = self.refilled + max(0.0, limits.user_burst - self.tokens) / limits.user_rate
+        return max(full, self.since + limits.user_window) if self.channels else full
 
 
 class Inbox:
@@ -412,6 +427,11 @@ class Hub:
         self.channels: dict[str, dict[Connection, None]] = {}
         self._online: Counter[str] = Counter()
         self._budgets: dict[str, _UserBudget] = {}
+        self._spent: dict[str, float] = {}
+        """Users whose budget has a timer armed (their last connection left), and when it
+        fires (rule 11)."""
+        self._spent_heap: list[tuple[float, str]] = []
+        """The same as a heap of (when, user): one entry per user in ``_spent``."""
         self._ids = itertools.count(1)
         self._parked: dict[Connection, float] = {}
         """Parked connections and when each expires (rule 10)."""
@@ -463,7 +483,7 @@ class Hub:
         self._online[conn.user] -= 1
         if self._online[conn.user] <= 0:
             del self._online[conn.user]
-            self._budgets.pop(conn.user, None)
+            self._keep_budget(conn.user)
             await self.broker.publish_transient(wire.PRESENCE_CHANNEL,
                                                 wire.presence(conn.user, "offline"))
 
@@ -502,6 +522,8 @@ class Hub:
 
     async def execute(self, conn: Connection, req: wire.Request, *,
                       reliable: bool = True) -> None:
+        if not isinstance(req, wire.Publish):  # a publish is charged by publish()
+            self.charge(conn.user, req.ref)
         if isinstance(req, wire.Echo):
             conn.push_envelope(wire.echo(req.ref, req.data))
         elif isinstance(req, wire.Publish):
@@ -565,7 +587,48 @@ class Hub:
             conn = heapq.heappop(self._deadlines)[2]
             del self._parked[conn]
             expired.append(conn)
+        self._forget_budgets(now)
         return expired
+
+    def _keep_budget(self, user: str) -> None:
+        """``user``'s last connection left: keep their budget until it would have refilled
+        (rule 11), so that closing and reconnecting resets nothing. One timer per user at a
+        time (a user reconnecting in a loop does not grow the heap): the armed one checks
+        again when it fires."""
+        budget = self._budgets.get(user)
+        now = self.clock()
+        if budget is not None and user not in self._spent:
+            self._arm(user, budget.spent_until(self.limits), now)
+        self._forget_budgets(now)
+
+    def _arm(self, user: str, until: float, now: float) -> None:
+        if until <= now:
+            del self._budgets[user]
+        else:
+            self._spent[user] = until
+            heapq.heappush(self._spent_heap, (until, user))
+
+    def _forget_budgets(self, now: float) -> None:
+        """Drop the budgets of users gone whose time is up; a user back online keeps theirs
+        (their next last disconnect arms a timer again)."""
+        heap = self._spent_heap
+        while heap and heap[0][0] <= now:
+            _, user = heapq.heappop(heap)
+            del self._spent[user]
+            if user not in self._online:
+                self._arm(user, self._budgets[user].spent_until(self.limits), now)
+
+    def charge(self, user: str, ref: str | None = None, channel: str | None = None) -> None:
+        """Spend one of ``user``'s request tokens (and, for a publish, a place for
+        ``channel`` in their channel window), or raise ``rate_limited`` (rule 11)."""
+        now = self.clock()
+        budget = self._budgets.get(user)
+        if budget is None:
+            budget = self._budgets[user] = _UserBudget(self.limits, now)
+        if channel is None:
+            budget.spend(self.limits, now, ref)
+        else:
+            budget.charge(self.limits, now, channel, ref)
 
     async def publish(self, user: str | None, channel: str, data: Any,
                       ref: str | None = None) -> Message:
@@ -574,11 +637,7 @@ class Hub:
             if not auth.may_publish(user, channel):
                 raise WireError(ErrorCode.FORBIDDEN, f"clients may not publish to {channel}",
                                 ref)
-            now = self.clock()
-            budget = self._budgets.get(user)
-            if budget is None:
-                budget = self._budgets[user] = _UserBudget(self.limits, now)
-            budget.charge(self.limits, now, channel, ref)
+            self.charge(user, ref, channel)
         self.metrics.published += 1
         return await self.broker.publish(channel, data, user or "server")
 

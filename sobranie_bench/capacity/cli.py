@@ -333,6 +333,8 @@ def _validate_against(args: argparse.Namespace) -> int:
     shown = tables(fits, result, host)
     for table in calibration_rich(shown):
         console.print(table)
+    for why in shown.refused.values():
+        console.print(f"[bold yellow]refused:[/] {why}", highlight=False)
     for transport, passed in shown.verdicts.items():
         verdict = "[green]PASS[/]" if passed else "[red]FAIL[/]"
         console.print(f"{transport}: {verdict} ({THRESHOLDS})", highlight=False)
@@ -556,7 +558,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     c = commands.add_parser(
         "calibrate",
-        help="measure the model's fit points and held-out points (about 15 min; --quick)",
+        help="measure the model's fit points and held-out points (about 20 min; --quick 8)",
         description="Run the harness's calibrate profile (echo at 200 and 800/s, fan-out of "
         "100 and 600 subscribers at 20/s; 3 trials of 30 s each) and its holdout profile "
         "(echo at 400/s, fan-out of 300, and the capacity scenario stepping subscribers up "

@@ -12,9 +12,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
 
 from sobranie_bench.capacity.calibration import Figure, LatencyCurve, LatencyPoint, TransportCosts
-from sobranie_bench.capacity.fit import Fit, Linear, Trial
+from sobranie_bench.capacity.fit import Fit, Linear, Trial, host_of
 from sobranie_bench.capacity.fleet import FleetPlan, Plan, limit_needs
 from sobranie_bench.capacity.reality import NOT_REACHED, measured_knee
 from sobranie_bench.capacity.stats import percentile
@@ -23,24 +26,42 @@ from sobranie_bench.capacity.workload import FeatureLoad, aggregate_rates
 MONTE_CARLO_DRAWS = 200
 
 
-def _knee_curve(model: Linear, knee: tuple[float, float, float] | None) -> LatencyCurve | None:
-    """The measured knee ``(subscribers, publish rate, sla ms)`` as a one-point curve that
-    ends at it: the work one process did there is the plan's hard latency limit."""
+@dataclass(frozen=True)
+class Knee:
+    """Where a capacity trial's p95 crossed its SLA."""
+
+    subscribers: float
+    """Subscribers of one channel at the crossing (interpolated between the steps)."""
+    rate: float
+    """Publishes per second."""
+    sla_ms: float
+    """The p95 objective."""
+    share: float = 1.0
+    """Median CPU share the host gave the server over the steps up to the crossing."""
+
+
+def _knee_curve(model: Linear, knee: Knee | None) -> LatencyCurve | None:
+    """The measured knee as a one-point curve that ends at it: the message work one process
+    did there, scaled to a whole core when the host gave it less (the model's speed is the
+    share less the fixed cost), is the plan's hard latency limit."""
     if knee is None:
         return None
-    subscribers, rate, sla_ms = knee
-    work_us = model.cores(rate, rate * subscribers) * 1e6
+    fixed = model.idle
+    work = model.cores(knee.rate, knee.rate * knee.subscribers) - fixed
+    scale = (1 - fixed) / max(knee.share - fixed, 1e-3) if knee.share < 1 else 1.0
+    work_us = (fixed + work * scale) * 1e6
+    note = f" at a host share of {knee.share:.2f}, scaled to a whole core" if scale != 1 else ""
     return LatencyCurve(
-        (LatencyPoint(work_us, sla_ms * 1000, rate * subscribers),),
+        (LatencyPoint(work_us, knee.sla_ms * 1000, knee.rate * knee.subscribers * scale),),
         "measured",
-        f"capacity scenario: p95 crossed {sla_ms:g} ms at {subscribers:,.0f} subscribers x "
-        f"{rate:g}/s (interpolated between steps)",
+        f"capacity scenario: p95 crossed {knee.sla_ms:g} ms at {knee.subscribers:,.0f} "
+        f"subscribers x {knee.rate:g}/s (interpolated between steps){note}",
         ends_at_knee=True,
     )
 
 
 def costs_from_model(
-    base: TransportCosts, model: Linear, knee: tuple[float, float, float] | None, note: str
+    base: TransportCosts, model: Linear, knee: Knee | None, note: str
 ) -> TransportCosts:
     """``base`` with its CPU figures (and knee) replaced by a fitted model's."""
     curve = _knee_curve(model, knee) or base.latency_curve
@@ -55,22 +76,24 @@ def costs_from_model(
     )
 
 
-def measured_knees(trials: Sequence[Trial]) -> dict[str, tuple[float, float, float]]:
-    """Transport -> (subscribers, publish rate, sla ms) where a capacity trial's p95 crossed
-    its SLA (trials whose every step held set no knee)."""
-    knees: dict[str, tuple[float, float, float]] = {}
+def measured_knees(trials: Sequence[Trial]) -> dict[str, Knee]:
+    """Transport -> where a capacity trial's p95 crossed its SLA (trials whose every step
+    held set no knee)."""
+    knees: dict[str, Knee] = {}
     for t in trials:
         if t.scenario == "capacity" and t.sla_ms:
             value, how = measured_knee(t)
             if how != NOT_REACHED and not math.isnan(value):
-                knees[t.transport] = (value, t.inbound_per_s, t.sla_ms)
+                upto = [st for st in t.steps if st.subscribers <= value] or list(t.steps[:1])
+                share = float(np.median([host_of(st).server for st in upto]))
+                knees[t.transport] = Knee(value, t.inbound_per_s, t.sla_ms, share)
     return knees
 
 
 def fitted_costs(
     fits: Mapping[str, Fit],
     base: Mapping[str, TransportCosts],
-    knees: Mapping[str, tuple[float, float, float]],
+    knees: Mapping[str, Knee],
 ) -> dict[str, TransportCosts]:
     """Every transport's costs, with the fitted ones where a fit exists."""
     out = dict(base)
@@ -96,7 +119,7 @@ def with_error_bars(
     result: Plan,
     costs: Mapping[str, TransportCosts],
     fits: Mapping[str, Fit],
-    knees: Mapping[str, tuple[float, float, float]],
+    knees: Mapping[str, Knee],
     draws: int = MONTE_CARLO_DRAWS,
 ) -> Plan:
     """``result`` with each fitted fleet's process count interval over ``draws`` bootstrap
@@ -124,7 +147,8 @@ def with_error_bars(
         interval = (int(percentile(counts, 0.05)), int(percentile(counts, 0.95)))
         knee = knees.get(fleet.transport)
         fitted_max = max([high for _, high in fit.fit_range.values()]
-                         + ([knee[0] * knee[1]] if knee else []), default=math.inf)  # fmt: skip
+                         + ([knee.subscribers * knee.rate] if knee else []),
+                         default=math.inf)  # fmt: skip
         per_process = fleet.deliveries_per_s / fleet.instances_needed
         fleets.append(dataclasses.replace(fleet, instances_interval=interval,
                                           extrapolation=per_process > fitted_max))  # fmt: skip

@@ -128,7 +128,9 @@ def register(sub: Any) -> None:
     p.add_argument("--transports", type=_csv, metavar="T,T",
                    help=f"comma-separated (default all: {','.join(TRANSPORTS)})")
     p.add_argument("--scenarios", type=_csv, metavar="S,S",
-                   help=f"comma-separated (default all: {','.join(scenarios)})")
+                   help="comma-separated (default all but the named-only: "
+                   f"{','.join(n for n, s in scenarios.items() if not s.named_only)}; named only: "
+                   f"{','.join(n for n, s in scenarios.items() if s.named_only)})")
     p.add_argument("--target", metavar="URL",
                    help="benchmark a running contract server at this base URL instead of "
                         "starting fresh ones (docs/benchmark-your-server.md)")

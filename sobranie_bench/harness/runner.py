@@ -102,7 +102,8 @@ class Plan:
     def points(self) -> Iterator[tuple[str, Scenario, dict[str, Any], int]]:
         scenarios = registry()
         names = self.scenarios or tuple(n for n, s in scenarios.items()
-                                        if self.cluster >= 2 or not s.needs_cluster)
+                                        if (self.cluster >= 2 or not s.needs_cluster)
+                                        and not s.named_only)
         trials = self.trials or (1 if self.profile == "ci" else 3)
         for transport in self.transports or tuple(TRANSPORTS):
             for name in names:
@@ -200,7 +201,8 @@ async def spawn_server(kind: str, plan: Plan, processes: int = 1) -> Server:
         line = await asyncio.wait_for(proc.stdout.readline(), SERVER_START_SECONDS)
         info = json.loads(line)
     except (TimeoutError, ValueError):
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):  # it may have exited already
+            proc.kill()
         err = (await proc.stderr.read()).decode(errors="replace").strip().splitlines()
         raise HarnessError(f"server {kind!r} did not start: {' / '.join(err[-3:])}") from None
     options = {"cert_hash": info["cert_sha256"]} if "cert_sha256" in info else {}

@@ -133,11 +133,11 @@ def latency_percentiles(res: Results) -> Figure:
     ax.set_xticks([-math.log10(1 - p / 100) for p in ticks], [f"p{p:g}" for p in ticks])
     readable_log(ax)
     ax.set_ylabel("round trip, ms (log)")
-    ax.set_xlabel("percentile")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.set_title(f"Echo round trip by percentile ({params}; open loop; percentiles with "
-                 f"≥{MIN_TAIL_SAMPLES} samples beyond them)", fontsize=9)
+    ax.set_title("Echo round trip by percentile (open loop)", fontsize=10)
+    ax.set_xlabel(f"percentile (shown where ≥{MIN_TAIL_SAMPLES} samples lie beyond it; "
+                  f"{params})", fontsize=8)
     return fig
 
 

@@ -46,6 +46,12 @@ __all__ = ["CITED", "CLAIMS", "CONFIRMED", "FAILED", "NOT_MEASURED", "NOT_TESTED
 TRANSPORTS_TESTS = "tests/servers/test_transports.py"
 WEBTRANSPORT_TESTS = "tests/servers/test_webtransport.py"
 BROKER_TESTS = "tests/servers/test_brokers.py"
+ELYSIA_PLUGIN_TEST = ("tests/servers/test_elysia.py::"
+                      "test_elysia_core_serves_websockets_without_the_plugin")
+ELYSIA_PLUGIN_CHECKED = (
+    "checked against the npm registry and the installed packages: the record "
+    "`servers/elysia/plugin-check.json` (comparison.md quotes it) and test "
+    f"`{ELYSIA_PLUGIN_TEST}`")
 
 
 def node(path: str, name: str, param: str | None = None) -> str:
@@ -127,7 +133,8 @@ CLAIMS: tuple[Claim, ...] = (
           "Отличная поддержка в Elysia через `@elysiajs/websocket`",
           "Excellent Elysia support through `@elysiajs/websocket`.",
           Cited(("elysia-ws", "npm-elysia-websocket"),
-                "first-class, but built in (`Elysia.ws()`), not through that 0.x plugin")),
+                "first-class, but built in (`Elysia.ws()`), not through that 0.x plugin"),
+          (ELYSIA_PLUGIN_CHECKED,)),
     Claim("ws-simple", "WebSockets", "pro", "Простая реализация", "Simple to implement.",
           CodeRatio("ws", "smallest", "<=", 2.0,
                     "within twice the code of the smallest transport in the suite"),
@@ -337,8 +344,12 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("code-elysia-plugin", "Code", "code",
           "bun add @elysiajs/websocket; new Elysia().use(websocket()).ws(...)",
           "The WebSocket plugin must be installed and registered.",
-          Cited(("elysia-ws", "npm-elysia-websocket"),
-                "outdated: `.ws()` is built into Elysia; the plugin belongs to 0.x", False)),
+          AllOf((Cited(("elysia-ws", "npm-elysia-websocket"),
+                       "outdated: `.ws()` is built into Elysia; the plugin belongs to 0.x", False),
+                 Tests((ELYSIA_PLUGIN_TEST,), passing=REFUTED,
+                       shows="the pinned Elysia, with no plugin installed, serves a WebSocket "
+                             "through its own `.ws()`"))),
+          (ELYSIA_PLUGIN_CHECKED,)),
     Claim("code-backoff", "Code", "code",
           "setTimeout(connect, this.reconnectTimeout); this.reconnectTimeout = "
           "Math.min(this.reconnectTimeout * 2, 30000)",
@@ -475,6 +486,8 @@ def _lb(ctx: Context) -> tuple[float | None, tuple[str, ...]]:
     cap = recommendation.capacity(ctx.res, recommendation.choices(ctx.res))
     if cap.note is None:
         return None, tuple(cap.notes) or ("no plan for the note's stack",)
+    if cap.note.infeasible:  # a fleet no number of instances serves: no total to judge
+        return None, tuple(f"model: {r.transport}: {r.reason}" for r in cap.note.infeasible)
     total = sum(f.instances for f in cap.note.fleets)
     return float(total), tuple(
         f"model: {f.transport} fleet for {', '.join(f.features)}: {f.instances} instances, "

@@ -200,11 +200,16 @@ class Costing:
         from sobranie_bench.capacity import plan
 
         try:
-            return price(plan(workload=self.base.with_(transport_for=dict(mapping)),
-                              costs=self.costs, calibration=self.label, latency_jobs=PLAN_JOBS))
+            planned = plan(workload=self.base.with_(transport_for=dict(mapping)),
+                           costs=self.costs, calibration=self.label, latency_jobs=PLAN_JOBS)
         except Exception as exc:  # noqa: BLE001 - the model's failure is shown, not hidden
             self.errors[mapping] = f"{type(exc).__name__}: {exc}"
             return None
+        if planned.infeasible:  # a fleet no size serves: the mapping has no price
+            self.errors[mapping] = "; ".join(f"{r.transport}: {r.reason}"
+                                             for r in planned.infeasible)
+            return None
+        return price(planned)
 
     def cost(self, mapping: Mapping[str, str]) -> Cost | None:
         return self._cost(tuple(sorted(mapping.items())))

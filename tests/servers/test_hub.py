@@ -876,3 +876,66 @@ async def test_a_user_holds_so_many_connections() -> None:
     hub.admit("someone-else")
     await hub.disconnect(second)
     hub.admit("mallory")
+
+
+async def test_every_request_kind_counts_against_the_users_budget() -> None:
+    hub, _ = await make_hub(user_rate=10.0, user_burst=4.0)
+    conns = [await connected(hub, "mallory") for _ in range(4)]
+    requests = [{"op": "echo", "data": 1}, {"op": "subscribe", "channel": "c:1"},
+                {"op": "unsubscribe", "channel": "c:1"}, {"op": "publish", "channel": "c:1",
+                                                          "data": 1}]
+    for i in range(8):  # two each: under every connection's own limit, twice the user's
+        await send(hub, conns[i % 4], **requests[i // 2], ref=str(i))
+    errors = [e for c in conns for e in of_type(drain(c), "error")]
+    assert sorted(e["ref"] for e in errors) == ["4", "5", "6", "7"]
+    assert all(e["code"] == "rate_limited" and "for this user" in e["message"] for e in errors)
+
+
+async def test_a_users_budget_outlives_their_last_connection_until_it_refills() -> None:
+    hub, clock = await make_hub(user_rate=10.0, user_burst=4.0, user_channels=2,
+                                user_window=60.0)
+    conn = await connected(hub, "mallory")
+    for i in range(2):
+        await send(hub, conn, op="publish", channel=f"c:{i}", data=1)
+    await hub.disconnect(conn)
+    conn = await connected(hub, "mallory")  # close and reconnect: the window stands
+    await send(hub, conn, op="publish", channel="c:2", data=1, ref="new")
+    assert [e["code"] for e in of_type(drain(conn), "error")] == ["rate_limited"]
+    await hub.disconnect(conn)
+    clock.advance(59.0)
+    assert hub.expire(clock()) == [] and "mallory" in hub._budgets  # not refilled yet
+    clock.advance(1.0)
+    hub.expire(clock())
+    assert "mallory" not in hub._budgets, "a refilled budget of a user gone is forgotten"
+    conn = await connected(hub, "mallory")
+    await send(hub, conn, op="publish", channel="c:2", data=1, ref="later")
+    assert of_type(drain(conn), "ack")[0]["ref"] == "later"
+
+
+async def test_an_emptied_bucket_is_kept_until_it_refills() -> None:
+    hub, clock = await make_hub(user_rate=10.0, user_burst=4.0)
+    conn = await connected(hub, "mallory")
+    for _ in range(4):
+        await send(hub, conn, op="echo", data=1)
+    await hub.disconnect(conn)
+    conn = await connected(hub, "mallory")
+    await send(hub, conn, op="echo", data=1, ref="no")
+    assert of_type(drain(conn), "error")[0]["ref"] == "no"
+    await hub.disconnect(conn)
+    clock.advance(0.4)  # 4 tokens at 10/s
+    hub.expire(clock())
+    assert "mallory" not in hub._budgets
+
+
+async def test_reconnecting_in_a_loop_keeps_one_budget_timer() -> None:
+    hub, clock = await make_hub(user_rate=10.0, user_burst=4.0, user_window=60.0)
+    for i in range(100):
+        conn = await connected(hub, "mallory")
+        await send(hub, conn, op="publish", channel="c:1", data=i)
+        await hub.disconnect(conn)
+        clock.advance(1.0)  # the window outlives each reconnect; one timer re-checks it
+        hub.expire(clock())
+    assert len(hub._spent_heap) == 1 and "mallory" in hub._budgets
+    clock.advance(60.0)
+    hub.expire(clock())
+    assert hub._spent_heap == [] and "mallory" not in hub._budgets

@@ -159,7 +159,7 @@ export class Connection {
   }
 }
 
-/** One user's publish token bucket and the channels they published to this window. */
+/** One user's request token bucket and the channels they published to this window. */
 class UserBudget {
   tokens: number;
   refilled: number;
@@ -171,22 +171,31 @@ class UserBudget {
     this.refilled = this.since = t;
   }
 
-  /** Take one publish to ``channel``, or throw ``rate_limited``. */
-  charge(limits: Limits, t: number, channel: string, ref: string | null): void {
+  /** Take one request's token (every kind), or throw ``rate_limited``. */
+  spend(limits: Limits, t: number, ref: string | null): void {
     this.tokens = Math.min(limits.userBurst, this.tokens + (t - this.refilled) * limits.userRate);
     this.refilled = t;
-    if (this.tokens < 1) throw new WireError("rate_limited", `over ${limits.userRate} publishes/s for this user`, ref);
+    if (this.tokens < 1) throw new WireError("rate_limited", `over ${limits.userRate} requests/s for this user`, ref);
+    this.tokens -= 1;
+  }
+
+  /** Take one publish to ``channel`` (its token and its place in the window), or throw. */
+  charge(limits: Limits, t: number, channel: string, ref: string | null): void {
     if (t - this.since >= limits.userWindow) {
       this.since = t;
       this.channels = new Set();
     }
-    if (!this.channels.has(channel)) {
-      if (this.channels.size >= limits.userChannels) {
-        throw new WireError("rate_limited", `over ${limits.userChannels} channels per ${limits.userWindow} s for this user`, ref);
-      }
-      this.channels.add(channel);
+    if (!this.channels.has(channel) && this.channels.size >= limits.userChannels) {
+      throw new WireError("rate_limited", `over ${limits.userChannels} channels per ${limits.userWindow} s for this user`, ref);
     }
-    this.tokens -= 1;
+    this.spend(limits, t, ref);
+    this.channels.add(channel);
+  }
+
+  /** When this budget is as good as new (bucket full, channel window over). */
+  spentUntil(limits: Limits): number {
+    const full = this.refilled + Math.max(0, limits.userBurst - this.tokens) / limits.userRate;
+    return this.channels.size ? Math.max(full, this.since + limits.userWindow) : full;
   }
 }
 
@@ -243,6 +252,9 @@ export class Hub {
   readonly channels = new Map<string, Set<Connection>>();
   private online = new Map<string, number>();
   private budgets = new Map<string, UserBudget>();
+  /** Users with no connection left whose budget is kept until it would have refilled (so
+   * closing and reconnecting resets nothing), and the timer that forgets it then. */
+  private spent = new Map<string, ReturnType<typeof setTimeout>>();
   private ids = 0;
   private prefix = randomBytes(3).toString("hex");
 
@@ -276,12 +288,18 @@ export class Hub {
     conn.pushEnvelope(wire.hello(conn.id, user, this.server));
     const count = (this.online.get(user) ?? 0) + 1;
     this.online.set(user, count);
+    const forget = this.spent.get(user);
+    if (forget !== undefined) {  // back before the budget expired: it stands
+      clearTimeout(forget);
+      this.spent.delete(user);
+    }
     if (count === 1 && !this.quiet) void this.broker.publishTransient(wire.PRESENCE_CHANNEL, wire.presence(user, "online"));
     return conn;
   }
 
   async disconnect(conn: Connection): Promise<void> {
     if (!this.conns.delete(conn.id)) return;
+    const quiet = this.quiet;  // as it was when the connection went: the warm-up ends meanwhile
     conn.close(wire.CLOSE_GOING_AWAY, "disconnected", false);
     for (const channel of [...conn.subs.keys()]) await this.leave(conn, channel);
     const count = (this.online.get(conn.user) ?? 1) - 1;
@@ -290,8 +308,35 @@ export class Hub {
       return;
     }
     this.online.delete(conn.user);
-    this.budgets.delete(conn.user);
-    if (!this.quiet) await this.broker.publishTransient(wire.PRESENCE_CHANNEL, wire.presence(conn.user, "offline"));
+    this.keepBudget(conn.user);
+    if (!quiet) await this.broker.publishTransient(wire.PRESENCE_CHANNEL, wire.presence(conn.user, "offline"));
+  }
+
+  /** ``user``'s last connection left: their budget stays until it would have refilled. */
+  private keepBudget(user: string): void {
+    const budget = this.budgets.get(user);
+    if (budget === undefined) return;
+    const wait = budget.spentUntil(this.limits) - now();
+    if (wait <= 0) {
+      this.budgets.delete(user);
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.spent.delete(user);
+      this.budgets.delete(user);
+    }, Math.ceil(wait * 1000));
+    timer.unref?.();
+    this.spent.set(user, timer);
+  }
+
+  /** Spend one of ``user``'s request tokens (for a publish, also a place for ``channel`` in
+   * the channel window), or throw ``rate_limited``. */
+  charge(user: string, ref: string | null, channel: string | null = null): void {
+    const t = now();
+    let budget = this.budgets.get(user);
+    if (budget === undefined) this.budgets.set(user, (budget = new UserBudget(this.limits, t)));
+    if (channel === null) budget.spend(this.limits, t, ref);
+    else budget.charge(this.limits, t, channel, ref);
   }
 
   /** The stream ``connId`` of ``user`` (for /echo, /subscribe on SSE and polling). */
@@ -336,6 +381,12 @@ export class Hub {
       return null;
     }
     if (req.op === "echo") {  // the hot path: no promise at all
+      try {
+        this.charge(conn.user, req.ref);
+      } catch (exc) {
+        this.reject(conn, exc as WireError);
+        return null;
+      }
       conn.pushEnvelope(wire.echo(req.ref, req.data));
       return null;
     }
@@ -347,6 +398,7 @@ export class Hub {
   }
 
   async execute(conn: Connection, req: Request): Promise<void> {
+    if (req.op !== "publish") this.charge(conn.user, req.ref);  // publish() charges its own
     if (req.op === "echo") conn.pushEnvelope(wire.echo(req.ref, req.data));
     else if (req.op === "publish") {
       const msg = await this.publish(conn.user, req.channel, req.data, req.ref);
@@ -364,10 +416,7 @@ export class Hub {
   async publish(user: string | null, channel: string, data: unknown, ref: string | null): Promise<Message> {
     if (user !== null) {
       if (!mayPublish(user, channel)) throw new WireError("forbidden", `clients may not publish to ${channel}`, ref);
-      const t = now();
-      let budget = this.budgets.get(user);
-      if (budget === undefined) this.budgets.set(user, (budget = new UserBudget(this.limits, t)));
-      budget.charge(this.limits, t, channel, ref);
+      this.charge(user, ref, channel);
     }
     this.metrics.published++;
     return await this.broker.publish(channel, data, user ?? "server");

@@ -78,9 +78,13 @@ class PartContext:
 
     def started(self) -> PartContext:
         """This context, with the load starting now if set-up overran its budget (a slow
-        handshake must not be counted as latency of the first messages)."""
+        handshake must not be counted as latency of the first messages), or if it finished
+        early and this is the only part (parts in several processes start together at
+        ``start_ns``; one part has nobody to wait for, and its warm-up still comes first)."""
         now = time.monotonic_ns()
-        return self if now <= self.start_ns else dataclasses.replace(self, start_ns=now)
+        if now <= self.start_ns and self.count > 1:
+            return self
+        return dataclasses.replace(self, start_ns=now)
 
     def milestones(self) -> dict[str, float]:
         return {"load_start": self.start_ns / 1e9, "measure_start": self.measure_ns / 1e9}
@@ -120,6 +124,9 @@ class Scenario:
     """Whether the load can be split across worker processes."""
     needs_cluster: bool = False
     """Only meaningful against ``run --cluster N`` (N >= 2): left out of other runs."""
+    named_only: bool = False
+    """Run only when named in ``--scenarios`` (``browser``: it measures client engines, not
+    server load, and has its own line in ``make bench``)."""
     headline: list[tuple[str, str]] = field(default_factory=list)
     """(summary metric, short label) pairs the end-of-run table shows."""
     network: bool = False

@@ -70,11 +70,11 @@ SCENARIO = Scenario(
         "holdout": [{"steps": [100, 200, 300, 400, 500, 600, 800, 1000, 1250, 1500, 2000],
                      "until_knee": True, "rate": 20, "payload": 64, "sla_ms": 500}],
     },
-    timing={"ci": (0.3, 1.0), "quick": (1.0, 5.0), "full": (2.0, 10.0),
+    timing={"ci": (0.3, 0.7), "quick": (1.0, 5.0), "full": (2.0, 10.0),
             "holdout": (1.0, 8.0)},
     # every step connects its subscribers (1 s + n / 500) then runs warm-up and window; the
     # runner's window is counted once by planned_seconds
     load_seconds=lambda p: sum(1.0 + n / 500 for n in p["steps"])
-    + (len(p["steps"]) - 1) * 1.3,
+    + (len(p["steps"]) - 1) * 1.0,
     headline=[("max_clients_within_sla", "clients within SLA")],
 )

@@ -178,7 +178,7 @@ SCENARIO = Scenario(
                       for s in (100, 600)],
         "holdout": [{"channels": 1, "subscribers": 300, "rate": 20, "payload": 64}],
     },
-    timing={"ci": (0.5, 2.0), "standard": (0.3, 1.0), "quick": (2.0, 10.0),
+    timing={"ci": (0.3, 1.5), "standard": (0.3, 1.0), "quick": (2.0, 10.0),
             "full": (5.0, 30.0), "calibrate": (2.0, 30.0), "holdout": (2.0, 30.0)},
     events_per_s=lambda p: float(p["rate"]) * int(p["subscribers"]) * int(p.get("channels", 1)),
     headline=[("latency_p50_us", "p50 µs"), ("latency_p99_us", "p99 µs"),

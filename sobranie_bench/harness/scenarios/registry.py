@@ -11,6 +11,7 @@ from sobranie_bench.harness.scenarios import (
     echo,
     fanout,
     first_message,
+    hol,
     overhead,
     reconnect,
     scaleout,
@@ -20,5 +21,5 @@ from sobranie_bench.harness.scenarios import (
 def registry() -> dict[str, Scenario]:
     """Every scenario, by name."""
     declared = [m.SCENARIO for m in (echo, fanout, connections, overhead, churn, capacity,
-                                     first_message, reconnect, browser)]
+                                     first_message, hol, reconnect, browser)]
     return {s.name: s for s in [*declared, scaleout.FAILOVER, scaleout.BACKPLANE]}
