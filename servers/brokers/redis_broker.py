@@ -42,14 +42,17 @@ from sobranie_contract import wire
 
 log = logging.getLogger("sobranie.broker.redis")
 
-PUBLISH_SCRIPT = """
+def publish_script(command: str = "PUBLISH") -> str:
+    """The Lua step of a publish: KEYS counter, stream; ARGV envelope head, envelope tail,
+    history size, pub/sub channel. ``command`` is PUBLISH, or SPUBLISH for sharded pub/sub."""
+    return f"""
 local id = redis.call('INCR', KEYS[1])
 local text = ARGV[1] .. id .. ARGV[2]
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], id .. '-0', 'm', text)
-redis.call('PUBLISH', ARGV[4], id .. ' ' .. text)
+redis.call('{command}', ARGV[4], id .. ' ' .. text)
 return id
 """
-"""KEYS: counter, stream. ARGV: envelope head, envelope tail, history size, pub/sub channel."""
+
 
 RECONNECT_SECONDS = (0.1, 2.0)
 """First and largest pause between attempts to restore the subscriber connection."""
@@ -57,7 +60,56 @@ RECONNECT_SECONDS = (0.1, 2.0)
 _FAILURES = (RedisError, OSError, asyncio.TimeoutError)
 
 
-class RedisBroker(Broker):
+class RedisStore:
+    """What both Redis brokers do alike: ids, history and the publishing script, on one client
+    (a Redis, or a RedisCluster routing each channel's keys by their shared hash tag)."""
+
+    service = "Redis"
+    """How errors name the store."""
+    failures: tuple[type[BaseException], ...] = _FAILURES
+    """What a failed call to the store raises."""
+    where: str
+    _store: Any
+    _script: Any
+    _history_size: int
+
+    def counter_key(self, channel: str) -> str:
+        raise NotImplementedError
+
+    def history_key(self, channel: str) -> str:
+        raise NotImplementedError
+
+    def topic(self, channel: str) -> str:
+        raise NotImplementedError
+
+    async def publish(self, channel: str, data: Any, sender: str) -> Message:
+        head, tail = envelope_around_id(channel, data, sender)
+        try:
+            id = int(await self._script(
+                keys=[self.counter_key(channel), self.history_key(channel)],
+                args=[head, tail, self._history_size, self.topic(channel)]))
+        except self.failures as exc:
+            raise unavailable(self.service, self.where, exc) from None
+        return Message(channel, id, f"{head}{id}{tail}")
+
+    async def history(self, channel: str, since: int) -> list[Message]:
+        try:
+            entries: list[tuple[bytes, dict[bytes, bytes]]] = await self._store.xrange(
+                self.history_key(channel), min=f"{since + 1}-0")  # type: ignore[assignment]
+        except self.failures as exc:
+            raise unavailable(self.service, self.where, exc) from None
+        return [Message(channel, int(entry_id.partition(b"-")[0]), fields[b"m"].decode())
+                for entry_id, fields in entries]
+
+    async def last_id(self, channel: str) -> int:
+        try:
+            value = await self._store.get(self.counter_key(channel))
+        except self.failures as exc:
+            raise unavailable(self.service, self.where, exc) from None
+        return int(value or 0)
+
+
+class RedisBroker(RedisStore, Broker):
     name = "redis"
 
     def __init__(self, url: str, history_size: int = wire.HISTORY_SIZE, *,
@@ -70,7 +122,8 @@ class RedisBroker(Broker):
                                         retry=Retry(NoBackoff(), 1, (RedisConnectionError,)))
         kwargs = self._redis.connection_pool.connection_kwargs
         self.where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
-        self._script = self._redis.register_script(PUBLISH_SCRIPT)
+        self._store = self._redis
+        self._script = self._redis.register_script(publish_script())
         self._topics = f"{self.namespace}:ch:"
         self._control = f"{self.namespace}:ctl"
         self._wanted: set[str] = set()
@@ -104,37 +157,11 @@ class RedisBroker(Broker):
                 f"PORT) or pass another --broker URL") from None
         self._reader = asyncio.create_task(self._read(self._pubsub))
 
-    async def publish(self, channel: str, data: Any, sender: str) -> Message:
-        head, tail = envelope_around_id(channel, data, sender)
-        try:
-            id = int(await self._script(
-                keys=[self.counter_key(channel), self.history_key(channel)],
-                args=[head, tail, self._history_size, self.topic(channel)]))
-        except _FAILURES as exc:
-            raise unavailable("Redis", self.where, exc) from None
-        return Message(channel, id, f"{head}{id}{tail}")
-
     async def publish_transient(self, channel: str, envelope: dict[str, Any]) -> None:
         try:
             await self._redis.publish(self.topic(channel), frame(0, wire.encode(envelope)))
         except _FAILURES as exc:  # presence is best effort: never fail a connection for it
             log.warning("presence not sent, Redis at %s unavailable: %s", self.where, exc)
-
-    async def history(self, channel: str, since: int) -> list[Message]:
-        try:
-            entries: list[tuple[bytes, dict[bytes, bytes]]] = await self._redis.xrange(
-                self.history_key(channel), min=f"{since + 1}-0")  # type: ignore[assignment]
-        except _FAILURES as exc:
-            raise unavailable("Redis", self.where, exc) from None
-        return [Message(channel, int(entry_id.partition(b"-")[0]), fields[b"m"].decode())
-                for entry_id, fields in entries]
-
-    async def last_id(self, channel: str) -> int:
-        try:
-            value = await self._redis.get(self.counter_key(channel))
-        except _FAILURES as exc:
-            raise unavailable("Redis", self.where, exc) from None
-        return int(value or 0)
 
     async def subscribe(self, channel: str) -> None:
         """Start from the channel's current id, SUBSCRIBE, and return once the subscription

@@ -42,27 +42,16 @@ from redis.exceptions import RedisClusterException, RedisError
 from servers.brokers.backplane import (
     TIMEOUT_SECONDS,
     Sequencer,
-    envelope_around_id,
     frame,
     split_namespace,
     unavailable,
     unframe,
 )
-from servers.brokers.base import Broker, BrokerUnavailable, Deliver, Message
-from servers.brokers.redis_broker import RECONNECT_SECONDS
+from servers.brokers.base import Broker, BrokerUnavailable, Deliver
+from servers.brokers.redis_broker import RECONNECT_SECONDS, RedisStore, publish_script
 from sobranie_contract import wire
 
 log = logging.getLogger("sobranie.broker.redis_cluster")
-
-PUBLISH_SCRIPT = """
-local id = redis.call('INCR', KEYS[1])
-local text = ARGV[1] .. id .. ARGV[2]
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], id .. '-0', 'm', text)
-redis.call('SPUBLISH', ARGV[4], id .. ' ' .. text)
-return id
-"""
-"""The classic script with SPUBLISH: KEYS counter, stream; ARGV head, tail, size, channel (all
-three share the channel's hash tag, so the script runs on one master)."""
 
 _FAILURES = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 
@@ -80,8 +69,10 @@ class _Shard:
     reader: asyncio.Task[None] | None = None
 
 
-class RedisClusterBroker(Broker):
+class RedisClusterBroker(RedisStore, Broker):
     name = "redis-cluster"
+    service = "Redis Cluster"
+    failures = _FAILURES
 
     def __init__(self, url: str, history_size: int = wire.HISTORY_SIZE, *,
                  timeout: float = TIMEOUT_SECONDS) -> None:
@@ -93,7 +84,8 @@ class RedisClusterBroker(Broker):
         self._timeout = timeout
         self._cluster = RedisCluster(host=host, port=port, socket_timeout=timeout,
                                      socket_connect_timeout=timeout)
-        self._script = self._cluster.register_script(PUBLISH_SCRIPT)
+        self._store = self._cluster
+        self._script = self._cluster.register_script(publish_script("SPUBLISH"))
         self._wanted: set[str] = set()
         self._confirmed: dict[str, asyncio.Future[None]] = {}
         self._seq: Sequencer | None = None
@@ -135,38 +127,12 @@ class RedisClusterBroker(Broker):
                 f"cannot reach the Redis Cluster at {self.where} ({exc}): start it "
                 "(redis-cli --cluster create ...) or pass another --broker URL") from None
 
-    async def publish(self, channel: str, data: Any, sender: str) -> Message:
-        head, tail = envelope_around_id(channel, data, sender)
-        try:
-            id = int(await self._script(
-                keys=[self.counter_key(channel), self.history_key(channel)],
-                args=[head, tail, self._history_size, self.topic(channel)]))
-        except _FAILURES as exc:
-            raise unavailable("Redis Cluster", self.where, exc) from None
-        return Message(channel, id, f"{head}{id}{tail}")
-
     async def publish_transient(self, channel: str, envelope: dict[str, Any]) -> None:
         try:
             await self._cluster.spublish(self.topic(channel), frame(0, wire.encode(envelope)))
         except _FAILURES as exc:  # presence is best effort
             log.warning("presence not sent, Redis Cluster at %s unavailable: %s", self.where,
                         exc)
-
-    async def history(self, channel: str, since: int) -> list[Message]:
-        try:
-            entries: list[tuple[bytes, dict[bytes, bytes]]] = await self._cluster.xrange(
-                self.history_key(channel), min=f"{since + 1}-0")  # type: ignore[assignment]
-        except _FAILURES as exc:
-            raise unavailable("Redis Cluster", self.where, exc) from None
-        return [Message(channel, int(entry_id.partition(b"-")[0]), fields[b"m"].decode())
-                for entry_id, fields in entries]
-
-    async def last_id(self, channel: str) -> int:
-        try:
-            value = await self._cluster.get(self.counter_key(channel))
-        except _FAILURES as exc:
-            raise unavailable("Redis Cluster", self.where, exc) from None
-        return int(value or 0)
 
     async def subscribe(self, channel: str) -> None:
         """Start from the channel's current id, SSUBSCRIBE on its master, and return once the
