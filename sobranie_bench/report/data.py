@@ -105,6 +105,10 @@ class Results:
     """The runs that measured the same points plaintext and over TLS (``run --tls-compare``),
     selected the same way and kept apart (the TLS cost table reads them; the comparison's
     other tables never mix a plaintext half into the TLS matrix)."""
+    networks: dict[str, Results] = field(default_factory=dict)
+    """Emulated network profile (``4g``...) -> the runs made under it (``run --network``),
+    selected the same way and kept apart from the loopback figures (rules and SLAs judged on a
+    profile read them)."""
 
     # --- what is there -----------------------------------------------------------------------
 
@@ -331,24 +335,28 @@ def select_latest(raws: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]],
 
 def _results(root: Path, raws: list[dict[str, Any]], ignored: int = 0,
              scaleout: dict[str, Results] | None = None,
-             tls_compared: Results | None = None) -> Results:
+             tls_compared: Results | None = None,
+             networks: dict[str, Results] | None = None) -> Results:
     rows = pd.DataFrame(raw_results.summary_rows(raws), columns=raw_results.SUMMARY_COLUMNS)
     return Results(root=root, raws=tuple(raws), rows=rows, ignored=ignored,
-                   scaleout=scaleout or {}, tls_compared=tls_compared)
+                   scaleout=scaleout or {}, tls_compared=tls_compared, networks=networks or {})
 
 
 def load(results_dir: Path | str = "results") -> Results:
     """Every raw result under ``results_dir`` (its ``runs/`` if there is one), newest run per
     transport x scenario x set-up, with their tidy summary rows. One-instance runs make the
     main results; cluster and shared-broker runs go to ``.scaleout``, ``run --tls-compare``
-    runs to ``.tls_compared``."""
+    runs to ``.tls_compared``, ``run --network`` runs to ``.networks`` by profile."""
     root = Path(results_dir)
     source = root / "runs" if (root / "runs").is_dir() else root
     raws = raw_results.load_raw(source) if source.is_dir() else []
     compared = [raw for raw in raws if raw["metadata"].get("tls_compare")]
     raws = [raw for raw in raws if not raw["metadata"].get("tls_compare")]
-    # runs under an emulated network (`run --network`) have a section of their own
-    raws = [r for r in raws if r.get("network", "loopback") == "loopback"]
+    # runs under an emulated network (`run --network`) are kept apart, by profile
+    by_network: dict[str, list[dict[str, Any]]] = {}
+    for raw in raws:
+        by_network.setdefault(str(raw.get("network") or "loopback"), []).append(raw)
+    raws = by_network.pop("loopback", [])
     kept, ignored = select_latest(raws)
     by_setup: dict[str, list[dict[str, Any]]] = {}
     for raw in kept:
@@ -356,7 +364,9 @@ def load(results_dir: Path | str = "results") -> Results:
     single = by_setup.pop("one instance", [])
     return _results(root, single, ignored,
                     {name: _results(root, raws) for name, raws in sorted(by_setup.items())},
-                    _results(root, select_latest(compared)[0]) if compared else None)
+                    _results(root, select_latest(compared)[0]) if compared else None,
+                    {net: _results(root, select_latest(runs)[0])
+                     for net, runs in sorted(by_network.items())})
 
 
 def summary_frame(res: Results) -> pd.DataFrame:

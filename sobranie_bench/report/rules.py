@@ -87,12 +87,10 @@ class Ref:
 
 def figure(res: Results, ref: Ref) -> Measured | None:
     """The figure ``ref`` names in ``res`` (None when not measured)."""
-    rows = res.rows
-    if "network" in rows.columns:
-        net = rows["network"].fillna(LOOPBACK).replace("", LOOPBACK).astype(str)
-        res = Results(res.root, res.raws, rows[net == ref.network], res.ignored, res.scaleout)
-    elif ref.network != LOOPBACK:
-        return None
+    if ref.network != LOOPBACK:  # the runs made under that emulated profile
+        if ref.network not in res.networks:
+            return None
+        res = res.networks[ref.network]
     params = res.point(ref.scenario, ref.transport, **dict(ref.match)) if ref.match else None
     if ref.match and params is None:
         return None

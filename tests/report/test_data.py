@@ -70,3 +70,18 @@ def test_no_results_is_an_empty_selection(tmp_path: Path) -> None:
     res = data.load(tmp_path / "nothing-here")
     assert res.empty and res.main_run is None and res.transports == ()
     assert data.scenario_frame(res, "echo", ["rtt_p50_us"]).empty
+
+
+def test_network_runs_are_kept_apart_and_read_by_their_profile(results_copy: Path) -> None:
+    from sobranie_bench.report.rules import Ref, figure
+
+    loopback = data.load(results_copy).figure("ws", "echo", "rtt_p99_us")
+    slow = raw_file("ws", "echo")
+    slow["network"] = "4g"
+    add_raw(results_copy, slow, "29991231T000001Z")
+    res = data.load(results_copy)
+    assert list(res.networks) == ["4g"]
+    assert res.figure("ws", "echo", "rtt_p99_us") == loopback  # never mixed into loopback
+    on_4g = figure(res, Ref("ws", "echo", "rtt_p99_us", network="4g"))
+    assert on_4g is not None and on_4g.run_id == "29991231T000001Z"
+    assert figure(res, Ref("ws", "echo", "rtt_p99_us", network="3g")) is None
