@@ -203,10 +203,8 @@ def fanout(res: Results) -> Figure:
     return fig
 
 
-def capacity_steps(res: Results) -> Figure:
-    """The capacity scenario's steps: fan-out p95 against subscribers, with the SLA."""
-    fig = new_figure(7.5, 4.0)
-    ax = fig.add_subplot()
+def _capacity_steps_on(ax: Any, res: Results) -> float | None:
+    """Each transport's capacity steps (fan-out p95 against subscribers) on ``ax``; the SLA."""
     sla = None
     for t in res.transports:
         steps = [s for s in res.capacity_steps(t) if math.isfinite(s.get("p95_us", math.inf))]
@@ -215,6 +213,14 @@ def capacity_steps(res: Results) -> Figure:
         sla = res.value(t, "capacity", "sla_ms") or sla
         ax.plot([s["subscribers"] for s in steps], [s["p95_us"] / 1000 for s in steps],
                 marker="o", color=color(t), label=_label(res, t, "capacity"))
+    return sla
+
+
+def capacity_steps(res: Results) -> Figure:
+    """The capacity scenario's steps: fan-out p95 against subscribers, with the SLA."""
+    fig = new_figure(7.5, 4.0)
+    ax = fig.add_subplot()
+    sla = _capacity_steps_on(ax, res)
     if not ax.lines:
         fig.clear()
         return _nothing(fig, "capacity steps")
@@ -350,14 +356,7 @@ def capacity_curves(res: Results, users: Sequence[int] = (100_000, 1_000_000, 10
     capacity model's instances against online users, each transport carrying every feature."""
     fig = new_figure(9.5, 4.2)
     left, right = fig.subplots(1, 2)
-    sla = None
-    for t in res.transports:
-        steps = [s for s in res.capacity_steps(t) if math.isfinite(s.get("p95_us", math.inf))]
-        if not steps:
-            continue
-        sla = res.value(t, "capacity", "sla_ms") or sla
-        left.plot([s["subscribers"] for s in steps], [s["p95_us"] / 1000 for s in steps],
-                  marker="o", color=color(t), label=_label(res, t, "capacity"))
+    sla = _capacity_steps_on(left, res)
     if sla:
         left.axhline(sla, color="red", lw=1, ls="--", label=f"SLA {sla:g} ms")
     if left.lines:
