@@ -11,8 +11,10 @@ PROFILE ?= ci
 # `make bench STRICT=1` makes any failure exit non-zero
 STRICT ?=
 STRICT_FLAG := $(if $(STRICT),--strict)
-# the TLS cost table: these transports' points run plaintext and over TLS in one run
+# the TLS cost table: the main run also runs these transports' points of these scenarios
+# plaintext, each beside its TLS twin on fresh servers (the rest of the matrix over TLS only)
 TLS_COMPARE ?= ws,ws-websockets,ws@elysia,sse,sse@elysia,longpoll,longpoll@elysia
+TLS_COMPARE_SCENARIOS ?= echo,connections,overhead
 
 .PHONY: bench calibrate test setup lint clean
 
@@ -31,11 +33,10 @@ test: setup
 	$(BIN)/python -m pytest -q --junitxml=results/tests/junit.xml
 
 bench: setup
-	$(BIN)/sobranie-bench run --profile $(PROFILE) --fresh $(STRICT_FLAG)
+	$(BIN)/sobranie-bench run --profile $(PROFILE) --fresh \
+	    --tls-compare $(TLS_COMPARE_SCENARIOS),$(TLS_COMPARE) $(STRICT_FLAG)
 	$(BIN)/sobranie-bench run --profile $(PROFILE) --scenarios browser $(STRICT_FLAG) \
 	    || [ -z "$(STRICT)" ]
-	$(BIN)/sobranie-bench run --profile $(PROFILE) --tls-compare --transports $(TLS_COMPARE) \
-	    --scenarios echo,connections,overhead $(STRICT_FLAG) || [ -z "$(STRICT)" ]
 	$(BIN)/sobranie-bench run --profile $(PROFILE) --cluster 3 --broker redis \
 	    --transports ws,sse,longpoll --scenarios fanout,failover,backplane $(STRICT_FLAG) \
 	    || [ -z "$(STRICT)" ]

@@ -60,7 +60,8 @@ def _run(args: argparse.Namespace) -> int:
                 scenarios=tuple(args.scenarios or ()), target=args.target, out=out,
                 workers=args.workers, trials=args.trials, seed=args.seed, broker=args.broker,
                 cluster=args.cluster, overrides=tuple(args.set or ()), tls=args.tls,
-                ca=args.ca, server_pid=args.server_pid, tls_compare=args.tls_compare,
+                ca=args.ca, server_pid=args.server_pid, tls_compare=args.tls_compare is not None,
+                tls_compare_only=tuple(args.tls_compare or ()),
                 network=args.network, processes=args.processes)
     raws: list[dict[str, Any]] = []
     try:
@@ -170,10 +171,13 @@ def register(sub: Any) -> None:
     p.add_argument("--strict", action="store_true",
                    help="exit 1 when any run failed (default: 0 whenever something was "
                         "measured, the failures printed first; 1 when every run failed)")
-    p.add_argument("--tls-compare", action="store_true",
+    p.add_argument("--tls-compare", nargs="?", const=[], type=_csv, metavar="NAMES",
                    help="run every point of a TCP transport twice, plaintext then TLS (fresh "
                         "servers), so the report's TLS cost table compares them in one run "
-                        "(replaces --tls/--no-tls; not with --target or --cluster)")
+                        "(replaces --tls/--no-tls; not with --target or --cluster). With "
+                        "NAMES (scenarios and/or transports, e.g. echo,connections,ws,sse) "
+                        "only those points run both ways and the rest over TLS: a main run "
+                        "that also measures the TLS cost")
     p.add_argument("--fresh", action="store_true",
                    help="delete OUT/runs first, so the summary holds this run only")
     p.set_defaults(func=_run)

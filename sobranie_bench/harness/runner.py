@@ -93,6 +93,10 @@ class Plan:
     tls_compare: bool = False
     """Run every point of a TCP transport twice, plaintext then TLS, each on a fresh server:
     the TLS cost per message and per handshake measured in one run (``tls`` is then moot)."""
+    tls_compare_only: tuple[str, ...] = ()
+    """With ``tls_compare``: only the points of these scenarios and transports (either kind of
+    name; none of a kind = all of it) run both ways, the rest over TLS only; the run is then
+    a main run whose compared points also ran plaintext (:meth:`compared`)."""
     network: str = "loopback"
     """Network profile (:mod:`sobranie_bench.netlab.profiles`): anything but loopback runs the
     server and the load in two namespaces joined by the emulated link."""
@@ -113,19 +117,29 @@ class Plan:
                     for trial in range(1, trials + 1):
                         yield transport, scenarios[name], params, trial
 
-    def variants(self, transport: str) -> tuple[Plan, ...]:
-        """The plans one point runs under: itself, or with ``tls_compare`` a plaintext and a
-        TLS one (once for a transport that always encrypts)."""
+    def compared(self, transport: str, scenario: str) -> bool:
+        """Whether this point runs plaintext and over TLS (``tls_compare``, ``_only``)."""
+        if not self.tls_compare or base_transport(transport) in ALWAYS_ENCRYPTED:
+            return False
+        only = set(self.tls_compare_only)
+        scenarios, transports = only & set(registry()), only & set(TRANSPORTS)
+        return (not scenarios or scenario in scenarios) and (
+            not transports or transport in transports)
+
+    def variants(self, transport: str, scenario: str) -> tuple[Plan, ...]:
+        """The plans one point runs under: itself (over TLS when ``tls_compare``: a
+        transport that always encrypts, or a point ``tls_compare_only`` leaves out), or a
+        plaintext and a TLS one (:meth:`compared`)."""
         if not self.tls_compare:
             return (self,)
-        if base_transport(transport) in ALWAYS_ENCRYPTED:
+        if not self.compared(transport, scenario):
             return (replace(self, tls=True),)
         return replace(self, tls=False), replace(self, tls=True)
 
     def runs(self) -> Iterator[tuple[Plan, str, Scenario, dict[str, Any], int]]:
         """Every run of the plan: each point under each of its :meth:`variants`."""
         for transport, scenario, params, trial in self.points():
-            for variant in self.variants(transport):
+            for variant in self.variants(transport, scenario.name):
                 yield variant, transport, scenario, params, trial
     def planned_seconds(self) -> float:
         """The plan's duration by its declared timings: every trial of every point's
@@ -251,7 +265,7 @@ def metadata(plan: Plan, run_id: str) -> dict[str, Any]:
             "git_commit": commit, "profile": plan.profile, "seed": plan.seed,
             "workers": plan.workers, "broker": plan.broker, "target": plan.target,
             "cluster": plan.cluster, "tls": plan.tls, "tls_resumption": False,
-            "tls_compare": plan.tls_compare,
+            "tls_compare": list(plan.tls_compare_only) or plan.tls_compare,
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "complexity": complexity.record(),
             "started": datetime.now(UTC).isoformat(timespec="seconds")}
@@ -388,6 +402,7 @@ async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
            "scenario": scenario.name, "params": params, "trial": trial,
            "profile": plan.profile, "parts": len(parts), "processes": processes,
            "tls": encrypted(ctx.url, transport), "network": plan.network,
+           **({"tls_compared": True} if plan.compared(transport, scenario.name) else {}),
            "window": window(ctx, merged["times"]),
            "timing": {"warmup": ctx.warmup, "duration": ctx.duration},
            "resources": resources, "machine": sampler.machine_dict(),
@@ -442,6 +457,10 @@ async def run_plan(plan: Plan, on_result: Callable[[str, dict[str, Any] | None],
     unknown = set(plan.scenarios) - set(registry())
     if unknown:
         raise HarnessError(f"unknown scenario(s) {sorted(unknown)}; known: {sorted(registry())}")
+    unknown = set(plan.tls_compare_only) - set(registry()) - set(TRANSPORTS)
+    if unknown:
+        raise HarnessError(f"--tls-compare {','.join(sorted(unknown))}: neither a scenario nor "
+                           f"a transport (scenarios: {', '.join(sorted(registry()))})")
     lonely = [n for n in plan.scenarios if registry()[n].needs_cluster and plan.cluster < 2]
     if lonely:
         raise HarnessError(f"{', '.join(lonely)} needs a cluster: add --cluster 2 (or more) "
@@ -502,7 +521,9 @@ async def _run_points(plan: Plan, on_result: Callable[[str, dict[str, Any] | Non
                    "scenario": scenario.name, "params": params, "trial": trial,
                    "profile": plan.profile, "network": plan.network,
                    "error": f"{type(exc).__name__}: {exc}",
-                   "tls": variant.tls or transport in ALWAYS_ENCRYPTED}
+                   "tls": variant.tls or transport in ALWAYS_ENCRYPTED,
+                   **({"tls_compared": True} if plan.compared(transport, scenario.name)
+                      else {})}
             results.write_raw(run_dir, raw)
         on_result(label, raw)
     results.write_summary(plan.out / "runs", plan.out / "summary.csv")
