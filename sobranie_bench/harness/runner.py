@@ -509,23 +509,28 @@ async def _run_points(plan: Plan, on_result: Callable[[str, dict[str, Any] | Non
     run_dir = plan.out / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run.json").write_text(json.dumps(meta, indent=1))
-    for variant, transport, scenario, params, trial in plan.runs():
-        label = f"{transport} {scenario.name} {results.params_key(params)} #{trial}"
-        if plan.tls_compare:
-            label += " tls" if variant.tls else " plaintext"
-        on_result(label, None)
-        try:
-            raw = await run_one(variant, run_id, meta, transport, scenario, params, trial)
-        except Exception as exc:  # noqa: BLE001 - one failed run must not end the matrix
-            raw = {"version": results.RAW_VERSION, "metadata": meta, "transport": transport,
-                   "scenario": scenario.name, "params": params, "trial": trial,
-                   "profile": plan.profile, "network": plan.network,
-                   "error": f"{type(exc).__name__}: {exc}",
-                   "tls": variant.tls or transport in ALWAYS_ENCRYPTED,
-                   **({"tls_compared": True} if plan.compared(transport, scenario.name)
-                      else {})}
-            results.write_raw(run_dir, raw)
-        on_result(label, raw)
+    try:
+        for variant, transport, scenario, params, trial in plan.runs():
+            label = f"{transport} {scenario.name} {results.params_key(params)} #{trial}"
+            if plan.tls_compare:
+                label += " tls" if variant.tls else " plaintext"
+            on_result(label, None)
+            try:
+                raw = await run_one(variant, run_id, meta, transport, scenario, params, trial)
+            except Exception as exc:  # noqa: BLE001 - one failed run must not end the matrix
+                raw = {"version": results.RAW_VERSION, "metadata": meta,
+                       "transport": transport, "scenario": scenario.name, "params": params,
+                       "trial": trial, "profile": plan.profile, "network": plan.network,
+                       "error": f"{type(exc).__name__}: {exc}",
+                       "tls": variant.tls or transport in ALWAYS_ENCRYPTED,
+                       **({"tls_compared": True} if plan.compared(transport, scenario.name)
+                          else {})}
+                results.write_raw(run_dir, raw)
+            on_result(label, raw)
+    finally:  # what the points shared (browsers) is closed, whatever happened
+        for scenario in {s.name: s for _, s, _, _ in plan.points()}.values():
+            if scenario.teardown is not None:
+                await scenario.teardown()
     results.write_summary(plan.out / "runs", plan.out / "summary.csv")
     return run_dir
 

@@ -20,7 +20,12 @@ def main() -> None:
     raise_fd_limit()
     install_uvloop()
     async def run() -> dict[str, Any]:
-        return await registry()[spec["scenario"]].part(ctx)
+        scenario = registry()[spec["scenario"]]
+        try:
+            return await scenario.part(ctx)
+        finally:
+            if scenario.teardown is not None:
+                await scenario.teardown()
 
     json.dump(asyncio.run(run()), sys.stdout)
 

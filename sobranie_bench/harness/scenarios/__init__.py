@@ -145,6 +145,10 @@ class Scenario:
     load_seconds: Callable[[Params], float] | None = None
     """Seconds a point's load takes beyond warm-up and window (ramps, holds, steps), for
     planning a profile's duration."""
+    teardown: Callable[[], Awaitable[None]] | None = None
+    """Called once when the process that ran its parts is done with them (the runner at the
+    plan's end, a worker after its part): closes what its points shared (the browser
+    scenario's open browsers)."""
 
     def window(self, profile: str, params: Params) -> tuple[float, float]:
         """(warm-up, duration) seconds of one point under ``profile``."""

@@ -20,7 +20,10 @@ Run it by name (``run --scenarios browser``: ``make bench`` has a line for it; i
 profile's default set). ``--set engine=firefox`` runs one engine only, ``--set tabs=10`` more
 tabs, ``--set sse_limit=true`` the limit on every SSE transport. An engine that cannot be
 launched here is a result (``not_run`` with the reason), never a crash.
-Every browser is closed and every tab bounded in time (:data:`PART_SECONDS` for the part).
+A run launches each engine once, at its first point, and keeps it for its next points (each
+tab still gets a context of its own: nothing carried over but the running engine; ``info``
+says ``launched`` for the point that launched it); every browser is closed when the run ends,
+and every tab bounded in time (:data:`PART_SECONDS` for the part).
 """
 
 from __future__ import annotations
@@ -235,10 +238,11 @@ async def sse_limit(b: browser.Browser, origin: str, ctx: PartContext,
     """The SSE per-origin limit (see the module's docstring): over the server's HTTP/1.1, and
     under ``http2`` over HTTP/2 through an HAProxy of our own when HAProxy is installed."""
     url = page_url(ctx)
-    out = await _same_profile(b, origin, ctx, url, "sse-limit", block_seconds,
+    # profiles named after this server: a browser kept from an earlier point has its own
+    out = await _same_profile(b, origin, ctx, url, f"sse-limit {url}", block_seconds,
                               other=url.replace("127.0.0.1", "localhost", 1))
     async with http2_front(url) as front:
-        out["http2"] = (await _same_profile(b, origin, ctx, front, "sse-limit-h2",
+        out["http2"] = (await _same_profile(b, origin, ctx, front, f"sse-limit-h2 {front}",
                                             block_seconds) if front
                         else {"not_run": "haproxy is not installed (make setup)"})
     return out
@@ -252,6 +256,43 @@ def measures_limit(transport: str, params: dict[str, Any]) -> bool:
     return transport in chosen if isinstance(chosen, list) else bool(chosen)
 
 
+_KEPT: dict[str, tuple[browser.Browser, contextlib.AsyncExitStack,
+                       asyncio.AbstractEventLoop]] = {}
+"""Engines this process launched for a point, kept open for its next points (:func:`close`)."""
+
+
+async def _engine(name: str) -> tuple[browser.Browser, bool]:
+    """The engine's browser, and whether this call launched it: a run's first point of an
+    engine launches it, its next points reuse it while it runs (each tab still gets a context
+    of its own: no cookies, cache or connections carried over), saving a launch per point."""
+    kept = _KEPT.pop(name, None)
+    if kept is not None:
+        if kept[0].alive() and kept[2] is asyncio.get_running_loop():
+            _KEPT[name] = kept
+            return kept[0], False
+        if kept[2] is asyncio.get_running_loop():
+            with contextlib.suppress(Exception):
+                await kept[1].aclose()
+    stack = contextlib.AsyncExitStack()
+    try:
+        b = await stack.enter_async_context(browser.launch(name))
+    except BaseException:
+        await stack.aclose()
+        raise
+    _KEPT[name] = (b, stack, asyncio.get_running_loop())
+    return b, True
+
+
+async def close() -> None:
+    """Close every browser this process kept open (the runner calls it when its plan ends,
+    a worker after its part)."""
+    while _KEPT:
+        _, (_, stack, loop) = _KEPT.popitem()
+        if loop is asyncio.get_running_loop():
+            with contextlib.suppress(Exception):
+                await stack.aclose()
+
+
 async def _run(ctx: PartContext) -> dict[str, Any]:
     p = ctx.params
     engine, count = str(p["engine"]), int(p["tabs"])
@@ -260,7 +301,8 @@ async def _run(ctx: PartContext) -> dict[str, Any]:
     counters = {"tabs": count, "tabs_ok": 0, "engine_major": 0}
     start = time.monotonic()
     try:
-        async with page_origin() as origin, browser.launch(engine) as b:
+        async with page_origin() as origin:
+            b, info["launched"] = await _engine(engine)
             info["engine_version"] = b.engine.version
             counters["engine_major"] = int(b.engine.version.split(".")[0] or 0)
             results = await asyncio.gather(*(_tab(b, origin, ctx, i) for i in range(count)))
@@ -296,7 +338,7 @@ SCENARIO = Scenario(
         "full": [{"engine": e, "tabs": 10, "block_seconds": 5.0} for e in browser.ENGINES],
     },
     timing={"ci": (0.0, 0.0), "standard": (0.0, 0.0), "quick": (0.0, 0.0), "full": (0.0, 0.0)},
-    workers=False, named_only=True,
+    workers=False, named_only=True, teardown=close,
     # launch and close (a few seconds), the tabs' checks with their drop and resume, and for
     # SSE the limit's 16 tabs and two waits (measured: about 8 s per run on 2 busy cores)
     load_seconds=lambda p: 5.0 + 0.5 * int(p["tabs"]) + float(p["block_seconds"]),
