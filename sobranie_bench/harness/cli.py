@@ -57,7 +57,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.fresh and (out / "runs").exists():
         shutil.rmtree(out / "runs")
     plan = Plan(profile=args.profile, transports=tuple(args.transports or ()),
-                scenarios=tuple(args.scenarios or ()), target=args.target, out=out,
+                scenarios=tuple(args.scenarios or ()), only=tuple(args.only or ()),
+                target=args.target, out=out,
                 workers=args.workers, trials=args.trials, seed=args.seed, broker=args.broker,
                 cluster=args.cluster, overrides=tuple(args.set or ()), tls=args.tls,
                 ca=args.ca, server_pid=args.server_pid, tls_compare=args.tls_compare is not None,
@@ -96,6 +97,13 @@ def _run(args: argparse.Namespace) -> int:
     return failures.exit_code(bool(raws) and len(failed) == len(raws), bool(failed), args.strict)
 
 
+def _only(text: str) -> tuple[str, tuple[str, ...]]:
+    name, sep, transports = text.partition("=")
+    if not sep or not name or not transports:
+        raise argparse.ArgumentTypeError(f"expected SCENARIO=T,T, got {text!r}")
+    return name, tuple(_csv(transports))
+
+
 def _csv(text: str) -> list[str]:
     return [t for t in text.split(",") if t]
 
@@ -132,6 +140,10 @@ def register(sub: Any) -> None:
                    help="comma-separated (default all but the named-only: "
                    f"{','.join(n for n, s in scenarios.items() if not s.named_only)}; named only: "
                    f"{','.join(n for n, s in scenarios.items() if s.named_only)})")
+    p.add_argument("--only", type=_only, action="append", metavar="SCENARIO=T,T",
+                   help="run SCENARIO for these transports alone (repeatable), e.g. "
+                        "--scenarios echo,fanout --only fanout=ws,sse: echo for every "
+                        "transport, fan-out for two")
     p.add_argument("--target", metavar="URL",
                    help="benchmark a running contract server at this base URL instead of "
                         "starting fresh ones (docs/benchmark-your-server.md)")

@@ -58,6 +58,9 @@ class Plan:
     """Transports to run (default: every registered one)."""
     scenarios: tuple[str, ...] = ()
     """Scenarios to run (default: all)."""
+    only: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(scenario, transports) pairs: that scenario runs for those transports alone (the
+    others' points of it are left out), e.g. a small 4g fan-out beside echo for every one."""
     target: str | None = None
     """Benchmark this running server instead of starting fresh ones."""
     out: Path = Path("results")
@@ -109,10 +112,13 @@ class Plan:
                                         if (self.cluster >= 2 or not s.needs_cluster)
                                         and not s.named_only)
         trials = self.trials or (1 if self.profile == "ci" else 3)
+        only = dict(self.only)
         for transport in self.transports or tuple(TRANSPORTS):
             for name in names:
                 if scenarios[name].network and self.network == "loopback":
                     continue  # it cuts the lab's link: there is none on loopback
+                if name in only and transport not in only[name]:
+                    continue
                 for params in self.grid(scenarios[name]):
                     for trial in range(1, trials + 1):
                         yield transport, scenarios[name], params, trial
@@ -457,6 +463,11 @@ async def run_plan(plan: Plan, on_result: Callable[[str, dict[str, Any] | None],
     unknown = set(plan.scenarios) - set(registry())
     if unknown:
         raise HarnessError(f"unknown scenario(s) {sorted(unknown)}; known: {sorted(registry())}")
+    for name, transports in plan.only:
+        if name not in registry() or not set(transports) <= set(TRANSPORTS):
+            raise HarnessError(f"--only {name}={','.join(transports)}: expected a scenario "
+                               f"and known transports (scenarios: "
+                               f"{', '.join(sorted(registry()))})")
     unknown = set(plan.tls_compare_only) - set(registry()) - set(TRANSPORTS)
     if unknown:
         raise HarnessError(f"--tls-compare {','.join(sorted(unknown))}: neither a scenario nor "

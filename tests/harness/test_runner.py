@@ -149,3 +149,18 @@ async def test_tls_compare_refuses_a_name_that_is_neither_scenario_nor_transport
     with pytest.raises(HarnessError, match="neither a scenario nor a transport"):
         await run_plan(Plan(profile="ci", transports=("ws",), scenarios=("echo",),
                             tls_compare=True, tls_compare_only=("echo", "eccho")))
+
+
+def test_only_runs_a_scenario_for_the_transports_it_names() -> None:
+    plan = Plan(profile="ci", transports=("ws", "sse", "longpoll"), scenarios=("echo", "fanout"),
+                only=(("fanout", ("ws", "sse")),))
+    assert [(t, s.name) for t, s, _, _ in plan.points()] == [
+        ("ws", "echo"), ("ws", "fanout"), ("sse", "echo"), ("sse", "fanout"),
+        ("longpoll", "echo")]
+
+
+async def test_only_refuses_an_unknown_scenario_or_transport() -> None:
+    for only in ((("fanout", ("ws", "wss")),), (("fan-out", ("ws",)),)):
+        with pytest.raises(HarnessError, match="--only"):
+            await run_plan(Plan(profile="ci", transports=("ws",), scenarios=("echo",),
+                                only=only))
