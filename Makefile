@@ -16,35 +16,40 @@ STRICT_FLAG := $(if $(STRICT),--strict)
 TLS_COMPARE ?= ws,ws-websockets,ws@elysia,sse,sse@elysia,longpoll,longpoll@elysia
 TLS_COMPARE_SCENARIOS ?= echo,connections,overhead
 
+# prefixes a phase's command: its wall time is printed when it ends (`make bench 2>&1 | grep
+# took`), its exit status kept
+took = s=$$(date +%s); trap 'echo "make: $(1) took $$(($$(date +%s) - s)) s" >&2' EXIT;
+
 .PHONY: bench calibrate test setup lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,notebooks,dev]'
+	$(call took,pip install) $(BIN)/python -m pip install --quiet -e '.[test,notebooks,dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)
-	setup/setup.sh
+	$(call took,setup) setup/setup.sh
 
 # the test run is recorded (JUnit XML): claims.md confirms a claim resting on tests only if
 # they passed in the newest recorded run (results/tests/*.xml)
 test: setup
 	$(BIN)/python -m pytest -q --junitxml=results/tests/junit.xml
 
+# budget: 10 minutes on 2 quiet cores, setup included (each phase prints how long it took)
 bench: setup
-	$(BIN)/sobranie-bench run --profile $(PROFILE) --fresh \
+	$(call took,main matrix) $(BIN)/sobranie-bench run --profile $(PROFILE) --fresh \
 	    --tls-compare $(TLS_COMPARE_SCENARIOS),$(TLS_COMPARE) $(STRICT_FLAG)
-	$(BIN)/sobranie-bench run --profile $(PROFILE) --scenarios browser $(STRICT_FLAG) \
-	    || [ -z "$(STRICT)" ]
-	$(BIN)/sobranie-bench run --profile $(PROFILE) --cluster 3 --broker redis \
-	    --transports ws,sse,longpoll --scenarios fanout,failover,backplane $(STRICT_FLAG) \
-	    || [ -z "$(STRICT)" ]
+	$(call took,browsers) $(BIN)/sobranie-bench run --profile $(PROFILE) --scenarios browser \
+	    $(STRICT_FLAG) || [ -z "$(STRICT)" ]
+	$(call took,cluster) $(BIN)/sobranie-bench run --profile $(PROFILE) --cluster 3 \
+	    --broker redis --transports ws,sse,longpoll --scenarios fanout,failover,backplane \
+	    $(STRICT_FLAG) || [ -z "$(STRICT)" ]
 	@# the same transports over an emulated 4G link (network namespaces: root, as in CI)
-	if [ "$$(id -u)" = 0 ]; then $(BIN)/sobranie-bench run --profile $(PROFILE) --network 4g \
-	  --scenarios echo,first-message $(STRICT_FLAG) || [ -z "$(STRICT)" ]; \
+	$(call took,4g) if [ "$$(id -u)" = 0 ]; then $(BIN)/sobranie-bench run --profile $(PROFILE) \
+	  --network 4g --scenarios echo,first-message $(STRICT_FLAG) || [ -z "$(STRICT)" ]; \
 	else echo "make bench: --network 4g needs root: its points are left out"; fi
-	$(BIN)/sobranie-bench report --notebooks --docs docs $(STRICT_FLAG)
+	$(call took,report) $(BIN)/sobranie-bench report --notebooks --docs docs $(STRICT_FLAG)
 
 # The capacity model's calibration (ws and sse: fit points, then held-out points it must
 # predict) into results/calibrate, validated, then the report (its plans get error bars and the
