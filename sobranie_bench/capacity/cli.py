@@ -560,7 +560,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "calibrate",
         help="measure the model's fit points and held-out points (about 20 min; --quick 8)",
         description="Run the harness's calibrate profile (echo at 200 and 800/s, fan-out of "
-        "100 and 600 subscribers at 20/s; 3 trials of 30 s each) and its holdout profile "
+        "100, 400 and 800 subscribers at 20/s; 3 trials of 30 s each) and its holdout profile "
         "(echo at 400/s, fan-out of 300, and the capacity scenario stepping subscribers up "
         "to the knee; 1 trial each) on fresh servers, record the host (CPU, cores, load), "
         "then fit and validate (`capacity validate --against OUT`). The machine's other load "

@@ -109,7 +109,7 @@ def tables(
     residuals: list[tuple[str, ...]] = []
     for transport, fit in sorted(fits.items()):
         if isinstance(fit, CalibrationRefused):
-            costs.append((transport, "refused (the machine was busy: see below)", "", "", "",
+            costs.append((transport, "refused (why: below the tables)", "", "", "",
                           "", ""))
             continue
         costs.append(_cost_row(transport, fit))
