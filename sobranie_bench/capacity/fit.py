@@ -407,11 +407,11 @@ def fit_transport(
               and t.cpu_cores is not None]  # fmt: skip
     points = _by_point(usable)
     try:
-        loads = {sc: sum(1 for s, _ in points if s == sc) for sc in ("echo", "fanout")}
-        if min(loads.values()) < 2:  # the costs are not identifiable (rank from noise only)
+        sizes = {sc: sum(1 for s, _ in points if s == sc) for sc in ("echo", "fanout")}
+        if min(sizes.values()) < 2:  # the costs are not identifiable (rank from noise only)
             raise CalibrationRefused(
-                f"a fit needs >= 2 echo rates and >= 2 fan-out sizes, got {loads['echo']} and "
-                f"{loads['fanout']} usable")  # fmt: skip
+                f"a fit needs >= 2 echo rates and >= 2 fan-out sizes, got {sizes['echo']} and "
+                f"{sizes['fanout']} usable")  # fmt: skip
         server = _linear_of(usable)
     except CalibrationRefused as error:
         why = []
