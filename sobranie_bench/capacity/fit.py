@@ -176,11 +176,17 @@ def failure_of(raw: dict[str, Any]) -> str | None:
     return None
 
 
+def cluster_size(raw: dict[str, Any]) -> int:
+    """Instances of the cluster a raw result was measured on (1: one server)."""
+    return int(raw.get("metadata", {}).get("cluster") or 1)
+
+
 def trial_from_raw(raw: dict[str, Any]) -> Trial | None:
     """The trial one raw result holds (a failed run: with its ``failure`` and no figures);
-    None for another scenario."""
+    None for another scenario or a cluster's result (the fleet model's, see
+    :mod:`~sobranie_bench.capacity.clustercheck`)."""
     scenario = raw["scenario"]
-    if scenario not in ("echo", "fanout", "capacity"):
+    if scenario not in ("echo", "fanout", "capacity") or cluster_size(raw) >= 2:
         return None
     failure = failure_of(raw)
     p, w = raw["params"], raw.get("window", {})

@@ -187,6 +187,26 @@ def calibrated_plan(
     return with_error_bars(result, fitted, fits, knees), fitted, notes
 
 
+CLUSTER_CAPTION = ("the fleet and storm models' predictions for the same N and load beside "
+                   "a measured cluster run (shown, not judged: the thresholds are the "
+                   "one-process model's); error: predicted / measured - 1")
+
+
+def cluster_rows(run: Path | str | None, summary: Path | str | None = None
+                 ) -> tuple[tuple[str, ...], ...]:  # fmt: skip
+    """The fleet model against the cluster results under ``run`` (``VALIDATION_HEADERS``);
+    the connect capacity from ``summary``'s connection costs when it exists. Empty without
+    a cluster result there."""
+    from sobranie_bench.capacity.calibration import calibrate
+    from sobranie_bench.capacity.clustercheck import cluster_checks, load_cluster
+
+    if run is None or not Path(run).exists():
+        return ()
+    costs = calibrate(summary) if summary is not None and Path(summary).exists() else None
+    checks = cluster_checks(load_cluster(run), costs)
+    return validation_rows(Validation(tuple(checks), {}))
+
+
 def validation_markdown(
     root: Path | str, table: Callable[[Sequence[str], Sequence[Sequence[str]]], str]
 ) -> list[str]:
@@ -213,4 +233,24 @@ def validation_markdown(
         "(schedstat); the model runs each process at the share it got, and the plan at a "
         "whole core."), "",
     ]  # fmt: skip
-    return lines + [f"- refused: {why}" for why in shown.refused.values()] + [""]
+    lines += [f"- refused: {why}" for why in shown.refused.values()] + [""]
+    return lines + cluster_markdown(Path(root).parent, table)
+
+
+def cluster_markdown(
+    results_root: Path | str, table: Callable[[Sequence[str], Sequence[Sequence[str]]], str]
+) -> list[str]:
+    """The report's section on the fleet model against the newest cluster run under
+    ``results_root/runs`` (nothing when there is none)."""
+    from sobranie_bench.capacity.clustercheck import latest_cluster_run
+
+    root = Path(results_root)
+    run = latest_cluster_run(root / "runs")
+    rows = cluster_rows(run, root / "summary.csv")
+    if run is None or not rows:
+        return []
+    return ["### The fleet model against a real cluster", "",
+            (f"Run `{run.name}` (`run --cluster`, Redis; {CLUSTER_CAPTION}). Re-measure: "
+             "`sobranie-bench run --profile holdout --cluster 3 --broker redis --scenarios "
+             "fanout,failover,backplane --transports ws,sse`."), "",
+            table(VALIDATION_HEADERS, rows), ""]  # fmt: skip
