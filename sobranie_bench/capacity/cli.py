@@ -436,7 +436,8 @@ def _calibrate(args: argparse.Namespace) -> int:
                 break
             console.print(f"attempt {attempt + 1}: {', '.join(refused)} refused (the machine "
                           "was busy): measuring again", highlight=False)  # fmt: skip
-    console.print(f"fit run: {done.fit_run}\nheld-out run: {done.holdout_run}", highlight=False)
+    console.print(f"fit run: {done.fit_run}\nheld-out runs: "
+                  f"{', '.join(str(run) for run in done.holdout_runs)}", highlight=False)
     args.against = str(out)
     return _validate_against(args)
 
@@ -599,8 +600,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="measure the model's fit points and held-out points (about 20 min; --quick 8)",
         description="Run the harness's calibrate profile (echo at 200 and 800/s, fan-out of "
         "100, 400 and 800 subscribers at 20/s; 3 trials of 30 s each) and its holdout profile "
-        "(echo at 400/s, fan-out of 300, and the capacity scenario stepping subscribers up "
-        "to the knee; 1 trial each) on fresh servers, record the host (CPU, cores, load), "
+        "(echo at 400/s and fan-out of 300, 3 trials each judged on their median; the "
+        "capacity scenario stepping subscribers up to the knee, once) on fresh servers, record the host (CPU, cores, load), "
         "then fit and validate (`capacity validate --against OUT`). The machine's other load "
         "shows in the server's run-queue wait: a fit point whose server waited for a CPU more "
         "than 10% of its window is refused.\n\nexample:\n"

@@ -132,14 +132,15 @@ def load(
     root: Path | str = DEFAULT_OUT, max_wait: float = MAX_RUN_QUEUE_WAIT, seed: int = RANDOM_SEED
 ) -> tuple[list[fitting.Trial], dict[str, Fit | CalibrationRefused], dict[str, Any]] | None:
     """A calibration's trials, fits (or refusals) and host record; None when ``root`` holds
-    no fit trials. With a host record, only the two runs it names (the last calibration)."""
+    no fit trials. With a host record, only the runs it names (the last calibration)."""
     root = Path(root)
     if not root.is_dir():
         return None
     host_file = root / HOST_FILE
     host = json.loads(host_file.read_text()) if host_file.exists() else {}
-    runs = [root / "runs" / host[k] for k in ("fit_run", "holdout_run") if k in host]
-    if runs and all(run.is_dir() for run in runs):  # the last calibration's two runs only
+    named = [host.get("fit_run"), host.get("holdout_run"), *host.get("holdout_runs", [])]
+    runs = [root / "runs" / name for name in named if name]
+    if runs and all(run.is_dir() for run in runs):  # the last calibration's runs only
         trials = [t for run in runs for t in fitting.load_trials(run)]
     else:
         trials = fitting.load_trials(root)
