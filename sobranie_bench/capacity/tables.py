@@ -219,7 +219,7 @@ def validation_markdown(
     if shown is None:
         return lines + [(f"No calibration under `{Path(root).name}/` (run `make calibrate`): "
                         "the plans above carry no error bars and the model is unvalidated."),
-                        ""]  # fmt: skip
+                        "", *cluster_markdown(Path(root).parent, table)]  # fmt: skip
     verdicts = "; ".join(f"{t}: **{'PASS' if ok else 'FAIL'}**"
                          for t, ok in shown.verdicts.items())  # fmt: skip
     lines += [
