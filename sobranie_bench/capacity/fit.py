@@ -345,6 +345,19 @@ class Residual:
 
 
 @dataclass(frozen=True)
+class Anchor:
+    """One fit point's measured latency, median over its trials."""
+
+    inbound_per_s: float
+    deliveries_per_s: float
+    fanout: int
+    latency_us: dict[str, float]
+    """p50, p95, p99 µs."""
+    host: Host
+    """The shares the point was measured at (median over its trials)."""
+
+
+@dataclass(frozen=True)
 class Fit:
     """One transport's fitted costs, their spread, and what they were fitted to."""
 
@@ -357,18 +370,14 @@ class Fit:
     """Per fit point: measured mean cores against the fit."""
     draws: tuple[Linear, ...]
     """Bootstrap refits (trials resampled within each point)."""
-    floor_us: dict[str, dict[str, float]]
-    """Per scenario, the latency quantiles at its lowest fitted load: the client + kernel
-    floor that queueing adds to."""
-    floor_load: dict[str, tuple[float, float]]
-    """Per scenario, the (inbound/s, deliveries/s) the floor was measured at."""
+    anchors: dict[str, tuple[Anchor, ...]]
+    """Per scenario, every fit point's measured latency, in increasing load: where the
+    latency model takes its floor (client + kernel + scheduler) from."""
     refused: tuple[Trial, ...] = field(default=())
     """Fit trials left out: failed runs (``Trial.failure``), those that fell behind their
     offered load, then those whose server waited for a CPU too long."""
     fit_range: dict[str, tuple[float, float]] = field(default_factory=dict)
     """Per scenario, the lowest and highest deliveries/s fitted (beyond: extrapolation)."""
-    floor_host: dict[str, Host] = field(default_factory=dict)
-    """Per scenario, the host shares the floor was measured at (median over its trials)."""
 
     def interval(self, attribute: str, level: float = 0.9) -> tuple[float, float]:
         """The bootstrap ``level`` interval of one :class:`Linear` attribute."""
@@ -459,37 +468,35 @@ def fit_transport(
         )
         for (scenario, params), group in sorted(points.items())
     )
-    floor_us: dict[str, dict[str, float]] = {}
-    floor_load: dict[str, tuple[float, float]] = {}
+    anchors: dict[str, tuple[Anchor, ...]] = {}
     fit_range: dict[str, tuple[float, float]] = {}
-    floor_host: dict[str, Host] = {}
     for scenario in ("echo", "fanout"):
-        groups = [g for (s, _), g in points.items() if s == scenario]
+        groups = sorted((g for (s, _), g in points.items() if s == scenario),
+                        key=lambda g: g[0].deliveries_per_s)  # fmt: skip
         if not groups:
             continue
-        lowest = min(groups, key=lambda g: g[0].deliveries_per_s)
-        floor_us[scenario] = {
-            q: float(np.median([t.latency_us[q] for t in lowest if q in t.latency_us]))
-            for q in QUANTILES
-        }
-        floor_load[scenario] = (lowest[0].inbound_per_s, lowest[0].deliveries_per_s)
-        hosts = [host_of(t) for t in lowest]
-        floor_host[scenario] = Host(float(np.median([h.server for h in hosts])),
-                                    float(np.median([h.harness for h in hosts])))  # fmt: skip
-        loads = [g[0].deliveries_per_s for g in groups]
-        fit_range[scenario] = (min(loads), max(loads))
+        anchors[scenario] = tuple(_anchor(g) for g in groups)
+        fit_range[scenario] = (groups[0][0].deliveries_per_s, groups[-1][0].deliveries_per_s)
     return Fit(
         transport=transport,
         server=server,
         harness=harness,
         residuals=residuals,
         draws=tuple(boot),
-        floor_us=floor_us,
-        floor_load=floor_load,
+        anchors=anchors,
         refused=tuple(failed + behind + waited),
         fit_range=fit_range,
-        floor_host=floor_host,
     )
+
+
+def _anchor(group: Sequence[Trial]) -> Anchor:
+    hosts = [host_of(t) for t in group]
+    return Anchor(
+        group[0].inbound_per_s, group[0].deliveries_per_s, group[0].fanout,
+        {q: float(np.median([t.latency_us[q] for t in group if q in t.latency_us]))
+         for q in QUANTILES if any(q in t.latency_us for t in group)},
+        Host(float(np.median([h.server for h in hosts])),
+             float(np.median([h.harness for h in hosts]))))  # fmt: skip
 
 
 def _spread(model: Linear, group: Sequence[Trial]) -> tuple[float, float]:
