@@ -213,3 +213,26 @@ def test_a_step_that_lost_messages_ends_the_knee_whatever_its_p95() -> None:
     knee = Trial("ws", "capacity", "", 1, "holdout", 20, 0, 0, None, None, None, {}, None,
                  steps=steps, sla_ms=500)
     assert measured_knee(knee) == (200, "the next step lost messages or connections")
+
+
+def test_a_calibration_runs_fit_points_held_out_points_thrice_and_the_knee_once() -> None:
+    from pathlib import Path
+
+    from sobranie_bench.capacity.measure import plans
+    from sobranie_bench.harness.runner import count_points
+
+    fit, holdout, knee = plans(Path("out"), ("ws",), quick=True)
+    assert (fit.profile, holdout.profile, knee.profile) == ("calibrate", "holdout", "holdout")
+    assert count_points(fit) == 3 * (2 + 3)  # echo at 2 rates, fan-out at 3 sizes
+    assert count_points(holdout) == 3 * 2 and count_points(knee) == 1
+
+
+def test_held_out_trials_of_one_point_are_judged_on_their_median() -> None:
+    from sobranie_bench.capacity.reality import validate_against
+
+    fit = fit_transport(grid(), draws=20)
+    held = [trial("echo", 400, 1, n, profile="holdout", noise=noise)
+            for n, noise in ((1, 0.4), (2, 0.0), (3, -0.02))]  # one wild trial of three
+    checks = validate_against(grid() + held, {"ws": fit}).checks
+    (cpu,) = [c for c in checks if c.metric == "cpu cores"]
+    assert cpu.passed and "median of 3 trials" in cpu.note
