@@ -2,41 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from sobranie_bench.capacity.clustercheck import cluster_checks
 from sobranie_bench.capacity.fit import trial_from_raw
 from sobranie_bench.capacity.fleet import RedisSpec
 from sobranie_bench.clients import Backoff
-from sobranie_bench.harness.recorder import Recorder
+from tests.capacity.conftest import Raw, histogram
 
 
-def histogram(*latencies_us: int) -> dict[str, Any]:
-    rec = Recorder()
-    for us in latencies_us:
-        rec.record_ns(0, us * 1000)
-    return rec.encoded()
-
-
-def failover(jitter: bool, cluster: int = 3) -> dict[str, Any]:
-    return {
-        "version": 1, "transport": "ws", "scenario": "failover", "trial": 1,
-        "metadata": {"cluster": cluster},
-        "params": {"subscribers": 150, "rate": 40, "kill_after": 1.0, "jitter": jitter},
-        "histograms": {"latency": histogram(2000, 3000)},
-        "counters": {"acked": 120, "delivered": 18000, "lost": 0, "duplicated": 2,
-                     "out_of_order": 0, "publish_failed": 0, "connect_failures": 0,
-                     "cut_off": 50, "not_recovered": 0, "reconnects": 50},
-        "series": {"recovery_s": [0.03, 0.08, 0.12]},
-        "window": {"start": 0.0, "measure": 0.0, "end": 3.0},
-    }
-
-
-def test_an_instance_loss_is_predicted_for_the_same_n_and_load() -> None:
+def test_an_instance_loss_is_predicted_for_the_same_n_and_load(failover_raw: Raw) -> None:
     checks = {(c.point.split(" jitter=")[1].split()[0], c.metric): c
-              for c in cluster_checks([failover(True), failover(False)])}
+              for c in cluster_checks([failover_raw(True), failover_raw(False)])}
     for jitter in ("True", "False"):
         assert checks[jitter, "cut off"].predicted == 50 and checks[jitter, "cut off"].measured == 50
         assert checks[jitter, "lost"].predicted == 0
@@ -48,8 +25,10 @@ def test_an_instance_loss_is_predicted_for_the_same_n_and_load() -> None:
     assert all(c.passed is None for c in checks.values())  # shown, not judged
 
 
-def test_one_server_results_are_not_the_fleet_models_and_cluster_ones_not_the_instances() -> None:
-    assert cluster_checks([failover(True, cluster=1)]) == []
+def test_one_server_results_are_not_the_fleet_models_and_cluster_ones_not_the_instances(
+    failover_raw: Raw,
+) -> None:
+    assert cluster_checks([failover_raw(True, cluster=1)]) == []
     fanout = {"version": 1, "transport": "ws", "scenario": "fanout", "trial": 1,
               "metadata": {"cluster": 3}, "params": {"subscribers": 100, "rate": 50}}
     assert trial_from_raw(fanout) is None
