@@ -74,15 +74,19 @@ def _broker(raw: dict[str, Any], m: Mapping[str, tuple[float, str]], redis: Redi
                 "CPU over the load (its idle share included) / messages published")  # fmt: skip
 
 
-def _recovery_s(raw: dict[str, Any], cut_off: int, costs: TransportCosts | None) -> float:
-    """Storm model: kill -> every cut-off client connected again and holding a new message."""
+def _recovery_s(raw: dict[str, Any], cut_off: int, costs: TransportCosts | None,
+                backoff: bool = True) -> float:  # fmt: skip
+    """Storm model: kill -> every cut-off client connected again and holding a new message.
+    ``backoff=False``: the clients re-poll at once (a long-poll's next request goes to another
+    instance; it never ends a connection, so it never backs off)."""
     p, n = raw["params"], cluster_size(raw)
-    jitter = bool(p.get("jitter", True))
-    base = Backoff().base
+    jitter = bool(p.get("jitter", True)) and backoff
+    base = Backoff().base if backoff else 0.0
     capacity = 1e6 / costs.cpu_us_per_connection.value if costs else 1_000.0
     result = storm(max(cut_off, 1), instances=n - 1,
                    strategy="full_jitter" if jitter else "none",
-                   connect_capacity_per_s=capacity, jitter_window_s=base, step_s=TICK_S)
+                   connect_capacity_per_s=capacity, jitter_window_s=max(base, TICK_S),
+                   step_s=TICK_S)  # fmt: skip
     storm_s = result.time_to_recover_s or math.inf
     first = 0.0 if jitter else base  # `none` attempts at once; the client waits base first
     return first + storm_s + 1 / float(p["rate"])
@@ -119,13 +123,15 @@ def cluster_checks(raws: Sequence[dict[str, Any]],
                                "resumed from the cursor over the broker's history"))
             checks.append(_row(raw, "duplicated", 0.0, value.get("duplicated"),
                                "ids per channel: a resumed client skips what it holds"))
-            jitter = "full jitter" if p.get("jitter", True) else "no jitter"
+            backoff = value.get("reconnects", 1) > 0 or not value.get("cut_off")
+            jitter = ("full jitter, first attempt within " f"{Backoff().base:g} s"
+                      if p.get("jitter", True) else f"no jitter, first attempt at "
+                      f"{Backoff().base:g} s") if backoff else "re-polled at once, no backoff"
             transport_costs = (costs or {}).get(raw["transport"])
             checks.append(_row(raw, "all back s",
-                               _recovery_s(raw, round(cut), transport_costs),
+                               _recovery_s(raw, round(cut), transport_costs, backoff),
                                value.get("recovery_max_s"),
-                               f"storm model ({jitter}, first attempt within "
-                               f"{Backoff().base:g} s) onto {n - 1} survivors + one publish "
+                               f"storm model ({jitter}) onto {n - 1} survivors + one publish "
                                f"interval; connect capacity "
                                f"{'calibrated' if transport_costs else 'default'}"))  # fmt: skip
     return [c for c in checks if c is not None]
