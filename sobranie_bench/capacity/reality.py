@@ -393,17 +393,16 @@ def validate_against(
                                   if t.scenario == "capacity" and not t.failure)
                  if how != NOT_REACHED]  # fmt: skip
         knee = knees[0] if knees else None
-        failed = [t for t in held if t.failure or t.scenario == "capacity"]
+        alone = [t for t in held if t.failure or t.scenario == "capacity"]  # one by one
         points: dict[tuple[str, str], list[Trial]] = {}
         for t in held:
-            if t not in failed:
+            if t not in alone:
                 points.setdefault((t.scenario, t.params), []).append(t)
-        for trial in sorted([*failed, *(median_trial(g) for g in points.values())],
+        for trial in sorted([*alone, *(median_trial(g) for g in points.values())],
                             key=lambda t: (t.scenario, t.deliveries_per_s, t.trial)):
-            group = points.get((trial.scenario, trial.params), [])
+            group = [] if trial in alone else points[(trial.scenario, trial.params)]
             medians = f"median of {len(group)} trials" if len(group) > 1 else ""
             checks += [dataclasses.replace(c, note=", ".join(filter(None, [medians, c.note])))
-                       if trial not in failed else c
                        for c in check_trial(fit, trial, knee)]  # fmt: skip
     return Validation(tuple(checks), refused)
 
