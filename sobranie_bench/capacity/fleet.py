@@ -143,6 +143,11 @@ class RedisSpec:
     ops_per_s_per_node: float = 100_000.0
     """Pub/sub messages (in or out) one Redis node handles per second on its one core;
     the order of magnitude redis-benchmark reports for O(1) commands without pipelining."""
+    ops_per_publish: float = 3.0
+    """Operations one publish costs the node: the servers' publishing script runs INCR (the
+    channel's id), XADD (its history) and PUBLISH (``servers/brokers/redis_broker.py``). Was
+    one: the measured cluster's broker spent 78-80 µs per message of a 3-instance backplane,
+    the model with one op per publish said 40 (``capacity validate --cluster``)."""
     max_utilisation: float = 0.5
     """Highest planned utilisation of a Redis node (it is single-threaded)."""
 
@@ -355,14 +360,15 @@ def redis_load(
     message_bytes = payload_bytes + RESP_OVERHEAD_BYTES
     capacity = redis.ops_per_s_per_node * redis.max_utilisation
     subscribed = deliveries / publishes if publishes else 0.0
+    publish_ops = publishes * redis.ops_per_publish
 
     # Classic: every node processes every publish (the cluster bus broadcasts it), while the
     # subscriptions spread over the nodes. More shards never lower the publish share.
     classic_shards: int | None = None
-    if publishes < capacity:
-        classic_shards = max(1, math.ceil(deliveries / (capacity - publishes)))
+    if publish_ops < capacity:
+        classic_shards = max(1, math.ceil(deliveries / (capacity - publish_ops)))
     # Sharded: a channel lives on one shard, publishes and deliveries both spread.
-    sharded_shards = max(1, math.ceil((publishes + deliveries) / capacity))
+    sharded_shards = max(1, math.ceil((publish_ops + deliveries) / capacity))
 
     def load_for(mode: Literal["classic", "sharded"], shards: int | None) -> RedisLoad:
         count = shards or 1
