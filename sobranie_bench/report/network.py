@@ -124,7 +124,7 @@ def render(chosen: dict[Key, list[dict[str, Any]]],
             cells.append("failed" if failed and p50 is None
                          else f"{_ms(p50)} / {_ms(p99)}{flags(chosen, (t, 'echo', n))}")
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
-    if performance and len(performance) > 1:
+    if performance:
         judged = [n for n in nets if n in performance]
         lines += ["", "## Performance column per network profile", "",
                   ("The comparison table's performance stars (docs/report.md: echo p50, p99 and "

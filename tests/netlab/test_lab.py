@@ -206,7 +206,7 @@ def test_hol_every_flow_delivers_in_every_mode(tmp_path: Path) -> None:
     assert set(raws) == set(modes)
     for transport, raw in raws.items():
         assert "error" not in raw, raw
-        assert raw["counters"]["modes"] == modes[transport]
+        assert raw["info"]["modes"] == modes[transport]
         m = results.metrics(raw)
         assert m["connect_failures"][0] == 0
         for mode in modes[transport]:

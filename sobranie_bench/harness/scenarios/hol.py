@@ -100,26 +100,30 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     await close_all([c for clients, _ in groups for c in clients])
     histograms, counters = {}, {}
     for mode in modes:
-        every, bystanders = Recorder(), Recorder()
-        every.measure_from_ns = bystanders.measure_from_ns = ctx.measure_ns
-        delivered = 0
-        for (m, _, _), seen in rounds.items():
-            if m != mode:
-                continue
-            delivered += len(seen)
-            times = sorted(seen.values(), key=lambda t: t[1] - t[0])
-            for t in times:
-                every.record_ns(*t)
-            for t in times[:-1] if len(times) == flows else times:
-                bystanders.record_ns(*t)
+        every, bystanders = (Recorder(measure_from_ns=ctx.measure_ns) for _ in range(2))
         name = mode_name(mode)
+        counters[f"delivered_{name}"] = record_rounds(
+            [seen for (m, _, _), seen in rounds.items() if m == mode], flows, every, bystanders)
         histograms[name], histograms[f"{name}_bystander"] = every.encoded(), bystanders.encoded()
-        counters[f"delivered_{name}"] = delivered
     return {"histograms": histograms,
             "counters": {"published": sum(acked.values()), "flows": flows, "users": users,
-                         "modes": [mode_name(m) for m in modes], **counters,
-                         "connect_failures": failed + pub_failed},
+                         **counters, "connect_failures": failed + pub_failed},
+            "info": {"modes": [mode_name(m) for m in modes]},
             "times": {"load_end": end, **ctx.milestones()}}
+
+
+def record_rounds(rounds: list[dict[str, tuple[int, int]]], flows: int, every: Recorder,
+                  bystanders: Recorder) -> int:
+    """Record each round's messages (channel -> (intended, arrived) ns) in ``every``, and in
+    ``bystanders`` all but the slowest of a complete round (all of an incomplete one: the
+    missing message was the one lost); return how many messages were delivered."""
+    for seen in rounds:
+        times = sorted(seen.values(), key=lambda t: t[1] - t[0])
+        for t in times:
+            every.record_ns(*t)
+        for t in times[:-1] if len(times) == flows else times:
+            bystanders.record_ns(*t)
+    return sum(len(seen) for seen in rounds)
 
 
 def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
@@ -130,12 +134,13 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
     h, c = raw["histograms"], raw["counters"]
     m: dict[str, tuple[float, str]] = {}
     owed = max(c["published"] * c["users"], 1)
-    for name in c["modes"]:
+    modes = raw["info"]["modes"]
+    for name in modes:
         m.update(_latency_rows(name, h[name]["measured"]))
         m.update(_latency_rows(f"{name}_bystander", h[f"{name}_bystander"]["measured"]))
         m[f"{name}_delivered_percent"] = (100 * c[f"delivered_{name}"] / owed, "%")
     ordered = m.get("ordered_bystander_p99_us", (0.0, ""))[0]
-    for name in c["modes"]:
+    for name in modes:
         mine = m.get(f"{name}_bystander_p99_us", (0.0, ""))[0]
         if name != "ordered" and ordered > 0 and mine > 0:
             m[f"{name}_vs_ordered_bystander_p99_ratio"] = (mine / ordered, "ratio")
