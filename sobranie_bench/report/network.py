@@ -13,11 +13,14 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sobranie_bench.clients import TRANSPORTS
 from sobranie_bench.harness import results as raw_results
 from sobranie_bench.netlab.profiles import PROFILES
+
+if TYPE_CHECKING:
+    from sobranie_bench.report.data import Results
 
 Key = tuple[str, str, str]
 
@@ -89,12 +92,11 @@ HOL_MODES = (("ordered", "one ordered stream"), ("per_channel", "a stream per fl
 """The hol scenario's modes (metric prefix, column heading), in table order."""
 
 
-def performance_by_profile(results_dir: Path) -> dict[str, dict[str, str]]:
+def performance_by_profile(res: Results) -> dict[str, dict[str, str]]:
     """Profile -> transport -> the comparison table's performance cell, the transports of each
     profile ranked among themselves (echo p50, p99 and server CPU per message, as on loopback)."""
-    from sobranie_bench.report import comparison, data
+    from sobranie_bench.report import comparison
 
-    res = data.load(results_dir)
     out: dict[str, dict[str, str]] = {}
     for net, judged in {"loopback": res, **res.networks}.items():
         cells = {t: comparison.performance(judged, t) for t in TRANSPORTS}
@@ -240,14 +242,20 @@ def loss_chart(chosen: dict[Key, list[dict[str, Any]]]) -> Any:
     return fig
 
 
-def write(results_dir: Path, out_dir: Path, with_charts: bool = True) -> list[Path]:
-    """``network.md`` (and the chart) from every raw result under ``results_dir``."""
+def write(results_dir: Path, out_dir: Path, with_charts: bool = True,
+          res: Results | None = None) -> list[Path]:
+    """``network.md`` (and the chart) from every raw result under ``results_dir`` (``res``: the
+    report's selection of them, loaded here when not given)."""
     root = Path(results_dir)
     source = root / "runs" if (root / "runs").is_dir() else root
     chosen = select(raw_results.load_raw(source) if source.is_dir() else [])
     path = Path(out_dir) / "network.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(chosen, performance_by_profile(root)))
+    if res is None:
+        from sobranie_bench.report import data
+
+        res = data.load(root)
+    path.write_text(render(chosen, performance_by_profile(res)))
     paths = [path]
     if with_charts:
         from sobranie_bench.report import charts
