@@ -177,7 +177,7 @@ def test_reconnect_after_a_cut_or_an_address_change_loses_and_duplicates_nothing
         m = results.metrics(raw)
         assert m["acked"][0] > 0 and m["lost"][0] == 0 and m["duplicated"][0] == 0, (
             transport, change, m)
-        if (transport, change) != ("webtransport", "cut"):  # QUIC outlasts a 1 s cut unaware
+        if change == "address":  # (TCP and QUIC both outlast a 1 s cut, often unaware)
             assert m["reconnected"][0] == 2, (transport, change, m)
         assert m["resume_p50_ms"][0] > 0
         # an address change: QUIC migrates its connection, TCP needs a new one

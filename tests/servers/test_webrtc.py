@@ -193,7 +193,7 @@ async def test_unreliable_delivery_rides_the_deliveries_channel(start_server, cl
     await pub.connect()
     for i in range(5):
         assert await pub.publish("game:1", {"i": i}) == i + 1
-    got = sorted((await next_of(sub, "message", "game:1"))["data"]["i"] for _ in range(5))
+    got = sorted([(await next_of(sub, "message", "game:1"))["data"]["i"] for _ in range(5)])
     assert got == list(range(5))
     assert sub.carriers[DELIVERIES] == 5 and sub.carriers[RELIABLE] >= 2, sub.carriers
     assert pub.carriers == {RELIABLE: pub.carriers[RELIABLE]}  # ordered: nothing else
