@@ -39,6 +39,7 @@ from sobranie_bench.harness.scenarios import (
     Scenario,
     close_all,
     connect_all,
+    drain,
     quiet,
     sleep_until,
 )
@@ -63,17 +64,16 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     modes = [m for m in MODES if m == SPLIT or m in ctx.deliveries]
     # (mode, user, round) -> (intended, arrived) ns of each distinct message of that round
     rounds: dict[tuple[str, int, int], dict[str, tuple[int, int]]] = {}
-    got = 0
+    got = dict.fromkeys(modes, 0)
 
     def on(mode: str, user: int) -> Any:
         def on_envelope(env: dict[str, Any]) -> None:
-            nonlocal got
             if env["type"] == "message":
                 data = env["data"]
                 seen = rounds.setdefault((mode, user, int(data["seq"])), {})
                 if env["channel"] not in seen:
                     seen[env["channel"]] = (int(data["t"]), time.monotonic_ns())
-                    got += 1
+                    got[mode] += 1
         return on_envelope
 
     groups: list[tuple[list[Client], list[list[str]]]] = []
@@ -95,7 +95,12 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     ctx = await asyncio.wrap_future(started)
     await sleep_until(ctx.end_ns)
     acked, pub_failed = await side
-    await quiet(lambda: got, timeout=ctx.timeout)
+    # reliable modes owe every message (a retransmission may take seconds: SCTP's RTO is 1 s at
+    # least), then the unreliable ones get what is still on its way
+    owed = sum(acked.values()) * users
+    await drain(lambda: all(n >= owed for m, n in got.items() if m != Delivery.UNRELIABLE),
+                timeout=ctx.timeout)
+    await quiet(lambda: sum(got.values()), timeout=ctx.timeout)
     end = time.monotonic()
     await close_all([c for clients, _ in groups for c in clients])
     histograms, counters = {}, {}
