@@ -42,6 +42,6 @@ def build(results_dir: Path | str = "results", out_dir: Path | str | None = None
     paths.append(failures.write(failed, out))
     if with_charts:
         paths += charts.write_all(res, out / "charts")
-    paths += network.write(Path(results_dir), out, with_charts)
+    paths += network.write(Path(results_dir), out, with_charts, res)
     paths.append(summary.write_index(res, out))
     return paths

@@ -100,6 +100,12 @@ class PartContext:
         """Instance ``i mod N``'s own URL in a cluster run; the server's URL otherwise."""
         return self.instances[i % len(self.instances)] if self.instances else self.url
 
+    @property
+    def deliveries(self) -> frozenset[str]:
+        """The delivery modes this transport's client offers (``Delivery``, chosen by the
+        client's ``delivery=``)."""
+        return TRANSPORTS[self.transport].client_class().deliveries
+
     def client(self, user: str, *, url: str | None = None, **kwargs: Any) -> Client:
         """A client of the server under test (or of ``url``: one instance of a cluster)."""
         kwargs.setdefault("timeout", self.timeout)
