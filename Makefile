@@ -19,7 +19,7 @@ TLS_COMPARE ?= ws,ws-websockets,ws@elysia,sse,sse@elysia,longpoll,longpoll@elysi
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,notebooks,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[test,notebooks,dev,loadgen]'
 	touch $(STAMP)
 
 setup: $(STAMP)
