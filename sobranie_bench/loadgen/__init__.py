@@ -140,7 +140,10 @@ async def measure(generator: Generator, rate: float, tls: bool, *,
                            "load_average": [round(x, 2) for x in os.getloadavg()]}
     if generator.version() is None:
         return {**out, "error": f"{generator.name} is not installed: {generator.missing}"}
-    server = await spawn_server(SERVER, Plan(tls=tls, secret=SECRET))
+    try:
+        server = await spawn_server(SERVER, Plan(tls=tls, secret=SECRET))
+    except HarnessError as exc:
+        return {**out, "error": str(exc)}
     ca = server.client_options.get("ca") or (str(tlsfiles.default_dir() / "ca.pem")
                                              if tls else None)
     ssl = tlsfiles.client_context(ca) if tls else None
@@ -170,13 +173,16 @@ async def _drive(generator: Generator, load: Load, server: Server, ssl: Any,
                 figures = await _window(session, server, ssl, proc, run, load, warmup, window)
             stdout, _ = await asyncio.wait_for(run, load.seconds + CONNECT_SECONDS
                                                + GRACE_SECONDS)
-        except (TimeoutError, HarnessError) as exc:
+        except (TimeoutError, HarnessError, aiohttp.ClientError, OSError) as exc:
             if proc.returncode is None:
                 proc.kill()
             with contextlib.suppress(Exception):
                 await run
             tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-            reason = str(exc) or f"did not finish within {load.seconds + GRACE_SECONDS:.0f} s"
+            reason = (f"did not finish within {load.seconds + GRACE_SECONDS:.0f} s"
+                      if isinstance(exc, TimeoutError) else
+                      str(exc) if isinstance(exc, HarnessError) else
+                      f"the server's /metrics failed: {type(exc).__name__}: {exc}")
             return {"error": f"{generator.name}: {reason}" + (f" ({' / '.join(tail)})"
                                                               if tail else "")}
     if proc.returncode:
