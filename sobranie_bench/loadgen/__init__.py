@@ -84,21 +84,24 @@ DOC_START, DOC_END = "<!-- loadgen:start -->", "<!-- loadgen:end -->"
 
 # --- measuring -----------------------------------------------------------------------------
 
-def tree_cpu(pid: int) -> tuple[float, int]:
-    """(utime + stime seconds, scheduler run ns) of ``pid`` and every descendant of it (and
-    its reaped children)."""
+def tree_cpu(pid: int) -> tuple[float, float, int]:
+    """(utime seconds, stime seconds, scheduler run ns) of ``pid`` and every descendant of it
+    (and their reaped children)."""
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.Error:
-        return 0.0, 0
-    cpu, run = 0.0, 0
+        return 0.0, 0.0, 0
+    user = system = 0.0
+    run = 0
     for proc in procs:
         with contextlib.suppress(psutil.Error):
-            cpu += read(proc)[0]
+            t = proc.cpu_times()
+            user += t.user + t.children_user
+            system += t.system + t.children_system
             cpu_run = schedstat(proc.pid)
             run += cpu_run[0] if cpu_run else 0
-    return cpu, run
+    return user, system, run
 
 
 async def server_counts(session: aiohttp.ClientSession, url: str, ssl: Any) -> tuple[int, int]:
@@ -116,7 +119,8 @@ async def server_counts(session: aiohttp.ClientSession, url: str, ssl: Any) -> t
 @dataclass
 class Snapshot:
     t: float
-    generator_cpu: float
+    generator_user: float
+    generator_system: float
     generator_run_ns: int
     server_cpu: float
     echoes: int
@@ -126,9 +130,10 @@ class Snapshot:
     async def take(cls, session: aiohttp.ClientSession, server: Server, ssl: Any,
                    pid: int) -> Snapshot:
         _, echoes = await server_counts(session, server.url, ssl)
-        cpu, run = tree_cpu(pid)
+        user, system, run = tree_cpu(pid)
         server_cpu = sum(read(psutil.Process(p))[0] for p in server.pids or [server.pid])
-        return cls(time.monotonic(), cpu, run, server_cpu, echoes, machine_busy_s())
+        return cls(time.monotonic(), user, system, run, server_cpu, echoes,
+                   machine_busy_s())
 
 
 async def measure(generator: Generator, rate: float, tls: bool, *,
@@ -218,13 +223,16 @@ async def _window(session: aiohttp.ClientSession, server: Server, ssl: Any,
     b = await Snapshot.take(session, server, ssl, proc.pid)
     seconds = b.t - a.t
     echoed = b.echoes - a.echoes
-    cpu, server_cpu = b.generator_cpu - a.generator_cpu, b.server_cpu - a.server_cpu
+    user, system = b.generator_user - a.generator_user, b.generator_system - a.generator_system
+    cpu, server_cpu = user + system, b.server_cpu - a.server_cpu
     per = max(echoed, 1)
     out: dict[str, Any] = {
         "echoed": echoed, "seconds": round(seconds, 3), "setup_seconds": round(setup, 2),
         "achieved_per_s": round(echoed / seconds, 1),
         "saturated": echoed / seconds < SATURATED_SHARE * load.rate,
         "cpu_seconds": round(cpu, 3), "cpu_us_per_msg": round(cpu * 1e6 / per, 2),
+        "user_us_per_msg": round(user * 1e6 / per, 2),
+        "system_us_per_msg": round(system * 1e6 / per, 2),
         "cpu_us_per_msg_schedstat": round((b.generator_run_ns - a.generator_run_ns)
                                           / 1e3 / per, 2),
         "generator_cores": round(cpu / seconds, 3),
