@@ -25,7 +25,7 @@ took = s=$$(date +%s); trap 'echo "make: $(1) took $$(($$(date +%s) - s)) s" >&2
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(call took,pip install) $(BIN)/python -m pip install --quiet -e '.[test,notebooks,dev]'
+	$(call took,pip install) $(BIN)/python -m pip install --quiet -e '.[test,notebooks,dev,loadgen]'
 	touch $(STAMP)
 
 setup: $(STAMP)
