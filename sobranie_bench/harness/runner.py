@@ -9,6 +9,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -106,11 +107,40 @@ class Plan:
     lab: Any = None
     """The running :class:`~sobranie_bench.netlab.lab.Lab` (set by :func:`run_plan`)."""
 
+    def scenario_names(self) -> tuple[str, ...]:
+        """The scenarios asked for, or by default every one that is not named-only (those
+        needing a cluster only with ``cluster`` >= 2)."""
+        return self.scenarios or tuple(n for n, s in registry().items()
+                                       if (self.cluster >= 2 or not s.needs_cluster)
+                                       and not s.named_only)
+
+    def command(self) -> str:
+        """The ``sobranie-bench run`` line that makes this plan (defaults left out); the run's
+        metadata records it, and results/README.md quotes it."""
+        args = ["sobranie-bench", "run", "--profile", self.profile]
+        for flag, value, default in (
+                ("--transports", ",".join(self.transports), ""),
+                ("--scenarios", ",".join(self.scenarios), ""),
+                ("--trials", self.trials, None), ("--workers", self.workers, 1),
+                ("--processes", self.processes, 1), ("--seed", self.seed, 1),
+                ("--broker", self.broker, "memory"), ("--cluster", self.cluster, 0),
+                ("--network", self.network, "loopback"), ("--target", self.target, None)):
+            if value != default:
+                args += [flag, str(value)]
+        for key, value in self.overrides:
+            args += ["--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+        for name, transports in self.only:
+            args += ["--only", f"{name}={','.join(transports)}"]
+        if self.tls_compare:
+            args += ["--tls-compare"] + ([",".join(self.tls_compare_only)]
+                                         if self.tls_compare_only else [])
+        elif not self.tls:
+            args.append("--no-tls")
+        return shlex.join(args)
+
     def points(self) -> Iterator[tuple[str, Scenario, dict[str, Any], int]]:
         scenarios = registry()
-        names = self.scenarios or tuple(n for n, s in scenarios.items()
-                                        if (self.cluster >= 2 or not s.needs_cluster)
-                                        and not s.named_only)
+        names = self.scenario_names()
         trials = self.trials or (1 if self.profile == "ci" else 3)
         only = dict(self.only)
         for transport in self.transports or tuple(TRANSPORTS):
@@ -272,6 +302,7 @@ def metadata(plan: Plan, run_id: str) -> dict[str, Any]:
             "workers": plan.workers, "broker": plan.broker, "target": plan.target,
             "cluster": plan.cluster, "tls": plan.tls, "tls_resumption": False,
             "tls_compare": list(plan.tls_compare_only) or plan.tls_compare,
+            "command": plan.command(),
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "complexity": complexity.record(),
             "started": datetime.now(UTC).isoformat(timespec="seconds")}
