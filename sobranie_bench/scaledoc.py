@@ -1,6 +1,7 @@
 """The measured part of docs/scale.md, generated from results (never typed by hand).
 
-``python -m sobranie_bench.scaledoc RUN_DIR [--broker-cost FILE] [--doc docs/scale.md]``
+``python -m sobranie_bench.scaledoc [RUN_DIR ...] [--broker-cost FILE] [--doc docs/scale.md]``
+(default: the newest run under results/scale/runs and results/scale/broker_cost.json)
 rewrites what lies between the ``<!-- figures:start -->`` and ``<!-- figures:end -->`` markers:
 the connections ladder of one run (every level, transport and trial it holds), Python's
 servers against Elysia's at the same levels, memory per connection from the lowest level to
@@ -18,6 +19,8 @@ from typing import Any
 from sobranie_bench.harness import results
 
 START, END = "<!-- figures:start -->", "<!-- figures:end -->"
+RUNS = Path("results/scale/runs")
+"""Where the committed scale runs live (``run --out results/scale``)."""
 
 
 def ladder_rows(raws: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -184,12 +187,19 @@ def rewrite(doc: Path, figures: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", type=Path, nargs="+",
-                        help="results/runs/<run-id> of connections runs")
-    parser.add_argument("--broker-cost", type=Path, help="brokercost's JSON")
+    parser.add_argument("run_dir", type=Path, nargs="*",
+                        help="results/.../runs/<run-id> of connections runs (default: the "
+                             f"newest under {RUNS})")
+    parser.add_argument("--broker-cost", type=Path, default=RUNS.parent / "broker_cost.json",
+                        help="brokercost's JSON (default %(default)s)")
     parser.add_argument("--doc", type=Path, default=Path("docs/scale.md"))
     args = parser.parse_args()
-    rewrite(args.doc, render(args.run_dir, args.broker_cost))
+    dirs = args.run_dir or (sorted(p for p in RUNS.iterdir() if p.is_dir())[-1:]
+                            if RUNS.is_dir() else [])
+    if not dirs:
+        parser.error(f"no run under {RUNS}: run `sobranie-bench run --profile full --scenarios "
+                     f"connections --out {RUNS.parent}` first (docs/scale.md)")
+    rewrite(args.doc, render(dirs, args.broker_cost))
 
 
 if __name__ == "__main__":
