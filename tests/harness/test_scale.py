@@ -111,15 +111,15 @@ LADDER = ("ws", "sse", "ws@elysia", "sse@elysia")
 
 
 def test_a_ladder_over_processes_workers_and_sources_holds_every_connection(tmp_path):
-    """400 idle connections per transport, Python's and Elysia's, over 2 harness workers,
-    3 server processes (one port, our own Redis) and 3 source addresses: all held, counted at
-    the same instants in both workers, no failure; the run records every server process's
-    samples, and scaledoc puts Python and Elysia side by side."""
+    """400 idle connections per transport, Python's and Elysia's, over 2 harness workers and
+    3 server processes (one port, our own Redis): all held, counted at the same instants in
+    both workers, no failure; the run records every server process's samples, and scaledoc
+    puts Python and Elysia side by side."""
     done = subprocess.run(
         [sys.executable, "-m", "sobranie_bench.cli", "run", "--scenarios", "connections",
          "--transports", ",".join(LADDER), "--no-tls", "--out", str(tmp_path), "--set",
          "connections=400", "--set", "connect_rate=400", "--processes", "3", "--workers", "2",
-         "--set", "hold=1.0", "--set", "sources=3"],
+         "--set", "hold=1.0"],
         capture_output=True, text=True, timeout=48 * UNIT, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "never retrieved" not in done.stderr
@@ -138,7 +138,7 @@ def test_a_ladder_over_processes_workers_and_sources_holds_every_connection(tmp_
     (run_dir,) = (tmp_path / "runs").iterdir()
     table = scaledoc.render(run_dir, None)  # docs/scale.md's figures come from such a run
     for transport in LADDER:
-        assert f"| {transport} | 400 | 3 | 2 | 3 | 400 | 400 | 400 | 0 (-) |" in table
+        assert f"| {transport} | 400 | 3 | 2 | 1 | 400 | 400 | 400 | 0 (-) |" in table
     assert "| ws vs ws@elysia | 400 |" in table and "| sse vs sse@elysia | 400 |" in table
 
 
