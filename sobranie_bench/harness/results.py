@@ -336,7 +336,7 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
         m.update(_latency_rows("connect", h["connect"]["measured"]))
         m["failures"] = (c["failures"], "count")
         m["connected"] = (c["connected"], "count")
-        for key in ("held", "peak_open", "dropped"):  # counted by the parts since issue 19
+        for key in ("held", "held_at_hold_start", "peak_open", "dropped"):
             if key in c:
                 m[key] = (c[key], "count")
         m.update({key: (value, "count") for key, value in c.items()
@@ -347,7 +347,8 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
             m["server_rss_bytes_per_conn"] = (slope, "bytes")
         per(cpu_between(server, t["ramp_start"], t["ramp_end"] + 0.3), c["connected"],
             "server_cpu_us_per_conn")
-        keep = cpu_percent(server, t["ramp_end"], t["hold_end"])
+        # every part holds from one instant (hold_start); older runs: from the last ramp's end
+        keep = cpu_percent(server, t.get("hold_start", t["ramp_end"]), t["hold_end"])
         if keep is not None:
             m["keepalive_cpu_percent"] = (keep, "%")
     elif scenario == "overhead":

@@ -353,10 +353,10 @@ async def run_parts(scenario: Scenario, ctx: PartContext, workers: int,
                            "ctx": {**asdict(ctx), "index": i, "count": workers}})
         proc = await asyncio.create_subprocess_exec(
             *(netns or []), sys.executable, "-m", "sobranie_bench.harness.worker",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            limit=RESULT_LINE_BYTES)
         assert proc.stdin is not None
-        proc.stdin.write(spec.encode())
-        proc.stdin.close()
+        proc.stdin.write(spec.encode() + b"\n")  # stdin stays open: barriers come that way
         sampler.add(f"worker-{i + 1}", proc.pid)
         procs.append(proc)
     # a worker that outlives its load by this much is stuck (a hung connection): the point fails
@@ -364,7 +364,7 @@ async def run_parts(scenario: Scenario, ctx: PartContext, workers: int,
     if scenario.longest is not None:
         budget = max(budget, scenario.longest(ctx.params, ctx.timeout) + WORKER_GRACE_SECONDS)
     try:
-        outs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in procs)), budget)
+        outs = await asyncio.wait_for(Barriers(procs).results(), budget)
     except TimeoutError:
         for p in procs:
             if p.returncode is None:
@@ -374,7 +374,57 @@ async def run_parts(scenario: Scenario, ctx: PartContext, workers: int,
     if any(p.returncode for p in procs):
         raise HarnessError(f"a worker of {scenario.name} failed (exit codes "
                            f"{[p.returncode for p in procs]})")
-    return [json.loads(stdout) for stdout, _ in outs]
+    return [json.loads(out) for out in outs]
+
+
+RESULT_LINE_BYTES = 1 << 30
+"""Longest line read from a worker (its result is one JSON line: series of 100k times)."""
+BARRIER_MARGIN_S = 0.05
+"""Seconds between the runner's go and the instant every worker goes on (the go must reach
+them all first)."""
+
+
+class Barriers:
+    """The runner's side of :meth:`PartContext.together`: a worker's ``{"barrier": name}``
+    line waits until every worker still running has sent it; then each gets the same instant,
+    ``{"barrier": name, "at_ns": t}``. A worker that ends (or dies) no longer counts."""
+
+    def __init__(self, procs: list[asyncio.subprocess.Process]) -> None:
+        self.procs = procs
+        self.running = set(range(len(procs)))
+        self.waiting: dict[str, set[int]] = {}
+
+    async def results(self) -> list[bytes]:
+        return list(await asyncio.gather(*(self._follow(i) for i in range(len(self.procs)))))
+
+    async def _follow(self, i: int) -> bytes:
+        proc = self.procs[i]
+        assert proc.stdout is not None
+        try:
+            while line := await proc.stdout.readline():
+                if line.startswith(b'{"barrier"'):
+                    self.waiting.setdefault(json.loads(line)["barrier"], set()).add(i)
+                    self._release()
+                    continue
+                return line  # the result: the last line
+            return b"null"
+        finally:
+            self.running.discard(i)
+            self._release()
+            if proc.stdin is not None:
+                proc.stdin.close()
+            await proc.wait()
+
+    def _release(self) -> None:
+        for name, arrived in list(self.waiting.items()):
+            if self.running <= arrived:
+                del self.waiting[name]
+                go = json.dumps({"barrier": name, "at_ns": time.monotonic_ns()
+                                 + int(BARRIER_MARGIN_S * 1e9)}).encode() + b"\n"
+                for j in arrived & self.running:
+                    stdin = self.procs[j].stdin
+                    if stdin is not None and not stdin.is_closing():
+                        stdin.write(go)
 
 
 @contextlib.asynccontextmanager
@@ -432,6 +482,8 @@ async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
             parts = await run_parts(scenario, ctx, workers, sampler,
                                     plan.lab.client_exec if plan.lab else None)
     merged = merge_parts(parts)
+    if scenario.combine is not None:
+        merged["counters"].update(scenario.combine(merged))
     resources = sampler.as_dict()
     if remote is not None and remote.samples:
         resources["server"] = remote.as_list()
