@@ -56,6 +56,9 @@ class Options:
     reuse_port: bool = False
     """Bind with SO_REUSEPORT, so that several processes share ``port`` (``serve
     --processes N``; the kernel spreads new connections over them)."""
+    processes: int = 1
+    """Processes of a server that starts its own (Elysia: N Bun servers on one port); the
+    aiohttp kinds are forked by :func:`serve_processes` instead."""
 
     def ssl_context(self) -> ssl.SSLContext | None:
         return (tls.server_context(self.tls, resumption=self.tls_resumption)
@@ -204,8 +207,9 @@ def serve_forever(kind: str, opts: Options, announce: Callable[[Running], None])
     asyncio.run(main())
 
 
-REUSE_PORT_KINDS = frozenset({"http", "ws", "sse", "longpoll"})
-"""Kinds that can share one port across processes (the aiohttp app binds with SO_REUSEPORT)."""
+REUSE_PORT_KINDS = frozenset({"http", "ws", "sse", "longpoll", "elysia"})
+"""Kinds that can share one port across processes (the aiohttp app binds with SO_REUSEPORT;
+Elysia's Bun.serve with ``reusePort``)."""
 
 
 class ProcessesError(RuntimeError):
@@ -243,14 +247,18 @@ def serve_processes(kind: str, opts: Options, processes: int,
                     announce: Callable[[Running], None]) -> None:
     """Run ``processes`` copies of a server on one port (SO_REUSEPORT: the kernel spreads new
     connections over them) until Ctrl-C or SIGTERM. Each process has its own hub, so they
-    must share a broker (Redis, Redis Cluster, NATS): the memory broker is refused."""
+    must share a broker (Redis, Redis Cluster, NATS): the memory broker is refused. The
+    aiohttp kinds are forked here; Elysia's starter starts its N Bun processes itself."""
     if kind not in REUSE_PORT_KINDS:
         raise ProcessesError(f"--processes works for {', '.join(sorted(REUSE_PORT_KINDS))} "
-                             f"(one aiohttp app on a shared port), not {kind}")
+                             f"(servers on a shared port), not {kind}")
     if opts.broker in ("", "memory"):
         raise ProcessesError("--processes N > 1 needs a shared broker: with the memory broker "
                              "each process would be its own island (pass --broker "
                              "redis://..., redis+cluster://... or nats://...)")
+    if kind == "elysia":
+        serve_forever(kind, dataclasses.replace(opts, processes=processes), announce)
+        return
     family = socket.AF_INET6 if ":" in opts.host else socket.AF_INET
     holder = socket.socket(family, socket.SOCK_STREAM)  # reserves the port until all listen
     holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

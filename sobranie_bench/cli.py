@@ -106,7 +106,7 @@ def build_parser(*, all_commands: bool = True) -> argparse.ArgumentParser:
                        help="also serve the pages in DIR at /web/ (e.g. web: the browser client "
                             "and demo; aiohttp-based servers)")
     serve.add_argument("--processes", type=int, default=1, metavar="N",
-                       help="N processes on one port (SO_REUSEPORT; ws, sse, longpoll, http): "
+                       help="N processes on one port (SO_REUSEPORT; ws, sse, longpoll, http, elysia): "
                             "more connections than one process's open-file limit, more cores."
                             " N > 1 needs a shared --broker (redis, redis+cluster, nats)")
     serve.add_argument("--json", action="store_true",

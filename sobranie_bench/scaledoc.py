@@ -1,9 +1,12 @@
 """The measured part of docs/scale.md, generated from results (never typed by hand).
 
-``python -m sobranie_bench.scaledoc RUN_DIR [--broker-cost FILE] [--doc docs/scale.md]``
+``python -m sobranie_bench.scaledoc [RUN_DIR ...] [--broker-cost FILE] [--doc docs/scale.md]``
+(default: the newest run under results/scale/runs and results/scale/broker_cost.json)
 rewrites what lies between the ``<!-- figures:start -->`` and ``<!-- figures:end -->`` markers:
-the connections ladder of one run (every level, transport and trial it holds) and the broker
-cost per message, classic vs sharded (:mod:`sobranie_bench.brokercost`).
+the connections ladder of one run (every level, transport and trial it holds), Python's
+servers against Elysia's at the same levels, memory per connection from the lowest level to
+the highest, and the broker cost per message, classic vs sharded
+(:mod:`sobranie_bench.brokercost`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Any
 from sobranie_bench.harness import results
 
 START, END = "<!-- figures:start -->", "<!-- figures:end -->"
+RUNS = Path("results/scale/runs")
+"""Where the committed scale runs live (``run --out results/scale``)."""
 
 
 def ladder_rows(raws: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -55,6 +60,70 @@ def ladder_rows(raws: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _levels(rows: list[dict[str, Any]]) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """Completed rows by (transport, connections asked)."""
+    out: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault((r["transport"], r["asked"]), []).append(r)
+    return out
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "-" if a is None or b is None or not b else f"{a / b:,.2f}x"
+
+
+COMPARED = (("server KiB/conn", "rss_per_conn_kib", ",.1f"), ("connects/s", "connects_per_s", ",.0f"),
+            ("keep-alive CPU % per 10k", "keepalive_cpu_pct_per_10k", ",.2f"))
+"""(label, row key, format) of the Python-vs-Elysia table."""
+
+
+def comparison(rows: list[dict[str, Any]]) -> list[str]:
+    """Python's server against Elysia's at each level both ran (means over trials; ratio
+    Python / Elysia): the issue's goal is within 2x on memory and connect rate."""
+    levels = _levels(rows)
+    pairs = sorted((t, n) for t, n in levels if (f"{t}@elysia", n) in levels)
+    if not pairs:
+        return []
+    lines = ["", ("Python vs Elysia at the same level (means over trials; ratio Python / "
+             "Elysia; goal: within 2x on memory and connect rate):"), "",
+             "| pair | asked | " + " | ".join(f"{label} Python / Elysia | ratio"
+                                             for label, _, _ in COMPARED) + " |",
+             "|---|---:|" + "---:|---:|" * len(COMPARED)]
+    for t, n in pairs:
+        py, ely = levels[(t, n)], levels[(f"{t}@elysia", n)]
+        cells = []
+        for _, key, spec in COMPARED:
+            a, b = _mean(py, key), _mean(ely, key)
+            cells += [f"{_fmt(a, spec)} / {_fmt(b, spec)}", _ratio(a, b)]
+        lines.append(f"| {t} vs {t}@elysia | {n:,} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def memory_by_level(rows: list[dict[str, Any]]) -> list[str]:
+    """Server memory per connection at each transport's highest level against its lowest
+    (the goal: within 10%)."""
+    levels = _levels(rows)
+    lines = []
+    for t in sorted({t for t, _ in levels}):
+        asked = sorted(n for u, n in levels if u == t)
+        low = _mean(levels[(t, asked[0])], "rss_per_conn_kib")
+        high = _mean(levels[(t, asked[-1])], "rss_per_conn_kib")
+        if len(asked) < 2 or low is None or high is None:
+            continue
+        lines.append(f"| {t} | {asked[0]:,} -> {asked[-1]:,} | {low:,.1f} -> {high:,.1f} | "
+                     f"{(high - low) / low:+.0%} |")
+    if not lines:
+        return []
+    return ["", ("Server memory per connection, lowest level against highest (goal: within "
+            "10%):"), "", "| transport | connections | KiB/conn | change |",
+            "|---|---|---|---:|", *lines]
+
+
 def _fmt(value: Any, spec: str = ",.0f") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -88,6 +157,8 @@ def render(run_dirs: Path | list[Path], broker_cost: Path | None) -> str:
             f"{_fmt(r['rss_per_conn_kib'], ',.1f')} | "
             f"{_fmt(r['connect_cpu_s_per_10k'], ',.2f')} | "
             f"{_fmt(r['keepalive_cpu_pct_per_10k'], ',.2f')} |")
+    rows = [r for r in ladder_rows(raws) if "error" not in r]
+    lines += comparison(rows) + memory_by_level(rows)
     if broker_cost is not None and broker_cost.exists():
         cost = json.loads(broker_cost.read_text())
         c, s = cost["classic"], cost["sharded"]
@@ -107,21 +178,31 @@ def render(run_dirs: Path | list[Path], broker_cost: Path | None) -> str:
     return "\n".join(lines)
 
 
-def rewrite(doc: Path, figures: str) -> None:
+def rewrite(doc: Path, figures: str, start: str = START, end: str = END) -> None:
+    """Replace what lies between the ``start`` and ``end`` markers of ``doc``."""
     text = doc.read_text()
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    doc.write_text(f"{head}{START}\n{figures}\n{END}{tail}")
+    if start not in text or end not in text:
+        raise SystemExit(f"{doc} has no {start} ... {end} block to rewrite")
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    doc.write_text(f"{head}{start}\n{figures}\n{end}{tail}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", type=Path, nargs="+",
-                        help="results/runs/<run-id> of connections runs")
-    parser.add_argument("--broker-cost", type=Path, help="brokercost's JSON")
+    parser.add_argument("run_dir", type=Path, nargs="*",
+                        help="results/.../runs/<run-id> of connections runs (default: the "
+                             f"newest under {RUNS})")
+    parser.add_argument("--broker-cost", type=Path, default=RUNS.parent / "broker_cost.json",
+                        help="brokercost's JSON (default %(default)s)")
     parser.add_argument("--doc", type=Path, default=Path("docs/scale.md"))
     args = parser.parse_args()
-    rewrite(args.doc, render(args.run_dir, args.broker_cost))
+    dirs = args.run_dir or (sorted(p for p in RUNS.iterdir() if p.is_dir())[-1:]
+                            if RUNS.is_dir() else [])
+    if not dirs:
+        parser.error(f"no run under {RUNS}: run `sobranie-bench run --profile full --scenarios "
+                     f"connections --out {RUNS.parent}` first (docs/scale.md)")
+    rewrite(args.doc, render(dirs, args.broker_cost))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@
 waits for the JSON line the server prints once it listens, and returns a
 :class:`~servers.run.Running` whose ``stop`` ends it (SIGTERM, then SIGKILL). The server's
 own process id is in ``endpoints["pid"]``: that is the process to sample, not this one.
+With ``opts.processes`` N > 1 (``serve elysia --processes N``) it starts N Bun servers on one
+port (``--reuse-port``: the kernel spreads new connections over them; they share the broker)
+and ``Running.pids`` lists them all.
 The Bun binary comes from the npm package ``bun`` that ``make setup`` installs here
 (``npm ci``, listed in setup/npm.txt). See docs/elysia.md.
 """
@@ -15,6 +18,7 @@ import asyncio
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from servers.hub import SUITE_VERSION
 from servers.run import Options, Running
@@ -31,10 +35,11 @@ class ElysiaUnavailable(RuntimeError):
     """Bun is not installed in servers/elysia, or the server did not come up."""
 
 
-def command(opts: Options) -> list[str]:
+def command(opts: Options, port: int | None = None) -> list[str]:
     """The command line of a server with ``opts`` (the secret travels in the environment)."""
     limits = opts.limits
-    args = [str(BUN), "run", str(MAIN), "--host", opts.host, "--port", str(opts.port),
+    port = opts.port if port is None else port
+    args = [str(BUN), "run", str(MAIN), "--host", opts.host, "--port", str(port),
             "--broker", opts.broker or "memory", "--send-queue", str(limits.send_queue),
             "--max-envelope", str(limits.max_envelope), "--hard-frame", str(limits.hard_frame),
             "--rate", str(limits.rate), "--burst", str(limits.burst),
@@ -49,6 +54,8 @@ def command(opts: Options) -> list[str]:
             "--server-name", f"sobranie-elysia/{SUITE_VERSION}", "--exit-with-stdin"]
     for origin in opts.origins:
         args += ["--origin", origin]
+    if opts.processes > 1:
+        args.append("--reuse-port")
     if opts.tls:  # serve --tls: the local CA's certificate (sobranie_contract.tls)
         args += ["--cert", str(opts.tls.cert), "--key", str(opts.tls.key),
                  "--ca", str(opts.tls.ca)]
@@ -63,26 +70,45 @@ async def start(opts: Options) -> Running:
     if not BUN.exists():
         raise ElysiaUnavailable(f"{BUN.relative_to(HERE.parent.parent)} is missing: run "
                                 "`make setup` (npm ci in servers/elysia)")
+    # the first picks the port (or takes --port), the others join it; one at a time, so each
+    # is listening before the next one's warm-up
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def stop() -> None:
+        await asyncio.gather(*(_stop(p) for p in procs))
+
+    try:
+        proc, info = await _spawn(opts, None)
+        procs.append(proc)
+        port = int(info["url"].rsplit(":", 1)[1])
+        for _ in range(opts.processes - 1):
+            procs.append((await _spawn(opts, port))[0])
+    except ElysiaUnavailable:
+        await stop()
+        raise
+    endpoints = {k: str(v) for k, v in info.items() if k not in ("url", "kind")}
+    endpoints.update(opts.tls_endpoints())
+    pids = tuple(p.pid for p in procs) if len(procs) > 1 else ()
+    return Running(info["url"], stop, endpoints, pids)
+
+
+async def _spawn(opts: Options, port: int | None) -> tuple[asyncio.subprocess.Process,
+                                                           dict[str, Any]]:
+    """One Bun server, once it printed its JSON line."""
     env = {**os.environ, "SOBRANIE_JWT_SECRET": tokens.secret_from_env(opts.secret)}
     # stdin is a pipe the server watches: it exits with this process, even a killed one
     proc = await asyncio.create_subprocess_exec(
-        *command(opts), cwd=HERE, env=env, stdin=asyncio.subprocess.PIPE,
+        *command(opts, port), cwd=HERE, env=env, stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE)
     assert proc.stdout is not None
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), READY_SECONDS)
-        info = json.loads(line)
+        info: dict[str, Any] = json.loads(line)
     except (TimeoutError, ValueError):
         await _stop(proc)
         raise ElysiaUnavailable(f"the Elysia server did not start (exit code {proc.returncode}"
                                 "; its errors are above)") from None
-
-    async def stop() -> None:
-        await _stop(proc)
-
-    endpoints = {k: str(v) for k, v in info.items() if k not in ("url", "kind")}
-    endpoints.update(opts.tls_endpoints())
-    return Running(info["url"], stop, endpoints)
+    return proc, info
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:

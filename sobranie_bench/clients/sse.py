@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 
 from sobranie_bench.clients.base import ClientError
@@ -19,9 +21,14 @@ class SseClient(OneWayClient):
         if resume and self.cursor:
             headers["Last-Event-ID"] = wire.format_cursor(self.cursor)
         url = f"{self.url}{self.path}?channels={self.channel_query}&{self.token_query}"
+        # the stream itself has no deadline, but its answer does: a server that accepted the
+        # connection and never answers (busy, or its accept queue full) must not hang connect()
         try:
-            resp = await self.session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=self.timeout))
+            resp = await asyncio.wait_for(self.session.get(
+                url, headers=headers, timeout=aiohttp.ClientTimeout(total=None)), self.timeout)
+        except TimeoutError:
+            raise ClientError(f"cannot reach {url}: no answer in {self.timeout:g} s "
+                              "(timeout)") from None
         except aiohttp.ClientConnectionError as exc:
             raise ClientError(f"cannot reach {url}: {exc}") from None
         if resp.status != 200:

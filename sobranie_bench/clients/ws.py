@@ -164,7 +164,11 @@ class WsClient(Client):
              "Upgrade: websocket\r\nConnection: Upgrade\r\n"
              f"Sec-WebSocket-Key: {key.decode()}\r\nSec-WebSocket-Version: 13\r\n\r\n"
              ).encode())
-        await asyncio.wait_for(proto.handshake, self.timeout)
+        try:
+            await asyncio.wait_for(proto.handshake, self.timeout)
+        except BaseException:  # timed out or cancelled: the socket must not stay half-open
+            proto.transport.abort()
+            raise
         self._proto = proto
         for channel in self.channels:
             await self._send(self._subscription(channel, self.cursor.get(channel)))

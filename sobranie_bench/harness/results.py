@@ -45,11 +45,17 @@ def params_key(params: dict[str, Any]) -> str:
 
 def raw_name(raw: dict[str, Any]) -> str:
     """``<transport>-<scenario>-<params digest>-t<trial>.json``; ``-plain`` before ``.json``
-    for the plaintext half of a ``run --tls-compare``."""
+    for the plaintext half of a point compared by ``run --tls-compare``."""
     digest = hashlib.sha1(params_key(raw["params"]).encode()).hexdigest()[:8]
-    plain = raw.get("metadata", {}).get("tls_compare") and not raw.get("tls")
+    plain = tls_compared(raw) and not raw.get("tls")
     return f"{raw['transport']}-{raw['scenario']}-{digest}-t{raw['trial']}" \
         f"{'-plain' if plain else ''}.json"
+
+
+def tls_compared(raw: dict[str, Any]) -> bool:
+    """Whether the raw is a half (plaintext or TLS) of a point ``run --tls-compare`` measured
+    both ways (older raws: every raw of such a run)."""
+    return bool(raw.get("tls_compared") or raw.get("metadata", {}).get("tls_compare") is True)
 
 
 def write_raw(run_dir: Path, raw: dict[str, Any]) -> Path:
@@ -330,7 +336,7 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
         m.update(_latency_rows("connect", h["connect"]["measured"]))
         m["failures"] = (c["failures"], "count")
         m["connected"] = (c["connected"], "count")
-        for key in ("held", "peak_open", "dropped"):  # counted by the parts since issue 19
+        for key in ("held", "held_at_hold_start", "peak_open", "dropped"):
             if key in c:
                 m[key] = (c[key], "count")
         m.update({key: (value, "count") for key, value in c.items()
@@ -341,7 +347,8 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
             m["server_rss_bytes_per_conn"] = (slope, "bytes")
         per(cpu_between(server, t["ramp_start"], t["ramp_end"] + 0.3), c["connected"],
             "server_cpu_us_per_conn")
-        keep = cpu_percent(server, t["ramp_end"], t["hold_end"])
+        # every part holds from one instant (hold_start); older runs: from the last ramp's end
+        keep = cpu_percent(server, t.get("hold_start", t["ramp_end"]), t["hold_end"])
         if keep is not None:
             m["keepalive_cpu_percent"] = (keep, "%")
     elif scenario == "overhead":

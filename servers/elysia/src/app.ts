@@ -9,6 +9,7 @@ import { Elysia } from "elysia";
 import type { Server, ServerWebSocket } from "bun";
 
 import { Authenticator, type Claims, maySubscribe, Unauthorized } from "./auth";
+import { type FdGuard, RETRY_AFTER_SECONDS, UNGUARDED } from "./fdguard";
 import { type Connection, Hub } from "./hub";
 import * as wire from "./wire";
 import { type Cursor, HTTP_STATUS, WireError } from "./wire";
@@ -20,7 +21,7 @@ const JSON_TYPE = { "Content-Type": "application/json; charset=utf-8" };
 const FLOAT_RE = /^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/;
 const enc = new TextEncoder();
 
-export type Options = { pollIdleSeconds: number };
+export type Options = { pollIdleSeconds: number; guard: FdGuard };
 
 type WsData = { user: string; conn: Connection | null; terminate: Timer | null };
 
@@ -119,6 +120,11 @@ export function buildApp(hub: Hub, auth: Authenticator, options: Options) {
 
   const app = new Elysia()
     .onRequest(({ request }) => {
+      if (options.guard.full() && !UNGUARDED.has(new URL(request.url).pathname)) {
+        hub.metrics.count(hub.metrics.errors, "unavailable");
+        return json(request, wire.error("unavailable", options.guard.refuse()), 503,
+          { "Retry-After": String(RETRY_AFTER_SECONDS), Connection: "close" });
+      }
       const origin = request.headers.get("origin");
       if (origin === null) return;
       if (!auth.originAllowed(origin)) return new Response("origin not allowed", { status: 403 });
@@ -136,7 +142,7 @@ export function buildApp(hub: Hub, auth: Authenticator, options: Options) {
       }
     })
     .get("/healthz", ({ request }) => json(request, { status: "ok", server: hub.server }))
-    .get("/metrics", () => new Response(hub.metrics.render(hub), { headers: { "Content-Type": "text/plain; charset=utf-8" } }))
+    .get("/metrics", () => new Response(hub.metrics.render(hub) + options.guard.render(), { headers: { "Content-Type": "text/plain; charset=utf-8" } }))
     .post("/publish", async ({ request }) => {
       const claims = authenticate(request, new URL(request.url).searchParams);
       if (claims instanceof Response) return claims;

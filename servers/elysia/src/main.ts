@@ -6,6 +6,7 @@ import { parseArgs } from "node:util";
 import { buildApp } from "./app";
 import { Authenticator, DEV_SECRET } from "./auth";
 import { makeBroker } from "./brokers";
+import { FdGuard, openFiles } from "./fdguard";
 import { DEFAULT_LIMITS, Hub, Metrics } from "./hub";
 import { HISTORY_SIZE } from "./wire";
 
@@ -19,7 +20,7 @@ const HELP = `usage: bun run src/main.ts [--host H] [--port P] [--broker memory|
   [--origin O ...] [--send-queue N] [--max-envelope B] [--hard-frame B] [--rate R] [--burst N]
   [--flood N] [--history-size N] [--history-bytes B] [--user-connections N] [--user-rate R]
   [--user-burst N] [--user-channels N] [--user-window S] [--poll-idle S] [--header-timeout S]
-  [--server-name NAME]
+  [--server-name NAME] [--reuse-port]  (SO_REUSEPORT: several processes share --port)
   [--cert PEM --key PEM [--ca PEM] [--tls-resumption]]
   [--exit-with-stdin]  (stop when standard input closes: the parent that started it is gone)
 The JWT secret is $SOBRANIE_JWT_SECRET (else the development secret).`;
@@ -51,6 +52,7 @@ const { values: args } = parseArgs({
     ca: { type: "string" },
     "tls-resumption": { type: "boolean", default: false },
     "exit-with-stdin": { type: "boolean", default: false },
+    "reuse-port": { type: "boolean", default: false },
     help: { type: "boolean", default: false },
   },
 });
@@ -99,8 +101,9 @@ try {
   process.exit(1);
 }
 const auth = new Authenticator(secret, args.origin);
+const guard = new FdGuard();
 const { app, websocket, stop } = buildApp(hub, auth,
-  { pollIdleSeconds: number("poll-idle", args["poll-idle"], 30) });
+  { pollIdleSeconds: number("poll-idle", args["poll-idle"], 30), guard });
 if (Boolean(args.cert) !== Boolean(args.key)) {
   console.error("error: --cert and --key go together");
   process.exit(2);
@@ -126,23 +129,38 @@ function serverTls(cert: string, key: string, resumption: boolean) {
     secureOptions: noTlsBelow13 | (resumption ? 0 : SSL_OP_NO_TICKET) };
 }
 
-try {
-  app.listen({
-    hostname: args.host, port: number("port", args.port, 8080), reusePort: false,
-    // idle HTTP connections (and half-sent requests) close after --header-timeout; a held
-    // poll and an SSE stream set their own (app.ts)
-    maxRequestBodySize: limits.hardFrame, development: false,
-    idleTimeout: Math.max(1, Math.round(number("header-timeout", args["header-timeout"], 5))),
-    websocket, tls,
-  });
-} catch (exc) {
-  console.error(`error: cannot listen on ${args.host}:${args.port}: ${(exc as Error).message}`);
-  process.exit(1);
+/** Listen on `port` (`reusePort`: shared with the other processes of `serve elysia
+ * --processes N`). Idle HTTP connections (and half-sent requests) close after
+ * --header-timeout; a held poll and an SSE stream set their own (app.ts). */
+function listen(port: number, reusePort: boolean) {
+  try {
+    app.listen({
+      hostname: args.host, port, reusePort, maxRequestBodySize: limits.hardFrame,
+      development: false,
+      idleTimeout: Math.max(1, Math.round(number("header-timeout", args["header-timeout"], 5))),
+      websocket, tls,
+    });
+  } catch (exc) {
+    console.error(`error: cannot listen on ${args.host}:${port}: ${(exc as Error).message}`);
+    process.exit(1);
+  }
+  const host = args.host!.includes(":") ? `[${args.host}]` : args.host;
+  return `${tls ? "https" : "http"}://${host}:${app.server!.port}`;
 }
+
+// The warm-up runs on a port of this process's own, then the server listens where it was
+// asked: on a shared port (--reuse-port) the kernel could hand the warm-up's connections to
+// another process, whose counters would then count them.
+await warmUp(listen(0, false));
+await app.stop(true);
+const url = listen(number("port", args.port, 8080), args["reuse-port"]!);
 const server = app.server!;
-const host = args.host!.includes(":") ? `[${args.host}]` : args.host;
-const url = `${tls ? "https" : "http"}://${host}:${server.port}`;
-await warmUp(url);
+await Bun.sleep(0);  // Elysia reloads the server with its compiled routes after a tick
+guard.base = openFiles();
+guard.connections = () => {
+  const now = app.server;
+  return now ? now.pendingRequests + now.pendingWebSockets : 0;
+};
 console.log(JSON.stringify({ kind: "elysia", url, pid: process.pid, ws: `${url.replace("http", "ws")}/ws`,
   sse: `${url}/sse`, poll: `${url}/poll`, bun: Bun.version }));
 

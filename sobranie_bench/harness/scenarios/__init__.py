@@ -22,6 +22,10 @@ from sobranie_bench.clients import TRANSPORTS, Client
 from sobranie_contract import tokens
 
 Params = dict[str, Any]
+Barrier = Callable[[str], Awaitable[int]]
+"""``barrier(name)``: wait until every part of the load reached ``name``; returns the
+``time.monotonic_ns()`` at which they all go on (the clock is the machine's, shared by the
+harness's processes)."""
 log = logging.getLogger("sobranie.harness")
 
 PROFILES = ("ci", "standard", "quick", "full", "calibrate", "holdout")
@@ -96,6 +100,14 @@ class PartContext:
     def rng(self) -> random.Random:
         return random.Random(self.seed * 1000 + self.index)
 
+    async def together(self, name: str) -> int:
+        """Wait until every part reached ``name`` and go on with the others at one instant
+        (the runner releases them all: :func:`use_barrier`); returns that instant
+        (``time.monotonic_ns()``). A part alone goes on at once."""
+        at = await _BARRIER[0](name)
+        await sleep_until(at)
+        return at
+
     def instance_url(self, i: int) -> str:
         """Instance ``i mod N``'s own URL in a cluster run; the server's URL otherwise."""
         return self.instances[i % len(self.instances)] if self.instances else self.url
@@ -148,9 +160,16 @@ class Scenario:
     events_per_s: Callable[[Params], float] | None = None
     """Measured events per second a point generates (echoes, deliveries); in
     RESOLVED_PROFILES its window stretches to hold MIN_WINDOW_EVENTS of them."""
+    combine: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    """Counters that need every part at once (connections open at one instant), computed
+    from the merged parts; they replace the parts' summed ones."""
     load_seconds: Callable[[Params], float] | None = None
     """Seconds a point's load takes beyond warm-up and window (ramps, holds, steps), for
     planning a profile's duration."""
+    teardown: Callable[[], Awaitable[None]] | None = None
+    """Called once when the process that ran its parts is done with them (the runner at the
+    plan's end, a worker after its part): closes what its points shared (the browser
+    scenario's open browsers)."""
 
     def window(self, profile: str, params: Params) -> tuple[float, float]:
         """(warm-up, duration) seconds of one point under ``profile``."""
@@ -175,6 +194,19 @@ class Scenario:
         conns = int(params.get("connections", 0)) + int(params.get("subscribers", 0)) * int(
             params.get("channels", 1))
         return 1.0 + conns / 500.0
+
+
+async def _alone(name: str) -> int:
+    return time.monotonic_ns()
+
+
+_BARRIER: list[Barrier] = [_alone]
+
+
+def use_barrier(barrier: Barrier) -> None:
+    """How this process's part meets the others at :meth:`PartContext.together` (a worker
+    process: its pipe to the runner, harness/worker.py)."""
+    _BARRIER[0] = barrier
 
 
 async def connect_all(clients: Sequence[Client], channels: Sequence[Sequence[str]] = (),

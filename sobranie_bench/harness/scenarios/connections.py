@@ -1,27 +1,33 @@
 """connections: ramp to N idle subscribers at a connect rate, then hold them idle.
 
-Each connect is timed from its intended start to the server's ``hello`` (handshake round trips
-and time to first message included). With ``max_inflight`` at most that many connects are
-pending at once (over all workers): the ramp then goes as fast as the server accepts, up to
-``connect_rate``, and each connect is timed from its attempt (the achieved rate is the
-figure); without it the ramp is open-loop and a server that falls behind shows as latency and
-timeouts. The runner fits the server's RSS against the number of
-open connections (bytes per connection is the slope, not one division) and reads the CPU the
-idle connections cost while held.
+The ramp is paced: the parts share ``connect_rate`` evenly (their schedules interleave), and a
+part that falls behind goes on from where it is instead of catching up in a burst (bursts of
+connects were what timed out under load). With ``max_inflight`` at most that many connects
+are pending at once (over all workers): the ramp then goes as fast as the server accepts, up to
+``connect_rate`` (the achieved rate is the figure). Each connect is timed from its slot to the
+server's ``hello`` (handshake round trips and time to first message included) and has
+``connect_timeout`` seconds for all of it; a connect is tried once (no silent retries). A
+part's ramp is bounded in time (:func:`ramp_seconds`): what is not answered by then fails as
+``deadline``, and the part reports what it saw. The runner fits the server's RSS against the
+number of open connections (bytes per connection is the slope, not one division) and reads
+the CPU the idle connections cost while held.
 
 Past one process's open files (20,000 on the machine this suite was built on) a point spreads
 its connections over ``workers`` harness processes, ``processes`` server processes (``serve
 --processes N``: one port, SO_REUSEPORT) and ``sources`` local addresses 127.0.0.2... (each has
 its own ephemeral ports: about 28,000 by default per source address and destination). Before
 anything starts, :func:`preflight` checks the point against this machine's limits and refuses
-with one line naming the limit and the fix. During the run each part counts the connections
-open at once (peak, and still open at the end of the hold) and sorts failures by cause
-(:data:`CAUSES`): a failure is a result, never an unretrieved exception.
+with one line naming the limit and the fix. The hold starts when every part has finished its
+ramp (:meth:`PartContext.together`): ``held_at_hold_start`` and ``held`` are counted at the
+hold's start and end, the same instants in every part, so their sums are connections open at
+once; ``peak_open`` is the most open at one instant (:func:`combine`). Failures are sorted by
+cause (:data:`CAUSES`): a failure is a result, never an unretrieved exception.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import math
@@ -33,17 +39,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sobranie_bench.harness.load import Schedule, open_loop
 from sobranie_bench.harness.recorder import Recorder
 from sobranie_bench.harness.scenarios import Params, PartContext, Scenario, close_all, sleep_until
 
 log = logging.getLogger("sobranie.harness.connections")
 
-CAUSES = ("refused", "reset", "timeout", "fd_limit", "ports", "server_full", "other")
+CAUSES = ("refused", "reset", "timeout", "fd_limit", "ports", "server_full", "deadline",
+          "other")
 """Why a connect failed: nothing listening or the backlog full (``refused``), the server cut
 it (``reset``), no answer in time (``timeout``), this process out of files (``fd_limit``), no
 ephemeral port left for its source address (``ports``), the server's clear refusal at its own
-limit (``server_full``: HTTP 503), anything else (``other``)."""
+limit (``server_full``: HTTP 503), not answered (or not tried) within the point's time bound
+(``deadline``: :func:`ramp_seconds`), anything else (``other``)."""
 FD_MARGIN = 256
 """Open files a process needs besides its connections (interpreter, pipes, logs, listeners),
 plus the server's fd guard headroom (servers/aiohttp_common.py)."""
@@ -161,22 +168,40 @@ def source_addresses(url: str, count: int) -> list[str | None]:
     return [f"127.0.0.{FIRST_SOURCE + i}" for i in range(count)]
 
 
+RAMP_SLACK = 4.0
+"""How much slower than ``connect_rate`` a ramp may go by default (``min_rate`` sets it)."""
+CLOSE_SECONDS = 10.0
+"""Seconds the closing of a part's connections may take (the kernel closes the rest)."""
+
+
+def ramp_seconds(params: Params, timeout: float) -> float:
+    """A part's time bound for its ramp: its connections at ``min_rate`` (the slowest ramp
+    the point accepts; default ``connect_rate`` / RAMP_SLACK), plus one connect timeout
+    (``connect_timeout``, default the context's). Connects not answered by then, or not
+    tried, fail as ``deadline``: a slow server is a result, not a hung run."""
+    n, rate = int(params["connections"]), float(params["connect_rate"])
+    slowest = float(params.get("min_rate", rate / RAMP_SLACK))
+    return n / slowest + float(params.get("connect_timeout", timeout))
+
+
 async def part(ctx: PartContext) -> dict[str, Any]:
     p = ctx.params
     mine = list(ctx.share(int(p["connections"])))
     sources = source_addresses(ctx.url, int(p.get("sources", 1)))
+    timeout = float(p.get("connect_timeout", ctx.timeout))
     rec = Recorder(0)  # every connect is data; there is no warm-up in a ramp
     clients = [ctx.client(f"idle-{i}", reconnect=False, on_envelope=lambda env: None,
-                          source=sources[i % len(sources)]) for i in mine]
+                          source=sources[i % len(sources)], timeout=timeout) for i in mine]
+    opened: list[Any] = []
     connected_at: list[float] = []
     failed: Counter[str] = Counter()
-    open_now = peak = 0
-    tasks = []
+    limit = int(p.get("max_inflight", 0)) // ctx.count
+    inflight = asyncio.Semaphore(max(limit, 1)) if p.get("max_inflight") else None
 
     async def connect(client: Any, intended: int) -> None:
-        nonlocal open_now, peak
-        try:
-            await client.connect(["presence"] if p.get("subscribe") else ())
+        try:  # the whole connect (TCP, handshake, hello) within one timeout
+            async with asyncio.timeout(timeout):
+                await client.connect(["presence"] if p.get("subscribe") else ())
         except Exception as exc:  # noqa: BLE001 - a failed connect is a result
             why = cause(exc)
             if not failed[why]:
@@ -184,56 +209,82 @@ async def part(ctx: PartContext) -> dict[str, Any]:
             failed[why] += 1
             await client.close()  # a half-open one (no hello in time) must not stay held
             return
-        rec.record_ns(intended)
-        connected_at.append(time.monotonic())
-        open_now += 1
-        peak = max(peak, open_now)
-
-    limit = int(p.get("max_inflight", 0)) // ctx.count
-    inflight = asyncio.Semaphore(max(limit, 1)) if limit or p.get("max_inflight") else None
-
-    async def attempt(client: Any, intended: int) -> None:
-        try:
-            await connect(client, intended)
         finally:
             if inflight is not None:
                 inflight.release()
+        rec.record_ns(intended)
+        connected_at.append(time.monotonic())
+        opened.append(client)
 
-    async def start_one(i: int, intended: int) -> None:
-        if inflight is not None:  # at most max_inflight pending: the server sets the pace
-            await inflight.acquire()
-            intended = max(intended, time.monotonic_ns())  # timed from the attempt
-        tasks.append(asyncio.ensure_future(attempt(clients[i], intended)))
+    tasks: list[asyncio.Future[None]] = []
+    gap = int(1e9 * ctx.count / float(p["connect_rate"]))  # this part's share of the rate
 
-    rate = float(p["connect_rate"]) / ctx.count
+    async def ramp() -> None:
+        # the parts' schedules interleave (part i starts i/count of a gap later), so together
+        # they connect at connect_rate, evenly; a part that falls behind (max_inflight pending,
+        # or a busy loop) goes on from now instead of catching up in a burst
+        due = ctx.start_ns + gap * ctx.index // ctx.count
+        for client in clients:
+            if inflight is not None:  # at most max_inflight pending: the server sets the pace
+                await inflight.acquire()
+            now = time.monotonic_ns()
+            if due > now:
+                await sleep_until(due)
+            due = max(due, now - gap)  # late by more than a gap: the schedule slides
+            tasks.append(asyncio.ensure_future(connect(client, due)))
+            due += gap
+        await asyncio.gather(*tasks)
+
     ctx = ctx.started()  # nothing to set up: one part starts its ramp at once
     await sleep_until(ctx.start_ns)
     ramp_start = time.monotonic()
-    await open_loop(Schedule(rate), start_one, start_ns=ctx.start_ns,
-                    duration=len(clients) / rate + 1.0, rng=ctx.rng(), max_count=len(clients))
-    await asyncio.gather(*tasks)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(ramp(), ramp_seconds(p, ctx.timeout))
+    for task in tasks:  # still pending at the time bound: cut, counted below
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if late := len(clients) - len(opened) - sum(failed.values()):
+        log.warning("part %d: %d connect(s) not answered (or not tried) within the point's "
+                    "time bound of %.0f s", ctx.index, late, ramp_seconds(p, ctx.timeout))
+        failed["deadline"] += late
     ramp_end = time.monotonic()
-    await asyncio.sleep(float(p.get("hold", 2.0)))
+    # the hold starts when every part holds all it could open: the counts below are taken at
+    # the same two instants in every part, so their sums are connections open at once
+    hold_start = await ctx.together("ramped") / 1e9
+    held_at_start = sum(1 for c in opened if c.is_open)
+    await sleep_until(int((hold_start + float(p.get("hold", 2.0))) * 1e9))
     hold_end = time.monotonic()
-    held = sum(1 for c in clients if c.is_open)
-    await close_all(clients)
+    held = sum(1 for c in opened if c.is_open)
+    lost_at = [c.ended_at[0] for c in opened if c.ended_at and c.ended_at[0] <= hold_end]
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(close_all(clients), CLOSE_SECONDS)
     return {"histograms": {"connect": rec.encoded()},
-            "counters": {"connections": len(clients), "connected": len(connected_at),
-                         "failures": sum(failed.values()), "peak_open": peak, "held": held,
-                         "dropped": len(connected_at) - held,
+            "counters": {"connections": len(clients), "connected": len(opened),
+                         "failures": sum(failed.values()), "held_at_hold_start": held_at_start,
+                         "held": held, "dropped": len(opened) - held,
                          **{f"failed_{c}": failed[c] for c in CAUSES}},
-            "series": {"connected_at": sorted(round(t, 4) for t in connected_at)},
-            "times": {"ramp_start": ramp_start, "ramp_end": ramp_end, "hold_end": hold_end}}
+            "series": {"connected_at": sorted(round(t, 4) for t in connected_at),
+                       "lost_at": sorted(round(t, 4) for t in lost_at)},
+            "times": {"ramp_start": ramp_start, "ramp_end": ramp_end, "hold_start": hold_start,
+                      "hold_end": hold_end}}
+
+
+def combine(merged: dict[str, Any]) -> dict[str, Any]:
+    """``peak_open``: the most connections open at one instant over all parts (from every
+    part's connect and loss times, not a sum of each part's own peak)."""
+    series = merged.get("series", {})
+    events = sorted([(t, 1) for t in series.get("connected_at", [])]
+                    + [(t, -1) for t in series.get("lost_at", [])])
+    now = peak = 0
+    for _, step in events:
+        now += step
+        peak = max(peak, now)
+    return {"peak_open": peak}
 
 
 def longest(params: Params, timeout: float) -> float:
-    """The slowest healthy ramp plus the hold: open-loop, the schedule's length and one
-    timeout; with ``max_inflight``, every wave of that many connects taking a whole timeout."""
-    n, hold = int(params["connections"]), float(params.get("hold", 2.0))
-    ramp = n / float(params["connect_rate"]) + timeout
-    if params.get("max_inflight"):
-        ramp = max(ramp, n / int(params["max_inflight"]) * timeout)
-    return ramp + hold
+    """A part's time bound: its ramp's (:func:`ramp_seconds`), closing, and the hold."""
+    return ramp_seconds(params, timeout) + CLOSE_SECONDS + float(params.get("hold", 2.0))
 
 
 SCENARIO = Scenario(
@@ -245,10 +296,14 @@ SCENARIO = Scenario(
         "ci": [{"connections": 300, "connect_rate": 300, "hold": 1.0}],
         "standard": [{"connections": 500, "connect_rate": 500, "hold": 0.5}],
         "quick": [{"connections": 2000, "connect_rate": 500, "hold": 3.0}],
-        "full": [{"connections": 10000, "connect_rate": 2000, "hold": 10.0, "workers": 6,
-                  "processes": 6, "sources": 8, "max_inflight": 240},
-                 {"connections": 100000, "connect_rate": 2000, "hold": 15.0, "workers": 6,
-                  "processes": 6, "sources": 8, "max_inflight": 240}],
+        # Python vs Elysia at the same levels in one run (docs/scale.md): the ramp paced by
+        # the server (max_inflight), bounded at min_rate; every part holds from one instant
+        "full": [{"connections": 10000, "connect_rate": 5000, "hold": 15.0, "workers": 6,
+                  "processes": 6, "sources": 8, "max_inflight": 120, "connect_timeout": 30.0,
+                  "min_rate": 100},
+                 {"connections": 100000, "connect_rate": 5000, "hold": 15.0, "workers": 6,
+                  "processes": 6, "sources": 8, "max_inflight": 120, "connect_timeout": 30.0,
+                  "min_rate": 100}],
     },
     timing={"ci": (0.0, 0.0), "standard": (0.0, 0.0), "quick": (0.0, 0.0),
             "full": (0.0, 0.0)},
@@ -256,6 +311,7 @@ SCENARIO = Scenario(
     preflight=preflight,
     connects_in_load=True,
     longest=longest,
+    combine=combine,
     headline=[("connect_p50_us", "connect p50 µs"), ("connect_p99_us", "p99 µs"),
               ("server_rss_bytes_per_conn", "B/conn"), ("held", "held"), ("failures", "failed")],
 )

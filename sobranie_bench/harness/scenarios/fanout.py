@@ -199,7 +199,7 @@ SCENARIO = Scenario(
                  for pl in (64, 4096)],
         # the capacity model's fit points and the points it must predict (capacity validate)
         "calibrate": [{"channels": 1, "subscribers": s, "rate": 20, "payload": 64}
-                      for s in (100, 600)],
+                      for s in (100, 400, 800)],
         "holdout": [{"channels": 1, "subscribers": 300, "rate": 20, "payload": 64}],
     },
     timing={"ci": (0.3, 1.5), "standard": (0.3, 1.0), "quick": (2.0, 10.0),
