@@ -307,8 +307,9 @@ def encode(envelope: Any) -> str:
 
 
 def decode(raw: str | bytes) -> dict[str, Any]:
-    """Parse a server envelope (clients' side)."""
-    obj = json.loads(raw)
+    """Parse a server envelope (clients' side). Envelopes are UTF-8: bytes are decoded as such
+    (json.loads would first guess among UTF-8, -16 and -32, in Python, per message)."""
+    obj = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
     if not isinstance(obj, dict) or "type" not in obj:
         raise WireError(ErrorCode.BAD_REQUEST, f"not a server envelope: {str(raw)[:80]!r}")
     return obj

@@ -52,6 +52,9 @@ class Client(ABC):
     path: ClassVar[str]
     deliveries: ClassVar[frozenset[Delivery]] = frozenset({Delivery.ORDERED})
     """The :class:`~sobranie_contract.framing.Delivery` modes this transport offers."""
+    sends_at_once: ClassVar[bool] = False
+    """Whether a send completes without suspending (a frame written to the socket's buffer):
+    a caller may then await it inline, with no task of its own per send."""
 
     def __init__(self, url: str, token: str, *, reconnect: bool = True,
                  backoff: Backoff = Backoff(), rng: random.Random | None = None,

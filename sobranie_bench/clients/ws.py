@@ -142,6 +142,7 @@ class _Protocol(asyncio.Protocol):
 class WsClient(Client):
     transport = "ws"
     path = "/ws"
+    sends_at_once = True
     _proto: _Protocol | None = None
 
     async def _open(self, resume: bool) -> None:

@@ -90,3 +90,29 @@ def test_stats_are_hdrhs_own_mean_and_percentiles(values: list[int]) -> None:
     assert s["mean"] == hist.get_mean_value() and s["max"] == hist.get_max_value()
     for p in (50.0, 90.0, 95.0, 99.0, 99.9):
         assert s[f"p{p:g}"] == hist.get_value_at_percentile(p), p
+
+
+def test_counting_by_bucket_encodes_what_recording_each_value_would() -> None:
+    """The recorder counts values by HDR bucket and records the counts in bulk: its encoded
+    histograms (warm-up, measured, thirds) are byte for byte those of recording each value."""
+    from sobranie_bench.harness.recorder import HIGHEST_US, LOWEST_US, new_histogram
+
+    rng = random.Random(3)
+    rec = Recorder(measure_from_ns=10**9, measure_until_ns=4 * 10**9)
+    warmup, measured = new_histogram(), new_histogram()
+    thirds = [new_histogram() for _ in range(3)]
+    for _ in range(20_000):
+        start = rng.randint(0, 5 * 10**9)
+        end = start + int(rng.lognormvariate(rng.choice([3, 8, 12, 16]), 2)) * 1000 \
+            + rng.randint(0, 999)
+        rec.record_ns(start, end)
+        us = min(max((end - start) // 1000, LOWEST_US), HIGHEST_US)
+        if start >= 10**9:
+            measured.record_value(us)
+            thirds[min(2, (start - 10**9) // 10**9)].record_value(us)
+        else:
+            warmup.record_value(us)
+    enc = rec.encoded()
+    assert enc["warmup"] == warmup.encode().decode()
+    assert enc["measured"] == measured.encode().decode()
+    assert enc["thirds"] == [h.encode().decode() for h in thirds]

@@ -59,10 +59,15 @@ async def part(ctx: PartContext) -> dict[str, Any]:
 
     async def send(i: int, intended: int) -> None:
         # the schedule never waits for a send: an echo over HTTP (SSE, long-polling) is a POST
-        # that takes a round trip, and awaiting it would make the load closed-loop under RTT
+        # that takes a round trip, and awaiting it would make the load closed-loop under RTT;
+        # a WebSocket frame is written at once, so it is sent inline (no task, no lane)
         nonlocal sent, sent_measured
         sent += 1
         sent_measured += intended >= ctx.measure_ns
+        client = live[i % len(live)]
+        if client.sends_at_once:
+            await client.echo(probe(i, intended, pad))
+            return
         fut = asyncio.ensure_future(echo(i, intended))
         sending.add(fut)
         fut.add_done_callback(sending.discard)
