@@ -269,6 +269,7 @@ class Plan:
     """Transports no number of instances serves within the SLO (rows, with the reason)."""
 
 
+@functools.lru_cache(maxsize=65536)  # a pure function, asked again by every fleet-size search
 def local_recipients(
     group: RecipientGroup, instances: int
 ) -> tuple[float, tuple[tuple[int, float], ...]]:

@@ -512,10 +512,23 @@ def judge_one(c: Claim, ctx: Context) -> Verdict:
     return Verdict(out.verdict, out.basis, (*out.evidence, *c.notes))
 
 
+_JUDGED: dict[int, tuple[Results, list[tuple[Claim, Verdict]]]] = {}
+
+
 def judge_all(res: Results, test_run: rules.TestRun | None = None
               ) -> list[tuple[Claim, Verdict]]:
+    """Every claim judged; with the newest recorded test run, once per Results object (the
+    claims page and both summaries ask)."""
+    hit = _JUDGED.get(id(res)) if test_run is None else None
+    if hit is not None and hit[0] is res:
+        return list(hit[1])
     ctx = context(res, test_run)
-    return [(c, judge_one(c, ctx)) for c in (*CLAIMS, *TABLE_CLAIMS)]
+    judged = [(c, judge_one(c, ctx)) for c in (*CLAIMS, *TABLE_CLAIMS)]
+    if test_run is None:
+        if len(_JUDGED) >= 4:
+            _JUDGED.pop(next(iter(_JUDGED)))
+        _JUDGED[id(res)] = (res, judged)
+    return list(judged)
 
 
 def counts(judged: list[tuple[Claim, Verdict]]) -> dict[str, int]:
@@ -560,7 +573,7 @@ TOPICS = ("WebSockets", "Socket.IO", "WebTransport", "SSE", "WebRTC", "Code", "S
 
 def render(res: Results, test_run: rules.TestRun | None = None) -> str:
     ctx = context(res, test_run)
-    judged = [(c, judge_one(c, ctx)) for c in (*CLAIMS, *TABLE_CLAIMS)]
+    judged = judge_all(res, test_run)
     n, k = counts(judged), kinds(judged)
     tests = (f"recorded test run {ctx.tests.timestamp} ({len(ctx.tests.outcomes)} tests, "
              f"`results/{rules.JUNIT_DIR}/{ctx.tests.path.name}`)" if ctx.tests.path

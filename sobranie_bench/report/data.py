@@ -9,6 +9,7 @@ names the transports a value may be compared with.
 
 from __future__ import annotations
 
+import functools
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -72,6 +73,13 @@ BOOTSTRAP_RESAMPLES = 2000
 def bootstrap_ci(values: list[float], level: float = 0.95, seed: int = 1) -> tuple[float, float]:
     """Percentile bootstrap interval of the median of ``values`` (seeded: reproducible);
     min and max with fewer than BOOTSTRAP_MIN_TRIALS values."""
+    return _bootstrap_ci(tuple(values), level, seed)
+
+
+@functools.lru_cache(maxsize=8192)
+def _bootstrap_ci(values: tuple[float, ...], level: float, seed: int) -> tuple[float, float]:
+    """:func:`bootstrap_ci`, once per process for the same values (the report asks for the
+    same figure thousands of times; 2000 resamples in Python take about 20 ms)."""
     import random
 
     if len(values) < BOOTSTRAP_MIN_TRIALS:

@@ -514,9 +514,25 @@ def transport_for(chosen: Mapping[str, Choice]) -> dict[str, str] | None:
     return mapping
 
 
+_CAPACITY: dict[tuple[int, int, int], tuple[Results, Mapping[str, Choice], Capacity]] = {}
+
+
 def capacity(res: Results, chosen: Mapping[str, Choice], online_users: int = ONLINE_USERS
              ) -> Capacity:
-    """Plan our mapping and the note's with the capacity model, calibrated from ``res``."""
+    """Plan our mapping and the note's with the capacity model, calibrated from ``res``
+    (once per Results object, choices and online users: the pages, claims and docs all ask)."""
+    key = (id(res), id(chosen), online_users)
+    hit = _CAPACITY.get(key)
+    if hit is not None and hit[0] is res and hit[1] is chosen:
+        return hit[2]
+    out = _capacity(res, chosen, online_users)
+    if len(_CAPACITY) >= 4:
+        _CAPACITY.pop(next(iter(_CAPACITY)))
+    _CAPACITY[key] = (res, chosen, out)
+    return out
+
+
+def _capacity(res: Results, chosen: Mapping[str, Choice], online_users: int) -> Capacity:
     out = Capacity()
     from sobranie_bench.capacity import Workload, calibrate
     from sobranie_bench.capacity.tables import calibrated_plan
