@@ -11,6 +11,9 @@ PROFILE ?= ci
 # `make bench PROFILE=standard` (the committed evidence, ~30 min main matrix) keeps them at ci
 # size so the whole stays within budget; results/README.md lists each part's profile
 EXTRAS_PROFILE ?= ci
+# scenarios a main profile has no points for, run at EXTRAS_PROFILE beside it
+MISSING_standard := capacity,first-message
+MISSING := $(MISSING_$(PROFILE))
 # a failed scenario or notebook is listed first and the report is still written (exit 0);
 # `make bench STRICT=1` makes any failure exit non-zero
 STRICT ?=
@@ -36,6 +39,8 @@ test: setup
 
 bench: setup
 	$(BIN)/sobranie-bench run --profile $(PROFILE) --fresh $(STRICT_FLAG)
+	if [ -n "$(MISSING)" ]; then $(BIN)/sobranie-bench run --profile $(EXTRAS_PROFILE) \
+	  --scenarios $(MISSING) $(STRICT_FLAG) || [ -z "$(STRICT)" ]; fi
 	$(BIN)/sobranie-bench run --profile $(EXTRAS_PROFILE) --scenarios browser $(STRICT_FLAG) \
 	    || [ -z "$(STRICT)" ]
 	$(BIN)/sobranie-bench run --profile $(EXTRAS_PROFILE) --tls-compare --transports $(TLS_COMPARE) \
