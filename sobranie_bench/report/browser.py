@@ -114,8 +114,9 @@ def found_run(res: Results, transports: Iterable[str]) -> str:
     return ", ".join(sorted({r.run_id for t in transports for r in engine_results(res, t)}))
 
 
-def sse_limits(res: Results) -> list[tuple[str, str, dict[str, Any]]]:
-    """(transport, engine title, the SSE limit's record) for every run that measured it."""
+def sse_limits(res: Results) -> list[tuple[str, str, dict[str, Any], str]]:
+    """(transport, engine title, the SSE limit's record, run id) for every run that
+    measured it."""
     out = []
     for transport in res.transports:
         for raw in res.raw(transport, SCENARIO):
@@ -123,7 +124,7 @@ def sse_limits(res: Results) -> list[tuple[str, str, dict[str, Any]]]:
             if "sse_limit" in info:
                 title = ENGINE_TITLES.get(info["engine"], info["engine"])
                 out.append((transport, f"{title} {info.get('engine_version')}",
-                            info["sse_limit"]))
+                            info["sse_limit"], str(raw["metadata"]["run_id"])))
     return out
 
 
@@ -152,7 +153,7 @@ def section(res: Results) -> str:
                if lim.get("seventh_hello_after_close_ms") is not None else "never",
                _http2(lim.get("http2", {})),
                "; ".join(e for e in (lim.get("error"), lim.get("http2", {}).get("error")) if e)]
-              for t, engine, lim in sse_limits(res)]
+              for t, engine, lim, _run in sse_limits(res)]
     first = next(r for t in res.transports for r in engine_results(res, t))
     meta = res.metadata(first.run_id)
     parts = [

@@ -29,7 +29,7 @@ import pandas as pd
 from sobranie_bench.report import comparison, text
 from sobranie_bench.report.data import Measured, Results, summary_frame
 from sobranie_bench.report.rules import LOOPBACK, Ref, figure
-from sobranie_bench.report.sources import BROWSER, TECHNOLOGY_OF
+from sobranie_bench.report.sources import BROWSER, technology_of
 
 FALLBACK_POOL = ("sse", "longpoll", "socketio-polling")
 """Transports that need nothing beyond HTTP request/response through intermediaries."""
@@ -292,7 +292,7 @@ def base_transport(res: Results, costing: Costing) -> str | None:
         cost = costing.one(t)
         if cost is None:
             continue
-        tech = TECHNOLOGY_OF.get(t)
+        tech = technology_of(t)
         key = (-met, cost.usd_month, -(BROWSER[tech].stars if tech else 0))
         if best is None or key < best:
             best, pick = key, t
@@ -312,7 +312,7 @@ def choose(res: Results, feature: Feature, costing: Costing, base: str | None) -
             continue
         mapping = dict.fromkeys(CAP_FEATURES, base)
         mapping.update(dict.fromkeys(feature.capacity_features, t))
-        tech = TECHNOLOGY_OF.get(t)
+        tech = technology_of(t)
         o = Option(t, check, costing.cost(mapping), BROWSER[tech].stars if tech else 0,
                    comparison.complexity(res, t).ratio)
         if not check.meets:
@@ -605,7 +605,7 @@ def _figure_cell(check: Check) -> str:
 def _option_row(o: Option, verdict: str) -> list[str]:
     c = o.cost
     return [o.transport, verdict, _figure_cell(o.check),
-            f"{o.check.headroom:,.0f}×" if o.check.headroom else "—",
+            text.ratio(o.check.headroom) if o.check.headroom and o.check.meets else "—",
             usd(c.usd_month) if c else "—", str(c.processes) if c else "—",
             f"{c.memory_gib:,.1f}" if c else "—", f"{c.egress_tb_month:,.1f}" if c else "—",
             str(c.connections_per_user) if c else "—", text.stars(o.reach),

@@ -16,9 +16,11 @@ Verdicts:
 - ``cited``: the claim rests on a public source, named, never ``confirmed``;
 - ``failed``: a test the claim rests on failed, or a model raised: shown, never hidden.
 
-Other engineers' figures (a browser column, a network profile, a capacity validation) are
-read the same way: a :class:`Ref` names any metric of the summary by scenario, transport,
-parameter match and network profile.
+A :class:`Ref` names any metric of the summary by transport, scenario, parameter match,
+network profile (the ``run --network`` runs) and set-up (one instance, or the ``run --cluster``
+run over a broker); :class:`Prefer` judges on the first of several that was measured (4g,
+else loopback). The browser column is read from the ``browser`` scenario's engine results
+(:class:`Browser`, and :class:`SseProbe` for SSE's connection limit and the HTTP/2 proxy).
 """
 
 from __future__ import annotations
@@ -74,27 +76,50 @@ class Ref:
     network: str = LOOPBACK
     """Network profile (``loopback``, ``4g``...); rows without a ``network`` column are
     loopback."""
+    broker: str | None = None
+    """None: one instance (the main matrix); a broker name (``redis``): the cluster run over
+    that broker (``run --cluster N --broker redis``; the one with most instances)."""
 
     def label(self) -> str:
         where = ", ".join(f"{k}={v:g}" for k, v in self.match)
         net = "" if self.network == LOOPBACK else f", {self.network}"
-        return f"{self.transport} {self.scenario} {self.metric}" + (
-            f" ({where}{net})" if where or net else "")
+        net += f", cluster over {self.broker}" if self.broker else ""
+        where = f"{where}{net}".removeprefix(", ")
+        return f"{self.transport} {self.scenario} {self.metric}" + (f" ({where})" if where else "")
 
     def with_transport(self, transport: str) -> Ref:
-        return Ref(transport, self.scenario, self.metric, self.match, self.network)
+        return Ref(transport, self.scenario, self.metric, self.match, self.network, self.broker)
+
+    def where(self) -> str:
+        """The scenario and set-up it is judged on, in a few words."""
+        setup = f", cluster over {self.broker}" if self.broker else ""
+        return f"{self.scenario} on {self.network}{setup}"
 
 
-def figure(res: Results, ref: Ref) -> Measured | None:
-    """The figure ``ref`` names in ``res`` (None when not measured)."""
+def scope(res: Results, ref: Ref) -> Results | None:
+    """The part of ``res`` a reference reads: the runs under its network profile, and of its
+    set-up (one instance, or the cluster over its broker); None when none was run."""
     if ref.network != LOOPBACK:  # the runs made under that emulated profile
         if ref.network not in res.networks:
             return None
         res = res.networks[ref.network]
-    params = res.point(ref.scenario, ref.transport, **dict(ref.match)) if ref.match else None
+    if ref.broker is None:
+        return res
+    setups = [name for name in res.scaleout if name.endswith(f" over {ref.broker}")]
+    if not setups:
+        return None
+    return res.scaleout[max(setups, key=lambda name: int(name.split()[0]))]
+
+
+def figure(res: Results, ref: Ref) -> Measured | None:
+    """The figure ``ref`` names in ``res`` (None when not measured)."""
+    sub = scope(res, ref)
+    if sub is None:
+        return None
+    params = sub.point(ref.scenario, ref.transport, **dict(ref.match)) if ref.match else None
     if ref.match and params is None:
         return None
-    return res.figure(ref.transport, ref.scenario, ref.metric, params)
+    return sub.figure(ref.transport, ref.scenario, ref.metric, params)
 
 
 def show(fig: Measured, metric: str) -> str:
@@ -136,6 +161,8 @@ class Threshold:
     op: Op
     threshold: float
     reason: str
+    holds: Decided = CONFIRMED
+    """The verdict when the comparison holds (the other one when it does not)."""
 
 
 @dataclass(frozen=True)
@@ -186,9 +213,44 @@ class Cited:
 
 
 @dataclass(frozen=True)
+class Browser:
+    """The ``browser`` scenario (report/browser.py's engine results): whether every tab of
+    ``transports`` did the whole check (connect, hello, subscribe, publish, first message,
+    drop, resume, nothing lost) in ``engines`` (empty: every engine that ran)."""
+
+    transports: tuple[str, ...]
+    reason: str
+    works: bool = True
+    """The claim: it works in those engines (True), or it is limited and fails there
+    (False: then working there refutes it)."""
+    engines: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SseProbe:
+    """The ``browser`` scenario's probe of SSE's connection limit: seven tabs of one browser
+    profile each hold an EventSource to one server, straight over HTTP/1.1 (``over="http/1.1"``:
+    the claim is that the seventh waits) or through an HTTP/2 proxy (``over="proxy"``:
+    HAProxy, h2 to the browser; the claim is that all seven streams pass it)."""
+
+    transports: tuple[str, ...]
+    reason: str
+    over: Literal["http/1.1", "proxy"] = "http/1.1"
+
+
+@dataclass(frozen=True)
+class Prefer:
+    """The first of ``rules`` that is measured decides (e.g. a 4g figure where a 4g run
+    exists, else the loopback one); the evidence says which were not measured."""
+
+    rules: tuple[Rule, ...]
+
+
+@dataclass(frozen=True)
 class AllOf:
-    """Several rules: confirmed when all confirm, refuted when any refutes, otherwise the
-    first verdict that is neither (failed before not measured)."""
+    """Several rules: confirmed when all confirm; failed when any failed (a failing test or
+    model is shown, never outvoted); refuted when any refutes; otherwise the first verdict
+    that is neither (not measured before not tested before cited)."""
 
     rules: tuple[Rule, ...]
 
@@ -203,7 +265,11 @@ class Stars:
     tolerance: int = 1
 
 
-Rule: TypeAlias = "Ratio | NearBest | Threshold | CodeRatio | Model | Tests | Cited | AllOf | Stars"
+Rule: TypeAlias = ("Ratio | NearBest | Threshold | CodeRatio | Model | Tests | Cited | Browser "
+                   "| SseProbe | Prefer | AllOf | Stars")
+RULE_TYPES = (Ratio, NearBest, Threshold, CodeRatio, Model, Tests, Cited, Browser, SseProbe,
+              Prefer, AllOf, Stars)
+"""Every kind of rule a claim may name."""
 
 
 # --- the recorded test run -------------------------------------------------------------------
@@ -308,7 +374,8 @@ def _cmp(value: float, op: str, threshold: float) -> bool:
 
 def _missing(res: Results, *refs: Ref) -> str:
     gone = [r for r in refs if figure(res, r) is None]
-    failed = [r.label() for r in gone if res.failed(r.transport, r.scenario)]
+    failed = [r.label() for r in gone
+              if (sub := scope(res, r)) is not None and sub.failed(r.transport, r.scenario)]
     absent = [r.label() for r in gone if r.label() not in failed]
     return "; ".join(([f"run failed: {', '.join(failed)}"] if failed else [])
                      + ([f"not in the results: {', '.join(absent)}"] if absent else []))
@@ -336,7 +403,9 @@ def judge(rule: Rule, ctx: Context) -> Outcome:
         head = f"rule: {rule.ref.label()} ≤ {rule.factor:g}× the best of its run ({rule.reason})"
         if fig is None:
             return Outcome(NOT_MEASURED, "measured", (head, _missing(res, rule.ref)))
-        peers = {t: f for t in res.peers(rule.ref.transport, rule.ref.scenario)
+        sub = scope(res, rule.ref)
+        assert sub is not None  # the figure was found in it
+        peers = {t: f for t in sub.peers(rule.ref.transport, rule.ref.scenario)
                  if (f := figure(res, rule.ref.with_transport(t))) is not None
                  and f.run_id == fig.run_id and f.params == fig.params and f.value > 0}
         best_t = min(peers, key=lambda t: peers[t].value)
@@ -351,7 +420,7 @@ def judge(rule: Rule, ctx: Context) -> Outcome:
         if fig is None:
             return Outcome(NOT_MEASURED, "measured", (head, _missing(res, rule.ref)))
         ok = _cmp(fig.value, rule.op, rule.threshold)
-        return Outcome(CONFIRMED if ok else REFUTED, "measured", (head, (
+        return Outcome(rule.holds if ok else _other(rule.holds), "measured", (head, (
             f"figure: {show(fig, rule.ref.metric)} (run {fig.run_id}, {fig.params})")))
     if isinstance(rule, CodeRatio):
         from sobranie_bench.report import comparison
@@ -381,8 +450,7 @@ def judge(rule: Rule, ctx: Context) -> Outcome:
         if value is None:
             return Outcome(NOT_MEASURED, "modelled", (head, *evidence))
         ok = _cmp(value, rule.op, rule.threshold)
-        flipped: Decided = REFUTED if rule.holds == CONFIRMED else CONFIRMED
-        return Outcome(rule.holds if ok else flipped, "modelled",
+        return Outcome(rule.holds if ok else _other(rule.holds), "modelled",
                        (head, f"model value: {text.num(value)}", *evidence))
     if isinstance(rule, Tests):
         head = f"rule: these tests pass in the recorded test run ({rule.shows})"
@@ -403,16 +471,29 @@ def judge(rule: Rule, ctx: Context) -> Outcome:
                   "note", None: "the sources bear the note out in part"}[rule.agrees]
         return Outcome(CITED, "cited", (f"{stance}: {rule.says}",
                                         f"source: {cite(*rule.sources)}"))
+    if isinstance(rule, Browser):
+        return _browser(rule, res)
+    if isinstance(rule, SseProbe):
+        return _sse_probe(rule, res)
+    if isinstance(rule, Prefer):
+        tried: list[Outcome] = []
+        for option in rule.rules:
+            out = judge(option, ctx)
+            if out.verdict != NOT_MEASURED:
+                return Outcome(out.verdict, out.basis, (*out.evidence, *(
+                    f"not judged on {judged_on(r)}: not measured there"
+                    for r in rule.rules[:len(tried)])))
+            tried.append(out)
+        return Outcome(NOT_MEASURED, tried[0].basis, tuple(e for o in tried for e in o.evidence))
     if isinstance(rule, AllOf):
         outs = [judge(r, ctx) for r in rule.rules]
         verdicts = [o.verdict for o in outs]
         verdict: str
         if all(v == CONFIRMED for v in verdicts):
             verdict = CONFIRMED
-        elif REFUTED in verdicts:
-            verdict = REFUTED
         else:
-            verdict = next(v for v in (FAILED, NOT_MEASURED, NOT_TESTED, CITED) if v in verdicts)
+            verdict = next(v for v in (FAILED, REFUTED, NOT_MEASURED, NOT_TESTED, CITED)
+                           if v in verdicts)
         basis = next((o.basis for o in outs if o.verdict == verdict), outs[0].basis)
         return Outcome(verdict, basis, tuple(e for o in outs for e in o.evidence))
     if isinstance(rule, Stars):
@@ -432,11 +513,72 @@ def judge(rule: Rule, ctx: Context) -> Outcome:
     raise TypeError(f"not a rule: {rule!r}")
 
 
+def _other(verdict: Decided) -> Decided:
+    return REFUTED if verdict == CONFIRMED else CONFIRMED
+
+
+def _browser(rule: Browser, res: Results) -> Outcome:
+    from sobranie_bench.report import browser
+
+    which = (" and ".join(browser.ENGINE_TITLES.get(e, e) for e in rule.engines)
+             or "every engine it ran")
+    claim = "works" if rule.works else "does not work"
+    head = (f"rule: in the browser scenario, {', '.join(rule.transports)} {claim} in {which} "
+            f"({rule.reason})")
+    found = [r for t in rule.transports for r in browser.engine_results(res, t)
+             if not rule.engines or r.engine in rule.engines]
+    ran = [r for r in found if r.works is not None]
+    lines = tuple(f"figure: {r.transport} in {r.title}: {r.verdict()} (run {r.run_id})"
+                  for r in found)
+    if not ran:
+        return Outcome(NOT_MEASURED, "measured", (head, *(lines or (
+            "no `browser` run in these results (`sobranie-bench run --scenarios browser`)",))))
+    works = all(r.works for r in ran)
+    return Outcome(CONFIRMED if works == rule.works else REFUTED, "measured", (head, *lines))
+
+
+def _sse_probe(rule: SseProbe, res: Results) -> Outcome:
+    from sobranie_bench.report import browser
+
+    if rule.over == "http/1.1":
+        head = (f"rule: over HTTP/1.1 the seventh EventSource of one browser profile to one "
+                f"host waits ({rule.reason})")
+    else:
+        head = (f"rule: through an HTTP/2 proxy (HAProxy) every one of seven EventSources "
+                f"gets its events ({rule.reason})")
+    probes: list[tuple[str, str, bool | None, str]] = []
+    for transport, engine, lim, run in browser.sse_limits(res):
+        if transport not in rule.transports:
+            continue
+        record = lim if rule.over == "http/1.1" else lim.get("http2", {})
+        if not isinstance(record.get("seventh_blocked"), bool):
+            why = record.get("not_run") or record.get("error") or "no result"
+            probes.append((transport, engine, None, f"not measured ({why})"))
+            continue
+        blocked = bool(record["seventh_blocked"])
+        if rule.over == "http/1.1":
+            other = lim.get("other_host_blocked")
+            ok = blocked
+            said = (f"7th tab {'waited' if blocked else 'was not held'}; under another host "
+                    f"name {'held too' if other else 'not held' if other is False else '—'}")
+        else:
+            ok = not blocked and record.get("first_six_hello") == 6
+            said = (f"{record.get('first_six_hello')}/6 first tabs got their hello, the 7th "
+                    f"{'waited' if blocked else 'did too'} (protocol {record.get('protocol')})")
+        probes.append((transport, engine, ok, f"{said} (run {run})"))
+    lines = tuple(f"figure: {t} in {e}: {said}" for t, e, _, said in probes)
+    decided = [ok for _, _, ok, _ in probes if ok is not None]
+    if not decided:
+        return Outcome(NOT_MEASURED, "measured", (head, *(lines or (
+            "no SSE limit probe in these results (the `browser` scenario of sse)",))))
+    return Outcome(CONFIRMED if all(decided) else REFUTED, "measured", (head, *lines))
+
+
 def test_nodes(rule: Rule) -> tuple[str, ...]:
     """Every test node id a rule rests on."""
     if isinstance(rule, Tests):
         return rule.nodes
-    if isinstance(rule, AllOf):
+    if isinstance(rule, (AllOf, Prefer)):
         return tuple(n for r in rule.rules for n in test_nodes(r))
     return ()
 
@@ -449,7 +591,11 @@ def judged_on(rule: Rule) -> str:
         refs = [rule.ref]
     elif isinstance(rule, AllOf):
         return "; ".join(dict.fromkeys(judged_on(r) for r in rule.rules))
+    elif isinstance(rule, Prefer):
+        return ", else ".join(dict.fromkeys(judged_on(r) for r in rule.rules))
+    elif isinstance(rule, Browser):
+        return "browser (" + (", ".join(rule.engines) or "every engine run") + ")"
     else:
         return {CodeRatio: "code lines", Model: "model", Tests: "test run", Cited: "sources",
-                Stars: "comparison.md"}[type(rule)]
-    return ", ".join(dict.fromkeys(f"{r.scenario} on {r.network}" for r in refs))
+                SseProbe: "browser (SSE limit probe)", Stars: "comparison.md"}[type(rule)]
+    return ", ".join(dict.fromkeys(r.where() for r in refs))

@@ -134,6 +134,12 @@ technology), plus long-polling, which the note does not rate."""
 TECHNOLOGY_OF: dict[str, str] = {t: tech.name for tech in TECHNOLOGIES for t in tech.transports}
 
 
+def technology_of(transport: str) -> str | None:
+    """The note's technology a transport carries: ``ws@elysia`` (our Elysia server) is
+    WebSockets like ``ws``."""
+    return TECHNOLOGY_OF.get(transport) or TECHNOLOGY_OF.get(transport.partition("@")[0])
+
+
 @dataclass(frozen=True)
 class Cited:
     """Stars that are not measured here, with the reason and its sources."""

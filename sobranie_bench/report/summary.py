@@ -134,11 +134,110 @@ Newest run: {run}.
 ## Charts
 {charts}
 
+## How these results were made
+{provenance}
+
 ## Data
 - `runs/<run-id>/*.json`: raw results (HDR histograms, counters, resources, metadata)
 - [summary.csv](summary.csv): one row per transport x scenario x point x trial x metric
 - `tests/*.xml`: the recorded test run (pytest JUnit XML) claims.md reads
 """
+
+
+def runs_used(res: Results) -> list[tuple[str, str, Results]]:
+    """(part, run id, the results holding it) for every run the report reads."""
+    out: list[tuple[str, str, Results]] = []
+    for run in res.run_ids:
+        scenarios = sorted({r["scenario"] for r in res.raws if r["metadata"]["run_id"] == run})
+        out.append(("main matrix" if run == res.main_run else ", ".join(scenarios), run, res))
+    for name, sub in res.scaleout.items():
+        out += [(f"cluster ({name})", run, sub) for run in sub.run_ids]
+    if res.tls_compared is not None:
+        out += [("TLS cost (each point plaintext, then TLS)", run, res.tls_compared)
+                for run in res.tls_compared.run_ids]
+    for net, sub in res.networks.items():
+        out += [(f"network {net}", run, sub) for run in sub.run_ids]
+    return out
+
+
+def run_command(sub: Results, run: str) -> tuple[str, bool]:
+    """The ``sobranie-bench run`` line of a run, and whether it was rebuilt: as its metadata
+    recorded it, else rebuilt from the metadata's profile and flags and the transports and
+    scenarios its files hold (runs made before the metadata recorded the command)."""
+    from dataclasses import replace
+
+    from sobranie_bench.clients import TRANSPORTS
+    from sobranie_bench.harness.runner import Plan
+    from sobranie_bench.harness.scenarios.registry import registry
+
+    meta = sub.metadata(run)
+    if meta.get("command"):
+        return str(meta["command"]), False
+    raws = [r for r in sub.raws if r["metadata"]["run_id"] == run]
+    network = str(((meta.get("network") or {}).get("profile") or {}).get("name", "loopback"))
+    plan = Plan(profile=str(meta.get("profile", "ci")), broker=str(meta.get("broker", "memory")),
+                cluster=int(meta.get("cluster") or 0), tls=bool(meta.get("tls", True)),
+                tls_compare=bool(meta.get("tls_compare")), network=network,
+                workers=int(meta.get("workers") or 1), seed=int(meta.get("seed") or 1))
+    scenarios = registry()
+    default = [n for n in plan.scenario_names() if plan.grid(scenarios[n])
+               and not (scenarios[n].network and network == "loopback")]
+    ran = {r["scenario"] for r in raws}
+    transports = {r["transport"] for r in raws}
+    trials = max(int(r.get("trial", 1)) for r in raws)
+    plan = replace(
+        plan, trials=None if trials == (1 if plan.profile == "ci" else 3) else trials,
+        scenarios=() if ran == set(default) else tuple(n for n in scenarios if n in ran),
+        transports=() if transports == set(TRANSPORTS) else tuple(
+            t for t in (*TRANSPORTS, *sorted(transports - set(TRANSPORTS))) if t in transports))
+    return plan.command(), True
+
+
+def provenance(res: Results) -> str:
+    """Which commands and profiles made the results the report reads (from each run's
+    metadata), and the recorded test run."""
+    from sobranie_bench.report import rules
+
+    used = runs_used(res)
+    if not used:
+        return "No runs yet (`make bench`)."
+    rows, rebuilt = [], False
+    for part, run, sub in used:
+        meta = sub.metadata(run)
+        cmd, guessed = run_command(sub, run)
+        rebuilt |= guessed
+        raws = [r for r in sub.raws if r["metadata"]["run_id"] == run]
+        tls = {r.get("tls") for r in raws}
+        net = ((meta.get("network") or {}).get("profile") or {}).get("name", "loopback")
+        rows.append([part, run, f"`{cmd}`" + (" *(rebuilt)*" if guessed else ""),
+                     str(meta.get("profile", "?")), str(max(int(r.get("trial", 1)) for r in raws)),
+                     "on" if tls == {True} else "off" if tls == {False} else "both",
+                     str(net), " / ".join(f"{x:g}" for x in meta.get("load_average", [])) or "—",
+                     str(meta.get("git_commit") or "—")[:10]])
+    profiles = sorted({r[3] for r in rows})
+    parts = [("From each run's metadata (`runs/<run-id>/*.json`): the command, its profile, "
+              "trials per point, TLS, network profile, the machine's load average (1, 5, 15 "
+              "min) when the run started and the commit it ran."
+              + (" *Rebuilt*: a run made before the metadata recorded its command; the line "
+                 "is rebuilt from its profile, its flags and the transports and scenarios its "
+                 "files hold." if rebuilt else "")), "",
+             text.table(["Part", "Run", "Command", "Profile", "Trials", "TLS", "Network",
+                         "Load average", "Commit"], rows), ""]
+    if len(profiles) > 1:
+        main = next(r[3] for r in rows if r[0] == "main matrix")
+        others = sorted({r[3] for r in rows if r[3] != main})
+        parts += [(f"Profiles differ: the main matrix is at **{main}**, other parts at "
+                   f"**{', '.join(others)}** (`make bench PROFILE={main}` runs the passes "
+                   "beyond the main matrix at `EXTRAS_PROFILE`, default ci, to keep within the "
+                   "time budget); every table names the run it reads."), ""]
+    tests = rules.latest_test_run(res.root)
+    if tests.path is not None:
+        outcomes = [o for o in tests.outcomes.values()]
+        counted = ", ".join(f"{outcomes.count(o)} {o}" for o in ("passed", "failed", "error",
+                                                                "skipped") if o in outcomes)
+        parts += [(f"Recorded test run (`tests/{tests.path.name}`, `make test`): "
+                   f"{tests.timestamp}, {len(outcomes)} tests: {counted}."), ""]
+    return "\n".join(parts).rstrip()
 
 
 def index(out_dir: Path, res: Results) -> str:
@@ -149,7 +248,8 @@ def index(out_dir: Path, res: Results) -> str:
         for p in nbs) or "- (not executed yet: `sobranie-bench report --only-notebooks`)"
     charts = "\n".join(f"- [{p.stem.replace('_', ' ')}](charts/{p.name})"
                        for p in sorted((out_dir / "charts").glob("*.png"))) or "- (none yet)"
-    return INDEX.format(run=res.main_run or "(none)", notebooks=notebooks, charts=charts)
+    return INDEX.format(run=res.main_run or "(none)", notebooks=notebooks, charts=charts,
+                        provenance=provenance(res))
 
 
 def write(res: Results, out_dir: Path) -> list[Path]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from sobranie_bench.harness.recorder import Recorder
 from sobranie_bench.report import claims, data, rules, text
 from tests.report.conftest import add_raw, median, raw_file
 
@@ -47,9 +48,8 @@ def test_every_claim_names_a_rule_and_gets_a_verdict(judged: dict[str, claims.Ve
     for cid, v in judged.items():
         assert v.verdict in claims.VERDICTS, cid
         assert v.evidence, cid
-    assert all(isinstance(c.rule, rules.Tests | rules.Cited | rules.Ratio | rules.NearBest
-                          | rules.Threshold | rules.CodeRatio | rules.Model | rules.AllOf)
-               for c in claims.CLAIMS)
+    assert all(isinstance(c.rule, rules.RULE_TYPES) for c in (*claims.CLAIMS, *claims.TABLE_CLAIMS))
+    assert all(claims.kind(v) in claims.KINDS for v in judged.values())
 
 
 def test_a_cited_claim_is_never_confirmed(judged: dict[str, claims.Verdict]) -> None:
@@ -136,18 +136,46 @@ def test_a_model_that_raises_is_a_failure_shown(fixture_dir: Path,
     assert any("ZeroDivisionError: no handshakes" in e for e in v.evidence)
 
 
+def claim(cid: str) -> claims.Claim:
+    return next(c for c in (*claims.CLAIMS, *claims.TABLE_CLAIMS) if c.id == cid)
+
+
 def test_claims_on_tests_need_a_recorded_passing_run(fixture_dir: Path, tmp_path: Path) -> None:
     res = data.load(fixture_dir)
-    assert verdicts(res)["stack-redis"].verdict == claims.NOT_TESTED
-    nodes = claims.CLAIMS[[c.id for c in claims.CLAIMS].index("stack-redis")].rule.nodes  # type: ignore[attr-defined]
+    assert verdicts(res)["sio-acks"].verdict == claims.NOT_TESTED
+    nodes = rules.test_nodes(claim("stack-sticky").rule) + rules.test_nodes(
+        claim("sio-acks").rule) + rules.test_nodes(claim("sio-fallback").rule)
     passed = junit(tmp_path / "results" / "tests" / "junit.xml", dict.fromkeys(nodes, "passed"))
-    assert verdicts(res, passed)["stack-redis"].verdict == claims.CONFIRMED
+    assert verdicts(res, passed)["sio-acks"].verdict == claims.CONFIRMED
+    # the cluster run it also reads is not in the fixture: refuted by the tests alone
     assert verdicts(res, passed)["stack-sticky"].verdict == claims.REFUTED, "passing=refuted"
     failed = junit(tmp_path / "r2" / "tests" / "junit.xml",
-                   {nodes[0]: "passed", nodes[1]: "failed"})
-    assert verdicts(res, failed)["stack-redis"].verdict == claims.FAILED
+                   {**dict.fromkeys(nodes, "passed"), nodes[-1]: "failed"})
+    assert verdicts(res, failed)["sio-fallback"].verdict == claims.FAILED
     skipped = junit(tmp_path / "r3" / "tests" / "junit.xml", dict.fromkeys(nodes, "skipped"))
-    assert verdicts(res, skipped)["stack-redis"].verdict == claims.NOT_TESTED
+    assert verdicts(res, skipped)["sio-acks"].verdict == claims.NOT_TESTED
+
+
+def test_a_claim_resting_on_tests_is_decided_by_them_only_when_they_passed(
+        fixture_dir: Path, tmp_path: Path) -> None:
+    res = data.load(fixture_dir)
+    resting = [c for c in (*claims.CLAIMS, *claims.TABLE_CLAIMS) if rules.test_nodes(c.rule)]
+    assert len(resting) >= 15
+    nodes = {n for c in resting for n in rules.test_nodes(c.rule)}
+    runs = {outcome: junit(tmp_path / outcome / "tests" / "junit.xml",
+                           dict.fromkeys(nodes, outcome))
+            for outcome in ("passed", "failed", "skipped")}
+    judged = {outcome: verdicts(res, run) for outcome, run in runs.items()}
+    judged["none"] = verdicts(res, NO_TESTS)
+    for c in resting:
+        for outcome in ("failed", "skipped", "none"):
+            got = judged[outcome][c.id].verdict
+            assert got != claims.CONFIRMED, (c.id, outcome)
+            if isinstance(c.rule, rules.Tests):  # resting on tests alone: undecided
+                assert got not in (claims.CONFIRMED, claims.REFUTED), (c.id, outcome)
+        assert judged["failed"][c.id].verdict == claims.FAILED, c.id
+        if isinstance(c.rule, rules.Tests):
+            assert judged["passed"][c.id].verdict == c.rule.passing, c.id
 
 
 def test_the_newest_recorded_run_is_read(tmp_path: Path) -> None:
@@ -166,7 +194,9 @@ def test_a_rule_reads_a_network_profile_only_where_it_was_run(fixture_dir: Path)
 
 def test_table_cells_compare_the_notes_stars_with_ours(judged: dict[str, claims.Verdict]
                                                        ) -> None:
-    assert judged["table-websockets-browser"].verdict == claims.CITED
+    assert judged["table-websockets-browser"].verdict == claims.NOT_MEASURED, "no browser run"
+    assert judged["table-websockets-framework"].verdict == claims.NOT_TESTED, "ws@elysia tests"
+    assert judged["table-socketio-framework"].verdict == claims.CITED
     assert judged["table-socketio-performance"].verdict == claims.NOT_MEASURED
     assert judged["table-websockets-performance"].verdict in (claims.CONFIRMED, claims.REFUTED)
 
@@ -202,3 +232,104 @@ def test_a_rule_that_raises_is_a_failure_shown(fixture_dir: Path,
     monkeypatch.setattr(rules.Context, "table", property(broken))
     v = verdicts(data.load(fixture_dir))["table-websockets-performance"]
     assert v.verdict == claims.FAILED and "RuntimeError: table broke" in v.evidence[0]
+
+
+# --- the browser column, the cluster run and the emulated network, read by the rules ---------
+
+BROWSER_RUN = "29991231T000000Z"
+
+
+def add_browser(root: Path, transport: str, engine: str, ok: bool = True,
+                sse_limit: dict[str, object] | None = None) -> None:
+    """A ``browser`` raw of ``transport`` in ``engine`` (3 tabs, all passing or one failing),
+    shaped like the scenario's, in a run of its own."""
+    times = Recorder()
+    for ms in (20, 30, 40):
+        times.record_ns(0, ms * 1_000_000)
+    raw = raw_file("ws", "echo")
+    raw.update(transport=transport, scenario="browser", series={},
+               histograms={"hello": times.encoded(), "first": times.encoded()},
+               params={"engine": engine, "tabs": 3, "block_seconds": 2.0},
+               counters={"tabs": 3, "tabs_ok": 3 if ok else 2, "engine_major": 1},
+               info={"engine": engine, "engine_version": "1.0",
+                     "errors": [] if ok else ["tab 2: no first message"],
+                     **({"sse_limit": sse_limit} if sse_limit else {})})
+    add_raw(root, raw, BROWSER_RUN)
+
+
+def limit(blocked: bool, http2_blocked: bool = False) -> dict[str, object]:
+    return {"seventh_blocked": blocked, "other_host_blocked": False, "first_six_hello": 6,
+            "http2": {"seventh_blocked": http2_blocked, "first_six_hello": 6, "protocol": "h2"}}
+
+
+def test_browser_claims_are_judged_on_the_engines_run(results_copy: Path) -> None:
+    before = verdicts(data.load(results_copy))
+    assert before["ws-browsers"].verdict == claims.NOT_MEASURED
+    assert before["sse-six"].verdict == claims.NOT_MEASURED
+    for engine in ("chromium", "firefox"):
+        for t in ("ws", "ws-websockets"):
+            add_browser(results_copy, t, engine)
+        add_browser(results_copy, "webtransport", engine, ok=engine == "chromium")
+        add_browser(results_copy, "sse", engine, sse_limit=limit(blocked=True))
+    judged = verdicts(data.load(results_copy))
+    assert judged["ws-browsers"].verdict == claims.CONFIRMED
+    assert judged["ws-browsers"].basis == "measured"
+    assert any("ws-websockets in Firefox 1.0: works" in e for e in judged["ws-browsers"].evidence)
+    assert judged["table-websockets-browser"].verdict == claims.CONFIRMED
+    assert judged["wt-browsers"].verdict == claims.CONFIRMED, "it failed in Firefox"
+    assert judged["table-webtransport-browser"].verdict == claims.CONFIRMED
+    assert judged["sse-six"].verdict == claims.CONFIRMED
+    assert judged["sse-proxies"].verdict == claims.CONFIRMED, "all seven passed HAProxy"
+
+
+def test_a_browser_claim_flips_with_the_engines(results_copy: Path) -> None:
+    add_browser(results_copy, "ws", "chromium")
+    add_browser(results_copy, "ws", "firefox", ok=False)
+    add_browser(results_copy, "webtransport", "firefox")
+    add_browser(results_copy, "sse", "firefox", sse_limit=limit(blocked=False, http2_blocked=True))
+    judged = verdicts(data.load(results_copy))
+    assert judged["ws-browsers"].verdict == claims.REFUTED
+    assert judged["wt-browsers"].verdict == claims.REFUTED, "it works outside Chromium"
+    assert judged["table-webtransport-browser"].verdict == claims.REFUTED
+    assert judged["sse-six"].verdict == claims.REFUTED
+    assert judged["sse-proxies"].verdict == claims.REFUTED
+
+
+def test_a_limited_browser_claim_is_not_measured_without_its_engine(results_copy: Path) -> None:
+    add_browser(results_copy, "webtransport", "chromium")
+    assert verdicts(data.load(results_copy))["wt-browsers"].verdict == claims.NOT_MEASURED
+
+
+def test_a_rule_reads_the_cluster_run_apart_from_one_instance(results_copy: Path) -> None:
+    ref = rules.Ref("ws", "fanout", "lost", broker="redis")
+    assert rules.figure(data.load(results_copy), ref) is None
+    raw = raw_file("ws", "fanout")
+    raw["metadata"].update(cluster=3, broker="redis")
+    channel = next(iter(raw["per_channel"]["unique"]))
+    raw["per_channel"]["unique"][channel] -= 7  # 7 acked publishes some subscriber never got
+    add_raw(results_copy, raw, BROWSER_RUN)
+    res = data.load(results_copy)
+    fig = rules.figure(res, ref)
+    assert fig is not None and fig.value == 7 and fig.run_id == BROWSER_RUN
+    one = rules.figure(res, rules.Ref("ws", "fanout", "lost"))
+    assert one is not None and one.run_id != BROWSER_RUN, "never mixed with one instance"
+    out = rules.judge(rules.Threshold(ref, "<=", 0, "none lost"), claims.context(res, NO_TESTS))
+    assert out.verdict == claims.REFUTED and "cluster over redis" in out.evidence[0]
+
+
+def test_prefer_judges_on_4g_where_it_ran_else_on_loopback(results_copy: Path) -> None:
+    def ratio(network: str) -> rules.Ratio:
+        return rules.Ratio(rules.Ref("ws-websockets", "echo", "rtt_p99_us", network=network),
+                           rules.Ref("ws", "echo", "rtt_p99_us", network=network), "<", 100,
+                           "any")
+    rule = rules.Prefer((ratio("4g"), ratio("loopback")))
+    out = rules.judge(rule, claims.context(data.load(results_copy), NO_TESTS))
+    assert out.verdict == claims.CONFIRMED
+    assert any("not judged on echo on 4g" in e for e in out.evidence)
+    for t in ("ws", "ws-websockets"):
+        raw = raw_file(t, "echo")
+        raw["network"] = "4g"
+        add_raw(results_copy, raw, BROWSER_RUN)
+    out = rules.judge(rule, claims.context(data.load(results_copy), NO_TESTS))
+    assert out.verdict == claims.CONFIRMED and f"run {BROWSER_RUN}" in out.evidence[1]
+    assert not any("not judged" in e for e in out.evidence)
