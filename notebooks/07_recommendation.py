@@ -117,3 +117,22 @@ else:
     display(Markdown(f"Host during the calibration: {shown.host}. Verdicts: " + "; ".join(
         f"{t} {'PASS' if ok else 'FAIL'}" for t, ok in shown.verdicts.items()) + "."))
     display(pd.DataFrame(shown.validation, columns=list(VALIDATION_HEADERS)))
+
+# %% [markdown]
+# The fleet model against the newest cluster run (`run --cluster N --broker redis`): the broker's
+# CPU per message, other-instance latency, who an instance loss cuts off and how long until
+# every one of them is back (the storm model, with and without reconnect jitter), predicted for
+# the same N and load beside the measurement.
+
+# %%
+from sobranie_bench.capacity.clustercheck import latest_cluster_run
+from sobranie_bench.capacity.tables import cluster_rows
+
+cluster_run = latest_cluster_run(Path(RESULTS) / "runs")
+rows = cluster_rows(cluster_run, Path(RESULTS) / "summary.csv")
+if not rows or cluster_run is None:
+    display(Markdown("No cluster run under `runs/`: `sobranie-bench run --cluster 3 --broker "
+                     "redis --scenarios fanout,failover,backplane`."))
+else:
+    display(Markdown(f"Cluster run `{cluster_run.name}`."))
+    display(pd.DataFrame(rows, columns=list(VALIDATION_HEADERS)))

@@ -89,12 +89,16 @@ class Sender:
     the outbox is empty. ``send`` suspends only when the socket's buffer is full (the peer reads
     slowly); the outbox then grows until the hub cuts the connection off as a slow consumer."""
 
-    __slots__ = ("conn", "gone", "reader", "send", "task", "writer")
+    __slots__ = ("conn", "gone", "reader", "send", "send_message", "task", "writer")
 
     def __init__(self, conn: Connection, send: Callable[[str], Awaitable[Any]],
-                 gone: tuple[type[BaseException], ...] = (ConnectionError,)) -> None:
+                 gone: tuple[type[BaseException], ...] = (ConnectionError,),
+                 send_message: Callable[[str], Awaitable[Any]] | None = None) -> None:
         self.conn = conn
         self.send = send
+        self.send_message = send_message or send
+        """Sends a channel's ``message`` (an adapter whose connection asked for another carrier
+        for them: WebRTC's deliveries channel); ``send`` by default."""
         self.gone = gone
         """Exceptions of ``send`` that mean the peer is gone: sending stops quietly."""
         self.reader = READING
@@ -148,12 +152,12 @@ class Sender:
         await self._send_all()
 
     async def _send_all(self) -> None:
-        conn, send = self.conn, self.send
+        conn, send, message = self.conn, self.send, self.send_message
         try:
             while conn.queue and conn.close_code is None:
                 items, conn.queue = conn.queue, []
                 for item in items:
-                    await send(item.text)
+                    await (message if item.type == "message" else send)(item.text)
         except self.gone:
             conn.wake = None  # nothing more can be sent; the reader sees the close
             self.writer = WRITER[self.writer, "gone"]

@@ -9,7 +9,9 @@ On the data channel ``sobranie`` (reliable, ordered) every envelope travels as o
 ways, exactly as on a WebSocket: messages in -> hub, outbox -> messages out (replies inline, see
 :class:`~servers.hub.Sender`), paced by the channel's ``bufferedAmount``. ``sobranie-unreliable``
 (unordered, no retransmits) carries unreliable publishes in; their acks come back on
-``sobranie``.
+``sobranie``. A client that opens ``sobranie-deliveries`` too (unordered, with the
+``maxRetransmits`` it chose: ``delivery=unreliable``) gets channels' messages on it once it is
+open; everything else stays on ``sobranie``.
 
 A peer whose ``sobranie`` channel has not opened within the negotiation timeout, or whose
 connection fails or closes, is closed and forgotten; ``sobranie_peer_connections`` in /metrics
@@ -41,7 +43,7 @@ from servers.hub import FLOOD_REASON, Connection, Hub, Inbox
 from servers.run import Options, Running, core, serve_app
 from servers.sender import Sender
 from sobranie_contract import wire
-from sobranie_contract.framing import RELIABLE, UNRELIABLE
+from sobranie_contract.framing import DELIVERIES, RELIABLE, UNRELIABLE
 from sobranie_contract.ice import loopback_address, pin_host_candidates
 from sobranie_contract.wire import ErrorCode, WireError
 
@@ -67,6 +69,8 @@ class Peers:
         self.active: set[Peer] = set()
         self.expired = 0
         """Negotiations dropped because no channel opened in time."""
+        self.unreliable_deliveries = 0
+        """Messages sent on ``sobranie-deliveries`` channels."""
 
     async def answer(self, user: str, offer: RTCSessionDescription) -> RTCSessionDescription:
         peer = Peer(self, user)
@@ -87,7 +91,11 @@ class Peers:
                 "# HELP sobranie_peer_negotiations_expired_total Peers dropped because no data "
                 "channel opened in time.\n"
                 "# TYPE sobranie_peer_negotiations_expired_total counter\n"
-                f"sobranie_peer_negotiations_expired_total {self.expired}\n")
+                f"sobranie_peer_negotiations_expired_total {self.expired}\n"
+                "# HELP sobranie_webrtc_unreliable_deliveries_total Messages sent on "
+                "sobranie-deliveries channels (unordered, the client's maxRetransmits).\n"
+                "# TYPE sobranie_webrtc_unreliable_deliveries_total counter\n"
+                f"sobranie_webrtc_unreliable_deliveries_total {self.unreliable_deliveries}\n")
 
 
 PEERS: web.AppKey[Peers] = web.AppKey("peers", Peers)
@@ -105,6 +113,8 @@ class Peer:
         self.inbox = Inbox(peers.hub.limits)
         """Messages of both channels, waiting for the hub (aiortc reads without backpressure)."""
         self.conn: Connection | None = None
+        self.deliveries: _ChannelSend | None = None
+        """The client's ``sobranie-deliveries`` channel, once open."""
         self.session: asyncio.Task[None] | None = None
         self.closing: asyncio.Task[None] | None = None
         self.deadline = asyncio.get_running_loop().call_later(peers.negotiation_timeout,
@@ -128,6 +138,8 @@ class Peer:
             self.session = asyncio.get_running_loop().create_task(self._serve(channel))
         elif channel.label == UNRELIABLE:
             channel.on("message", self._received)
+        elif channel.label == DELIVERIES and self.deliveries is None:
+            self.deliveries = _ChannelSend(channel)
         else:
             channel.close()
 
@@ -153,7 +165,16 @@ class Peer:
     async def _serve(self, channel: RTCDataChannel) -> None:
         hub = self.peers.hub
         self.conn = conn = await hub.connect(self.user, "webrtc")
-        sender = Sender(conn, _ChannelSend(channel), gone=(InvalidStateError, ConnectionError))
+        ordered = _ChannelSend(channel)
+
+        async def send_message(text: str) -> None:
+            if self.deliveries is None or self.deliveries.channel.readyState != "open":
+                return await ordered(text)
+            self.peers.unreliable_deliveries += 1
+            await self.deliveries(text)
+
+        sender = Sender(conn, ordered, gone=(InvalidStateError, ConnectionError),
+                        send_message=send_message)
         conn.on_close = lambda code, reason: self._last_words(channel, conn)
         try:
             await sender.flush()  # hello

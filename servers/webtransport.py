@@ -6,6 +6,10 @@ A session starts with an extended CONNECT to ``/wt?token=...`` (401 before any h
 when the token is not good), is one hub connection, and carries envelopes on the one
 bidirectional stream its client opens (newline-delimited JSON) and in datagrams (one envelope
 each; a publish there is best effort: delivered on subscribers' streams, never acknowledged).
+Channels' messages go where the CONNECT's ``delivery`` asks (:class:`Delivery`): on that stream
+(``ordered``, the default), each channel's on a unidirectional stream the server opens for it
+(``per-channel``: a lost packet holds up only its channel), or one datagram each (``unreliable``;
+a message too big for one datagram, or past :data:`DATAGRAM_QUEUE`, goes on the stream).
 It ends with a CLOSE_WEBTRANSPORT_SESSION capsule or the end of a stream from either side, or
 with the QUIC connection (closed, or silent past the idle timeout).
 
@@ -53,13 +57,16 @@ from cryptography.x509.oid import NameOID
 from multidict import CIMultiDict
 
 from servers import auth, cors
-from servers.aiohttp_common import HUB, healthz, metrics
-from servers.hub import FLOOD_REASON, Connection, Hub, Inbox
+from servers.aiohttp_common import EXTRA_METRICS, HUB, healthz, metrics
+from servers.hub import FLOOD_REASON, Connection, Hub, Inbox, Outgoing
 from servers.run import Options, Running, core
 from sobranie_contract import wire
 from sobranie_contract.framing import (
     CLOSE_SESSION_CAPSULE,
+    DELIVERY_QUERY,
+    MAX_DATAGRAM_PAYLOAD,
     CapsuleReader,
+    Delivery,
     LineSplitter,
     close_capsule,
 )
@@ -86,6 +93,9 @@ UDP_BUFFER_BYTES = 4 * 1024 * 1024
 it at ``net.core.rmem_max`` / ``wmem_max``). The default (about 200 KB, some 90 full-size QUIC
 packets) overflows when a few hundred clients connect at once; every Initial dropped there costs
 its client a retransmission timeout, a second or more."""
+DATAGRAM_QUEUE = 256
+"""Datagrams of a connection waiting for its congestion window past which an ``unreliable``
+delivery goes on the stream instead (aioquic queues datagrams without a bound)."""
 
 
 def self_signed_certificate(now: datetime | None = None
@@ -126,6 +136,9 @@ class WebTransportServer:
         self.cert_expires = certificate.not_valid_after_utc
         self.protocols: set[_Protocol] = set()
         self.sessions: set[asyncio.Task[None]] = set()
+        self.carried: dict[str, int] = {"channel_streams": 0, "datagrams": 0}
+        """Channel streams opened and messages sent as datagrams (``per-channel`` and
+        ``unreliable`` delivery), for /metrics."""
         self._quic: QuicServer | None = None
         self._http: web.AppRunner | None = None
         self.stopping = False
@@ -136,6 +149,7 @@ class WebTransportServer:
         await self.hub.start()
         app = web.Application()
         app[HUB] = self.hub
+        app[EXTRA_METRICS] = lambda app: self.render()
         cors.install(app, self.auth)
         app.router.add_get("/wt-cert-hash", self._cert_hash)
         app.router.add_get("/healthz", healthz)
@@ -180,6 +194,16 @@ class WebTransportServer:
             self._quic.close()
         if self._http is not None:
             await self._http.cleanup()
+
+    def render(self) -> str:
+        return ("# HELP sobranie_webtransport_channel_streams_total Streams opened for one "
+                "channel's messages (delivery=per-channel).\n"
+                "# TYPE sobranie_webtransport_channel_streams_total counter\n"
+                f"sobranie_webtransport_channel_streams_total {self.carried['channel_streams']}\n"
+                "# HELP sobranie_webtransport_message_datagrams_total Messages sent as datagrams "
+                "(delivery=unreliable).\n"
+                "# TYPE sobranie_webtransport_message_datagrams_total counter\n"
+                f"sobranie_webtransport_message_datagrams_total {self.carried['datagrams']}\n")
 
     async def _cert_hash(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -256,18 +280,25 @@ class _Protocol(QuicConnectionProtocol):
             return self.refuse(sid, 405, "only WebTransport sessions (extended CONNECT) here")
         if path != "/wt":
             return self.refuse(sid, 404, f"no WebTransport endpoint at {path[:100]}")
+        params = dict(parse_qsl(query))
         try:
-            user = self.server.auth.user(dict(parse_qsl(query)), headers)
+            user = self.server.auth.user(params, headers)
         except auth.Unauthorized as exc:
             return self.refuse(sid, 401, wire.encode(self.server.hub.refused(
                 WireError(ErrorCode.UNAUTHORIZED, str(exc)))))
+        try:
+            delivery = Delivery(params.get(DELIVERY_QUERY, Delivery.ORDERED))
+        except ValueError:
+            return self.refuse(sid, 400, wire.encode(self.server.hub.refused(WireError(
+                ErrorCode.BAD_REQUEST, f"{DELIVERY_QUERY}={params[DELIVERY_QUERY][:40]!r} is "
+                f"none of {', '.join(Delivery)}"))))
         if not self.server.auth.origin_allowed(headers.get("origin")):
             return self.refuse(sid, 403, "origin not allowed")
         try:
             self.server.hub.admit(user)
         except WireError as exc:
             return self.refuse(sid, 429, wire.encode(self.server.hub.refused(exc)))
-        session = self.sessions[sid] = Session(self, sid, user)
+        session = self.sessions[sid] = Session(self, sid, user, delivery)
         task = asyncio.get_running_loop().create_task(session.run())
         self.server.sessions.add(task)
         task.add_done_callback(self.server.sessions.discard)
@@ -276,7 +307,7 @@ class _Protocol(QuicConnectionProtocol):
         assert self.h3 is not None
         self.h3.send_headers(stream_id, [(b":status", str(status).encode()),
                                          (b"content-type", b"application/json"
-                                          if status == 401 else b"text/plain"),
+                                          if status in (400, 401) else b"text/plain"),
                                          *([(b"www-authenticate", b"Bearer")]
                                            if status == 401 else [])])
         self.h3.send_data(stream_id, body.encode(), end_stream=True)
@@ -287,6 +318,22 @@ class _Protocol(QuicConnectionProtocol):
         self.h3.send_headers(session.id, [(b":status", b"200"),
                                           (b"sec-webtransport-http3-draft", b"draft02")])
         self.transmit()
+
+    def open_channel_stream(self, session: Session) -> int:
+        """A unidirectional stream of ``session`` for one channel's messages."""
+        assert self.h3 is not None
+        self.server.carried["channel_streams"] += 1
+        return self.h3.create_webtransport_stream(session.id, is_unidirectional=True)
+
+    def send_datagram(self, session: Session, data: bytes) -> bool:
+        """One datagram of ``session``; False when the connection's queue of them is full."""
+        assert self.h3 is not None
+        if len(self._quic._datagrams_pending) >= DATAGRAM_QUEUE:
+            return False
+        self.h3.send_datagram(session.id, data)
+        self.server.carried["datagrams"] += 1
+        self.transmit()
+        return True
 
     def send(self, stream_id: int, data: bytes, end_stream: bool = False) -> bool:
         """Queue bytes on a WebTransport stream; False when the peer has reset it."""
@@ -310,8 +357,9 @@ class _Protocol(QuicConnectionProtocol):
         capsule = close_capsule(code, reason) if code is not None else b""
         with contextlib.suppress(ProtocolError, ValueError, RuntimeError):  # ended or reset
             self.h3.send_data(session.id, capsule, end_stream=True)
-        if session.stream_id is not None:
-            self.send(session.stream_id, b"", end_stream=True)
+        for stream_id in (session.stream_id, *session.channel_streams.values()):
+            if stream_id is not None:
+                self.send(stream_id, b"", end_stream=True)
         self.transmit()
 
     def forget(self, session: Session) -> None:
@@ -346,11 +394,16 @@ class _Protocol(QuicConnectionProtocol):
 class Session:
     """One WebTransport session = one hub connection."""
 
-    def __init__(self, proto: _Protocol, session_id: int, user: str) -> None:
+    def __init__(self, proto: _Protocol, session_id: int, user: str,
+                 delivery: Delivery = Delivery.ORDERED) -> None:
         self.proto = proto
         self.hub = proto.server.hub
         self.id = session_id
         self.user = user
+        self.delivery = delivery
+        """Where channels' messages go (the CONNECT's ``delivery``)."""
+        self.channel_streams: dict[str, int] = {}
+        """The stream of each channel whose messages went out ``per-channel``."""
         self.conn: Connection | None = None
         """The hub connection, once the hub has it."""
         self.stream_id: int | None = None
@@ -385,12 +438,33 @@ class Session:
         await self._stream_open.wait()
         assert self.stream_id is not None
         while not conn.closed:
-            items = await conn.outgoing()
-            if items and not self.proto.send(self.stream_id,
-                                             "".join(f"{i.text}\n" for i in items).encode()):
+            lines = self._carry(await conn.outgoing())
+            if not all(self.proto.send(sid, "".join(texts).encode())
+                       for sid, texts in lines.items()):
                 self.close()
                 return
-            await self.proto.drained(self.stream_id)
+            for sid in lines:
+                await self.proto.drained(sid)
+
+    def _carry(self, items: list[Outgoing]) -> dict[int, list[str]]:
+        """Send the datagrams among ``items``; the lines for each stream, in order."""
+        assert self.stream_id is not None
+        lines: dict[int, list[str]] = {}
+        for item in items:
+            stream = self.stream_id
+            if item.type == "message" and self.delivery is not Delivery.ORDERED:
+                if self.delivery is Delivery.PER_CHANNEL:
+                    assert item.channel is not None
+                    if (found := self.channel_streams.get(item.channel)) is None:
+                        found = self.proto.open_channel_stream(self)
+                        self.channel_streams[item.channel] = found
+                    stream = found
+                else:
+                    data = item.text.encode()
+                    if len(data) <= MAX_DATAGRAM_PAYLOAD and self.proto.send_datagram(self, data):
+                        continue
+            lines.setdefault(stream, []).append(f"{item.text}\n")
+        return lines
 
     # --- from the protocol (synchronous, in QUIC event order) ------------------------------
 

@@ -79,6 +79,10 @@ class Browser(Protocol):
         of one window do); ``None`` gives the tab a context of its own."""
         ...
 
+    def alive(self) -> bool:
+        """Whether the engine still runs (a crashed one is launched anew by who kept it)."""
+        ...
+
 
 def chromium_path() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -127,6 +131,9 @@ class ChromiumBrowser:
         self.engine = engine
         self._contexts: dict[str, Any] = {}
 
+    def alive(self) -> bool:
+        return bool(self.playwright.is_connected())
+
     async def open(self, url: str, ready: str = CHECK_READY, context: str | None = None,
                    timeout: float = 20.0) -> Tab:
         if context is None or context not in self._contexts:
@@ -136,23 +143,32 @@ class ChromiumBrowser:
                 self._contexts[context] = made
         ctx = made if context is None else self._contexts[context]
         page = await ctx.new_page()
-        page.set_default_timeout(timeout * 1000)
-        await page.goto(url)
-        await page.wait_for_function(ready, timeout=timeout * 1000)
-        return ChromiumTab(page)
+        tab = ChromiumTab(page, ctx if context is None else None)
+        try:
+            page.set_default_timeout(timeout * 1000)
+            await page.goto(url)
+            await page.wait_for_function(ready, timeout=timeout * 1000)
+        except BaseException:
+            await tab.close()
+            raise
+        return tab
 
 
 class ChromiumTab:
     """A Playwright ``Page`` whose evaluations are bounded in time (Playwright's are not)."""
 
-    def __init__(self, page: Any) -> None:
+    def __init__(self, page: Any, own_context: Any = None) -> None:
         self.page = page
+        self._own_context = own_context
+        """The context made for this tab alone, closed with it (a browser outlives tabs)."""
 
     async def evaluate(self, expression: str, arg: Any = None) -> Any:
         return await asyncio.wait_for(self.page.evaluate(expression, arg), REQUEST_SECONDS)
 
     async def close(self) -> None:
         await self.page.close()
+        if self._own_context is not None:
+            await self._own_context.close()
 
 
 class FirefoxTab:
@@ -179,6 +195,9 @@ class FirefoxBrowser:
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._reader = asyncio.ensure_future(self._read())
+
+    def alive(self) -> bool:
+        return self.proc.returncode is None and not self._reader.done()
 
     async def _read(self) -> None:
         assert self.proc.stdout is not None

@@ -178,11 +178,14 @@ def render(run_dirs: Path | list[Path], broker_cost: Path | None) -> str:
     return "\n".join(lines)
 
 
-def rewrite(doc: Path, figures: str) -> None:
+def rewrite(doc: Path, figures: str, start: str = START, end: str = END) -> None:
+    """Replace what lies between the ``start`` and ``end`` markers of ``doc``."""
     text = doc.read_text()
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    doc.write_text(f"{head}{START}\n{figures}\n{END}{tail}")
+    if start not in text or end not in text:
+        raise SystemExit(f"{doc} has no {start} ... {end} block to rewrite")
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    doc.write_text(f"{head}{start}\n{figures}\n{end}{tail}")
 
 
 def main() -> None:

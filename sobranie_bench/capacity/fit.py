@@ -19,6 +19,12 @@ predicts the benchmark.
 
 Trials whose server waited in a run queue for a CPU more than ``MAX_RUN_QUEUE_WAIT`` of the
 window are refused: their CPU and latency measure the machine's other load, not the server.
+So are trials that failed (``Trial.failure``: a run in which every connection failed costs
+almost nothing and would pass for a cheap point) and fit trials that delivered less than
+``MIN_ACHIEVED`` of their offered load: the path fell behind (measured: sse at 600
+subscribers, its one harness process full), and a server writing to readers that cannot keep
+up pays for the backpressure (44 µs per delivery there against 31-36 below it), which is not
+what the same server costs with clients that keep up.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from sobranie_bench.capacity.stats import percentile
 from sobranie_bench.harness import results
 
 MAX_RUN_QUEUE_WAIT = 0.10  # share of the window; above it a trial is refused
+MIN_ACHIEVED = 0.99  # a fit trial that delivered less of its offered load is refused
 FIT_PROFILE = "calibrate"
 BOOTSTRAP_DRAWS = 1000
 RANDOM_SEED = 42
@@ -59,6 +66,8 @@ class Step:
     """Harness CPU over the step's window / its length."""
     harness_wait: float | None = None
     """Share of the step's window the harness waited for a CPU."""
+    failed: bool = False
+    """Connections failed or deliveries were lost at this step: it missed whatever its p95."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,12 @@ class Trial:
     """Share of the window the harness (the busiest of its processes) waited for a CPU."""
     ceiling: bool = False
     """Capacity scenario: every step held up to the scenario's bound (the knee is above)."""
+    achieved: float | None = None
+    """Delivered / offered over the window (echo replies, or fan-out deliveries)."""
+    failure: str | None = None
+    """Why the run measured nothing a model can be held to (the runner's error, connections
+    that failed, nothing delivered); None when it ran as planned. Such a trial is refused
+    from the fit and not predicted: its CPU is not the planned load's."""
 
     @property
     def held_out(self) -> bool:
@@ -136,12 +151,46 @@ def host_of(trial: Trial | Step) -> Host:
                 share(trial.harness_cores, trial.harness_wait))  # fmt: skip
 
 
-def trial_from_raw(raw: dict[str, Any]) -> Trial | None:
-    """The trial one raw result holds; None for a failed run or another scenario."""
-    scenario = raw["scenario"]
-    if "error" in raw or scenario not in ("echo", "fanout", "capacity"):
+def failure_of(raw: dict[str, Any]) -> str | None:
+    """Why a raw echo, fan-out or capacity result is not the point it planned, or None: the
+    runner's error, connections that failed (all of them: a run that measured only an idle
+    server, not a cheap one), or nothing delivered in the measured window."""
+    if "error" in raw:
+        return f"the run failed: {raw['error']}"
+    scenario, p, c = raw["scenario"], raw["params"], raw.get("counters", {})
+    if scenario == "capacity":
+        first = (raw.get("steps") or [{}])[0]
+        if first.get("failures", 0) and first["failures"] >= first["subscribers"]:
+            return f"every connection of the first step failed ({first['failures']})"
         return None
-    p, m, w = raw["params"], results.metrics(raw), raw.get("window", {})
+    channels = int(p.get("channels", 1))
+    wanted = (int(p.get("connections", 0)) if scenario == "echo"
+              else int(p.get("subscribers", 0)) * channels + channels)  # and the publishers
+    failed = int(c.get("connect_failures", 0))
+    if failed and failed >= wanted:
+        return f"every connection failed ({failed} of {wanted})"
+    if failed:
+        return f"{failed} of {wanted} connections failed: not the load planned"
+    if not c.get("received_measured" if scenario == "echo" else "delivered_measured", 0):
+        return "nothing was delivered in the measured window"
+    return None
+
+
+def cluster_size(raw: dict[str, Any]) -> int:
+    """Instances of the cluster a raw result was measured on (1: one server)."""
+    return int(raw.get("metadata", {}).get("cluster") or 1)
+
+
+def trial_from_raw(raw: dict[str, Any]) -> Trial | None:
+    """The trial one raw result holds (a failed run: with its ``failure`` and no figures);
+    None for another scenario or a cluster's result (the fleet model's, see
+    :mod:`~sobranie_bench.capacity.clustercheck`)."""
+    scenario = raw["scenario"]
+    if scenario not in ("echo", "fanout", "capacity") or cluster_size(raw) >= 2:
+        return None
+    failure = failure_of(raw)
+    p, w = raw["params"], raw.get("window", {})
+    m = results.metrics(raw)  # a failed run's: only its flag
     harness_cores, harness_wait = _harness_load(raw, w)
     rate = float(p.get("rate", 0.0))
     fanout = 1 if scenario == "echo" else int(p.get("subscribers", 0)) * int(p.get("channels", 1))
@@ -170,6 +219,9 @@ def trial_from_raw(raw: dict[str, Any]) -> Trial | None:
         sla_ms=float(p["sla_ms"]) if "sla_ms" in p else None,
         harness_wait=harness_wait,
         ceiling=bool(raw.get("steps") and raw["steps"][-1].get("ceiling")),
+        achieved=m["achieved_percent_of_offered"][0] / 100
+        if "achieved_percent_of_offered" in m else None,
+        failure=failure,
     )
 
 
@@ -189,8 +241,9 @@ def _step(raw: dict[str, Any], step: dict[str, Any]) -> Step:
     """One capacity step, with the server's and harness's load over its window when the
     scenario recorded that window."""
     w = step.get("window")
+    failed = bool(step.get("lost") or step.get("failures"))
     if not w:
-        return Step(int(step["subscribers"]), float(step["p95_us"]))
+        return Step(int(step["subscribers"]), float(step["p95_us"]), failed=failed)
     server = results.server_samples(raw)
     cpu = results.cpu_between(server, w["measure"], w["end"])
     length = max(w["end"] - w["measure"], 1e-9)
@@ -202,6 +255,7 @@ def _step(raw: dict[str, Any], step: dict[str, Any]) -> Step:
         server_wait=results.run_queue_wait(server, w["measure"], w["end"]),
         harness_cores=harness_cores,
         harness_wait=harness_wait,
+        failed=failed,
     )
 
 
@@ -291,6 +345,19 @@ class Residual:
 
 
 @dataclass(frozen=True)
+class Anchor:
+    """One fit point's measured latency, median over its trials."""
+
+    inbound_per_s: float
+    deliveries_per_s: float
+    fanout: int
+    latency_us: dict[str, float]
+    """p50, p95, p99 µs."""
+    host: Host
+    """The shares the point was measured at (median over its trials)."""
+
+
+@dataclass(frozen=True)
 class Fit:
     """One transport's fitted costs, their spread, and what they were fitted to."""
 
@@ -303,17 +370,14 @@ class Fit:
     """Per fit point: measured mean cores against the fit."""
     draws: tuple[Linear, ...]
     """Bootstrap refits (trials resampled within each point)."""
-    floor_us: dict[str, dict[str, float]]
-    """Per scenario, the latency quantiles at its lowest fitted load: the client + kernel
-    floor that queueing adds to."""
-    floor_load: dict[str, tuple[float, float]]
-    """Per scenario, the (inbound/s, deliveries/s) the floor was measured at."""
+    anchors: dict[str, tuple[Anchor, ...]]
+    """Per scenario, every fit point's measured latency, in increasing load: where the
+    latency model takes its floor (client + kernel + scheduler) from."""
     refused: tuple[Trial, ...] = field(default=())
-    """Fit trials left out because the server waited for a CPU too long."""
+    """Fit trials left out: failed runs (``Trial.failure``), those that fell behind their
+    offered load, then those whose server waited for a CPU too long."""
     fit_range: dict[str, tuple[float, float]] = field(default_factory=dict)
     """Per scenario, the lowest and highest deliveries/s fitted (beyond: extrapolation)."""
-    floor_host: dict[str, Host] = field(default_factory=dict)
-    """Per scenario, the host shares the floor was measured at (median over its trials)."""
 
     def interval(self, attribute: str, level: float = 0.9) -> tuple[float, float]:
         """The bootstrap ``level`` interval of one :class:`Linear` attribute."""
@@ -349,20 +413,41 @@ def fit_transport(
     if not fit_trials:
         raise CalibrationRefused("no fit trials (run `sobranie-bench capacity calibrate`)")
     transport = fit_trials[0].transport
-    waited = [t for t in fit_trials if t.run_queue_wait is not None and t.run_queue_wait > max_wait]
-    usable = [t for t in fit_trials if t not in waited and t.cpu_cores is not None]
+    failed = [t for t in fit_trials if t.failure]
+    behind = [t for t in fit_trials if not t.failure and t.achieved is not None
+              and t.achieved < MIN_ACHIEVED]  # fmt: skip
+    waited = [t for t in fit_trials if t.run_queue_wait is not None and t.run_queue_wait > max_wait
+              and not t.failure and t not in behind]  # fmt: skip
+    usable = [t for t in fit_trials if t not in waited and t not in behind and not t.failure
+              and t.cpu_cores is not None]  # fmt: skip
     points = _by_point(usable)
     try:
+        sizes = {sc: sum(1 for s, _ in points if s == sc) for sc in ("echo", "fanout")}
+        if min(sizes.values()) < 2:  # the costs are not identifiable (rank from noise only)
+            raise CalibrationRefused(
+                f"a fit needs >= 2 echo rates and >= 2 fan-out sizes, got {sizes['echo']} and "
+                f"{sizes['fanout']} usable")  # fmt: skip
         server = _linear_of(usable)
     except CalibrationRefused as error:
-        worst = ", ".join(
-            f"{t.scenario} {t.params} #{t.trial}: {t.run_queue_wait:.0%}"
-            for t in sorted(waited, key=lambda t: -(t.run_queue_wait or 0))[:6]
-        )
+        why = []
+        if failed:
+            why.append(f"{len(failed)} of {len(fit_trials)} fit trials failed (" + ", ".join(
+                f"{t.scenario} {t.params} #{t.trial}: {t.failure}" for t in failed[:3]) + ")")
+        if behind:
+            why.append(f"{len(behind)} fell behind their offered load (" + ", ".join(
+                f"{t.scenario} {t.params} #{t.trial}: {t.achieved:.1%}" for t in behind[:3])
+                + ")")  # fmt: skip
+        if waited:
+            worst = ", ".join(
+                f"{t.scenario} {t.params} #{t.trial}: {t.run_queue_wait:.0%}"
+                for t in sorted(waited, key=lambda t: -(t.run_queue_wait or 0))[:6]
+            )
+            why.append(f"{len(waited)} of {len(fit_trials)} fit trials had the server waiting "
+                       f"for a CPU more than {max_wait:.0%} of the window ({worst}); the "
+                       "machine is busy: measure again when it is quiet")  # fmt: skip
         raise CalibrationRefused(
-            f"{transport}: calibration refused: {len(waited)} of {len(fit_trials)} fit trials "
-            f"had the server waiting for a CPU more than {max_wait:.0%} of the window "
-            f"({worst}); the machine is busy: measure again when it is quiet ({error})"
+            f"{transport}: calibration refused: {'; '.join(why) or 'too few fit trials'} "
+            f"({error})"
         ) from None
     harness = None
     if all(t.harness_cores for t in usable):
@@ -383,37 +468,35 @@ def fit_transport(
         )
         for (scenario, params), group in sorted(points.items())
     )
-    floor_us: dict[str, dict[str, float]] = {}
-    floor_load: dict[str, tuple[float, float]] = {}
+    anchors: dict[str, tuple[Anchor, ...]] = {}
     fit_range: dict[str, tuple[float, float]] = {}
-    floor_host: dict[str, Host] = {}
     for scenario in ("echo", "fanout"):
-        groups = [g for (s, _), g in points.items() if s == scenario]
+        groups = sorted((g for (s, _), g in points.items() if s == scenario),
+                        key=lambda g: g[0].deliveries_per_s)  # fmt: skip
         if not groups:
             continue
-        lowest = min(groups, key=lambda g: g[0].deliveries_per_s)
-        floor_us[scenario] = {
-            q: float(np.median([t.latency_us[q] for t in lowest if q in t.latency_us]))
-            for q in QUANTILES
-        }
-        floor_load[scenario] = (lowest[0].inbound_per_s, lowest[0].deliveries_per_s)
-        hosts = [host_of(t) for t in lowest]
-        floor_host[scenario] = Host(float(np.median([h.server for h in hosts])),
-                                    float(np.median([h.harness for h in hosts])))  # fmt: skip
-        loads = [g[0].deliveries_per_s for g in groups]
-        fit_range[scenario] = (min(loads), max(loads))
+        anchors[scenario] = tuple(_anchor(g) for g in groups)
+        fit_range[scenario] = (groups[0][0].deliveries_per_s, groups[-1][0].deliveries_per_s)
     return Fit(
         transport=transport,
         server=server,
         harness=harness,
         residuals=residuals,
         draws=tuple(boot),
-        floor_us=floor_us,
-        floor_load=floor_load,
-        refused=tuple(waited),
+        anchors=anchors,
+        refused=tuple(failed + behind + waited),
         fit_range=fit_range,
-        floor_host=floor_host,
     )
+
+
+def _anchor(group: Sequence[Trial]) -> Anchor:
+    hosts = [host_of(t) for t in group]
+    return Anchor(
+        group[0].inbound_per_s, group[0].deliveries_per_s, group[0].fanout,
+        {q: float(np.median([t.latency_us[q] for t in group if q in t.latency_us]))
+         for q in QUANTILES if any(q in t.latency_us for t in group)},
+        Host(float(np.median([h.server for h in hosts])),
+             float(np.median([h.harness for h in hosts]))))  # fmt: skip
 
 
 def _spread(model: Linear, group: Sequence[Trial]) -> tuple[float, float]:

@@ -25,6 +25,7 @@ Scenario:
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -142,6 +143,11 @@ class RedisSpec:
     ops_per_s_per_node: float = 100_000.0
     """Pub/sub messages (in or out) one Redis node handles per second on its one core;
     the order of magnitude redis-benchmark reports for O(1) commands without pipelining."""
+    ops_per_publish: float = 3.0
+    """Operations one publish costs the node: the servers' publishing script runs INCR (the
+    channel's id), XADD (its history) and PUBLISH (``servers/brokers/redis_broker.py``). Was
+    one: the measured cluster's broker spent 78-80 µs per message of a 3-instance backplane,
+    the model with one op per publish said 40 (``capacity validate --cluster``)."""
     max_utilisation: float = 0.5
     """Highest planned utilisation of a Redis node (it is single-threaded)."""
 
@@ -354,14 +360,15 @@ def redis_load(
     message_bytes = payload_bytes + RESP_OVERHEAD_BYTES
     capacity = redis.ops_per_s_per_node * redis.max_utilisation
     subscribed = deliveries / publishes if publishes else 0.0
+    publish_ops = publishes * redis.ops_per_publish
 
     # Classic: every node processes every publish (the cluster bus broadcasts it), while the
     # subscriptions spread over the nodes. More shards never lower the publish share.
     classic_shards: int | None = None
-    if publishes < capacity:
-        classic_shards = max(1, math.ceil(deliveries / (capacity - publishes)))
+    if publish_ops < capacity:
+        classic_shards = max(1, math.ceil(deliveries / (capacity - publish_ops)))
     # Sharded: a channel lives on one shard, publishes and deliveries both spread.
-    sharded_shards = max(1, math.ceil((publishes + deliveries) / capacity))
+    sharded_shards = max(1, math.ceil((publish_ops + deliveries) / capacity))
 
     def load_for(mode: Literal["classic", "sharded"], shards: int | None) -> RedisLoad:
         count = shards or 1
@@ -401,6 +408,14 @@ def _smallest(fits: Callable[[int], bool], start: int = 1) -> int:
 
 def _p95_delivery(streams: Sequence[JobStream], jobs: int, seed: int) -> float:
     """Conservative end-to-end p95: sender's instance p95 + Redis hop + receiver's p95."""
+    return _p95_of(tuple(streams), jobs, seed)
+
+
+@functools.lru_cache(maxsize=4096)
+def _p95_of(streams: tuple[JobStream, ...], jobs: int, seed: int) -> float:
+    """:func:`_p95_delivery`, once per process for the same streams (a seeded simulation: a
+    pure function of its arguments; the report prices many feature mappings that share a
+    fleet, each asking for the same instance)."""
     result = simulate_instance(streams, cores=PROCESS_CORES, jobs=jobs, seed=seed)
     sender_leg = result.inbound_p95_s or 0.0
     return sender_leg + REDIS_HOP_S + (result.delivery_p95_s or 0.0)

@@ -1,10 +1,11 @@
 """Measure what the capacity model is calibrated from and validated against.
 
-Two harness runs into one results directory: the ``calibrate`` profile (the fit points: echo
-at two rates and fan-out at two sizes, ``FIT_TRIALS`` trials of 30 s each) and the ``holdout``
-profile (points the fit never sees: an echo rate and a fan-out size between them, and the
-capacity scenario stepping subscribers up until the p95 passes the SLA: the knee, however far
-up it is). The host is recorded next to them (CPU model, cores, load before and after),
+Three harness runs into one results directory: the ``calibrate`` profile (the fit points: echo
+at two rates and fan-out at three sizes, ``FIT_TRIALS`` trials of 30 s each) and the
+``holdout`` profile (points the fit never sees: an echo rate and a fan-out size between them,
+``HOLDOUT_TRIALS`` trials each, judged on their median: one 8 s trial of ws echo spread ±12%
+about its point's median, a coin flip against a ±15% threshold; then the capacity scenario
+stepping subscribers up until the p95 passes the SLA, the knee however far up it is, once). The host is recorded next to them (CPU model, cores, load before and after),
 because the machine is part of the measurement. ``quick`` keeps the three fit trials but
 measures 8 s windows instead of 30 s (about 8 minutes instead of 20): a shorter run has a
 better chance of a quiet machine, and its record says it was quick.
@@ -27,10 +28,12 @@ from sobranie_bench.harness.sampler import cpu_model
 
 FIT_PROFILE, HOLDOUT_PROFILE = "calibrate", "holdout"
 FIT_SCENARIOS = ("echo", "fanout")
-HOLDOUT_SCENARIOS = ("echo", "fanout", "capacity")
+HOLDOUT_SCENARIOS = ("echo", "fanout")
+KNEE_SCENARIOS = ("capacity",)
 TRANSPORTS = ("ws", "sse")
 FIT_TRIALS = 3  # trials per fit point: the bootstrap resamples them
-HOLDOUT_TRIALS = 1  # one measurement per point the model must predict
+HOLDOUT_TRIALS = 3  # trials per held-out point: validation predicts their median
+KNEE_TRIALS = 1  # the capacity scenario's steps are its repeats (a few minutes per trial)
 QUICK_TIMING = (1.0, 8.0)  # --quick: (warm-up, duration) s: 3 trials of 8 s, not 30 s
 HOST_FILE = "calibration-host.json"
 DEFAULT_OUT = Path("results/calibrate")
@@ -44,8 +47,8 @@ class Measurement:
     """Results root: ``runs/<run-id>/`` raw files, ``summary.csv``, the host record."""
     fit_run: Path
     """Run directory of the fit points."""
-    holdout_run: Path
-    """Run directory of the held-out points."""
+    holdout_runs: tuple[Path, ...]
+    """Run directories of the held-out points and of the capacity scenario's knee."""
 
 
 def cpu_pressure() -> float | None:
@@ -90,8 +93,8 @@ def wait_for_quiet(
 
 def plans(
     out: Path, transports: Sequence[str] = TRANSPORTS, quick: bool = False
-) -> tuple[Plan, Plan]:
-    """The fit run's and the held-out run's harness plans."""
+) -> tuple[Plan, Plan, Plan]:
+    """The fit run's, the held-out points' and the knee's harness plans."""
     timing = QUICK_TIMING if quick else None
     fit = Plan(
         profile=FIT_PROFILE,
@@ -109,7 +112,15 @@ def plans(
         trials=HOLDOUT_TRIALS,
         timing=timing,
     )
-    return fit, holdout
+    knee = Plan(
+        profile=HOLDOUT_PROFILE,
+        transports=tuple(transports),
+        scenarios=KNEE_SCENARIOS,
+        out=out,
+        trials=KNEE_TRIALS,
+        timing=timing,
+    )
+    return fit, holdout, knee
 
 
 def measure(
@@ -118,20 +129,21 @@ def measure(
     quick: bool = False,
     on_result: Callable[[str, dict[str, Any] | None], None] = lambda label, raw: None,
 ) -> Measurement:
-    """Run the fit points, then the held-out points, into ``out``; record the host."""
-    fit, holdout = plans(out, transports, quick)
+    """Run the fit points, then the held-out points and the knee, into ``out``; record the
+    host."""
+    fit, *held = plans(out, transports, quick)
     before = host_record()
     fit_run = asyncio.run(run_plan(fit, on_result))
-    holdout_run = asyncio.run(run_plan(holdout, on_result))
+    holdout_runs = tuple(asyncio.run(run_plan(plan, on_result)) for plan in held)
     record = {
         "before": before,
         "after": host_record(),
         "quick": quick,
         "fit_run": fit_run.name,
-        "holdout_run": holdout_run.name,
+        "holdout_runs": [run.name for run in holdout_runs],
     }
     (out / HOST_FILE).write_text(json.dumps(record, indent=1))
-    return Measurement(out, fit_run, holdout_run)
+    return Measurement(out, fit_run, holdout_runs)
 
 
 def points(quick: bool = False, transports: Sequence[str] = TRANSPORTS) -> int:

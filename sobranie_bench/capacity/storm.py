@@ -76,7 +76,8 @@ class StormResult:
     wasted_share: float
     """Share of the instance's handshake CPU spent discarding abandoned attempts."""
     connected_share: tuple[float, ...]
-    """Share of one instance's clients connected at the end of each second."""
+    """Share of one instance's clients connected at the end of each step (a second unless
+    ``storm(step_s=...)``)."""
 
 
 @dataclass
@@ -200,11 +201,14 @@ def storm(
     timeout_s: float = TIMEOUT_S,
     seed: int = RANDOM_SEED,
     max_duration_s: float = MAX_DURATION_S,
+    step_s: float = 1.0,
 ) -> StormResult:
     """Simulate ``clients`` reconnecting to ``instances`` with one strategy.
 
     ``connect_capacity_per_s`` is one instance's handshakes per second at full CPU, e.g.
     :attr:`FleetPlan.connect_capacity_per_instance_s` (the default is one core at 1 ms each).
+    ``step_s`` is the resolution of ``time_to_recover_s`` and ``connected_share`` (a multiple
+    of TICK_S; a small storm recovers within a second).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {STRATEGIES}")
@@ -222,13 +226,13 @@ def storm(
     env.process(handshaking_instance(env, instance, rng, strategy))
     connected_share: list[float] = []
     recovered_at: float | None = None
-    second = 0.0
-    while second < max_duration_s and instance.connected < per_instance:
-        second += 1.0
-        env.run(until=second)
+    steps = 0
+    while steps * step_s < max_duration_s and instance.connected < per_instance:
+        steps += 1
+        env.run(until=steps * step_s)
         connected_share.append(instance.connected / per_instance)
         if recovered_at is None and instance.connected >= RECOVERED_SHARE * per_instance:
-            recovered_at = second
+            recovered_at = steps * step_s
 
     peak_attempts = _peak_per_s(instance.attempts_per_tick)
     peak_handshakes = _peak_per_s(instance.admitted_per_tick)

@@ -109,7 +109,7 @@ def tables(
     residuals: list[tuple[str, ...]] = []
     for transport, fit in sorted(fits.items()):
         if isinstance(fit, CalibrationRefused):
-            costs.append((transport, "refused (the machine was busy: see below)", "", "", "",
+            costs.append((transport, "refused (why: below the tables)", "", "", "",
                           "", ""))
             continue
         costs.append(_cost_row(transport, fit))
@@ -132,14 +132,15 @@ def load(
     root: Path | str = DEFAULT_OUT, max_wait: float = MAX_RUN_QUEUE_WAIT, seed: int = RANDOM_SEED
 ) -> tuple[list[fitting.Trial], dict[str, Fit | CalibrationRefused], dict[str, Any]] | None:
     """A calibration's trials, fits (or refusals) and host record; None when ``root`` holds
-    no fit trials. With a host record, only the two runs it names (the last calibration)."""
+    no fit trials. With a host record, only the runs it names (the last calibration)."""
     root = Path(root)
     if not root.is_dir():
         return None
     host_file = root / HOST_FILE
     host = json.loads(host_file.read_text()) if host_file.exists() else {}
-    runs = [root / "runs" / host[k] for k in ("fit_run", "holdout_run") if k in host]
-    if runs and all(run.is_dir() for run in runs):  # the last calibration's two runs only
+    named = [host.get("fit_run"), host.get("holdout_run"), *host.get("holdout_runs", [])]
+    runs = [root / "runs" / name for name in named if name]
+    if runs and all(run.is_dir() for run in runs):  # the last calibration's runs only
         trials = [t for run in runs for t in fitting.load_trials(run)]
     else:
         trials = fitting.load_trials(root)
@@ -187,6 +188,26 @@ def calibrated_plan(
     return with_error_bars(result, fitted, fits, knees), fitted, notes
 
 
+CLUSTER_CAPTION = ("the fleet and storm models' predictions for the same N and load beside "
+                   "a measured cluster run (shown, not judged: the thresholds are the "
+                   "one-process model's); error: predicted / measured - 1")
+
+
+def cluster_rows(run: Path | str | None, summary: Path | str | None = None
+                 ) -> tuple[tuple[str, ...], ...]:  # fmt: skip
+    """The fleet model against the cluster results under ``run`` (``VALIDATION_HEADERS``);
+    the connect capacity from ``summary``'s connection costs when it exists. Empty without
+    a cluster result there."""
+    from sobranie_bench.capacity.calibration import calibrate
+    from sobranie_bench.capacity.clustercheck import cluster_checks, load_cluster
+
+    if run is None or not Path(run).exists():
+        return ()
+    costs = calibrate(summary) if summary is not None and Path(summary).exists() else None
+    checks = cluster_checks(load_cluster(run), costs)
+    return validation_rows(Validation(tuple(checks), {}))
+
+
 def validation_markdown(
     root: Path | str, table: Callable[[Sequence[str], Sequence[Sequence[str]]], str]
 ) -> list[str]:
@@ -198,7 +219,7 @@ def validation_markdown(
     if shown is None:
         return lines + [(f"No calibration under `{Path(root).name}/` (run `make calibrate`): "
                         "the plans above carry no error bars and the model is unvalidated."),
-                        ""]  # fmt: skip
+                        "", *cluster_markdown(Path(root).parent, table)]  # fmt: skip
     verdicts = "; ".join(f"{t}: **{'PASS' if ok else 'FAIL'}**"
                          for t, ok in shown.verdicts.items())  # fmt: skip
     lines += [
@@ -213,4 +234,24 @@ def validation_markdown(
         "(schedstat); the model runs each process at the share it got, and the plan at a "
         "whole core."), "",
     ]  # fmt: skip
-    return lines + [f"- refused: {why}" for why in shown.refused.values()] + [""]
+    lines += [f"- refused: {why}" for why in shown.refused.values()] + [""]
+    return lines + cluster_markdown(Path(root).parent, table)
+
+
+def cluster_markdown(
+    results_root: Path | str, table: Callable[[Sequence[str], Sequence[Sequence[str]]], str]
+) -> list[str]:
+    """The report's section on the fleet model against the newest cluster run under
+    ``results_root/runs`` (nothing when there is none)."""
+    from sobranie_bench.capacity.clustercheck import latest_cluster_run
+
+    root = Path(results_root)
+    run = latest_cluster_run(root / "runs")
+    rows = cluster_rows(run, root / "summary.csv")
+    if run is None or not rows:
+        return []
+    return ["### The fleet model against a real cluster", "",
+            (f"Run `{run.name}` (`run --cluster`, Redis; {CLUSTER_CAPTION}). Re-measure: "
+             "`sobranie-bench run --profile holdout --cluster 3 --broker redis --scenarios "
+             "fanout,failover,backplane --transports ws,sse`."), "",
+            table(VALIDATION_HEADERS, rows), ""]  # fmt: skip

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from sobranie_contract import tls, wire
+from sobranie_contract.framing import Delivery
 from sobranie_contract.wire import WireError
 
 Envelope = dict[str, Any]
@@ -49,12 +50,20 @@ class Backoff:
 class Client(ABC):
     transport: ClassVar[str]
     path: ClassVar[str]
+    deliveries: ClassVar[frozenset[Delivery]] = frozenset({Delivery.ORDERED})
+    """The :class:`~sobranie_contract.framing.Delivery` modes this transport offers."""
 
     def __init__(self, url: str, token: str, *, reconnect: bool = True,
                  backoff: Backoff = Backoff(), rng: random.Random | None = None,
                  on_envelope: Callable[[Envelope], None] | None = None,
                  timeout: float = 10.0, ca: str | None = None,
-                 source: str | None = None) -> None:
+                 source: str | None = None, delivery: str = Delivery.ORDERED) -> None:
+        if delivery not in self.deliveries:
+            raise ClientError(f"{self.transport} cannot deliver {delivery!r}; it offers "
+                              f"{', '.join(sorted(self.deliveries))}")
+        self.delivery = Delivery(delivery)
+        """Where the server sends this connection's messages (asked for at each connect)."""
+        self._in_order = self.delivery is not Delivery.UNRELIABLE
         self.url = url.rstrip("/")
         self.source = source
         """Local address to connect from (127.0.0.2, ...: each source address has its own
@@ -73,6 +82,8 @@ class Client(ABC):
         self.conn: str | None = None
         self.user: str | None = None
         self.reconnects = 0
+        self.migrations = 0
+        """Times the connection moved to a new local address and carried on (:meth:`migrate`)."""
         self.ended_at: list[float] = []
         """``time.monotonic()`` of each end of the transport noticed (the reconnect scenario's
         time to detect)."""
@@ -152,6 +163,13 @@ class Client(ABC):
         """Cut the connection abruptly (tests and fault scenarios); resume follows if enabled."""
         await self._abort()
 
+    async def migrate(self) -> None:
+        """Carry on from a new local address, as a phone moving to another network does. A
+        transport whose connection can migrate keeps it (QUIC: WebTransport overrides this);
+        any other loses its connection and reconnects as after a drop, resuming from the
+        cursor."""
+        await self.drop()
+
     async def close(self) -> None:
         self._closing = True
         if self._runner is not None:
@@ -195,7 +213,8 @@ class Client(ABC):
     def _dispatch(self, env: Envelope) -> None:
         kind = env.get("type")
         if kind == "message":
-            self.cursor[env["channel"]] = env["id"]
+            if self._in_order or env["id"] > self.cursor.get(env["channel"], 0):
+                self.cursor[env["channel"]] = env["id"]
         elif kind == "ack" and env.get("ref") in self._subscribing:
             self.merge_cursor({self._subscribing.pop(env["ref"]): env.get("id", 0)})
         if kind in ("ack", "error") and env.get("ref") in self._pending:

@@ -2,7 +2,9 @@
 
 The client creates both channels, ``sobranie`` (reliable, ordered: every envelope both ways, one
 per message) and ``sobranie-unreliable`` (unordered, no retransmits: unreliable publishes),
-POSTs its offer to ``/webrtc/offer`` and waits for ``sobranie`` to open. ``setup_times`` splits
+POSTs its offer to ``/webrtc/offer`` and waits for ``sobranie`` to open. With
+``delivery="unreliable"`` it opens ``sobranie-deliveries`` too (unordered, ``retransmits``
+retransmissions at most) and the server sends channels' messages there. ``setup_times`` splits
 the set-up cost the ``connections`` scenario measures; a reconnect is a new peer connection.
 """
 
@@ -19,7 +21,7 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessi
 from sobranie_bench.clients.base import ClientError
 from sobranie_bench.clients.http import AiohttpClient, refused
 from sobranie_contract import wire
-from sobranie_contract.framing import RELIABLE, UNRELIABLE
+from sobranie_contract.framing import DELIVERIES, RELIABLE, UNRELIABLE, Delivery
 from sobranie_contract.ice import loopback_address, pin_host_candidates
 
 
@@ -41,9 +43,14 @@ class WebRTCClient(AiohttpClient):
 
     transport = "webrtc"
     path = "/webrtc/offer"
+    deliveries = frozenset({Delivery.ORDERED, Delivery.UNRELIABLE})
 
-    def __init__(self, url: str, token: str, **kwargs: Any) -> None:
+    def __init__(self, url: str, token: str, *, retransmits: int = 0, **kwargs: Any) -> None:
         super().__init__(url, token, **kwargs)
+        self.retransmits = retransmits
+        """``maxRetransmits`` of the deliveries channel (``delivery="unreliable"``)."""
+        self.carriers: dict[str, int] = {}
+        """Envelopes the current peer connection received per channel label."""
         self.setup_times: dict[str, float] = {}
         """Milliseconds spent setting up the last connection: ``offer`` (create the offer,
         gather host candidates), ``signalling`` (the POST /webrtc/offer round trip, the server's
@@ -77,18 +84,24 @@ class WebRTCClient(AiohttpClient):
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         ended = asyncio.Event()
         opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.carriers = {}
         try:
             reliable = pc.createDataChannel(RELIABLE)
             unreliable = pc.createDataChannel(UNRELIABLE, ordered=False, maxRetransmits=0)
+            waiting = [reliable]
+            if self.delivery is Delivery.UNRELIABLE:
+                waiting.append(pc.createDataChannel(DELIVERIES, ordered=False,
+                                                    maxRetransmits=self.retransmits))
             if loopback is not None:
                 pin_host_candidates(pc, [loopback])
-            reliable.on("message", self._on_message)
             reliable.on("close", ended.set)
+            for carrier in waiting:
+                carrier.on("message", self._on_message_of(carrier.label))
 
-            @reliable.on("open")
-            def on_open() -> None:
-                if not opened.done():
-                    opened.set_result(None)
+                @carrier.on("open")
+                def on_open() -> None:
+                    if not opened.done() and all(c.readyState == "open" for c in waiting):
+                        opened.set_result(None)
 
             @pc.on("connectionstatechange")
             def on_state() -> None:
@@ -133,10 +146,13 @@ class WebRTCClient(AiohttpClient):
             raise ClientError(f"cannot reach {self.url}{self.path}: {exc}") from None
         return RTCSessionDescription(sdp=body["sdp"], type=body["type"])
 
-    def _on_message(self, raw: str | bytes) -> None:
-        if "first_message" not in self.setup_times:
-            self.setup_times["first_message"] = _ms(self._started, time.perf_counter())
-        self._dispatch(wire.decode(raw))
+    def _on_message_of(self, label: str) -> Any:
+        def on_message(raw: str | bytes) -> None:
+            if "first_message" not in self.setup_times:
+                self.setup_times["first_message"] = _ms(self._started, time.perf_counter())
+            self.carriers[label] = self.carriers.get(label, 0) + 1
+            self._dispatch(wire.decode(raw))
+        return on_message
 
     async def _read(self) -> None:
         await self._ended.wait()

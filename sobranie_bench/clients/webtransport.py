@@ -4,7 +4,9 @@ The client opens a QUIC connection, checks the server's certificate against a pi
 (fetched from ``/wt-cert-hash`` over plain HTTP unless given, as a browser's
 ``serverCertificateHashes`` would), sends the extended CONNECT ``/wt?token=...``, then opens one
 bidirectional stream that carries newline-delimited JSON envelopes both ways. An unreliable
-publish goes out as one HTTP/3 datagram and is never acknowledged.
+publish goes out as one HTTP/3 datagram and is never acknowledged. With ``delivery`` other than
+``ordered`` (``/wt?...&delivery=``) channels' messages arrive on the unidirectional streams the
+server opens, one per channel (``per-channel``), or in datagrams (``unreliable``).
 
 The framing both sides speak (the stream's lines, the capsule that closes a session) is in
 :mod:`sobranie_contract.framing`; here is the registration of a client-opened stream, which
@@ -27,6 +29,7 @@ import aiohttp
 from aioquic.asyncio import QuicConnectionProtocol
 from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection, H3Stream
 from aioquic.h3.events import (
+    DatagramReceived,
     DataReceived,
     H3Event,
     HeadersReceived,
@@ -41,8 +44,10 @@ from sobranie_bench.clients.base import Client, ClientError
 from sobranie_contract import wire
 from sobranie_contract.framing import (
     CLOSE_SESSION_CAPSULE,
+    DELIVERY_QUERY,
     MAX_DATAGRAM_PAYLOAD,
     CapsuleReader,
+    Delivery,
     LineSplitter,
     close_capsule,
     parse_close,
@@ -98,6 +103,7 @@ class WebTransportClient(Client):
 
     transport: ClassVar[str] = "webtransport"
     path: ClassVar[str] = "/wt"
+    deliveries: ClassVar[frozenset[Delivery]] = frozenset(Delivery)
 
     def __init__(self, url: str, token: str, *, cert_hash: str | None = None,
                  insecure: bool = False, keepalive: float = 15.0, **kwargs: Any) -> None:
@@ -115,6 +121,12 @@ class WebTransportClient(Client):
         self._proto: _SessionProtocol | None = None
 
     @property
+    def carriers(self) -> dict[str, int]:
+        """Envelopes the current connection received per carrier: ``stream`` (the envelope
+        stream), ``stream <id>`` (a channel's, ``per-channel``), ``datagram``."""
+        return dict(self._proto.carriers) if self._proto is not None else {}
+
+    @property
     def bytes_sent(self) -> int:
         return self.counter.sent
 
@@ -129,6 +141,15 @@ class WebTransportClient(Client):
             return await super().publish(channel, data)
         await self._send(wire.Publish(channel, data, self._ref(), unreliable=True))
         return 0
+
+    async def migrate(self) -> None:
+        """QUIC connection migration (RFC 9000 section 9): the same connection from a new UDP
+        socket, on a new connection ID; the server validates the new path and moves to it. The
+        session, its streams and the cursor carry on: nothing reconnects."""
+        if self._proto is None or not self._proto.open:
+            return await super().migrate()
+        await self._proto.rebind()
+        self.migrations += 1
 
     async def send_raw(self, data: bytes, *, datagram: bool = False) -> None:
         """Send bytes as they are, on the stream or as one datagram (tests of bad input)."""
@@ -146,7 +167,8 @@ class WebTransportClient(Client):
             raise
         try:
             await proto.open_session(f"{self.host}:{self.port}".encode(),
-                                     f"{self.path}?{self.token_query}".encode(), self.timeout)
+                                     f"{self.path}?{self.token_query}&{DELIVERY_QUERY}="
+                                     f"{self.delivery}".encode(), self.timeout)
         except BaseException:
             proto.shutdown(graceful=True)
             raise
@@ -222,6 +244,16 @@ class _CountingTransport(asyncio.DatagramTransport):
         return self._inner.get_extra_info(name, default)
 
 
+class _Forward(asyncio.DatagramProtocol):
+    """A rebound socket's protocol: what arrives goes to the connection it now carries."""
+
+    def __init__(self, proto: _SessionProtocol) -> None:
+        self.proto = proto
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.proto.datagram_received(data, addr)
+
+
 class _SessionProtocol(QuicConnectionProtocol):
     """One QUIC connection carrying one WebTransport session."""
 
@@ -248,6 +280,10 @@ class _SessionProtocol(QuicConnectionProtocol):
         self._body = b""
         self._capsules = CapsuleReader()
         self._splitter = LineSplitter()
+        self._channel_streams: dict[int, LineSplitter] = {}
+        """The server's unidirectional streams of this session (a channel's messages each)."""
+        self.carriers: dict[str, int] = {}
+        """Envelopes received per carrier (see :attr:`WebTransportClient.carriers`)."""
         self._lines: deque[bytes] = deque()
         self._ended = False
         self._waiter: asyncio.Future[None] | None = None
@@ -290,10 +326,14 @@ class _SessionProtocol(QuicConnectionProtocol):
     def _h3_event(self, event: H3Event) -> None:
         if isinstance(event, WebTransportStreamDataReceived):
             if event.stream_id == self.stream_id:
-                self._lines.extend(self._splitter.feed(event.data))
+                self._take("stream", self._splitter.feed(event.data))
                 if event.stream_ended:
                     self._end()
-                self._wake()
+            elif event.session_id == self.session_id and event.stream_id % 4 == 3:
+                splitter = self._channel_streams.setdefault(event.stream_id, LineSplitter())
+                self._take(f"stream {event.stream_id}", splitter.feed(event.data))
+        elif isinstance(event, DatagramReceived) and event.stream_id == self.session_id:
+            self._take("datagram", [event.data])
         elif isinstance(event, HeadersReceived) and not self._response.done():
             self._status = int(dict(event.headers).get(b":status", b"0"))
             if self._status == 200 or event.stream_ended:
@@ -315,6 +355,12 @@ class _SessionProtocol(QuicConnectionProtocol):
                     self._end()
             if event.stream_ended:
                 self._end()
+
+    def _take(self, carrier: str, lines: list[bytes]) -> None:
+        if lines:
+            self.carriers[carrier] = self.carriers.get(carrier, 0) + len(lines)
+            self._lines.extend(lines)
+        self._wake()
 
     def _check_pin(self) -> str | None:
         if self._pin is None:
@@ -372,6 +418,22 @@ class _SessionProtocol(QuicConnectionProtocol):
                 self._waiter = None
         lines, self._lines = self._lines, deque()
         return lines
+
+    async def rebind(self) -> None:
+        """Move to a new UDP socket (a new local port, as after a change of network or a NAT
+        rebinding) and switch to a fresh connection ID; the PING that goes out at once is
+        the server's cue to validate the new path (PATH_CHALLENGE) and send there."""
+        old = self._transport
+        assert old is not None
+        family = old.get_extra_info("socket").family
+        local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
+        udp, _ = await self._loop.create_datagram_endpoint(lambda: _Forward(self),
+                                                           local_addr=local, family=family)
+        self._transport = _CountingTransport(udp, self._counter)
+        old.close()
+        self._quic.change_connection_id()
+        self._quic.send_ping(0)
+        self.transmit()
 
     def start_keepalive(self, interval: float) -> None:
         """PING every ``interval`` seconds, and at least twice per negotiated idle timeout."""

@@ -33,6 +33,7 @@ let browser = null;
 let closing = null;
 const tabs = new Map();
 const contexts = new Map();
+const own = new Map();  // tab -> the context made for it alone (the browser outlives tabs)
 
 function close() {
   closing ??= (async () => {
@@ -57,12 +58,19 @@ async function context(name) {
 
 const ops = {
   async open({ url, ready, context: name, timeoutMs = 20000 }) {
-    const page = await (await context(name)).newPage();
-    page.setDefaultTimeout(timeoutMs);
-    await page.goto(url);
-    if (ready) await page.waitForFunction(ready, { timeout: timeoutMs });
+    const ctx = await context(name);
+    const page = await ctx.newPage();
     const tab = tabs.size ? Math.max(...tabs.keys()) + 1 : 1;
     tabs.set(tab, page);
+    if (name === null || name === undefined) own.set(tab, ctx);  // closed with its tab
+    try {
+      page.setDefaultTimeout(timeoutMs);
+      await page.goto(url);
+      if (ready) await page.waitForFunction(ready, { timeout: timeoutMs });
+    } catch (err) {
+      await ops.close({ tab }).catch(() => {});  // nobody gets this tab to close it
+      throw err;
+    }
     return tab;
   },
   async eval({ tab, fn, arg }) {
@@ -72,8 +80,11 @@ const ops = {
   },
   async close({ tab }) {
     const page = tabs.get(tab);
+    const ctx = own.get(tab);
     tabs.delete(tab);
+    own.delete(tab);
     if (page) await page.close();
+    if (ctx) await ctx.close();
     return null;
   },
   exit: close,

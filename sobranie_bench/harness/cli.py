@@ -57,10 +57,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.fresh and (out / "runs").exists():
         shutil.rmtree(out / "runs")
     plan = Plan(profile=args.profile, transports=tuple(args.transports or ()),
-                scenarios=tuple(args.scenarios or ()), target=args.target, out=out,
+                scenarios=tuple(args.scenarios or ()), only=tuple(args.only or ()),
+                target=args.target, out=out,
                 workers=args.workers, trials=args.trials, seed=args.seed, broker=args.broker,
                 cluster=args.cluster, overrides=tuple(args.set or ()), tls=args.tls,
-                ca=args.ca, server_pid=args.server_pid, tls_compare=args.tls_compare,
+                ca=args.ca, server_pid=args.server_pid, tls_compare=args.tls_compare is not None,
+                tls_compare_only=tuple(args.tls_compare or ()),
                 network=args.network, processes=args.processes)
     raws: list[dict[str, Any]] = []
     try:
@@ -93,6 +95,13 @@ def _run(args: argparse.Namespace) -> int:
     Console(width=max(Console().width, 140)).print(final_table(raws))
     console.print(f"raw results: {run_dir}\nsummary: {out / 'summary.csv'}")
     return failures.exit_code(bool(raws) and len(failed) == len(raws), bool(failed), args.strict)
+
+
+def _only(text: str) -> tuple[str, tuple[str, ...]]:
+    name, sep, transports = text.partition("=")
+    if not sep or not name or not transports:
+        raise argparse.ArgumentTypeError(f"expected SCENARIO=T,T, got {text!r}")
+    return name, tuple(_csv(transports))
 
 
 def _csv(text: str) -> list[str]:
@@ -131,6 +140,10 @@ def register(sub: Any) -> None:
                    help="comma-separated (default all but the named-only: "
                    f"{','.join(n for n, s in scenarios.items() if not s.named_only)}; named only: "
                    f"{','.join(n for n, s in scenarios.items() if s.named_only)})")
+    p.add_argument("--only", type=_only, action="append", metavar="SCENARIO=T,T",
+                   help="run SCENARIO for these transports alone (repeatable), e.g. "
+                        "--scenarios echo,fanout --only fanout=ws,sse: echo for every "
+                        "transport, fan-out for two")
     p.add_argument("--target", metavar="URL",
                    help="benchmark a running contract server at this base URL instead of "
                         "starting fresh ones (docs/benchmark-your-server.md)")
@@ -170,10 +183,13 @@ def register(sub: Any) -> None:
     p.add_argument("--strict", action="store_true",
                    help="exit 1 when any run failed (default: 0 whenever something was "
                         "measured, the failures printed first; 1 when every run failed)")
-    p.add_argument("--tls-compare", action="store_true",
+    p.add_argument("--tls-compare", nargs="?", const=[], type=_csv, metavar="NAMES",
                    help="run every point of a TCP transport twice, plaintext then TLS (fresh "
                         "servers), so the report's TLS cost table compares them in one run "
-                        "(replaces --tls/--no-tls; not with --target or --cluster)")
+                        "(replaces --tls/--no-tls; not with --target or --cluster). With "
+                        "NAMES (scenarios and/or transports, e.g. echo,connections,ws,sse) "
+                        "only those points run both ways and the rest over TLS: a main run "
+                        "that also measures the TLS cost")
     p.add_argument("--fresh", action="store_true",
                    help="delete OUT/runs first, so the summary holds this run only")
     p.set_defaults(func=_run)

@@ -6,10 +6,12 @@ histogram goes into the raw results so any percentile can be recomputed later.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 
 LOWEST_US = 1
@@ -71,12 +73,38 @@ def merge(encoded: list[str]) -> HdrHistogram:
     return total
 
 
-def stats(hist: HdrHistogram) -> dict[str, float]:
-    """count, mean, percentiles and max of a histogram, in microseconds."""
-    if hist.get_total_count() == 0:
+@functools.lru_cache(maxsize=8)
+def _cells(length: int, half_magnitude: int, unit_magnitude: int
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The lowest value of every cell of a histogram's counts array and the size of its range
+    of equivalent values (hdrh's ``get_value_from_index`` and the range it stands for)."""
+    index = np.arange(length, dtype=np.int64)
+    half = 1 << half_magnitude
+    bucket = (index >> half_magnitude) - 1
+    sub = (index & (half - 1)) + half
+    first = bucket < 0  # the first bucket uses its lower half too
+    sub, bucket = np.where(first, sub - half, sub), np.where(first, 0, bucket)
+    return sub << (bucket + unit_magnitude), np.int64(1) << (bucket + unit_magnitude)
+
+
+def stats(hist: HdrHistogram, percentiles: tuple[float, ...] = PERCENTILES
+          ) -> dict[str, float]:
+    """count, mean, ``percentiles`` (``p50``...) and max of a histogram, in microseconds:
+    hdrh's own ``get_mean_value`` and ``get_value_at_percentile``, computed over the counts
+    array at once (hdrh walks it in Python: about 50 ms a histogram; the report reads
+    thousands)."""
+    total = hist.get_total_count()
+    if total == 0:
         return {"count": 0}
-    out: dict[str, float] = {"count": hist.get_total_count(), "mean": hist.get_mean_value(),
+    length = min(hist.counts_len, hist.encoder.payload.counts_len)  # past it: zeros
+    counts = np.ctypeslib.as_array(hist.counts)[:length].astype(np.int64)
+    lowest, size = _cells(length, hist.sub_bucket_half_count_magnitude, hist.unit_magnitude)
+    # the mean weighs each cell by the middle of its range (hdrh's median-equivalent value)
+    out: dict[str, float] = {"count": total,
+                             "mean": float(int((counts * (lowest + (size >> 1))).sum())) / total,
                              "max": hist.get_max_value()}
-    for p in PERCENTILES:
-        out[f"p{p:g}"] = hist.get_value_at_percentile(p)
+    cumulative = np.cumsum(counts)
+    for p in percentiles:  # the first cell whose running count reaches p% (at least one)
+        at = int(np.searchsorted(cumulative, max(int(min(p, 100.0) * total / 100 + 0.5), 1)))
+        out[f"p{p:g}"] = int(lowest[at] + size[at] - 1)  # the cell's highest equivalent value
     return out

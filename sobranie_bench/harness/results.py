@@ -45,11 +45,17 @@ def params_key(params: dict[str, Any]) -> str:
 
 def raw_name(raw: dict[str, Any]) -> str:
     """``<transport>-<scenario>-<params digest>-t<trial>.json``; ``-plain`` before ``.json``
-    for the plaintext half of a ``run --tls-compare``."""
+    for the plaintext half of a point compared by ``run --tls-compare``."""
     digest = hashlib.sha1(params_key(raw["params"]).encode()).hexdigest()[:8]
-    plain = raw.get("metadata", {}).get("tls_compare") and not raw.get("tls")
+    plain = tls_compared(raw) and not raw.get("tls")
     return f"{raw['transport']}-{raw['scenario']}-{digest}-t{raw['trial']}" \
         f"{'-plain' if plain else ''}.json"
+
+
+def tls_compared(raw: dict[str, Any]) -> bool:
+    """Whether the raw is a half (plaintext or TLS) of a point ``run --tls-compare`` measured
+    both ways (older raws: every raw of such a run)."""
+    return bool(raw.get("tls_compared") or raw.get("metadata", {}).get("tls_compare") is True)
 
 
 def write_raw(run_dir: Path, raw: dict[str, Any]) -> Path:

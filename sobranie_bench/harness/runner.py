@@ -9,6 +9,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -58,6 +59,9 @@ class Plan:
     """Transports to run (default: every registered one)."""
     scenarios: tuple[str, ...] = ()
     """Scenarios to run (default: all)."""
+    only: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(scenario, transports) pairs: that scenario runs for those transports alone (the
+    others' points of it are left out), e.g. a small 4g fan-out beside echo for every one."""
     target: str | None = None
     """Benchmark this running server instead of starting fresh ones."""
     out: Path = Path("results")
@@ -93,39 +97,85 @@ class Plan:
     tls_compare: bool = False
     """Run every point of a TCP transport twice, plaintext then TLS, each on a fresh server:
     the TLS cost per message and per handshake measured in one run (``tls`` is then moot)."""
+    tls_compare_only: tuple[str, ...] = ()
+    """With ``tls_compare``: only the points of these scenarios and transports (either kind of
+    name; none of a kind = all of it) run both ways, the rest over TLS only; the run is then
+    a main run whose compared points also ran plaintext (:meth:`compared`)."""
     network: str = "loopback"
     """Network profile (:mod:`sobranie_bench.netlab.profiles`): anything but loopback runs the
     server and the load in two namespaces joined by the emulated link."""
     lab: Any = None
     """The running :class:`~sobranie_bench.netlab.lab.Lab` (set by :func:`run_plan`)."""
 
+    def scenario_names(self) -> tuple[str, ...]:
+        """The scenarios asked for, or by default every one that is not named-only (those
+        needing a cluster only with ``cluster`` >= 2)."""
+        return self.scenarios or tuple(n for n, s in registry().items()
+                                       if (self.cluster >= 2 or not s.needs_cluster)
+                                       and not s.named_only)
+
+    def command(self) -> str:
+        """The ``sobranie-bench run`` line that makes this plan (defaults left out); the run's
+        metadata records it, and results/README.md quotes it."""
+        args = ["sobranie-bench", "run", "--profile", self.profile]
+        for flag, value, default in (
+                ("--transports", ",".join(self.transports), ""),
+                ("--scenarios", ",".join(self.scenarios), ""),
+                ("--trials", self.trials, None), ("--workers", self.workers, 1),
+                ("--processes", self.processes, 1), ("--seed", self.seed, 1),
+                ("--broker", self.broker, "memory"), ("--cluster", self.cluster, 0),
+                ("--network", self.network, "loopback"), ("--target", self.target, None)):
+            if value != default:
+                args += [flag, str(value)]
+        for key, value in self.overrides:
+            args += ["--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+        for name, transports in self.only:
+            args += ["--only", f"{name}={','.join(transports)}"]
+        if self.tls_compare:
+            args += ["--tls-compare"] + ([",".join(self.tls_compare_only)]
+                                         if self.tls_compare_only else [])
+        elif not self.tls:
+            args.append("--no-tls")
+        return shlex.join(args)
+
     def points(self) -> Iterator[tuple[str, Scenario, dict[str, Any], int]]:
         scenarios = registry()
-        names = self.scenarios or tuple(n for n, s in scenarios.items()
-                                        if (self.cluster >= 2 or not s.needs_cluster)
-                                        and not s.named_only)
+        names = self.scenario_names()
         trials = self.trials or (1 if self.profile == "ci" else 3)
+        only = dict(self.only)
         for transport in self.transports or tuple(TRANSPORTS):
             for name in names:
                 if scenarios[name].network and self.network == "loopback":
                     continue  # it cuts the lab's link: there is none on loopback
+                if name in only and transport not in only[name]:
+                    continue
                 for params in self.grid(scenarios[name]):
                     for trial in range(1, trials + 1):
                         yield transport, scenarios[name], params, trial
 
-    def variants(self, transport: str) -> tuple[Plan, ...]:
-        """The plans one point runs under: itself, or with ``tls_compare`` a plaintext and a
-        TLS one (once for a transport that always encrypts)."""
+    def compared(self, transport: str, scenario: str) -> bool:
+        """Whether this point runs plaintext and over TLS (``tls_compare``, ``_only``)."""
+        if not self.tls_compare or base_transport(transport) in ALWAYS_ENCRYPTED:
+            return False
+        only = set(self.tls_compare_only)
+        scenarios, transports = only & set(registry()), only & set(TRANSPORTS)
+        return (not scenarios or scenario in scenarios) and (
+            not transports or transport in transports)
+
+    def variants(self, transport: str, scenario: str) -> tuple[Plan, ...]:
+        """The plans one point runs under: itself (over TLS when ``tls_compare``: a
+        transport that always encrypts, or a point ``tls_compare_only`` leaves out), or a
+        plaintext and a TLS one (:meth:`compared`)."""
         if not self.tls_compare:
             return (self,)
-        if base_transport(transport) in ALWAYS_ENCRYPTED:
+        if not self.compared(transport, scenario):
             return (replace(self, tls=True),)
         return replace(self, tls=False), replace(self, tls=True)
 
     def runs(self) -> Iterator[tuple[Plan, str, Scenario, dict[str, Any], int]]:
         """Every run of the plan: each point under each of its :meth:`variants`."""
         for transport, scenario, params, trial in self.points():
-            for variant in self.variants(transport):
+            for variant in self.variants(transport, scenario.name):
                 yield variant, transport, scenario, params, trial
     def planned_seconds(self) -> float:
         """The plan's duration by its declared timings: every trial of every point's
@@ -251,7 +301,8 @@ def metadata(plan: Plan, run_id: str) -> dict[str, Any]:
             "git_commit": commit, "profile": plan.profile, "seed": plan.seed,
             "workers": plan.workers, "broker": plan.broker, "target": plan.target,
             "cluster": plan.cluster, "tls": plan.tls, "tls_resumption": False,
-            "tls_compare": plan.tls_compare,
+            "tls_compare": list(plan.tls_compare_only) or plan.tls_compare,
+            "command": plan.command(),
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "complexity": complexity.record(),
             "started": datetime.now(UTC).isoformat(timespec="seconds")}
@@ -440,6 +491,7 @@ async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
            "scenario": scenario.name, "params": params, "trial": trial,
            "profile": plan.profile, "parts": len(parts), "processes": processes,
            "tls": encrypted(ctx.url, transport), "network": plan.network,
+           **({"tls_compared": True} if plan.compared(transport, scenario.name) else {}),
            "window": window(ctx, merged["times"]),
            "timing": {"warmup": ctx.warmup, "duration": ctx.duration},
            "resources": resources, "machine": sampler.machine_dict(),
@@ -494,6 +546,15 @@ async def run_plan(plan: Plan, on_result: Callable[[str, dict[str, Any] | None],
     unknown = set(plan.scenarios) - set(registry())
     if unknown:
         raise HarnessError(f"unknown scenario(s) {sorted(unknown)}; known: {sorted(registry())}")
+    for name, transports in plan.only:
+        if name not in registry() or not set(transports) <= set(TRANSPORTS):
+            raise HarnessError(f"--only {name}={','.join(transports)}: expected a scenario "
+                               f"and known transports (scenarios: "
+                               f"{', '.join(sorted(registry()))})")
+    unknown = set(plan.tls_compare_only) - set(registry()) - set(TRANSPORTS)
+    if unknown:
+        raise HarnessError(f"--tls-compare {','.join(sorted(unknown))}: neither a scenario nor "
+                           f"a transport (scenarios: {', '.join(sorted(registry()))})")
     lonely = [n for n in plan.scenarios if registry()[n].needs_cluster and plan.cluster < 2]
     if lonely:
         raise HarnessError(f"{', '.join(lonely)} needs a cluster: add --cluster 2 (or more) "
@@ -542,21 +603,28 @@ async def _run_points(plan: Plan, on_result: Callable[[str, dict[str, Any] | Non
     run_dir = plan.out / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run.json").write_text(json.dumps(meta, indent=1))
-    for variant, transport, scenario, params, trial in plan.runs():
-        label = f"{transport} {scenario.name} {results.params_key(params)} #{trial}"
-        if plan.tls_compare:
-            label += " tls" if variant.tls else " plaintext"
-        on_result(label, None)
-        try:
-            raw = await run_one(variant, run_id, meta, transport, scenario, params, trial)
-        except Exception as exc:  # noqa: BLE001 - one failed run must not end the matrix
-            raw = {"version": results.RAW_VERSION, "metadata": meta, "transport": transport,
-                   "scenario": scenario.name, "params": params, "trial": trial,
-                   "profile": plan.profile, "network": plan.network,
-                   "error": f"{type(exc).__name__}: {exc}",
-                   "tls": variant.tls or transport in ALWAYS_ENCRYPTED}
-            results.write_raw(run_dir, raw)
-        on_result(label, raw)
+    try:
+        for variant, transport, scenario, params, trial in plan.runs():
+            label = f"{transport} {scenario.name} {results.params_key(params)} #{trial}"
+            if plan.tls_compare:
+                label += " tls" if variant.tls else " plaintext"
+            on_result(label, None)
+            try:
+                raw = await run_one(variant, run_id, meta, transport, scenario, params, trial)
+            except Exception as exc:  # noqa: BLE001 - one failed run must not end the matrix
+                raw = {"version": results.RAW_VERSION, "metadata": meta,
+                       "transport": transport, "scenario": scenario.name, "params": params,
+                       "trial": trial, "profile": plan.profile, "network": plan.network,
+                       "error": f"{type(exc).__name__}: {exc}",
+                       "tls": variant.tls or transport in ALWAYS_ENCRYPTED,
+                       **({"tls_compared": True} if plan.compared(transport, scenario.name)
+                          else {})}
+                results.write_raw(run_dir, raw)
+            on_result(label, raw)
+    finally:  # what the points shared (browsers) is closed, whatever happened
+        for scenario in {s.name: s for _, s, _, _ in plan.points()}.values():
+            if scenario.teardown is not None:
+                await scenario.teardown()
     results.write_summary(plan.out / "runs", plan.out / "summary.csv")
     return run_dir
 

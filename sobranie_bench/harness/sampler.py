@@ -17,7 +17,7 @@ import psutil
 
 from servers.run import raise_fd_limit
 
-__all__ = ["Sample", "Sampler", "cpu_model", "raise_fd_limit", "read", "schedstat"]
+__all__ = ["OurProcesses", "Sample", "Sampler", "cpu_model", "raise_fd_limit", "read", "schedstat"]
 
 INTERVAL_SECONDS = 0.25
 
@@ -71,21 +71,97 @@ def machine_busy_s() -> float | None:
     return None
 
 
-def ours_cpu_s(pids: Iterable[int]) -> float:
-    """CPU seconds used so far by this process, every descendant of it (servers, workers,
-    the Redis, NATS and HAProxy we started) and ``pids`` (a ``--server-pid``), each once."""
-    me = psutil.Process()
-    procs = {me.pid: me}
-    with contextlib.suppress(psutil.Error):
-        procs.update((p.pid, p) for p in me.children(recursive=True))
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            procs.setdefault(pid, psutil.Process(pid))
-    total = 0.0
-    for proc in procs.values():
-        with contextlib.suppress(psutil.Error):
-            total += read(proc)[0]
-    return total
+@dataclass(frozen=True, slots=True)
+class ProcStat:
+    """One process as ``/proc/PID/stat`` shows it."""
+
+    ppid: int
+    """Its parent now (1, or a subreaper, once its parent has exited)."""
+    sid: int
+    """Its session (a process that called ``setsid`` leads one: sid == pid)."""
+    start: int
+    """Clock ticks after boot when it started: with the pid, one process (pids are reused)."""
+    cpu_s: float
+    """User + system CPU seconds, its own and its reaped children's."""
+
+
+def proc_table() -> dict[int, ProcStat]:
+    """Every process of the machine by pid (empty without ``/proc``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    table: dict[int, ProcStat] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return table
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:  # os.read, not open(): a few hundred processes four times a second
+            fd = os.open(f"/proc/{name}/stat", os.O_RDONLY)
+            try:
+                data = os.read(fd, 4096)
+            finally:
+                os.close(fd)
+            # after "comm) " come fields 3 (state) on: ppid is field 4, session 6, utime,
+            # stime, cutime, cstime 14-17, starttime 22 (proc(5))
+            rest = data[data.rindex(b")") + 2:].split(None, 20)
+            table[int(name)] = ProcStat(int(rest[1]), int(rest[3]), int(rest[19]),
+                                        sum(int(v) for v in rest[11:15]) / tick)
+        except (OSError, ValueError, IndexError):  # it ended meanwhile
+            continue
+    return table
+
+
+class OurProcesses:
+    """The processes a run is charged for, and the CPU seconds they have used.
+
+    Ours: the given roots (the harness, a ``--server-pid``), every descendant of them (servers,
+    workers, the Redis, NATS and HAProxy we started), every member of a session that one of ours
+    leads, and every process once seen as ours for as long as it lives. The last two catch what
+    a tree walk misses: a browser (Playwright and puppeteer start it in a session of its own)
+    whose zygote, renderer and crash handler are forked twice and re-parented to init or a
+    subreaper, away from our tree, yet keep the browser's session. A process that is not ours
+    and was not started in one of our sessions (a busy loop of someone else's) never is.
+
+    CPU seconds only grow: a process that has gone keeps what it used when its parent was not
+    ours (a re-parented helper, reaped by init); when its parent is ours, the parent's reaped
+    children's time holds it already. What a process used after the last sample before it
+    ended (under INTERVAL_SECONDS) is lost, like a process that lived and ended between two
+    samples without a parent of ours.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[int, int], tuple[int, float]] = {}
+        """(pid, start) of each process of ours at the last sample -> (ppid, CPU seconds)."""
+        self._gone_s = 0.0
+        """CPU seconds of processes of ours that have gone, not held by a parent of ours."""
+        self.pids: set[int] = set()
+        """The processes of ours at the last sample."""
+
+    def cpu_s(self, roots: Iterable[int]) -> float:
+        """CPU seconds every process of ours has used so far (each process once)."""
+        table = proc_table()
+        children: dict[int, list[int]] = {}
+        members: dict[int, list[int]] = {}
+        for pid, st in table.items():
+            children.setdefault(st.ppid, []).append(pid)
+            members.setdefault(st.sid, []).append(pid)
+        todo = [pid for pid in roots if pid in table]
+        todo += [pid for pid, start in self._seen if pid in table and table[pid].start == start]
+        ours: set[int] = set()
+        while todo:
+            pid = todo.pop()
+            if pid in ours:
+                continue
+            ours.add(pid)
+            todo += children.get(pid, [])
+            if table[pid].sid == pid:
+                todo += members.get(pid, [])
+        now = {(pid, table[pid].start): (table[pid].ppid, table[pid].cpu_s) for pid in ours}
+        self._gone_s += sum(cpu for key, (ppid, cpu) in self._seen.items()
+                            if key not in now and ppid not in ours)
+        self._seen, self.pids = now, ours
+        return self._gone_s + sum(cpu for _ppid, cpu in now.values())
 
 
 class Sampler:
@@ -96,6 +172,8 @@ class Sampler:
         self.samples: dict[str, list[Sample]] = {name: [] for name in pids}
         self.machine: list[list[float]] = []
         """[t, busy CPU seconds of the whole machine, CPU seconds of our processes]."""
+        self.ours = OurProcesses()
+        """Which processes are ours (what ``noisy`` leaves out)."""
         self._task: asyncio.Task[None] | None = None
 
     def mark(self) -> dict[str, Sample]:
@@ -110,7 +188,7 @@ class Sampler:
                 self.samples[name].append(out[name])
         busy = machine_busy_s()
         if busy is not None:
-            ours = ours_cpu_s(p.pid for p in self.procs.values())
+            ours = self.ours.cpu_s([os.getpid(), *(p.pid for p in self.procs.values())])
             self.machine.append([round(now, 4), round(busy, 3), round(ours, 4)])
         return out
 

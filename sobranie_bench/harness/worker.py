@@ -39,7 +39,12 @@ def main() -> None:
     use_barrier(barrier)
 
     async def run() -> dict[str, Any]:
-        return await registry()[spec["scenario"]].part(ctx)
+        scenario = registry()[spec["scenario"]]
+        try:
+            return await scenario.part(ctx)
+        finally:
+            if scenario.teardown is not None:
+                await scenario.teardown()
 
     result = asyncio.run(run())
     sys.stdout.write(json.dumps(result) + "\n")

@@ -6,6 +6,7 @@ removes what a killed run left (:func:`cleanup_stale`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -13,9 +14,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
+from sobranie_bench.netlab.link import in_netns
 from sobranie_bench.netlab.profiles import Profile
 
 PREFIX = "sbl"
@@ -28,6 +31,9 @@ VERIFY_ATTEMPTS = 2
 LINK_ENV = "SOBRANIE_NETLAB_LINK"
 """Environment variable with the running link's pid (its ``SIGUSR1`` / ``SIGUSR2`` cut it and
 bring it back): the harness's worker processes inherit it."""
+SERVER_NS_ENV = "SOBRANIE_NETLAB_SERVER_NS"
+"""Environment variable with the running lab's server namespace (:func:`beside_server`)."""
+T = TypeVar("T")
 _NAME = re.compile(rf"^{PREFIX}(\d+)[sc]$")
 
 
@@ -192,6 +198,7 @@ class Lab:
                                      start_new_session=True)
         assert self.link.stdout is not None
         os.environ[LINK_ENV] = str(self.link.pid)  # for the harness's workers (reconnect)
+        os.environ[SERVER_NS_ENV] = self.server_ns  # for their publishers beside the server
         line = self.link.stdout.readline().strip()
         if line != "ready":
             raise LabError(f"the link process did not start (exit {self.link.poll()})")
@@ -223,6 +230,7 @@ class Lab:
 
     def close(self) -> None:
         os.environ.pop(LINK_ENV, None)
+        os.environ.pop(SERVER_NS_ENV, None)
         if self.link is not None and self.link.poll() is None:
             self.link.kill()
             self.link.wait()
@@ -242,3 +250,20 @@ def set_link_down(down: bool) -> None:
     if not pid:
         raise LabError("no network lab is running (this scenario needs --network)")
     os.kill(int(pid), signal.SIGUSR1 if down else signal.SIGUSR2)
+
+
+async def beside_server(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """``await main()``, beside the server: under a running lab on an event loop of its own in a
+    thread inside the server's namespace (every socket it opens, reconnects and pooled HTTP
+    connections included, stays off the emulated link: a publisher in the data centre); here,
+    on this loop, otherwise. Share only thread-safe objects with it (futures via
+    ``concurrent.futures``)."""
+    netns = os.environ.get(SERVER_NS_ENV)
+    if not netns:
+        return await main()
+
+    def thread() -> T:
+        with in_netns(netns):
+            return asyncio.run(main())
+
+    return await asyncio.to_thread(thread)

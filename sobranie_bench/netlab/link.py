@@ -27,6 +27,8 @@ import signal
 import struct
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,23 +99,33 @@ def direction(spec: dict[str, Any], mbit: float, rng: random.Random) -> Directio
                      p_enter_bad=enter, p_leave_bad=leave, rng=rng)
 
 
-def open_tun(netns: str, name: str) -> int:
-    """A TUN device called ``name`` inside network namespace ``netns`` (this thread enters it
-    to create the device, then returns home; the fd stays bound to the device)."""
+@contextmanager
+def in_netns(netns: str) -> Iterator[None]:
+    """This thread inside network namespace ``netns`` for the block, then home again: sockets
+    and devices made meanwhile stay bound to ``netns``."""
     libc = ctypes.CDLL(None, use_errno=True)
     home = os.open("/proc/self/ns/net", os.O_RDONLY)
     target = os.open(f"/run/netns/{netns}", os.O_RDONLY)
     try:
         if libc.setns(target, CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), f"setns {netns}")
-        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
-        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
-        if libc.setns(home, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "setns home")
-        return fd
+        try:
+            yield
+        finally:
+            if libc.setns(home, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns home")
     finally:
         os.close(home)
         os.close(target)
+
+
+def open_tun(netns: str, name: str) -> int:
+    """A TUN device called ``name`` inside network namespace ``netns`` (the fd stays bound to
+    the device)."""
+    with in_netns(netns):
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
+    return fd
 
 
 def serve(spec: dict[str, Any]) -> None:

@@ -15,12 +15,13 @@ __all__ = ["Results", "build", "load"]
 
 
 def build(results_dir: Path | str = "results", out_dir: Path | str | None = None,
-          with_charts: bool = True) -> list[Path]:
+          with_charts: bool = True, res: Results | None = None) -> list[Path]:
     """Write comparison.md, claims.md, recommendation.md, summary.md, summary.ru.md,
     failures.md (and charts/) and the network section, then the index README.md, from the raw
     results under ``results_dir`` into ``out_dir`` (default: ``results_dir``); return the
     paths. What failed (scenarios, and notebooks executed into ``out_dir/notebooks``) opens
-    every page."""
+    every page. ``res``: the results of ``results_dir`` already loaded (what is computed from
+    them once, such as the recommendation's costing, is then shared with the caller)."""
     from sobranie_bench.report import (
         charts,
         claims,
@@ -31,7 +32,7 @@ def build(results_dir: Path | str = "results", out_dir: Path | str | None = None
         summary,
     )
 
-    res = load(results_dir)
+    res = res if res is not None else load(results_dir)
     out = Path(out_dir) if out_dir is not None else Path(results_dir)
     paths = [comparison.write(res, out), claims.write(res, out), recommendation.write(res, out),
              *summary.write(res, out)]
@@ -41,6 +42,6 @@ def build(results_dir: Path | str = "results", out_dir: Path | str | None = None
     paths.append(failures.write(failed, out))
     if with_charts:
         paths += charts.write_all(res, out / "charts")
-    paths += network.write(Path(results_dir), out, with_charts)
+    paths += network.write(Path(results_dir), out, with_charts, res)
     paths.append(summary.write_index(res, out))
     return paths

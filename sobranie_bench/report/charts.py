@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from sobranie_bench.clients import TRANSPORTS
-from sobranie_bench.harness.recorder import merge
+from sobranie_bench.harness.recorder import merge, stats
 from sobranie_bench.report import text
 from sobranie_bench.report.data import Results
 
@@ -121,7 +121,8 @@ def latency_percentiles(res: Results) -> Figure:
         count = hist.get_total_count()
         shown = [p for p in PERCENTILES if supported(p, count)]
         xs = [-math.log10(1 - p / 100) for p in shown]
-        ys = [hist.get_value_at_percentile(p) / 1000 for p in shown]
+        at = stats(hist, tuple(shown))
+        ys = [at[f"p{p:g}"] / 1000 for p in shown]
         ax.plot(xs, ys, marker="o", ms=3, color=color(t),
                 label=f"{_label(res, t, 'echo')} ({count:,} samples)")
         drawn = True

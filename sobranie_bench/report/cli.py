@@ -27,7 +27,7 @@ def _report(args: argparse.Namespace) -> int:
         paths += execute_notebooks(results, out / "notebooks", failures=failed)
         paths.append(failures.write_notebook_failures(out / "notebooks", failed))
     if not args.only_notebooks:
-        paths += build(results, out, with_charts=not args.no_charts)
+        paths += build(results, out, with_charts=not args.no_charts, res=res)
         if args.docs:
             from sobranie_bench.report import docs
             paths += docs.refresh(args.docs, res)

@@ -345,13 +345,18 @@ def _results(root: Path, raws: list[dict[str, Any]], ignored: int = 0,
 def load(results_dir: Path | str = "results") -> Results:
     """Every raw result under ``results_dir`` (its ``runs/`` if there is one), newest run per
     transport x scenario x set-up, with their tidy summary rows. One-instance runs make the
-    main results; cluster and shared-broker runs go to ``.scaleout``, ``run --tls-compare``
-    runs to ``.tls_compared``, ``run --network`` runs to ``.networks`` by profile."""
+    main results; cluster and shared-broker runs go to ``.scaleout``, the points of
+    ``run --tls-compare`` (both halves) to ``.tls_compared``, ``run --network`` runs to
+    ``.networks`` by profile."""
     root = Path(results_dir)
     source = root / "runs" if (root / "runs").is_dir() else root
     raws = raw_results.load_raw(source) if source.is_dir() else []
-    compared = [raw for raw in raws if raw["metadata"].get("tls_compare")]
-    raws = [raw for raw in raws if not raw["metadata"].get("tls_compare")]
+    # both halves of every point measured plaintext and over TLS; a `run --tls-compare` run
+    # stays out of the main selection, and so do the plaintext halves of a main run whose
+    # named points were compared (`run --tls-compare echo,...`: its TLS halves are main points)
+    compared = [raw for raw in raws if raw_results.tls_compared(raw)]
+    raws = [raw for raw in raws if raw["metadata"].get("tls_compare") is not True
+            and not (raw_results.tls_compared(raw) and not raw.get("tls"))]
     # runs under an emulated network (`run --network`) are kept apart, by profile
     by_network: dict[str, list[dict[str, Any]]] = {}
     for raw in raws:

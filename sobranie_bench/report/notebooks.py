@@ -46,43 +46,71 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+JOBS = 2
+"""Notebooks executed at once (each in a kernel of its own) when failures are collected."""
+
+
 def execute_notebooks(results_dir: Path | str = "results",
                       out_dir: Path | str = "results/notebooks",
                       parameters: Mapping[str, Any] | None = None,
                       notebooks: Sequence[Path | str] | None = None,
                       kernel_name: str = KERNEL, html: bool = True,
                       timeout: float = 600.0,
-                      failures: list[Failure] | None = None) -> list[Path]:
+                      failures: list[Failure] | None = None,
+                      jobs: int = JOBS) -> list[Path]:
     """Run every notebook with ``RESULTS = results_dir`` (plus ``parameters``), writing the
     executed ``.ipynb`` and, with ``html``, an ``.html`` export to ``out_dir``; return the
-    written paths. A failing notebook raises papermill's PapermillExecutionError after its
-    partial output is saved; given a ``failures`` list, it is appended there instead (its
-    partial output exported too) and the next notebook runs."""
+    written paths, in the notebooks' order. A failing notebook raises papermill's
+    PapermillExecutionError after its partial output is saved; given a ``failures`` list, it
+    is appended there instead (its partial output exported too), the others run all the same,
+    ``jobs`` of them at once (each in a process and a kernel of its own)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    params = {"RESULTS": str(results_dir), **(parameters or {})}
+    todo = [(Path(p), out, params, kernel_name, html, timeout, failures is not None)
+            for p in (notebooks or sources())]
+    if failures is None or jobs <= 1 or len(todo) < 2:
+        done = [_execute(*args) for args in todo]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(jobs, len(todo)),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = list(pool.map(_execute, *zip(*todo, strict=True)))
+    written: list[Path] = []
+    for paths, failure in done:
+        written += paths
+        if failure is not None and failures is not None:
+            failures.append(failure)
+    return written
+
+
+def _execute(source: Path, out: Path, params: Mapping[str, Any], kernel_name: str, html: bool,
+             timeout: float, collect: bool) -> tuple[list[Path], Failure | None]:
+    """One notebook executed (and exported): its written paths, and its failure when
+    ``collect`` (else the failure is raised)."""
     import jupytext
     import nbformat
     import papermill
     from nbconvert import HTMLExporter
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    params = {"RESULTS": str(results_dir), **(parameters or {})}
-    written: list[Path] = []
-    for source in (Path(p) for p in (notebooks or sources())):
-        target = out / f"{source.stem}.ipynb"
-        nbformat.write(jupytext.read(source), target)
-        try:
-            executed = papermill.execute_notebook(
-                _shown(target), _shown(target), parameters=params, kernel_name=kernel_name,
-                progress_bar=False, execution_timeout=timeout, cwd=None)
-        except Exception as exc:  # recorded when the caller collects failures
-            if failures is None:
-                raise
-            failures.append(Failure("notebook", source.stem, _cell_error(exc)))
-            executed = nbformat.read(target, as_version=4)
-        written.append(target)
-        if html:
-            body, _ = HTMLExporter().from_notebook_node(executed)
-            page = target.with_suffix(".html")
-            page.write_text(body)
-            written.append(page)
-    return written
+    target = out / f"{source.stem}.ipynb"
+    nbformat.write(jupytext.read(source), target)
+    failure = None
+    try:
+        executed = papermill.execute_notebook(
+            _shown(target), _shown(target), parameters=dict(params), kernel_name=kernel_name,
+            progress_bar=False, execution_timeout=timeout, cwd=None)
+    except Exception as exc:  # recorded when the caller collects failures
+        if not collect:
+            raise
+        failure = Failure("notebook", source.stem, _cell_error(exc))
+        executed = nbformat.read(target, as_version=4)
+    written = [target]
+    if html:
+        body, _ = HTMLExporter().from_notebook_node(executed)
+        page = target.with_suffix(".html")
+        page.write_text(body)
+        written.append(page)
+    return written, failure

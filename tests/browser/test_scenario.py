@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import psutil
+
 from sobranie_bench import browser
 from sobranie_bench.harness import results, runner
 from sobranie_bench.harness.scenarios import PartContext
@@ -39,7 +41,8 @@ async def test_the_scenario_times_every_engine_and_measures_the_sse_limit(
         info, m = raw["info"], results.metrics(raw)
         assert info["engine"] == engine and info["engine_version"], info
         assert raw["tls"] is True
-        assert m["browser_tabs_ok"][0] == m["browser_tabs"][0] == 3, info["errors"]
+        assert m["browser_tabs_ok"][0] == m["browser_tabs"][0] == raw["params"]["tabs"], \
+            info["errors"]
         assert m["browser_works"][0] == 1.0
         assert 0 < m["hello_p50_us"][0] <= m["first_message_p50_us"][0]
         limit = info["sse_limit"]
@@ -63,6 +66,18 @@ async def test_the_scenario_times_every_engine_and_measures_the_sse_limit(
     section = report_browser.section(res)
     assert "7th tab blocked" in section and "| yes | no |" in section
     assert "| no (h2) |" in section
+
+
+async def test_a_run_launches_an_engine_once_and_closes_it_at_the_end(tmp_path: Path) -> None:
+    plan = runner.Plan(profile="ci", transports=("ws", "longpoll"), scenarios=("browser",),
+                       out=tmp_path, secret=SECRET, overrides=(("engine", "chromium"),))
+    raws = results.load_raw(await runner.run_plan(plan))
+    assert [(r["transport"], r["info"]["launched"]) for r in raws] == [
+        ("longpoll", False), ("ws", True)]  # ws ran first and launched it; load_raw sorts
+    assert all(results.metrics(r)["browser_works"][0] == 1.0 for r in raws)
+    assert not scenario._KEPT  # closed when the plan ended
+    assert not [p for p in psutil.Process().children(recursive=True)
+                if "chrom" in p.name().lower()]
 
 
 async def test_a_refused_page_is_recorded_as_not_working_with_the_reason(start_server) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sobranie_bench.capacity.cli import register
+from tests.capacity.conftest import Raw
 
 
 def run(argv: list[str]) -> int:
@@ -113,3 +114,20 @@ def test_every_subcommand_has_help(sub: str, capsys: pytest.CaptureFixture[str])
         run(["capacity", sub, "--help"])
     assert exit_info.value.code == 0
     assert "example" in capsys.readouterr().out or sub in ("validate", "scaling")
+
+
+def test_validate_cluster_prints_the_fleet_model_beside_a_cluster_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], failover_raw: Raw
+) -> None:
+    run_dir = tmp_path / "runs" / "20260101T000000Z"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"cluster": 3}))
+    (run_dir / "ws-failover-t1.json").write_text(json.dumps(failover_raw(jitter=False)))
+    assert run(["capacity", "validate", "--cluster", str(run_dir), "--json"]) == 0
+    rows = {r["figure"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["cut off"]["predicted"] == "50" and rows["cut off"]["measured"] == "50"
+    assert "no jitter" in rows["all back s"]["note"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run(["capacity", "validate", "--cluster", str(empty)]) == 2
+    assert "no cluster" in capsys.readouterr().out

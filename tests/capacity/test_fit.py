@@ -143,3 +143,96 @@ def test_waiting_for_a_quiet_machine_starts_at_once_or_gives_up() -> None:
 
     assert wait_for_quiet(1e9, timeout_s=0)
     assert not wait_for_quiet(0.0, timeout_s=0, poll_s=0)
+
+
+def raw_echo(failures: int, received: int = 1600, error: str | None = None) -> dict[str, object]:
+    """A raw echo result as the runner writes it (50 connections at 200/s, 8 s window)."""
+    raw: dict[str, object] = {
+        "version": 1, "transport": "ws", "scenario": "echo", "trial": 1, "profile": "calibrate",
+        "params": {"connections": 50, "payload": 48, "rate": 200},
+        "counters": {"connect_failures": failures, "received_measured": received,
+                     "received": received, "sent": 1600},
+    }
+    if error:
+        raw = {k: v for k, v in raw.items() if k != "counters"} | {"error": error}
+    return raw
+
+
+def test_a_trial_whose_every_connection_failed_carries_an_error_and_is_refused() -> None:
+    import dataclasses
+
+    from sobranie_bench.capacity.fit import failure_of, trial_from_raw
+
+    assert failure_of(raw_echo(50, received=0)) == "every connection failed (50 of 50)"
+    assert "connections failed" in (failure_of(raw_echo(3)) or "")
+    assert failure_of(raw_echo(0, received=0)) == "nothing was delivered in the measured window"
+    assert failure_of(raw_echo(0)) is None
+    crashed = trial_from_raw(raw_echo(0, error="OSError: refused"))
+    assert crashed is not None and crashed.failure == "the run failed: OSError: refused"
+    assert crashed.cpu_cores is None
+    # all connections failed: the server idled, a near-zero cost that would pull the fit down
+    dead = dataclasses.replace(trial("echo", 800, 1, 4), cpu_cores=0.002,
+                               failure="every connection failed (50 of 50)")
+    good = fit_transport(grid(), draws=20)
+    fit = fit_transport([*grid(), dead], draws=20)
+    assert dead in fit.refused
+    assert fit.server.inbound_s == pytest.approx(good.server.inbound_s)
+    failed = [dataclasses.replace(t, failure="every connection failed (101 of 101)")
+              if t.scenario == "fanout" else t for t in grid()]
+    with pytest.raises(CalibrationRefused, match="fit trials failed"):
+        fit_transport(failed)
+
+
+def test_a_fit_trial_that_fell_behind_its_load_is_refused() -> None:
+    import dataclasses
+
+    behind = dataclasses.replace(trial("fanout", 20, 600, 4), cpu_cores=0.9, achieved=0.96)
+    fit = fit_transport([*grid(), behind], draws=20)
+    assert behind in fit.refused
+    assert fit.server.delivery_s == pytest.approx(fit_transport(grid(), draws=20).server.delivery_s)
+
+
+def test_a_held_out_point_measured_on_a_busy_machine_is_shown_not_judged() -> None:
+    import dataclasses
+
+    from sobranie_bench.capacity.reality import check_trial
+
+    fit = fit_transport(grid(), draws=20)
+    quiet = trial("echo", 400, 1, 1, profile="holdout")
+    busy = dataclasses.replace(quiet, cpu_cores=(quiet.cpu_cores or 0) * 2, run_queue_wait=0.3)
+    assert all(c.passed for c in check_trial(fit, quiet, None) if c.metric == "cpu cores")
+    cpu = next(c for c in check_trial(fit, busy, None) if c.metric == "cpu cores")
+    assert cpu.passed is None and "not judged" in cpu.note and cpu.error is not None
+    failed = dataclasses.replace(quiet, failure="every connection failed (50 of 50)")
+    (row,) = check_trial(fit, failed, None)
+    assert row.passed is None and "not predicted" in row.note
+
+
+def test_a_step_that_lost_messages_ends_the_knee_whatever_its_p95() -> None:
+    steps = (Step(100, 100e3), Step(200, 200e3), Step(300, 250e3, failed=True))
+    knee = Trial("ws", "capacity", "", 1, "holdout", 20, 0, 0, None, None, None, {}, None,
+                 steps=steps, sla_ms=500)
+    assert measured_knee(knee) == (200, "the next step lost messages or connections")
+
+
+def test_a_calibration_runs_fit_points_held_out_points_thrice_and_the_knee_once() -> None:
+    from pathlib import Path
+
+    from sobranie_bench.capacity.measure import plans
+    from sobranie_bench.harness.runner import count_points
+
+    fit, holdout, knee = plans(Path("out"), ("ws",), quick=True)
+    assert (fit.profile, holdout.profile, knee.profile) == ("calibrate", "holdout", "holdout")
+    assert count_points(fit) == 3 * (2 + 3)  # echo at 2 rates, fan-out at 3 sizes
+    assert count_points(holdout) == 3 * 2 and count_points(knee) == 1
+
+
+def test_held_out_trials_of_one_point_are_judged_on_their_median() -> None:
+    from sobranie_bench.capacity.reality import validate_against
+
+    fit = fit_transport(grid(), draws=20)
+    held = [trial("echo", 400, 1, n, profile="holdout", noise=noise)
+            for n, noise in ((1, 0.4), (2, 0.0), (3, -0.02))]  # one wild trial of three
+    checks = validate_against(grid() + held, {"ws": fit}).checks
+    (cpu,) = [c for c in checks if c.metric == "cpu cores"]
+    assert cpu.passed and "median of 3 trials" in cpu.note

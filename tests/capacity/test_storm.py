@@ -57,3 +57,10 @@ def test_same_seed_same_storm() -> None:
 def test_unknown_strategy_is_refused() -> None:
     with pytest.raises(ValueError):
         storm(10, 1, "panic")  # type: ignore[arg-type]
+
+
+def test_a_small_storm_is_resolved_below_a_second() -> None:
+    coarse = storm(30, instances=2, strategy="none", connect_capacity_per_s=1000)
+    fine = storm(30, instances=2, strategy="none", connect_capacity_per_s=1000, step_s=0.01)
+    assert coarse.time_to_recover_s == 1.0
+    assert fine.time_to_recover_s is not None and fine.time_to_recover_s < 0.1

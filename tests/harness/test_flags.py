@@ -13,11 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from sobranie_bench.harness import results
 from sobranie_bench.harness.recorder import Recorder
 from sobranie_bench.harness.runner import Plan, run_plan
+from sobranie_bench.harness.sampler import Sampler
 from tests.conftest import SECRET
 
 BUSY_SECONDS = 60  # a busy loop ends by itself even if the test dies
@@ -100,3 +102,48 @@ def test_a_busy_loop_beside_the_measurement_marks_it_noisy(busy_loops: list[int]
     assert others is not None and others > results.NOISY_SHARE * raw["machine"]["cores"]
     assert results.flags(raw)["noisy"]
     assert all(r["noisy"] for r in results.summarize(raw))
+
+
+HELPER_CPU_S = 0.5
+"""CPU seconds the re-parented helper burns before it reports."""
+BROWSER = f"""
+import os, sys, time
+# like Chromium under Playwright: a session of its own, whose helper is forked twice and
+# re-parented away from the tree (to init or a subreaper)
+if os.fork() == 0:
+    if os.fork() == 0:
+        end = time.time() + {BUSY_SECONDS}
+        while time.process_time() < {HELPER_CPU_S} and time.time() < end:
+            pass
+        print(os.getpid(), time.process_time(), flush=True)
+        sys.stdin.read()  # until the test closes the pipe
+    os._exit(0)
+os.wait()
+sys.stdin.read()
+"""
+
+
+def test_a_re_parented_helper_of_ours_is_ours_and_a_stranger_is_not(
+        busy_loops: list[int]) -> None:
+    sampler = Sampler({"harness": os.getpid()})
+    sampler.mark()
+    browser = subprocess.Popen([sys.executable, "-c", BROWSER], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert browser.stdin is not None and browser.stdout is not None
+        pid, used = browser.stdout.readline().split()
+        helper = psutil.Process(int(pid))
+        assert helper.ppid() != browser.pid and helper.pid not in {
+            p.pid for p in psutil.Process().children(recursive=True)}  # out of our tree
+        sampler.mark()
+        assert helper.pid in sampler.ours.pids
+        assert not sampler.ours.pids & set(busy_loops)
+    finally:
+        browser.communicate(timeout=30)  # stdin closed: the browser and its helper end
+    with contextlib.suppress(psutil.NoSuchProcess, psutil.TimeoutExpired):
+        helper.wait(timeout=30)  # reaped by whoever adopted it (or left a zombie: still seen)
+    sampler.mark()
+    # the helper's CPU stays ours after it has gone (its parent was not ours: nobody of ours
+    # holds it in their children's time)
+    (_, _, first), (_, _, last) = sampler.machine[0], sampler.machine[-1]
+    assert last - first >= float(used)

@@ -76,3 +76,17 @@ def test_merge_equals_recording_everything_in_one() -> None:
         whole.record_ns(0, v * 1000)
     merged = merge([p.encoded()["measured"] for p in parts])
     assert stats(merged) == stats(decode(whole.encoded()["measured"]))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=3_600_000_000), min_size=1, max_size=400))
+def test_stats_are_hdrhs_own_mean_and_percentiles(values: list[int]) -> None:
+    # stats() reads the counts array at once; hdrh walks it value by value: the same figures
+    rec = Recorder(measure_from_ns=0)
+    for v in values:
+        rec.record_ns(0, v * 1000)
+    hist = decode(rec.encoded()["measured"])
+    s = stats(hist)
+    assert s["mean"] == hist.get_mean_value() and s["max"] == hist.get_max_value()
+    for p in (50.0, 90.0, 95.0, 99.0, 99.9):
+        assert s[f"p{p:g}"] == hist.get_value_at_percentile(p), p

@@ -132,3 +132,35 @@ async def test_tls_compare_runs_each_point_plaintext_and_tls_on_fresh_servers(
                                                                                   "True"}
     with pytest.raises(HarnessError, match="tls-compare"):
         await run_plan(replace(plan, target="http://127.0.0.1:9"))
+
+
+def test_tls_compare_with_names_compares_those_points_and_runs_the_rest_over_tls() -> None:
+    plan = Plan(profile="ci", transports=("ws", "sse", "webtransport"),
+                scenarios=("echo", "fanout"), tls_compare=True,
+                tls_compare_only=("echo", "ws", "webtransport"))
+    runs = [(t, s.name, v.tls) for v, t, s, _, _ in plan.runs()]
+    assert runs == [("ws", "echo", False), ("ws", "echo", True), ("ws", "fanout", True),
+                    ("sse", "echo", True), ("sse", "fanout", True),
+                    ("webtransport", "echo", True), ("webtransport", "fanout", True)]
+    assert [t for t in ("ws", "sse", "webtransport") if plan.compared(t, "echo")] == ["ws"]
+
+
+async def test_tls_compare_refuses_a_name_that_is_neither_scenario_nor_transport() -> None:
+    with pytest.raises(HarnessError, match="neither a scenario nor a transport"):
+        await run_plan(Plan(profile="ci", transports=("ws",), scenarios=("echo",),
+                            tls_compare=True, tls_compare_only=("echo", "eccho")))
+
+
+def test_only_runs_a_scenario_for_the_transports_it_names() -> None:
+    plan = Plan(profile="ci", transports=("ws", "sse", "longpoll"), scenarios=("echo", "fanout"),
+                only=(("fanout", ("ws", "sse")),))
+    assert [(t, s.name) for t, s, _, _ in plan.points()] == [
+        ("ws", "echo"), ("ws", "fanout"), ("sse", "echo"), ("sse", "fanout"),
+        ("longpoll", "echo")]
+
+
+async def test_only_refuses_an_unknown_scenario_or_transport() -> None:
+    for only in ((("fanout", ("ws", "wss")),), (("fan-out", ("ws",)),)):
+        with pytest.raises(HarnessError, match="--only"):
+            await run_plan(Plan(profile="ci", transports=("ws",), scenarios=("echo",),
+                                only=only))

@@ -116,6 +116,28 @@ def test_a_tls_compare_run_stays_out_of_the_main_selection(results_copy: Path) -
     assert [c.transport for c in tls_cost.costs(res)] == ["ws"]
 
 
+def test_a_main_run_that_compared_some_points_keeps_their_tls_halves_as_main_figures(
+        tmp_path: Path) -> None:
+    # `run --tls-compare echo,...`: the echo points ran both ways, fan-out over TLS only
+    root = tmp_path / "results"
+    base = raw_file("ws", "echo")
+    plain = as_transport(base, "ws", tls=False, tls_compared=True)
+    encrypted = as_transport(scaled_cpu(base, 2.0), "ws", tls=True, tls_compared=True)
+    fanout = as_transport(raw_file("ws", "fanout"), "ws", tls=True)
+    for raw in (plain, encrypted, fanout):
+        raw["metadata"] = {**raw["metadata"], "tls_compare": ["echo"]}
+        add_raw(root, raw, "20261201T000000Z")
+    assert len(list((root / "runs").rglob("ws-echo-*.json"))) == 2  # -plain: no overwrite
+    res = load(root)
+    main = res.figure("ws", "echo", "server_cpu_us_per_msg")
+    assert main is not None and main.value == server_cpu(encrypted)
+    assert [r["tls"] for r in res.raw("ws", "echo")] == [True]
+    assert res.measured("ws", "fanout")
+    assert res.tls_compared is not None and not res.tls_compared.measured("ws", "fanout")
+    [cost] = tls_cost.costs(res)
+    assert cost.run_id == "20261201T000000Z" and abs(cost.per_message.ratio - 2.0) < 0.01
+
+
 def test_no_tls_comparison_says_how_to_measure_it(fixture_dir: Path) -> None:
     section = tls_cost.section(load(fixture_dir))
     assert "Not measured" in section and "--tls-compare" in section

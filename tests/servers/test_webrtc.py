@@ -10,13 +10,15 @@ import json
 import re
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from servers.aiohttp_common import HUB
 from servers.run import Options, core
 from servers.webrtc import make_app
-from sobranie_contract.framing import RELIABLE
+from sobranie_bench.clients import ClientError
+from sobranie_contract.framing import DELIVERIES, RELIABLE
 from sobranie_contract.ice import pin_host_candidates
 from tests.conftest import SECRET, UNIT, messages, metrics_text, next_of, token, until_metric
 
@@ -179,3 +181,30 @@ async def test_pinning_one_peer_leaves_the_others_alone():
               if line.startswith("a=candidate:")} for pc in (pinned, free)]
     assert hosts[0] == {"127.0.0.1"}
     assert "127.0.0.1" not in hosts[1]  # aioice's own choice: it never gathers loopback
+
+
+async def test_unreliable_delivery_rides_the_deliveries_channel(start_server, clients):
+    """``delivery="unreliable"``: the client opens ``sobranie-deliveries`` (unordered, no
+    retransmits) and the server sends channels' messages there; acks stay on ``sobranie``."""
+    server = await start_server(T)
+    sub = clients(T, server.url, "bob", delivery="unreliable")
+    pub = clients(T, server.url, "alice")
+    await sub.connect(["game:1"])
+    await pub.connect()
+    for i in range(5):
+        assert await pub.publish("game:1", {"i": i}) == i + 1
+    got = sorted([(await next_of(sub, "message", "game:1"))["data"]["i"] for _ in range(5)])
+    assert got == list(range(5))
+    assert sub.carriers[DELIVERIES] == 5 and sub.carriers[RELIABLE] >= 2, sub.carriers
+    assert pub.carriers == {RELIABLE: pub.carriers[RELIABLE]}  # ordered: nothing else
+    (deliveries,) = [c for c in sub._pc.sctp._data_channels.values() if c.label == DELIVERIES]
+    assert deliveries.ordered is False and deliveries.maxRetransmits == 0
+    assert await _metric(server.url, "sobranie_webrtc_unreliable_deliveries_total") == 5
+
+
+async def test_a_delivery_the_transport_lacks_is_a_clear_error(clients):
+    with pytest.raises(ClientError, match="webrtc cannot deliver 'per-channel'; it offers "
+                                          "ordered, unreliable"):
+        clients(T, "http://127.0.0.1:1", delivery="per-channel")
+    with pytest.raises(ClientError, match="ws cannot deliver 'unreliable'; it offers ordered"):
+        clients("ws", "http://127.0.0.1:1", delivery="unreliable")

@@ -45,7 +45,14 @@ from sobranie_bench.clients.webtransport import (
 )
 from sobranie_contract import wire
 from sobranie_contract.framing import CapsuleReader, LineSplitter, close_capsule, parse_close
-from tests.conftest import SECRET, UNIT, next_of, subscriber_and_publisher, token
+from tests.conftest import (
+    SECRET,
+    UNIT,
+    metrics_text,
+    next_of,
+    subscriber_and_publisher,
+    token,
+)
 
 WT = "webtransport"
 
@@ -372,3 +379,78 @@ def test_serve_command_prints_the_endpoints():
         assert info["url"].startswith("https://127.0.0.1:")
         assert info["webtransport"] == info["url"] + "/wt"
         assert asyncio.run(hello())["user"] == "cli"
+
+
+# --- delivery: where a session's messages travel (docs/protocol.md, "Delivery") -------------
+
+
+async def test_per_channel_delivery_puts_each_channel_on_a_stream_of_its_own(start_server,
+                                                                           clients):
+    server = await start_server(WT)
+    sub = clients(WT, server.url, "bob", delivery="per-channel")
+    pub = clients(WT, server.url, "alice")
+    channels = ["room:a", "room:b", "room:c"]
+    await sub.connect(channels)
+    await pub.connect()
+    for i in range(3):
+        for channel in channels:
+            await pub.publish(channel, {"i": i})
+    got: dict[str, list[int]] = {}
+    while sum(map(len, got.values())) < 9:
+        env = await next_of(sub, "message")
+        got.setdefault(env["channel"], []).append(env["data"]["i"])
+    assert got == {channel: [0, 1, 2] for channel in channels}  # in order within a channel
+    streams = {k: n for k, n in sub.carriers.items() if k != "stream"}
+    assert sorted(streams.values()) == [3, 3, 3], sub.carriers  # three streams, 3 messages each
+    assert all(int(k.split()[1]) % 4 == 3 for k in streams)  # server-opened unidirectional
+    assert "sobranie_webtransport_channel_streams_total 3" in await metrics_text(
+        server.endpoints["http"])
+
+
+async def test_unreliable_delivery_sends_messages_as_datagrams(start_server, clients):
+    server = await start_server(WT)
+    sub = clients(WT, server.url, "bob", delivery="unreliable")
+    pub = clients(WT, server.url, "alice")
+    await sub.connect(["game:1"])
+    await pub.connect()
+    for i in range(5):
+        await pub.publish("game:1", {"i": i})
+    await pub.publish("game:1", {"big": "x" * 2000})  # over one datagram: on the stream
+    got = [(await next_of(sub, "message", "game:1"))["data"] for _ in range(6)]
+    assert sorted(d["i"] for d in got if "i" in d) == list(range(5))
+    assert {"big": "x" * 2000} in got
+    assert sub.carriers["datagram"] == 5, sub.carriers
+    assert sub.cursor["game:1"] == 6
+    assert "sobranie_webtransport_message_datagrams_total 5" in await metrics_text(
+        server.endpoints["http"])
+
+
+async def test_an_unknown_delivery_is_refused_before_the_session(start_server):
+    server = await start_server(WT)
+    port = int(server.url.rsplit(":", 1)[1])
+    proto = await connect_quic("127.0.0.1", port, server.endpoints["cert_sha256"],
+                               ByteCounter(), UNIT)
+    try:
+        with pytest.raises(ClientError, match="HTTP 400.*delivery='sideways' is none of"):
+            await proto.open_session(b"127.0.0.1", f"/wt?token={token('a')}&delivery=sideways"
+                                     .encode(), UNIT)
+    finally:
+        proto.shutdown(graceful=True)
+
+
+async def test_a_migrated_connection_keeps_its_session(start_server, clients):
+    """QUIC connection migration: a new UDP socket (new local port) and connection ID, the
+    same session: no reconnect, no new hello, messages keep coming."""
+    server = await start_server(WT)
+    sub, pub = await subscriber_and_publisher(clients, WT, server.url, "news:1")
+    await pub.publish("news:1", {"n": 1})
+    assert (await next_of(sub, "message", "news:1"))["data"] == {"n": 1}
+    conn, port = sub.conn, sub._proto._transport.get_extra_info("sockname")[1]
+    await sub.migrate()
+    assert sub._proto._transport.get_extra_info("sockname")[1] != port
+    await pub.publish("news:1", {"n": 2})
+    assert (await next_of(sub, "message", "news:1"))["data"] == {"n": 2}
+    assert (sub.migrations, sub.reconnects, sub.conn) == (1, 0, conn)
+    await sub.subscribe("news:2")  # the path works both ways
+    await pub.publish("news:2", {"n": 3})
+    assert (await next_of(sub, "message", "news:2"))["data"] == {"n": 3}

@@ -112,6 +112,12 @@ class PartContext:
         """Instance ``i mod N``'s own URL in a cluster run; the server's URL otherwise."""
         return self.instances[i % len(self.instances)] if self.instances else self.url
 
+    @property
+    def deliveries(self) -> frozenset[str]:
+        """The delivery modes this transport's client offers (``Delivery``, chosen by the
+        client's ``delivery=``)."""
+        return TRANSPORTS[self.transport].client_class().deliveries
+
     def client(self, user: str, *, url: str | None = None, **kwargs: Any) -> Client:
         """A client of the server under test (or of ``url``: one instance of a cluster)."""
         kwargs.setdefault("timeout", self.timeout)
@@ -160,6 +166,10 @@ class Scenario:
     load_seconds: Callable[[Params], float] | None = None
     """Seconds a point's load takes beyond warm-up and window (ramps, holds, steps), for
     planning a profile's duration."""
+    teardown: Callable[[], Awaitable[None]] | None = None
+    """Called once when the process that ran its parts is done with them (the runner at the
+    plan's end, a worker after its part): closes what its points shared (the browser
+    scenario's open browsers)."""
 
     def window(self, profile: str, params: Params) -> tuple[float, float]:
         """(warm-up, duration) seconds of one point under ``profile``."""

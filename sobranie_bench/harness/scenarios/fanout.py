@@ -9,11 +9,16 @@ its subscribe) minus what arrived.
 In a cluster run (``run --cluster N``) subscriber *i* connects to instance *i mod N* and the
 publishers to instance 0, so each delivery is also recorded by its hop: ``local`` (the
 publisher's instance) or ``remote`` (through the shared broker to another instance).
+
+Under ``--network`` the subscribers sit behind the emulated link and the publishers beside the
+server (:func:`~sobranie_bench.netlab.lab.beside_server`): a delivery's latency is the server's
+and the link's downstream, as a feature's SLA judges it for users on that network.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from typing import Any
 
@@ -30,6 +35,7 @@ from sobranie_bench.harness.scenarios import (
     quiet,
     sleep_until,
 )
+from sobranie_bench.netlab.lab import beside_server
 
 
 class Tally:
@@ -100,16 +106,52 @@ async def part(ctx: PartContext) -> dict[str, Any]:
                                url=ctx.instance_url(i)))
         sub_channels.append([channels[i % len(channels)]])
     failed = await connect_all(subs, sub_channels)
-
-    publishers = []
-    if ctx.index == 0:  # one publisher per channel, in the first part
-        publishers = [ctx.client(f"pub-{c}", on_envelope=lambda env: None,
-                                 url=ctx.instance_url(0))
-                      for c in range(len(channels))]
-        failed += await connect_all(publishers)
-    ctx = ctx.started()
+    started: concurrent.futures.Future[PartContext] = concurrent.futures.Future()
+    side = asyncio.ensure_future(beside_server(lambda: publishing(ctx, channels, started)))
+    ctx = await asyncio.wrap_future(started)
     for r in (rec, *hops.values()):
         r.measure_from_ns, r.measure_until_ns = ctx.measure_ns, ctx.end_ns
+    await sleep_until(ctx.end_ns)  # a part without the publisher listens as long as it sends
+    acked, pub_failed = await side
+    failed += pub_failed
+    await quiet(lambda: sum(t.unique for t in tallies), timeout=ctx.timeout)
+    end = time.monotonic()
+    await close_all(subs)
+    per_channel_subs: dict[str, int] = {}
+    per_channel_unique: dict[str, int] = {}
+    per_channel_joined: dict[str, int] = {}
+    for tally, (ch,) in zip(tallies, sub_channels):
+        per_channel_subs[ch] = per_channel_subs.get(ch, 0) + 1
+        per_channel_unique[ch] = per_channel_unique.get(ch, 0) + tally.unique
+        per_channel_joined[ch] = per_channel_joined.get(ch, 0) + (tally.joined or 0)
+    return {"histograms": {"latency": rec.encoded(),
+                           **{f"latency_{hop}": r.encoded() for hop, r in hops.items()}},
+            "counters": {"published": sum(acked.values()),
+                         "delivered": sum(t.unique for t in tallies),
+                         "delivered_measured": delivered_measured,
+                         "delivered_in_window": rec.in_window,
+                         "duplicated": sum(t.duplicates for t in tallies),
+                         "connect_failures": failed, "subscribers": len(subs)},
+            "per_channel": {"acked": acked, "subscribers": per_channel_subs,
+                            "unique": per_channel_unique, "joined": per_channel_joined},
+            "times": {"load_end": end, "last_rx": last_rx, **ctx.milestones()}}
+
+
+async def publishing(ctx: PartContext, channels: list[str],
+                     started: concurrent.futures.Future[PartContext]) -> tuple[dict[str, int], int]:
+    """The publishers' side: one per channel (in the first part), connected, then publishing at
+    the offered rate from the load's start (``started`` gets the context once they are
+    connected); returns what was acknowledged per channel and how many failed to connect."""
+    p = ctx.params
+    publishers = [ctx.client(f"pub-{c}", on_envelope=lambda env: None, url=ctx.instance_url(0))
+                  for c in range(len(channels))] if ctx.index == 0 else []
+    try:
+        failed = await connect_all(publishers)
+    except BaseException as exc:  # cancelled while connecting: the caller must not wait on
+        started.set_exception(exc)
+        raise
+    ctx = ctx.started()
+    started.set_result(ctx)
     acked: dict[str, int] = {ch: 0 for ch in channels}
     in_flight: set[asyncio.Future[Any]] = set()
     pad = padding(int(p["payload"]), ctx.rng())
@@ -129,31 +171,13 @@ async def part(ctx: PartContext) -> dict[str, Any]:
         await open_loop(Schedule(float(p["rate"]) / len(channels), bool(p.get("poisson"))),
                         send, start_ns=ctx.start_ns, duration=ctx.warmup + ctx.duration, rng=rng)
 
-    await sleep_until(ctx.start_ns)
-    await asyncio.gather(*(publish(pub, ch) for pub, ch in zip(publishers, channels)))
-    await drain(lambda: not in_flight, timeout=ctx.timeout)
-    await sleep_until(ctx.end_ns)  # a part without the publisher listens as long as it sends
-    await quiet(lambda: sum(t.unique for t in tallies), timeout=ctx.timeout)
-    end = time.monotonic()
-    await close_all(subs + publishers)
-    per_channel_subs: dict[str, int] = {}
-    per_channel_unique: dict[str, int] = {}
-    per_channel_joined: dict[str, int] = {}
-    for tally, (ch,) in zip(tallies, sub_channels):
-        per_channel_subs[ch] = per_channel_subs.get(ch, 0) + 1
-        per_channel_unique[ch] = per_channel_unique.get(ch, 0) + tally.unique
-        per_channel_joined[ch] = per_channel_joined.get(ch, 0) + (tally.joined or 0)
-    return {"histograms": {"latency": rec.encoded(),
-                           **{f"latency_{hop}": r.encoded() for hop, r in hops.items()}},
-            "counters": {"published": sum(acked.values()),
-                         "delivered": sum(t.unique for t in tallies),
-                         "delivered_measured": delivered_measured,
-                         "delivered_in_window": rec.in_window,
-                         "duplicated": sum(t.duplicates for t in tallies),
-                         "connect_failures": failed, "subscribers": len(subs)},
-            "per_channel": {"acked": acked, "subscribers": per_channel_subs,
-                            "unique": per_channel_unique, "joined": per_channel_joined},
-            "times": {"load_end": end, "last_rx": last_rx, **ctx.milestones()}}
+    try:
+        await sleep_until(ctx.start_ns)
+        await asyncio.gather(*(publish(pub, ch) for pub, ch in zip(publishers, channels)))
+        await drain(lambda: not in_flight, timeout=ctx.timeout)
+    finally:
+        await close_all(publishers)
+    return acked, failed
 
 
 FANOUT_LADDER = (100, 300, 1000)
@@ -175,7 +199,7 @@ SCENARIO = Scenario(
                  for pl in (64, 4096)],
         # the capacity model's fit points and the points it must predict (capacity validate)
         "calibrate": [{"channels": 1, "subscribers": s, "rate": 20, "payload": 64}
-                      for s in (100, 600)],
+                      for s in (100, 400, 800)],
         "holdout": [{"channels": 1, "subscribers": 300, "rate": 20, "payload": 64}],
     },
     timing={"ci": (0.3, 1.5), "standard": (0.3, 1.0), "quick": (2.0, 10.0),

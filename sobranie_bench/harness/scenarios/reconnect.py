@@ -6,6 +6,13 @@ subscriber: when its transport noticed (``detect``: the transport ended, if it e
 was open again after the link came back (``reconnect``), and when the first message arrived after
 it came back (``resume``); and the messages the server acknowledged that it never got (lost) or
 got twice (duplicated). Where resume is promised both must be 0. Needs ``--network``.
+
+With ``change="address"`` the link stays up and every subscriber moves to a new local address
+instead (:meth:`~sobranie_bench.clients.base.Client.migrate`, a phone changing networks): a QUIC
+connection migrates (WebTransport: same connection, new UDP port, the server validates the new
+path), any other transport opens a new connection and resumes. ``reconnect`` is then when it
+was connected again (migrated or reconnected), ``resume`` when the first message arrived after
+the change.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     p = ctx.params
     channel = f"reconnect:{ctx.seed}"
     outage = float(p["outage"])
+    moved = p.get("change", "cut") == "address"
     latency = Recorder()
     seen: list[dict[int, int]] = [{} for _ in range(int(p["subscribers"]))]
     first_after: list[float | None] = [None] * len(seen)
@@ -69,17 +77,21 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     async def cut() -> tuple[float, float, list[tuple[int, float]]]:
         nonlocal up_at
         await sleep_until(ctx.measure_ns)
-        before = [s.reconnects for s in subs]
+        before = [s.reconnects + s.migrations for s in subs]
         down_at = time.monotonic()
-        set_link_down(True)
-        await asyncio.sleep(outage)
-        set_link_down(False)
-        up_at = time.monotonic()
+        if moved:
+            up_at = down_at
+            await asyncio.gather(*(s.migrate() for s in subs))
+        else:
+            set_link_down(True)
+            await asyncio.sleep(outage)
+            set_link_down(False)
+            up_at = time.monotonic()
         back: list[tuple[int, float]] = []  # (subscriber, when it reconnected), polled
         deadline = up_at + ctx.duration
         while time.monotonic() < deadline and len(back) < len(subs):
             for i, s in enumerate(subs):
-                if s.reconnects > before[i] and i not in {b for b, _ in back}:
+                if s.reconnects + s.migrations > before[i] and i not in {b for b, _ in back}:
                     back.append((i, time.monotonic()))
             await asyncio.sleep(0.01)
         return down_at, up_at, back
@@ -101,7 +113,8 @@ async def part(ctx: PartContext) -> dict[str, Any]:
                          "lost": sum(len(want - set(s)) for s in seen),
                          "duplicated": sum(n - 1 for s in seen for n in s.values() if n > 1),
                          "noticed": sum(d is not None for d in detect),
-                         "reconnected": len(back)},
+                         "reconnected": len(back),
+                         "migrated": sum(s.migrations for s in subs)},
             "series": {"detect_s": [d for d in detect if d is not None],
                        "reconnect_s": [t - up_at for _, t in back],
                        "resume_s": [t - up_at for t in first_after if t is not None]},
@@ -118,19 +131,23 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
             m[f"{name}_p50_ms"] = (statistics.median(values) * 1e3, "ms")
             m[f"{name}_max_ms"] = (max(values) * 1e3, "ms")
     for name in ("acked", "unacked", "lost", "duplicated", "noticed", "reconnected", "subscribers",
-                 "connect_failures"):
-        m[name] = (float(c[name]), "count")
+                 "connect_failures", "migrated"):
+        m[name] = (float(c.get(name, 0)), "count")
     m["outage_ms"] = (c["outage_s"] * 1e3, "ms")
     return m
 
 
 SCENARIO = Scenario(
-    name="reconnect", doc="the link drops for N seconds: time to detect, reconnect, resume; "
-    "messages lost / duplicated (needs --network)",
+    name="reconnect", doc="the link drops for N seconds, or the client's address changes: time "
+    "to detect, reconnect (or migrate), resume; messages lost / duplicated (needs --network)",
     part=part,
-    grid={"ci": [{"subscribers": 5, "rate": 20, "outage": 2.0}],
-          "quick": [{"subscribers": 20, "rate": 50, "outage": o} for o in (3.0, 10.0)],
-          "full": [{"subscribers": 50, "rate": 50, "outage": o} for o in (1.0, 3.0, 10.0, 30.0)]},
+    grid={"ci": [{"subscribers": 5, "rate": 20, "outage": 2.0},
+                 {"subscribers": 5, "rate": 20, "outage": 0.0, "change": "address"}],
+          "quick": [*({"subscribers": 20, "rate": 50, "outage": o} for o in (3.0, 10.0)),
+                    {"subscribers": 20, "rate": 50, "outage": 0.0, "change": "address"}],
+          "full": [*({"subscribers": 50, "rate": 50, "outage": o}
+                     for o in (1.0, 3.0, 10.0, 30.0)),
+                   {"subscribers": 50, "rate": 50, "outage": 0.0, "change": "address"}]},
     timing={"ci": (0.5, 4.0), "quick": (2.0, 20.0), "full": (2.0, 40.0)},
     workers=False,
     network=True,

@@ -4,7 +4,9 @@
   instance directly; ``kill_after`` s into the load instance 0 is SIGKILLed. Counts the
   acknowledged messages each subscriber lost or got twice, and how long the cut-off ones took to
   receive a message sent after the kill (reconnect through the balancer with full-jitter
-  backoff, then resume from the cursor).
+  backoff, then resume from the cursor). ``jitter=False``: the subscribers back off without
+  jitter (every cut-off client retries at the same instants: the storm the capacity model's
+  ``none`` strategy predicts).
 * ``backplane``: closed loop (labelled so): one publisher per instance on one channel, each
   keeping ``window`` publishes in flight; acked/s and delivered/s are the most the shared
   broker carries on this machine (every process shares its cores).
@@ -17,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import time
 from typing import Any
 
-from sobranie_bench.clients import Client
+from sobranie_bench.clients import Backoff, Client
 from sobranie_bench.harness.load import Schedule, open_loop
 from sobranie_bench.harness.recorder import Recorder
 from sobranie_bench.harness.scenarios import (
@@ -34,6 +37,13 @@ from sobranie_bench.harness.scenarios import (
     probe,
     sleep_until,
 )
+
+
+class NoJitter(Backoff):
+    """Exponential backoff without jitter: attempt ``a`` waits min(cap, base * 2**a)."""
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return min(self.cap, self.base * 2**attempt)
 
 
 class Subscriber:
@@ -102,7 +112,9 @@ async def failover(ctx: PartContext) -> dict[str, Any]:
     rec = Recorder()
     killed_ns = ctx.start_ns + int(float(p["kill_after"]) * 1e9)
     subs = [Subscriber(rec, back_after_ns=killed_ns) for _ in range(int(p["subscribers"]))]
-    clients = [ctx.client(f"sub-{i}", on_envelope=s.on_envelope) for i, s in enumerate(subs)]
+    backoff: dict[str, Any] = {} if p.get("jitter", True) else {"backoff": NoJitter()}
+    clients = [ctx.client(f"sub-{i}", on_envelope=s.on_envelope, **backoff)
+               for i, s in enumerate(subs)]
     failed = await connect_all(clients, [[channel]] * len(clients))
     pub = Publisher(ctx.client("publisher", url=ctx.instances[-1], reconnect=False))
     failed += await connect_all([pub.client])
@@ -180,8 +192,12 @@ FAILOVER = Scenario(
     part=failover, needs_cluster=True, workers=False,
     grid={"ci": [{"subscribers": 9, "rate": 40, "kill_after": 1.0}],
           "quick": [{"subscribers": 30, "rate": 50, "kill_after": 2.0}],
-          "full": [{"subscribers": s, "rate": 50, "kill_after": 3.0} for s in (30, 300)]},
-    timing={"ci": (0.0, 3.0), "quick": (0.0, 6.0), "full": (0.0, 10.0)},
+          "full": [{"subscribers": s, "rate": 50, "kill_after": 3.0} for s in (30, 300)],
+          # the fleet model's cluster check (capacity validate --cluster): every client of
+          # the killed instance reconnects at once, with and without jitter
+          "holdout": [{"subscribers": 150, "rate": 40, "kill_after": 1.0, "jitter": j}
+                      for j in (True, False)]},
+    timing={"ci": (0.0, 3.0), "quick": (0.0, 6.0), "full": (0.0, 10.0), "holdout": (0.0, 3.0)},
     headline=[("acked", "acked"), ("cut_off", "cut off"), ("lost", "lost"),
               ("duplicated", "dup"), ("recovery_max_s", "all back s")],
 )
@@ -192,8 +208,9 @@ BACKPLANE = Scenario(
     part=backplane, needs_cluster=True, workers=False,
     grid={"ci": [{"subscribers": 4, "window": 8, "payload": 64}],
           "quick": [{"subscribers": 20, "window": 32, "payload": 64}],
-          "full": [{"subscribers": 20, "window": 32, "payload": pl} for pl in (64, 4096)]},
-    timing={"ci": (0.2, 2.0), "quick": (1.0, 5.0), "full": (2.0, 10.0)},
+          "full": [{"subscribers": 20, "window": 32, "payload": pl} for pl in (64, 4096)],
+          "holdout": [{"subscribers": 6, "window": 8, "payload": 64}]},
+    timing={"ci": (0.2, 2.0), "quick": (1.0, 5.0), "full": (2.0, 10.0), "holdout": (1.0, 4.0)},
     headline=[("acked_per_s", "acked/s (closed loop)"), ("delivered_per_s", "deliv/s"),
               ("broker_cpu_us_per_msg", "broker µs/msg"), ("lost", "lost")],
 )

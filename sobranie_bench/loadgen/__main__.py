@@ -1,0 +1,3 @@
+from sobranie_bench.loadgen import main
+
+main()

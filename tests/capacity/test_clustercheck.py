@@ -1,0 +1,50 @@
+"""The fleet model against a cluster run: predictions beside made-up measured results."""
+
+from __future__ import annotations
+
+import pytest
+
+from sobranie_bench.capacity.clustercheck import cluster_checks
+from sobranie_bench.capacity.fit import trial_from_raw
+from sobranie_bench.capacity.fleet import RedisSpec
+from sobranie_bench.clients import Backoff
+from tests.capacity.conftest import Raw, histogram
+
+
+def test_an_instance_loss_is_predicted_for_the_same_n_and_load(failover_raw: Raw) -> None:
+    checks = {(c.point.split(" jitter=")[1].split()[0], c.metric): c
+              for c in cluster_checks([failover_raw(True), failover_raw(False)])}
+    for jitter in ("True", "False"):
+        assert checks[jitter, "cut off"].predicted == 50 and checks[jitter, "cut off"].measured == 50
+        assert checks[jitter, "lost"].predicted == 0
+        assert checks[jitter, "duplicated"].measured == 2  # a measured fact, shown
+    back = checks["False", "all back s"]
+    assert back.measured == pytest.approx(0.12)
+    assert back.predicted is not None and back.predicted >= Backoff().base  # no jitter: waits base
+    assert "no jitter" in back.note and "full jitter" in checks["True", "all back s"].note
+    assert all(c.passed is None for c in checks.values())  # shown, not judged
+
+
+def test_one_server_results_are_not_the_fleet_models_and_cluster_ones_not_the_instances(
+    failover_raw: Raw,
+) -> None:
+    assert cluster_checks([failover_raw(True, cluster=1)]) == []
+    fanout = {"version": 1, "transport": "ws", "scenario": "fanout", "trial": 1,
+              "metadata": {"cluster": 3}, "params": {"subscribers": 100, "rate": 50}}
+    assert trial_from_raw(fanout) is None
+
+
+def test_the_broker_cost_counts_the_publishing_script_and_each_subscribed_instance() -> None:
+    raw = {"version": 1, "transport": "ws", "scenario": "backplane", "trial": 1,
+           "metadata": {"cluster": 3}, "params": {"subscribers": 2, "window": 8, "payload": 64},
+           "histograms": {"latency": histogram(1000)},
+           "counters": {"acked": 1000, "delivered": 2000, "lost": 0, "duplicated": 0,
+                        "out_of_order": 0, "publish_failed": 0, "connect_failures": 0},
+           "window": {"start": 0.0, "measure": 0.0, "end": 1.0},
+           "resources": {"broker": [[0.0, 0.0, 0.0], [0.5, 0.04, 0.0], [1.0, 0.08, 0.0]]}}
+    (check,) = cluster_checks([raw])
+    spec = RedisSpec()
+    assert check.metric == "broker µs / message"
+    assert check.predicted == pytest.approx((spec.ops_per_publish + 2) / spec.ops_per_s_per_node
+                                            * 1e6)  # two subscribers: two instances of three
+    assert check.measured == pytest.approx(80.0)
