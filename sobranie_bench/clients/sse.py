@@ -27,10 +27,12 @@ class SseClient(OneWayClient):
             resp = await asyncio.wait_for(self.session.get(
                 url, headers=headers, timeout=aiohttp.ClientTimeout(total=None)), self.timeout)
         except TimeoutError:
-            raise ClientError(f"cannot reach {url}: no answer in {self.timeout:g} s "
+            raise ClientError(f"cannot reach {self.url}{self.path}: no answer in "
+                              f"{self.timeout:g} s "
                               "(timeout)") from None
         except aiohttp.ClientConnectionError as exc:
-            raise ClientError(f"cannot reach {url}: {exc}") from None
+            # the URL without its query: the token stays out of logs, the OS's words stay in
+            raise ClientError(f"cannot reach {self.url}{self.path}: {exc}") from None
         if resp.status != 200:
             body = await resp.text()
             resp.release()

@@ -205,7 +205,8 @@ async def part(ctx: PartContext) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001 - a failed connect is a result
             why = cause(exc)
             if not failed[why]:
-                log.warning("connect failed (%s, part %d): %s", why, ctx.index, str(exc)[:200])
+                log.warning("connect failed (%s, part %d): %s", why, ctx.index,
+                            (str(exc) or f"{type(exc).__name__} after {timeout:g} s")[:200])
             failed[why] += 1
             await client.close()  # a half-open one (no hello in time) must not stay held
             return
