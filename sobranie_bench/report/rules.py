@@ -146,11 +146,14 @@ class Ratio:
 
 @dataclass(frozen=True)
 class NearBest:
-    """A figure within ``factor`` of the best transport of its run (lower is better)."""
+    """A figure within ``factor`` of the best transport of its run, or within ``slack`` of it
+    in the figure's own unit (lower is better): a gap smaller than ``slack`` is one nobody
+    notices, so it never refutes "among the fastest"."""
 
     ref: Ref
     factor: float
     reason: str
+    slack: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -400,7 +403,9 @@ def judge(rule: Rule, ctx: Context) -> Outcome:
             f"{show(fb, rule.b.metric)} = {text.ratio(r)} (run {fa.run_id}, {fa.params})")))
     if isinstance(rule, NearBest):
         fig = figure(res, rule.ref)
-        head = f"rule: {rule.ref.label()} ≤ {rule.factor:g}× the best of its run ({rule.reason})"
+        head = (f"rule: {rule.ref.label()} ≤ {rule.factor:g}× the best of its run"
+                + (f" or at most {rule.slack:g} above it" if rule.slack else "")
+                + f" ({rule.reason})")
         if fig is None:
             return Outcome(NOT_MEASURED, "measured", (head, _missing(res, rule.ref)))
         sub = scope(res, rule.ref)
@@ -409,7 +414,8 @@ def judge(rule: Rule, ctx: Context) -> Outcome:
                  if (f := figure(res, rule.ref.with_transport(t))) is not None
                  and f.run_id == fig.run_id and f.params == fig.params and f.value > 0}
         best_t = min(peers, key=lambda t: peers[t].value)
-        ok = fig.value <= rule.factor * peers[best_t].value
+        best = peers[best_t].value
+        ok = fig.value <= rule.factor * best or fig.value - best <= rule.slack
         return Outcome(CONFIRMED if ok else REFUTED, "measured", (head, (
             f"figure: {rule.ref.transport} {show(fig, rule.ref.metric)}; best {best_t} "
             f"{show(peers[best_t], rule.ref.metric)} = {text.ratio(fig.value / peers[best_t].value)}"

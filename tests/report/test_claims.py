@@ -333,3 +333,24 @@ def test_prefer_judges_on_4g_where_it_ran_else_on_loopback(results_copy: Path) -
     out = rules.judge(rule, claims.context(data.load(results_copy), NO_TESTS))
     assert out.verdict == claims.CONFIRMED and f"run {BROWSER_RUN}" in out.evidence[1]
     assert not any("not judged" in e for e in out.evidence)
+
+
+def test_near_best_forgives_a_gap_nobody_feels_but_not_a_large_one(results_copy: Path) -> None:
+    res = data.load(results_copy)
+    ref = rules.Ref("ws", "echo", "rtt_p99_us")
+    fig = rules.figure(res, ref)
+    assert fig is not None
+    ctx = claims.context(res, NO_TESTS)
+    best = min(f.value for t in res.peers("ws", "echo")
+               if (f := rules.figure(res, ref.with_transport(t))) is not None
+               and f.run_id == fig.run_id and f.params == fig.params and f.value > 0)
+    gap = fig.value - best
+    strict = rules.NearBest(ref, 1.0, "only the best")
+    forgiving = rules.NearBest(ref, 1.0, "only the best, or a gap nobody feels", slack=gap + 1)
+    tight = rules.NearBest(ref, 1.0, "only the best, or a gap nobody feels", slack=gap - 1)
+    expected = claims.CONFIRMED if gap <= 0 else claims.REFUTED
+    assert rules.judge(strict, ctx).verdict == expected
+    assert rules.judge(forgiving, ctx).verdict == claims.CONFIRMED
+    if gap > 1:
+        assert rules.judge(tight, ctx).verdict == claims.REFUTED
+        assert "or at most" in rules.judge(tight, ctx).evidence[0]
