@@ -27,8 +27,9 @@ while read -r dir _; do
   if [[ ! -f "${stamp}" || "${dir}/package-lock.json" -nt "${stamp}" ]]; then
     command -v npm >/dev/null || { echo "setup: npm not found; run: sudo apt-get install -y nodejs npm" >&2; exit 1; }
     echo "setup: npm ci in ${dir}"
-    # puppeteer-core downloads no browser; the variable makes sure nothing in the tree does
-    (cd "${dir}" && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+    # no package downloads a browser of its own (puppeteer-core, and artillery's playwright):
+    # the suite drives Debian's Chromium and Firefox; the variables make sure nothing does
+    (cd "${dir}" && PUPPETEER_SKIP_DOWNLOAD=1 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
     touch "${stamp}"
   fi
 done < setup/npm.txt
