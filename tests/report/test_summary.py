@@ -9,6 +9,7 @@ import shlex
 from pathlib import Path
 
 from sobranie_bench.cli import build_parser
+from sobranie_bench.harness.cli import plan_of
 from sobranie_bench.harness.runner import Plan
 from sobranie_bench.report import data, summary
 from tests.report.conftest import add_raw, raw_file
@@ -18,12 +19,7 @@ def parsed(command: str) -> Plan:
     """The plan ``sobranie-bench run ...`` would make of ``command``."""
     argv = shlex.split(command)
     assert argv[:2] == ["sobranie-bench", "run"]
-    args = build_parser().parse_args(argv[1:])
-    return Plan(profile=args.profile, transports=tuple(args.transports or ()),
-                scenarios=tuple(args.scenarios or ()), trials=args.trials, broker=args.broker,
-                cluster=args.cluster, network=args.network, tls=args.tls,
-                tls_compare=args.tls_compare, workers=args.workers, seed=args.seed,
-                overrides=tuple(args.set or ()))
+    return plan_of(build_parser().parse_args(argv[1:]))
 
 
 def test_the_index_says_which_commands_made_the_results(built: Path, fixture_dir: Path) -> None:
