@@ -192,8 +192,7 @@ def is_saturated(raw: dict[str, Any]) -> bool:
     latency is then queueing, and grows with the window's length)."""
     if "error" in raw:
         return False
-    share = achieved_share(raw)
-    if share is not None and share < SATURATED_SHARE:
+    if short_of_offered(achieved_share(raw)):
         return True
     thirds = latency_thirds(raw)
     return thirds is not None and thirds[0] > 0 and (
@@ -225,11 +224,19 @@ def others_cores(raw: dict[str, Any]) -> float | None:
     return max(0.0, busy - ours) / (end - start)
 
 
+def short_of_offered(share: float | None) -> bool:
+    """An achieved / offered rate below SATURATED_SHARE (None: not known, not short)."""
+    return share is not None and share < SATURATED_SHARE
+
+
+def crowded(others: float | None, cores: int) -> bool:
+    """Other processes kept more than NOISY_SHARE of ``cores`` busy (None: not known)."""
+    return others is not None and others > NOISY_SHARE * cores
+
+
 def is_noisy(raw: dict[str, Any]) -> bool:
     """Other processes took more than NOISY_SHARE of the machine's cores during the window."""
-    others = others_cores(raw)
-    cores = raw.get("machine", {}).get("cores") or 1
-    return others is not None and others > NOISY_SHARE * cores
+    return crowded(others_cores(raw), raw.get("machine", {}).get("cores") or 1)
 
 
 def flags(raw: dict[str, Any]) -> dict[str, bool]:

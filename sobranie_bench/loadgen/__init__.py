@@ -49,7 +49,7 @@ import aiohttp
 import psutil
 
 from sobranie_bench import __version__
-from sobranie_bench.harness.results import NOISY_SHARE, SATURATED_SHARE
+from sobranie_bench.harness.results import crowded, short_of_offered
 from sobranie_bench.harness.runner import HarnessError, Plan, Server, spawn_server
 from sobranie_bench.harness.sampler import machine_busy_s, read, schedstat
 from sobranie_bench.loadgen.generators import GENERATORS, HERE, SECRET, TRANSPORT, Generator, Load
@@ -229,7 +229,7 @@ async def _window(session: aiohttp.ClientSession, server: Server, ssl: Any,
     out: dict[str, Any] = {
         "echoed": echoed, "seconds": round(seconds, 3), "setup_seconds": round(setup, 2),
         "achieved_per_s": round(echoed / seconds, 1),
-        "saturated": echoed / seconds < SATURATED_SHARE * load.rate,
+        "saturated": short_of_offered(echoed / seconds / load.rate),
         "cpu_seconds": round(cpu, 3), "cpu_us_per_msg": round(cpu * 1e6 / per, 2),
         "user_us_per_msg": round(user * 1e6 / per, 2),
         "system_us_per_msg": round(system * 1e6 / per, 2),
@@ -241,7 +241,7 @@ async def _window(session: aiohttp.ClientSession, server: Server, ssl: Any,
     if a.machine_busy is not None and b.machine_busy is not None:
         others = (b.machine_busy - a.machine_busy - cpu - server_cpu) / seconds
         out["others_cores"] = round(max(others, 0.0), 2)
-        out["noisy"] = others > NOISY_SHARE * (os.cpu_count() or 1)
+        out["noisy"] = crowded(others, os.cpu_count() or 1)
     return out
 
 
