@@ -13,15 +13,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from sobranie_bench.harness.recorder import decode, stats
 
 RAW_VERSION = 1
 SUMMARY_COLUMNS = ["run_id", "transport", "scenario", "params", "trial", "metric", "value",
                    "unit", "client_bound", "tls", "saturated", "noisy", "network"]
-NETWORK_SCENARIOS = ("first-message", "hol", "reconnect")
-"""Scenarios whose module has a ``metrics(raw)`` of its own (sobranie_bench.netlab)."""
 CLIENT_BOUND_PERCENT = 90.0
 """A harness process this busy (while the server is not) means the client was the limit."""
 SATURATED_SHARE = 0.95
@@ -247,21 +243,11 @@ def flags(raw: dict[str, Any]) -> dict[str, bool]:
             "saturated": is_saturated(raw), "noisy": is_noisy(raw)}
 
 
-def rss_slope(server: list[list[float]], connected_at: list[float], start: float,
-              end: float) -> float | None:
-    """Bytes of server RSS per open connection: least-squares slope over the ramp and hold."""
-    points = [(float(np.searchsorted(connected_at, s[0], side="right")), s[2])
-              for s in server if start <= s[0] <= end]
-    xs = np.array([p[0] for p in points])
-    if len(points) < 3 or xs.max() - xs.min() < max(10, 0.2 * len(connected_at)):
-        return None
-    slope, _ = np.polyfit(xs, np.array([p[1] for p in points]), 1)
-    return float(slope)
-
-
 # --- summary --------------------------------------------------------------------------------
 
-def _latency_rows(prefix: str, encoded: str) -> dict[str, tuple[float, str]]:
+def latency_rows(prefix: str, encoded: str) -> dict[str, tuple[float, str]]:
+    """``<prefix>_p50_us`` ... ``_max_us``, ``_mean_us`` and ``_count`` of an encoded
+    histogram (nothing when it is empty)."""
     s = stats(decode(encoded))
     if not s["count"]:
         return {}
@@ -271,157 +257,58 @@ def _latency_rows(prefix: str, encoded: str) -> dict[str, tuple[float, str]]:
     return rows
 
 
-def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
-    """Every metric of one raw result, as name -> (value, unit)."""
-    c, w, h = raw.get("counters", {}), raw.get("window", {}), raw.get("histograms", {})
-    res = raw.get("resources", {})
+def cpu_per_event(raw: dict[str, Any], count: float, event: str) -> dict[str, tuple[float, str]]:
+    """``server_cpu_us_per_<event>`` and ``harness_cpu_us_per_<event>``: CPU µs the server
+    and the harness processes (together) used over the measured window per ``count`` events
+    in it (none of either without samples or events)."""
+    w, res = raw.get("window", {}), raw.get("resources", {})
+    start, end = w.get("measure", 0), w.get("end", 0)
+    harness = [cpu_between(res[n], start, end) for n in harness_names(raw)]
+    cpu = {"server": cpu_between(server_samples(raw), start, end),
+           "harness": sum(x for x in harness if x is not None) if harness else None}
+    return {f"{who}_cpu_us_per_{event}": (seconds * 1e6 / count, "us")
+            for who, seconds in cpu.items() if seconds is not None and count > 0}
+
+
+def server_load(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
+    """What the server's core did over the measured window: ``server_cpu_cores`` busy and
+    ``server_run_queue_wait_percent`` of the window its threads waited for a CPU."""
+    w, server = raw.get("window", {}), server_samples(raw)
+    start, end = w.get("measure", 0), w.get("end", 0)
     m: dict[str, tuple[float, str]] = {}
-    duration = max(w.get("end", 0) - w.get("measure", 0), 1e-9)
-    server = server_samples(raw)
-    server_cpu = cpu_between(server, w.get("measure", 0), w.get("end", 0))
-    harness_cpu = [cpu_between(res[n], w.get("measure", 0), w.get("end", 0))
-                   for n in harness_names(raw)]
-    harness_total = sum(x for x in harness_cpu if x is not None) if harness_cpu else None
-    scenario = raw["scenario"]
+    cpu = cpu_between(server, start, end)
+    if cpu is not None:
+        m["server_cpu_cores"] = (cpu / measured_seconds(raw), "cores")
+    wait = run_queue_wait(server, start, end)
+    if wait is not None:
+        m["server_run_queue_wait_percent"] = (100 * wait, "%")
+    return m
+
+
+def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
+    """Every metric of one raw result, as name -> (value, unit): the ones every scenario has
+    (achieved share of the offered rate, other processes' CPU, a cluster broker's CPU per
+    message), then the scenario's own (its ``Scenario.metrics``); a failed run has only
+    ``run_failed``."""
+    from sobranie_bench.harness.scenarios.registry import registry
+
     if "error" in raw:
         return {"run_failed": (1.0, "flag")}
-
-    def per(cpu: float | None, count: float, name: str) -> None:
-        if cpu is not None and count > 0:
-            m[name] = (cpu * 1e6 / count, "us")
-
-    def server_load() -> None:  # what the server's core did over the measured window
-        if server_cpu is not None:
-            m["server_cpu_cores"] = (server_cpu / duration, "cores")
-        wait = run_queue_wait(server, w.get("measure", 0), w.get("end", 0))
-        if wait is not None:
-            m["server_run_queue_wait_percent"] = (100 * wait, "%")
-
+    c, w, res = raw.get("counters", {}), raw.get("window", {}), raw.get("resources", {})
+    m: dict[str, tuple[float, str]] = {}
     share, others = achieved_share(raw), others_cores(raw)
     if share is not None:
         m["achieved_percent_of_offered"] = (100 * share, "%")
     if others is not None:
         m["other_processes_cpu_cores"] = (others, "cores")
-    if scenario == "echo":
-        m.update(_latency_rows("rtt", h["rtt"]["measured"]))
-        n = c["received_measured"]
-        m["throughput_msgs_per_s"] = (n / duration, "msg/s")
-        m["offered_rate"] = (float(raw["params"]["rate"]), "msg/s")
-        m["sent"], m["received"] = (c["sent"], "count"), (c["received"], "count")
-        m["lost"] = (c["sent"] - c["received"], "count")
-        m["connect_failures"] = (c["connect_failures"], "count")
-        per(server_cpu, n, "server_cpu_us_per_msg")
-        per(harness_total, n, "harness_cpu_us_per_msg")
-        server_load()
-    elif scenario in ("fanout", "churn"):
-        m.update(_latency_rows("latency", h["latency"]["measured"]))
-        if scenario == "fanout":
-            pc = raw["per_channel"]
-            joined = pc.get("joined", {})  # ids published before a subscriber joined
-            lost = sum(pc["acked"].get(ch, 0) * subs - joined.get(ch, 0) - pc["unique"].get(ch, 0)
-                       for ch, subs in pc["subscribers"].items())
-            n = c["delivered_measured"]
-            m["delivered_per_s"] = (n / duration, "msg/s")
-            per(server_cpu, n, "server_cpu_us_per_delivery")
-            per(harness_total, n, "harness_cpu_us_per_delivery")
-            server_load()
-        else:
-            lost = c["published"] * c["subscribers"] - c["delivered"]
-            m.update(_latency_rows("connect", h["connect"]["measured"]))
-            m["churned"] = (c["churned"], "count")
-            m["churn_failures"] = (c["churn_failures"], "count")
-        for hop in ("local", "remote"):  # a cluster run: deliveries by hop
-            if f"latency_{hop}" in h:
-                m.update(_latency_rows(f"latency_{hop}", h[f"latency_{hop}"]["measured"]))
-        m["published"] = (c["published"], "count")
-        m["delivered"] = (c["delivered"], "count")
-        m["lost"] = (float(lost), "count")
-        m["duplicated"] = (c["duplicated"], "count")
-        m["connect_failures"] = (c["connect_failures"], "count")
-    elif scenario == "connections":
-        t = raw["times"]
-        m.update(_latency_rows("connect", h["connect"]["measured"]))
-        m["failures"] = (c["failures"], "count")
-        m["connected"] = (c["connected"], "count")
-        for key in ("held", "held_at_hold_start", "peak_open", "dropped"):
-            if key in c:
-                m[key] = (c[key], "count")
-        m.update({key: (value, "count") for key, value in c.items()
-                  if key.startswith("failed_") and value})
-        slope = rss_slope(server, raw["series"]["connected_at"], t["ramp_start"],
-                          t["hold_end"])
-        if slope is not None:
-            m["server_rss_bytes_per_conn"] = (slope, "bytes")
-        per(cpu_between(server, t["ramp_start"], t["ramp_end"] + 0.3), c["connected"],
-            "server_cpu_us_per_conn")
-        # every part holds from one instant (hold_start); older runs: from the last ramp's end
-        keep = cpu_percent(server, t.get("hold_start", t["ramp_end"]), t["hold_end"])
-        if keep is not None:
-            m["keepalive_cpu_percent"] = (keep, "%")
-    elif scenario == "overhead":
-        n = max(c["delivered"], 1)
-        m["bytes_down_per_msg"] = (c["sub_down"] / n, "bytes")
-        m["bytes_up_per_msg"] = (c["pub_up"] / n, "bytes")
-        m["bytes_per_msg"] = ((c["sub_up"] + c["sub_down"] + c["pub_up"] + c["pub_down"]) / n,
-                              "bytes")
-        m["delivered"] = (c["delivered"], "count")
-        if "handshake_round_trips" in c:
-            m["handshake_round_trips"] = (c["handshake_round_trips"], "round trips")
-    elif scenario == "browser":
-        m.update(browser_metrics(raw))
-    elif scenario == "capacity":
-        m["max_clients_within_sla"] = (c["max_clients_within_sla"], "clients")
-        m["sla_ms"] = (c["sla_ms"], "ms")
-    elif scenario in ("failover", "backplane"):
-        m.update(_latency_rows("latency", h["latency"]["measured"]))
-        for name in ("acked", "delivered", "lost", "duplicated", "out_of_order",
-                     "publish_failed", "connect_failures"):
-            m[name] = (c[name], "count")
-        if scenario == "failover":
-            for name in ("cut_off", "not_recovered", "reconnects"):
-                m[name] = (c[name], "count")
-            back = raw["series"]["recovery_s"]
-            if back:
-                m["recovery_p50_s"] = (back[len(back) // 2], "s")
-                m["recovery_max_s"] = (back[-1], "s")
-        else:  # closed loop: the rate is what the backplane carried, not an offered one
-            load = max(w.get("end", 0) - w.get("start", 0), 1e-9)
-            m["acked_per_s"] = (c["acked"] / load, "msg/s")
-            m["delivered_per_s"] = (c["delivered"] / load, "msg/s")
-    elif scenario in NETWORK_SCENARIOS:  # the network lab's scenarios compute their own rows
-        import importlib
-
-        module = f"sobranie_bench.harness.scenarios.{scenario.replace('-', '_')}"
-        m.update(importlib.import_module(module).metrics(raw))
+    scenario = registry().get(raw["scenario"])
+    if scenario is not None:
+        m.update(scenario.metrics(raw))
     if "broker" in res:  # a cluster's own broker, sampled like the servers
         messages = c.get("published", c.get("acked", 0))
-        per(cpu_between(res["broker"], w.get("start", 0), w.get("end", 0)), messages,
-            "broker_cpu_us_per_msg")
-    return m
-
-
-def browser_metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
-    """The ``browser`` scenario's: works (every tab did the whole check), hello and first
-    message times, the engine's major version; for SSE the per-origin limit (``info`` of the
-    raw file keeps the full version and every failure's reason)."""
-    c, h, info = raw["counters"], raw["histograms"], raw.get("info", {})
-    if "not_run" in info:
-        return {"browser_not_run": (1.0, "flag")}
-    m = {**_latency_rows("hello", h["hello"]["measured"]),
-         **_latency_rows("first_message", h["first"]["measured"])}
-    m["browser_tabs"] = (c["tabs"], "count")
-    m["browser_tabs_ok"] = (c["tabs_ok"], "count")
-    m["browser_works"] = (float(c["tabs_ok"] == c["tabs"] > 0), "flag")
-    m["engine_major_version"] = (c["engine_major"], "version")
-    limit = info.get("sse_limit", {})
-    for key in ("seventh_blocked", "other_host_blocked"):
-        if key in limit:
-            m[f"sse_{key}"] = (float(limit[key]), "flag")
-    for key in ("seventh_hello_after_close_ms", "other_host_hello_ms"):
-        if limit.get(key) is not None:
-            m[f"sse_{key}"] = (float(limit[key]), "ms")
-    if "seventh_blocked" in limit.get("http2", {}):
-        m["sse_http2_seventh_blocked"] = (float(limit["http2"]["seventh_blocked"]), "flag")
+        cpu = cpu_between(res["broker"], w.get("start", 0), w.get("end", 0))
+        if cpu is not None and messages > 0:
+            m["broker_cpu_us_per_msg"] = (cpu * 1e6 / messages, "us")
     return m
 
 

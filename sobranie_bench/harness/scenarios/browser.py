@@ -43,6 +43,7 @@ from aiohttp import web
 from sobranie_bench import browser, services
 from sobranie_bench.clients import base_transport
 from sobranie_bench.harness.recorder import Recorder
+from sobranie_bench.harness.results import latency_rows
 from sobranie_bench.harness.scenarios import PartContext, Scenario
 from sobranie_contract import tls, tokens
 
@@ -326,10 +327,35 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     return await asyncio.wait_for(_run(ctx), PART_SECONDS)
 
 
+def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
+    """browser rows: works (every tab did the whole check), hello and first message times,
+    the engine's major version; for SSE the per-origin limit (``info`` of the raw file keeps
+    the full version and every failure's reason)."""
+    c, h, info = raw["counters"], raw["histograms"], raw.get("info", {})
+    if "not_run" in info:
+        return {"browser_not_run": (1.0, "flag")}
+    m = {**latency_rows("hello", h["hello"]["measured"]),
+         **latency_rows("first_message", h["first"]["measured"])}
+    m["browser_tabs"] = (c["tabs"], "count")
+    m["browser_tabs_ok"] = (c["tabs_ok"], "count")
+    m["browser_works"] = (float(c["tabs_ok"] == c["tabs"] > 0), "flag")
+    m["engine_major_version"] = (c["engine_major"], "version")
+    limit = info.get("sse_limit", {})
+    for key in ("seventh_blocked", "other_host_blocked"):
+        if key in limit:
+            m[f"sse_{key}"] = (float(limit[key]), "flag")
+    for key in ("seventh_hello_after_close_ms", "other_host_hello_ms"):
+        if limit.get(key) is not None:
+            m[f"sse_{key}"] = (float(limit[key]), "ms")
+    if "seventh_blocked" in limit.get("http2", {}):
+        m["sse_http2_seventh_blocked"] = (float(limit["http2"]["seventh_blocked"]), "flag")
+    return m
+
+
 SCENARIO = Scenario(
     name="browser", doc="N headless browser tabs per engine run the web client: works, "
                         "connect-to-hello and to-first-message; SSE's 6-per-origin limit",
-    part=part,
+    part=part, metrics=metrics,
     grid={
         "ci": [{"engine": e, "tabs": 2, "block_seconds": 2.0, "sse_limit": ["sse"]}
                for e in browser.ENGINES],

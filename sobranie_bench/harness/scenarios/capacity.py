@@ -57,9 +57,16 @@ async def part(ctx: PartContext) -> dict[str, Any]:
             "steps": steps}
 
 
+def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
+    """capacity rows: the most subscribers a step held within the SLA, and that SLA."""
+    c = raw["counters"]
+    return {"max_clients_within_sla": (c["max_clients_within_sla"], "clients"),
+            "sla_ms": (c["sla_ms"], "ms")}
+
+
 SCENARIO = Scenario(
     name="capacity", doc="step up subscribers until fan-out p95 passes the SLA (default 500 ms)",
-    part=part, workers=False,
+    part=part, metrics=metrics, workers=False,
     grid={
         "ci": [{"steps": [100, 300], "rate": 20, "payload": 64, "sla_ms": 500}],
         "quick": [{"steps": [250, 500, 1000, 2000, 4000], "rate": 20, "payload": 64,

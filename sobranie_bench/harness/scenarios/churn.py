@@ -12,6 +12,7 @@ from typing import Any
 
 from sobranie_bench.harness.load import Schedule, open_loop
 from sobranie_bench.harness.recorder import Recorder
+from sobranie_bench.harness.results import latency_rows
 from sobranie_bench.harness.scenarios import (
     PartContext,
     Scenario,
@@ -23,7 +24,7 @@ from sobranie_bench.harness.scenarios import (
     quiet,
     sleep_until,
 )
-from sobranie_bench.harness.scenarios.fanout import Tally
+from sobranie_bench.harness.scenarios.fanout import Tally, delivery_rows
 
 
 async def part(ctx: PartContext) -> dict[str, Any]:
@@ -95,9 +96,20 @@ async def part(ctx: PartContext) -> dict[str, Any]:
             "times": {"load_end": end, **ctx.milestones()}}
 
 
+def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
+    """churn rows: the steady subscribers' deliveries (:func:`fanout.delivery_rows`; lost:
+    every publish owed to every one of them), the churners' connect times and failures."""
+    c = raw["counters"]
+    m = delivery_rows(raw, c["published"] * c["subscribers"] - c["delivered"])
+    m.update(latency_rows("connect", raw["histograms"]["connect"]["measured"]))
+    m["churned"] = (c["churned"], "count")
+    m["churn_failures"] = (c["churn_failures"], "count")
+    return m
+
+
 SCENARIO = Scenario(
     name="churn", doc="connect/disconnect at a steady rate while messages flow",
-    part=part,
+    part=part, metrics=metrics,
     grid={
         "ci": [{"subscribers": 20, "churn_rate": 20, "lifetime": 0.5, "rate": 20,
                 "payload": 64}],

@@ -39,7 +39,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
+
 from sobranie_bench.harness.recorder import Recorder
+from sobranie_bench.harness.results import cpu_between, cpu_percent, latency_rows, server_samples
 from sobranie_bench.harness.scenarios import Params, PartContext, Scenario, close_all, sleep_until
 
 log = logging.getLogger("sobranie.harness.connections")
@@ -288,11 +291,49 @@ def longest(params: Params, timeout: float) -> float:
     return ramp_seconds(params, timeout) + CLOSE_SECONDS + float(params.get("hold", 2.0))
 
 
+def rss_slope(server: list[list[float]], connected_at: list[float], start: float,
+              end: float) -> float | None:
+    """Bytes of server RSS per open connection: least-squares slope over the ramp and hold."""
+    points = [(float(np.searchsorted(connected_at, s[0], side="right")), s[2])
+              for s in server if start <= s[0] <= end]
+    xs = np.array([p[0] for p in points])
+    if len(points) < 3 or xs.max() - xs.min() < max(10, 0.2 * len(connected_at)):
+        return None
+    slope, _ = np.polyfit(xs, np.array([p[1] for p in points]), 1)
+    return float(slope)
+
+
+def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
+    """connections rows: connect percentiles, connected / held / dropped, failures by cause,
+    the server's RSS per connection (:func:`rss_slope`), CPU per connect over the ramp, and
+    the keep-alive CPU of the idle connections while held."""
+    c, t, server = raw["counters"], raw["times"], server_samples(raw)
+    m = latency_rows("connect", raw["histograms"]["connect"]["measured"])
+    m["failures"] = (c["failures"], "count")
+    m["connected"] = (c["connected"], "count")
+    for key in ("held", "held_at_hold_start", "peak_open", "dropped"):
+        if key in c:
+            m[key] = (c[key], "count")
+    m.update({key: (value, "count") for key, value in c.items()
+              if key.startswith("failed_") and value})
+    slope = rss_slope(server, raw["series"]["connected_at"], t["ramp_start"], t["hold_end"])
+    if slope is not None:
+        m["server_rss_bytes_per_conn"] = (slope, "bytes")
+    ramp = cpu_between(server, t["ramp_start"], t["ramp_end"] + 0.3)
+    if ramp is not None and c["connected"] > 0:
+        m["server_cpu_us_per_conn"] = (ramp * 1e6 / c["connected"], "us")
+    # every part holds from one instant (hold_start); older runs: from the last ramp's end
+    keep = cpu_percent(server, t.get("hold_start", t["ramp_end"]), t["hold_end"])
+    if keep is not None:
+        m["keepalive_cpu_percent"] = (keep, "%")
+    return m
+
+
 SCENARIO = Scenario(
     name="connections", doc="ramp to N idle connections: connect time, failures by cause, "
                             "connections held, memory per connection (RSS slope), keep-alive "
                             "CPU",
-    part=part,
+    part=part, metrics=metrics,
     grid={
         "ci": [{"connections": 300, "connect_rate": 300, "hold": 1.0}],
         "standard": [{"connections": 500, "connect_rate": 500, "hold": 0.5}],

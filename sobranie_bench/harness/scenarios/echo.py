@@ -12,6 +12,12 @@ from typing import Any
 
 from sobranie_bench.harness.load import Schedule, open_loop
 from sobranie_bench.harness.recorder import Recorder
+from sobranie_bench.harness.results import (
+    cpu_per_event,
+    latency_rows,
+    measured_seconds,
+    server_load,
+)
 from sobranie_bench.harness.scenarios import (
     PartContext,
     Scenario,
@@ -90,12 +96,26 @@ async def part(ctx: PartContext) -> dict[str, Any]:
             "times": {"load_end": end, "last_rx": last_rx, **ctx.milestones()}}
 
 
+def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
+    """echo rows: round-trip percentiles, replies per second of the window, what was sent,
+    received and lost, and the server's and the harness's CPU per echoed message."""
+    c = raw["counters"]
+    n = c["received_measured"]
+    m = latency_rows("rtt", raw["histograms"]["rtt"]["measured"])
+    m["throughput_msgs_per_s"] = (n / measured_seconds(raw), "msg/s")
+    m["offered_rate"] = (float(raw["params"]["rate"]), "msg/s")
+    m["sent"], m["received"] = (c["sent"], "count"), (c["received"], "count")
+    m["lost"] = (c["sent"] - c["received"], "count")
+    m["connect_failures"] = (c["connect_failures"], "count")
+    return {**m, **cpu_per_event(raw, n, "msg"), **server_load(raw)}
+
+
 ECHO_LADDER = (2000, 6000, 18000, 54000)
 """Offered echoes per second of the standard profile's ladder."""
 
 SCENARIO = Scenario(
     name="echo", doc="round-trip latency of the echo op at an offered rate (open loop)",
-    part=part,
+    part=part, metrics=metrics,
     grid={
         "ci": [{"connections": 50, "payload": 48, "rate": 500}],
         # the rate ladder: each rung 3x the last, past where the SLA breaks for every

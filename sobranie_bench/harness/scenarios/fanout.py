@@ -24,6 +24,12 @@ from typing import Any
 
 from sobranie_bench.harness.load import Schedule, open_loop
 from sobranie_bench.harness.recorder import Recorder
+from sobranie_bench.harness.results import (
+    cpu_per_event,
+    latency_rows,
+    measured_seconds,
+    server_load,
+)
 from sobranie_bench.harness.scenarios import (
     PartContext,
     Scenario,
@@ -180,13 +186,42 @@ async def publishing(ctx: PartContext, channels: list[str],
     return acked, failed
 
 
+def delivery_rows(raw: dict[str, Any], lost: float) -> dict[str, tuple[float, str]]:
+    """What fanout and churn both report: delivery latency percentiles (in a cluster run
+    also by hop), published, delivered, ``lost``, duplicated and failed connects."""
+    c, h = raw["counters"], raw["histograms"]
+    m = latency_rows("latency", h["latency"]["measured"])
+    for hop in ("local", "remote"):  # a cluster run: deliveries by hop
+        if f"latency_{hop}" in h:
+            m.update(latency_rows(f"latency_{hop}", h[f"latency_{hop}"]["measured"]))
+    m["published"] = (c["published"], "count")
+    m["delivered"] = (c["delivered"], "count")
+    m["lost"] = (float(lost), "count")
+    m["duplicated"] = (c["duplicated"], "count")
+    m["connect_failures"] = (c["connect_failures"], "count")
+    return m
+
+
+def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
+    """fanout rows: :func:`delivery_rows` (lost: what each channel's publisher had acked after
+    a subscriber joined, times its subscribers, minus what they got), deliveries per second of
+    the window, and the server's and the harness's CPU per delivery."""
+    c, pc = raw["counters"], raw["per_channel"]
+    joined = pc.get("joined", {})  # ids published before a subscriber joined
+    lost = sum(pc["acked"].get(ch, 0) * subs - joined.get(ch, 0) - pc["unique"].get(ch, 0)
+               for ch, subs in pc["subscribers"].items())
+    n = c["delivered_measured"]
+    return {**delivery_rows(raw, lost), "delivered_per_s": (n / measured_seconds(raw), "msg/s"),
+            **cpu_per_event(raw, n, "delivery"), **server_load(raw)}
+
+
 FANOUT_LADDER = (100, 300, 1000)
 """Subscribers per channel of the standard profile's ladder (at 50 publishes/s)."""
 
 SCENARIO = Scenario(
     name="fanout", doc="publish at a rate into channels of N subscribers; one-way latency, "
                        "delivered/s, lost and duplicated",
-    part=part,
+    part=part, metrics=metrics,
     grid={
         "ci": [{"channels": 1, "subscribers": 100, "rate": 50, "payload": 64}],
         # the fan-out ladder: deliveries per second 3x per rung (subscribers x rate)

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from sobranie_bench.harness.recorder import Recorder
+from sobranie_bench.harness.results import latency_rows
 from sobranie_bench.harness.scenarios import PartContext, Scenario, sleep_until
 
 
@@ -60,12 +61,10 @@ async def part(ctx: PartContext) -> dict[str, Any]:
 def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
     """first-message rows: connect / first message / one round trip, and the handshake's
     round trips (median over users of connect time / that user's round trip)."""
-    from sobranie_bench.harness.results import _latency_rows
-
     h, c = raw["histograms"], raw["counters"]
     m: dict[str, tuple[float, str]] = {}
     for name in ("connect", "first_message", "rtt"):
-        m.update(_latency_rows(name, h[name]["measured"]))
+        m.update(latency_rows(name, h[name]["measured"]))
     ratios = raw.get("series", {}).get("handshake_ratio", [])
     if ratios:
         m["handshake_round_trips"] = (statistics.median(ratios), "round trips")
@@ -76,7 +75,7 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
 SCENARIO = Scenario(
     name="first-message", doc="time from opening the app to the first delivered message, and "
     "the handshake's round trips as measured",
-    part=part,
+    part=part, metrics=metrics,
     grid={"ci": [{"users": 5}], "quick": [{"users": 20}], "full": [{"users": 50}]},
     timing={"ci": (0.0, 0.0), "quick": (0.0, 0.0), "full": (0.0, 0.0)},
     workers=False,

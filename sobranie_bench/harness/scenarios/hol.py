@@ -34,6 +34,7 @@ from typing import Any
 
 from sobranie_bench.clients import Client
 from sobranie_bench.harness.recorder import Recorder
+from sobranie_bench.harness.results import latency_rows
 from sobranie_bench.harness.scenarios import (
     PartContext,
     Scenario,
@@ -134,15 +135,13 @@ def record_rounds(rounds: list[dict[str, tuple[int, int]]], flows: int, every: R
 def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
     """hol rows per mode: latency percentiles of every message and of the bystanders, the
     delivered share of what was owed, and each mode's bystander p99 over the ordered one's."""
-    from sobranie_bench.harness.results import _latency_rows
-
     h, c = raw["histograms"], raw["counters"]
     m: dict[str, tuple[float, str]] = {}
     owed = max(c["published"] * c["users"], 1)
     modes = raw["info"]["modes"]
     for name in modes:
-        m.update(_latency_rows(name, h[name]["measured"]))
-        m.update(_latency_rows(f"{name}_bystander", h[f"{name}_bystander"]["measured"]))
+        m.update(latency_rows(name, h[name]["measured"]))
+        m.update(latency_rows(f"{name}_bystander", h[f"{name}_bystander"]["measured"]))
         m[f"{name}_delivered_percent"] = (100 * c[f"delivered_{name}"] / owed, "%")
     ordered = m.get("ordered_bystander_p99_us", (0.0, ""))[0]
     for name in modes:
@@ -156,7 +155,7 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
 SCENARIO = Scenario(
     name="hol", doc="head-of-line blocking: flows on one ordered stream vs a stream per flow, "
     "unreliable delivery and a connection per flow, under the link's loss (needs --network)",
-    part=part,
+    part=part, metrics=metrics,
     grid={"ci": [{"flows": 4, "users": 3, "rate": 25, "payload": 200}],
           "quick": [{"flows": 8, "users": 3, "rate": 25, "payload": 200}],
           "full": [{"flows": f, "users": 5, "rate": 25, "payload": 200} for f in (4, 16)]},

@@ -81,10 +81,25 @@ async def part(ctx: PartContext) -> dict[str, Any]:
     return {"counters": counters}
 
 
+def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
+    """overhead rows: bytes down (to the subscriber) and up (from the publisher) per delivered
+    message, all four directions' total per message, and the handshake's round trips."""
+    c = raw["counters"]
+    n = max(c["delivered"], 1)
+    m = {"bytes_down_per_msg": (c["sub_down"] / n, "bytes"),
+         "bytes_up_per_msg": (c["pub_up"] / n, "bytes"),
+         "bytes_per_msg": ((c["sub_up"] + c["sub_down"] + c["pub_up"] + c["pub_down"]) / n,
+                           "bytes"),
+         "delivered": (c["delivered"], "count")}
+    if "handshake_round_trips" in c:
+        m["handshake_round_trips"] = (c["handshake_round_trips"], "round trips")
+    return m
+
+
 SCENARIO = Scenario(
     name="overhead", doc="bytes on the wire per delivered message (handshakes, headers, framing "
                          "and polling included), by payload",
-    part=part, workers=False,
+    part=part, metrics=metrics, workers=False,
     grid={
         "ci": [{"payload": pl, "messages": 100, "rate": 200} for pl in (64, 4096)],
         "standard": [{"payload": pl, "messages": 100, "rate": 200} for pl in (64, 4096)],

@@ -140,7 +140,7 @@ def metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
 SCENARIO = Scenario(
     name="reconnect", doc="the link drops for N seconds, or the client's address changes: time "
     "to detect, reconnect (or migrate), resume; messages lost / duplicated (needs --network)",
-    part=part,
+    part=part, metrics=metrics,
     grid={"ci": [{"subscribers": 5, "rate": 20, "outage": 2.0},
                  {"subscribers": 5, "rate": 20, "outage": 0.0, "change": "address"}],
           "quick": [*({"subscribers": 20, "rate": 50, "outage": o} for o in (3.0, 10.0)),

@@ -27,6 +27,7 @@ from typing import Any
 from sobranie_bench.clients import Backoff, Client
 from sobranie_bench.harness.load import Schedule, open_loop
 from sobranie_bench.harness.recorder import Recorder
+from sobranie_bench.harness.results import latency_rows
 from sobranie_bench.harness.scenarios import (
     PartContext,
     Scenario,
@@ -193,10 +194,44 @@ async def backplane(ctx: PartContext) -> dict[str, Any]:
             "times": {"load_end": end, **ctx.milestones()}}
 
 
+def cluster_rows(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
+    """What failover and backplane both report: delivery latency percentiles and the
+    counts of :func:`tally`, failed publishes and connects."""
+    c = raw["counters"]
+    m = latency_rows("latency", raw["histograms"]["latency"]["measured"])
+    for name in ("acked", "delivered", "lost", "duplicated", "out_of_order", "publish_failed",
+                 "connect_failures"):
+        m[name] = (c[name], "count")
+    return m
+
+
+def failover_metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
+    """failover rows: :func:`cluster_rows`, the subscribers cut off by the kill, those not
+    back, their reconnects, and the median and longest time until they were back."""
+    c, m = raw["counters"], cluster_rows(raw)
+    for name in ("cut_off", "not_recovered", "reconnects"):
+        m[name] = (c[name], "count")
+    back = raw["series"]["recovery_s"]
+    if back:
+        m["recovery_p50_s"] = (back[len(back) // 2], "s")
+        m["recovery_max_s"] = (back[-1], "s")
+    return m
+
+
+def backplane_metrics(raw: dict[str, Any]) -> dict[str, tuple[float, str]]:
+    """backplane rows: :func:`cluster_rows` and acked/s, delivered/s over the whole load
+    (closed loop: the rate is what the backplane carried, not an offered one)."""
+    c, w, m = raw["counters"], raw.get("window", {}), cluster_rows(raw)
+    load = max(w.get("end", 0) - w.get("start", 0), 1e-9)
+    m["acked_per_s"] = (c["acked"] / load, "msg/s")
+    m["delivered_per_s"] = (c["delivered"] / load, "msg/s")
+    return m
+
+
 FAILOVER = Scenario(
     name="failover", doc="cluster: SIGKILL one instance mid-run; lost, duplicated, time until "
                          "every cut-off subscriber is back",
-    part=failover, needs_cluster=True, workers=False,
+    part=failover, metrics=failover_metrics, needs_cluster=True, workers=False,
     grid={"ci": [{"subscribers": 9, "rate": 40, "kill_after": 1.0}],
           "quick": [{"subscribers": 30, "rate": 50, "kill_after": 2.0}],
           "full": [{"subscribers": s, "rate": 50, "kill_after": 3.0} for s in (30, 300)],
@@ -212,7 +247,7 @@ FAILOVER = Scenario(
 BACKPLANE = Scenario(
     name="backplane", doc="cluster, closed loop: one publisher per instance with a window in "
                           "flight; the most the shared broker carries (acked/s, delivered/s)",
-    part=backplane, needs_cluster=True, workers=False,
+    part=backplane, metrics=backplane_metrics, needs_cluster=True, workers=False,
     grid={"ci": [{"subscribers": 4, "window": 8, "payload": 64}],
           "quick": [{"subscribers": 20, "window": 32, "payload": 64}],
           "full": [{"subscribers": 20, "window": 32, "payload": pl} for pl in (64, 4096)],
