@@ -15,7 +15,7 @@ from typing import Any
 
 from servers.run import install_uvloop
 from sobranie_bench.harness.sampler import raise_fd_limit
-from sobranie_bench.harness.scenarios import PartContext, use_barrier
+from sobranie_bench.harness.scenarios import PartContext
 from sobranie_bench.harness.scenarios.registry import registry
 
 
@@ -33,10 +33,9 @@ async def barrier(name: str) -> int:
 
 def main() -> None:
     spec = json.loads(sys.stdin.readline())
-    ctx = PartContext(**spec["ctx"])
+    ctx = PartContext(**{**spec["ctx"], "barrier": barrier})
     raise_fd_limit()
     install_uvloop()
-    use_barrier(barrier)
 
     async def run() -> dict[str, Any]:
         scenario = registry()[spec["scenario"]]

@@ -73,6 +73,10 @@ class PartContext:
     """In a cluster run, each instance's own base URL (``url`` is then the balancer's)."""
     instance_pids: tuple[int, ...] = ()
     """In a cluster run, each instance's process id (a failure scenario kills one)."""
+    barrier: Barrier | None = None
+    """How this part meets the others at :meth:`together` (a worker process: its pipe to the
+    runner, harness/worker.py); None: the part is alone and goes on at once. Set in the
+    process that runs the part (a function does not travel in the worker's JSON spec)."""
 
     @property
     def measure_ns(self) -> int:
@@ -104,9 +108,11 @@ class PartContext:
 
     async def together(self, name: str) -> int:
         """Wait until every part reached ``name`` and go on with the others at one instant
-        (the runner releases them all: :func:`use_barrier`); returns that instant
+        (the runner releases them all through :attr:`barrier`); returns that instant
         (``time.monotonic_ns()``). A part alone goes on at once."""
-        at = await _BARRIER[0](name)
+        if self.barrier is None:
+            return time.monotonic_ns()
+        at = await self.barrier(name)
         await sleep_until(at)
         return at
 
@@ -203,19 +209,6 @@ class Scenario:
         conns = int(params.get("connections", 0)) + int(params.get("subscribers", 0)) * int(
             params.get("channels", 1))
         return 1.0 + conns / 500.0
-
-
-async def _alone(name: str) -> int:
-    return time.monotonic_ns()
-
-
-_BARRIER: list[Barrier] = [_alone]
-
-
-def use_barrier(barrier: Barrier) -> None:
-    """How this process's part meets the others at :meth:`PartContext.together` (a worker
-    process: its pipe to the runner, harness/worker.py)."""
-    _BARRIER[0] = barrier
 
 
 async def connect_all(clients: Sequence[Client], channels: Sequence[Sequence[str]] = (),
