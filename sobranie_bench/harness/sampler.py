@@ -17,7 +17,8 @@ import psutil
 
 from servers.run import raise_fd_limit
 
-__all__ = ["OurProcesses", "Sample", "Sampler", "cpu_model", "raise_fd_limit", "read", "schedstat"]
+__all__ = ["OurProcesses", "Sample", "Sampler", "cpu_model", "proc_table", "raise_fd_limit",
+           "read", "schedstat", "tree"]
 
 INTERVAL_SECONDS = 0.25
 
@@ -81,8 +82,15 @@ class ProcStat:
     """Its session (a process that called ``setsid`` leads one: sid == pid)."""
     start: int
     """Clock ticks after boot when it started: with the pid, one process (pids are reused)."""
-    cpu_s: float
-    """User + system CPU seconds, its own and its reaped children's."""
+    user_s: float
+    """User CPU seconds, its own and its reaped children's."""
+    system_s: float
+    """System CPU seconds, its own and its reaped children's."""
+
+    @property
+    def cpu_s(self) -> float:
+        """User + system CPU seconds, its own and its reaped children's."""
+        return self.user_s + self.system_s
 
 
 def proc_table() -> dict[int, ProcStat]:
@@ -105,11 +113,34 @@ def proc_table() -> dict[int, ProcStat]:
             # after "comm) " come fields 3 (state) on: ppid is field 4, session 6, utime,
             # stime, cutime, cstime 14-17, starttime 22 (proc(5))
             rest = data[data.rindex(b")") + 2:].split(None, 20)
+            utime, stime, cutime, cstime = map(int, rest[11:15])
             table[int(name)] = ProcStat(int(rest[1]), int(rest[3]), int(rest[19]),
-                                        sum(int(v) for v in rest[11:15]) / tick)
+                                        (utime + cutime) / tick, (stime + cstime) / tick)
         except (OSError, ValueError, IndexError):  # it ended meanwhile
             continue
     return table
+
+
+def tree(table: dict[int, ProcStat], roots: Iterable[int]) -> set[int]:
+    """The ``roots`` still in ``table`` (:func:`proc_table`), every descendant of them and
+    every member of a session that one of them leads (a process started with ``setsid`` whose
+    helpers are forked twice and re-parented away from the tree keeps its session)."""
+    children: dict[int, list[int]] = {}
+    members: dict[int, list[int]] = {}
+    for pid, st in table.items():
+        children.setdefault(st.ppid, []).append(pid)
+        members.setdefault(st.sid, []).append(pid)
+    todo = [pid for pid in roots if pid in table]
+    found: set[int] = set()
+    while todo:
+        pid = todo.pop()
+        if pid in found:
+            continue
+        found.add(pid)
+        todo += children.get(pid, [])
+        if table[pid].sid == pid:
+            todo += members.get(pid, [])
+    return found
 
 
 class OurProcesses:
@@ -141,22 +172,8 @@ class OurProcesses:
     def cpu_s(self, roots: Iterable[int]) -> float:
         """CPU seconds every process of ours has used so far (each process once)."""
         table = proc_table()
-        children: dict[int, list[int]] = {}
-        members: dict[int, list[int]] = {}
-        for pid, st in table.items():
-            children.setdefault(st.ppid, []).append(pid)
-            members.setdefault(st.sid, []).append(pid)
-        todo = [pid for pid in roots if pid in table]
-        todo += [pid for pid, start in self._seen if pid in table and table[pid].start == start]
-        ours: set[int] = set()
-        while todo:
-            pid = todo.pop()
-            if pid in ours:
-                continue
-            ours.add(pid)
-            todo += children.get(pid, [])
-            if table[pid].sid == pid:
-                todo += members.get(pid, [])
+        seen = [pid for pid, start in self._seen if pid in table and table[pid].start == start]
+        ours = tree(table, [*roots, *seen])
         now = {(pid, table[pid].start): (table[pid].ppid, table[pid].cpu_s) for pid in ours}
         self._gone_s += sum(cpu for key, (ppid, cpu) in self._seen.items()
                             if key not in now and ppid not in ours)
@@ -164,8 +181,29 @@ class OurProcesses:
         return self._gone_s + sum(cpu for _ppid, cpu in now.values())
 
 
-class Sampler:
-    """Samples processes every INTERVAL_SECONDS in the background (``async with``)."""
+class Background:
+    """Runs ``_loop`` in the background while inside ``async with`` (cancelled on exit)."""
+
+    _task: asyncio.Task[None] | None = None
+
+    async def _loop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.wait({self._task})  # its end (a cancel of ours still reaches us)
+            if not self._task.cancelled():
+                self._task.result()  # a loop that failed (not one that ended) says why
+
+
+class Sampler(Background):
+    """Samples processes every INTERVAL_SECONDS in the background (``async with``), and once
+    more on the way out."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
@@ -174,7 +212,6 @@ class Sampler:
         """[t, busy CPU seconds of the whole machine, CPU seconds of our processes]."""
         self.ours = OurProcesses()
         """Which processes are ours (what ``noisy`` leaves out)."""
-        self._task: asyncio.Task[None] | None = None
 
     def mark(self) -> dict[str, Sample]:
         """Take one sample of every process now (also recorded)."""
@@ -197,13 +234,8 @@ class Sampler:
             self.mark()
             await asyncio.sleep(INTERVAL_SECONDS)
 
-    async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self._loop())
-        return self
-
     async def __aexit__(self, *exc: object) -> None:
-        if self._task:
-            self._task.cancel()
+        await super().__aexit__(*exc)
         self.mark()
 
     def add(self, name: str, pid: int) -> None:
@@ -218,7 +250,7 @@ class Sampler:
         return {name: [s.as_list() for s in samples] for name, samples in self.samples.items()}
 
 
-class MetricsSampler:
+class MetricsSampler(Background):
     """A ``--target``'s CPU and RSS from its ``/metrics`` every INTERVAL_SECONDS: Prometheus'
     standard ``process_cpu_seconds_total`` and ``process_resident_memory_bytes`` (``async
     with``). Samples nothing when the target does not expose them."""
@@ -230,7 +262,6 @@ class MetricsSampler:
             self.urls.append(self.url.replace("https://", "http://", 1))
         self.ssl = ssl_context
         self.samples: list[Sample] = []
-        self._task: asyncio.Task[None] | None = None
 
     @staticmethod
     def parse(text: str) -> tuple[float, int] | None:
@@ -266,16 +297,6 @@ class MetricsSampler:
                 if found is not None:
                     self.samples.append(Sample(time.monotonic(), *found))
                 await asyncio.sleep(INTERVAL_SECONDS)
-
-    async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self._loop())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     def as_list(self) -> list[list[float]]:
         return [s.as_list() for s in self.samples]

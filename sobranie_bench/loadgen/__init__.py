@@ -51,7 +51,7 @@ import psutil
 from sobranie_bench import __version__
 from sobranie_bench.harness.results import crowded, short_of_offered
 from sobranie_bench.harness.runner import HarnessError, Plan, Server, spawn_server
-from sobranie_bench.harness.sampler import machine_busy_s, read, schedstat
+from sobranie_bench.harness.sampler import machine_busy_s, proc_table, read, schedstat, tree
 from sobranie_bench.loadgen.generators import GENERATORS, HERE, SECRET, TRANSPORT, Generator, Load
 from sobranie_bench.scaledoc import rewrite
 from sobranie_contract import tls as tlsfiles
@@ -85,23 +85,14 @@ DOC_START, DOC_END = "<!-- loadgen:start -->", "<!-- loadgen:end -->"
 # --- measuring -----------------------------------------------------------------------------
 
 def tree_cpu(pid: int) -> tuple[float, float, int]:
-    """(utime seconds, stime seconds, scheduler run ns) of ``pid`` and every descendant of it
-    (and their reaped children)."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0, 0.0, 0
-    user = system = 0.0
-    run = 0
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            t = proc.cpu_times()
-            user += t.user + t.children_user
-            system += t.system + t.children_system
-            cpu_run = schedstat(proc.pid)
-            run += cpu_run[0] if cpu_run else 0
-    return user, system, run
+    """(utime seconds, stime seconds, scheduler run ns) of ``pid`` and the processes the
+    harness's sampler would charge with it (:func:`~sobranie_bench.harness.sampler.tree`:
+    every descendant, and their reaped children)."""
+    table = proc_table()
+    pids = tree(table, [pid])
+    runs = [schedstat(p) for p in pids]
+    return (sum(table[p].user_s for p in pids), sum(table[p].system_s for p in pids),
+            sum(r[0] for r in runs if r))
 
 
 async def server_counts(session: aiohttp.ClientSession, url: str, ssl: Any) -> tuple[int, int]:
