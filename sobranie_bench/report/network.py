@@ -4,7 +4,9 @@ scenarios, and a chart of latency against the profile's loss.
 
 Runs under ``--network`` are kept out of the main comparison (:func:`report.data.load` reads
 loopback runs only); this section reads every raw result, newest run per transport x scenario x
-network profile, and writes ``network.md`` and ``charts/network_loss.{png,svg}``.
+network profile, and writes ``network.md`` and ``charts/network_loss.{png,svg}``. Its loopback
+echo figures are the comparison's (:func:`loopback_echo`), never another run's, at the point
+the network runs measured where that run has it (else at its lowest rate, said in the cell).
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ def select(raws: Iterable[dict[str, Any]]) -> dict[Key, list[dict[str, Any]]]:
     return out
 
 
+def loopback_echo(res: Results) -> dict[Key, list[dict[str, Any]]]:
+    """(transport, ``echo``, ``loopback``) -> the echo raws the report's comparison reads (its
+    selection: the newest one-instance loopback run, ``--tls-compare`` runs left out)."""
+    return {(t, "echo", "loopback"): res.raw(t, "echo") for t in res.transports
+            if res.raw(t, "echo")}
+
+
 def figure(chosen: dict[Key, list[dict[str, Any]]], key: Key, metric: str,
            params: str | None = None) -> float | None:
     """Median over trials of ``metric`` at ``params`` (default: the first point)."""
@@ -67,16 +76,59 @@ def transports_in(chosen: dict[Key, list[dict[str, Any]]], scenario: str) -> lis
     return [t for t in TRANSPORTS if t in seen] + sorted(seen - set(TRANSPORTS))
 
 
-def echo_point(chosen: dict[Key, list[dict[str, Any]]]) -> str | None:
-    """The echo point most (transport, network) pairs measured: the table compares it."""
-    counts = Counter(raw_results.params_key(r["params"]) for k, rs in chosen.items()
-                     if k[1] == "echo" for r in rs[:1])
-    return counts.most_common(1)[0][0] if counts else None
+def echo_point(chosen: dict[Key, list[dict[str, Any]]]) -> dict[str, Any] | None:
+    """The echo point (its parameters) most transports measured under the network profiles:
+    the table compares every profile at it (loopback runs, with ladders of their own, do not
+    choose it; without network runs, loopback's most measured point)."""
+    keys = [k for k in chosen if k[1] == "echo" and k[2] != "loopback"] or [
+        k for k in chosen if k[1] == "echo"]
+    counts = Counter(raw_results.params_key(chosen[k][0]["params"]) for k in keys if chosen[k])
+    if not counts:
+        return None
+    best = counts.most_common(1)[0][0]
+    return next(r["params"] for k in keys for r in chosen[k]
+                if raw_results.params_key(r["params"]) == best)
 
 
-def flags(chosen: dict[Key, list[dict[str, Any]]], key: Key) -> str:
-    """`` (saturated)`` / `` (noisy)`` when any trial behind a cell was flagged so."""
-    raws = [r for r in chosen.get(key, []) if "error" not in r]
+def _but_rate(params: dict[str, Any]) -> str:
+    return raw_results.params_key({k: v for k, v in params.items() if k != "rate"})
+
+
+def cell_point(chosen: dict[Key, list[dict[str, Any]]], key: Key,
+               point: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The echo point one cell shows: ``point`` where ``key``'s run measured it, else that
+    run's lowest rate among its points that differ from ``point`` in the rate alone (a ladder
+    without ``point``'s rate: the cell names the rate); None without either."""
+    if point is None:
+        return None
+    fits = [r["params"] for r in chosen.get(key, [])
+            if "error" not in r and _but_rate(r["params"]) == _but_rate(point)]
+    exact = [p for p in fits if raw_results.params_key(p) == raw_results.params_key(point)]
+    return (exact or sorted(fits, key=lambda p: float(p.get("rate", 0))) or [None])[0]
+
+
+def echo_cell(chosen: dict[Key, list[dict[str, Any]]], key: Key,
+              compared: dict[str, Any] | None) -> str:
+    """``p50 / p99`` ms of one echo cell at its :func:`cell_point` (`` at R/s`` when that is
+    not ``compared``), with its flags; ``failed``, ``other points`` (measured, but none that
+    fits) or ``—`` (not measured)."""
+    raws = chosen.get(key, [])
+    shown = cell_point(chosen, key, compared)
+    if shown is None:
+        return ("failed" if raws and all("error" in r for r in raws)
+                else "other points" if raws else "—")
+    at = raw_results.params_key(shown)
+    p50, p99 = (figure(chosen, key, m, at) for m in ("rtt_p50_us", "rtt_p99_us"))
+    rate = ("" if compared is None or at == raw_results.params_key(compared)
+            else f" at {float(shown['rate']):,.0f}/s")
+    return f"{_ms(p50)} / {_ms(p99)}{rate}{flags(chosen, key, at)}"
+
+
+def flags(chosen: dict[Key, list[dict[str, Any]]], key: Key, params: str | None = None) -> str:
+    """`` (saturated)`` / `` (noisy)`` when any trial behind a cell (at ``params``, default
+    all of them) was flagged so."""
+    raws = [r for r in chosen.get(key, []) if "error" not in r
+            and params in (None, raw_results.params_key(r["params"]))]
     marks = [name for name, test in (("saturated", raw_results.is_saturated),
                                      ("noisy", raw_results.is_noisy))
              if any(test(r) for r in raws)]
@@ -113,19 +165,21 @@ def render(chosen: dict[Key, list[dict[str, Any]]],
               "from). Each figure is the median over trials of the newest run per transport, "
               "scenario and profile; — is not measured (or the run failed); (saturated) and "
               "(noisy) are the harness's flags (docs/methodology.md)."), ""]
-    point = echo_point(chosen)
-    lines += [f"## Echo round trip, p50 / p99 ms (point {point})", "",
-              "| transport | " + " | ".join(nets) + " |",
-              "|---|" + "---|" * len(nets)]
+    compared = echo_point(chosen)
+    at = raw_results.params_key(compared) if compared else "—"
+    lines += [f"## Echo round trip, p50 / p99 ms (point {at})", ""]
+    loopback = sorted({str(r["metadata"]["run_id"]) for k, rs in chosen.items()
+                       if k[1:] == ("echo", "loopback") for r in rs})
+    if loopback:
+        lines += [(f"The loopback column reads run{'s' if len(loopback) > 1 else ''} "
+                   f"{', '.join(loopback)} (the comparison's) at this point where it measured "
+                   "it; where it did not, at its lowest rate of the same connections and "
+                   "payload, which the cell names (another rate: not the same load as the "
+                   "other columns); \"other points\": it measured none of these."), ""]
+    lines += ["| transport | " + " | ".join(nets) + " |", "|---|" + "---|" * len(nets)]
     for t in transports_in(chosen, "echo"):
-        cells = []
-        for n in nets:
-            p50 = figure(chosen, (t, "echo", n), "rtt_p50_us", point)
-            p99 = figure(chosen, (t, "echo", n), "rtt_p99_us", point)
-            failed = any("error" in r for r in chosen.get((t, "echo", n), []))
-            cells.append("failed" if failed and p50 is None
-                         else f"{_ms(p50)} / {_ms(p99)}{flags(chosen, (t, 'echo', n))}")
-        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+        lines.append(f"| {t} | " + " | ".join(echo_cell(chosen, (t, "echo", n), compared)
+                                             for n in nets) + " |")
     if performance:
         judged = [n for n in nets if n in performance]
         lines += ["", "## Performance column per network profile", "",
@@ -215,13 +269,14 @@ def loss_chart(chosen: dict[Key, list[dict[str, Any]]]) -> Any:
     fig = charts.new_figure()
     nets = [n for n in profiles_in(chosen) if n in PROFILES]
     point = echo_point(chosen)
+    at = raw_results.params_key(point) if point else None
     ax = fig.add_subplot()
     drawn = False
     for t in transports_in(chosen, "echo"):
         pts: list[tuple[float, float, float]] = []
-        for n in nets:
-            p50 = figure(chosen, (t, "echo", n), "rtt_p50_us", point)
-            p99 = figure(chosen, (t, "echo", n), "rtt_p99_us", point)
+        for n in nets:  # at the network runs' point only (another rate is another load)
+            p50 = figure(chosen, (t, "echo", n), "rtt_p50_us", at) if at else None
+            p99 = figure(chosen, (t, "echo", n), "rtt_p99_us", at) if at else None
             if p50 is not None and p99 is not None:
                 pts.append((PROFILES[n].loss * 100, p50, p99))
         pts.sort()
@@ -248,13 +303,15 @@ def write(results_dir: Path, out_dir: Path, with_charts: bool = True,
     report's selection of them, loaded here when not given)."""
     root = Path(results_dir)
     source = root / "runs" if (root / "runs").is_dir() else root
-    chosen = select(raw_results.load_raw(source) if source.is_dir() else [])
-    path = Path(out_dir) / "network.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
     if res is None:
         from sobranie_bench.report import data
 
         res = data.load(root)
+    chosen = {key: raws for key, raws in select(raw_results.load_raw(source) if source.is_dir()
+                                                else []).items()
+              if key[1:] != ("echo", "loopback")} | loopback_echo(res)
+    path = Path(out_dir) / "network.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(chosen, performance_by_profile(res)))
     paths = [path]
     if with_charts:
