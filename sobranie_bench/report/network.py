@@ -60,9 +60,8 @@ def figure(chosen: dict[Key, list[dict[str, Any]]], key: Key, metric: str,
     raws = [r for r in chosen.get(key, []) if "error" not in r]
     if params is None and raws:
         params = raw_results.params_key(raws[0]["params"])
-    values = [raw_results.metrics(r)[metric][0] for r in raws
-              if raw_results.params_key(r["params"]) == params
-              and metric in raw_results.metrics(r)]
+    values = [m[metric][0] for r in raws if raw_results.params_key(r["params"]) == params
+              and metric in (m := raw_results.metrics(r))]
     return statistics.median(values) if values else None
 
 
