@@ -80,4 +80,4 @@ def test_a_cell_is_flagged_by_the_trials_at_its_own_point_only(results_copy: Pat
     point = network.echo_point(chosen)
     assert point == ok["params"]
     assert "noisy" not in network.echo_cell(chosen, ("ws", "echo", "loopback"), point)
-    assert network.flags(chosen, ("ws", "echo", "loopback")) == " (noisy)"
+    assert "noisy" in network.flags(chosen, ("ws", "echo", "loopback"))  # every trial
