@@ -436,7 +436,7 @@ def _calibrate(args: argparse.Namespace) -> int:
                 break
             console.print(f"attempt {attempt + 1}: {', '.join(refused)} refused (the machine "
                           "was busy): measuring again", highlight=False)  # fmt: skip
-    console.print(f"fit run: {done.fit_run}\nheld-out runs: "
+    console.print(f"fit runs: {', '.join(str(run) for run in done.fit_runs)}\nheld-out runs: "
                   f"{', '.join(str(run) for run in done.holdout_runs)}", highlight=False)
     args.against = str(out)
     return _validate_against(args)

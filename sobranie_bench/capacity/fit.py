@@ -4,7 +4,7 @@ A trial is one harness run of one point (raw JSON, see :mod:`sobranie_bench.harn
 The model of one server process (one event loop, at most one core) is linear in the work it is
 offered, with a fixed cost per scenario::
 
-    cores = fixed[scenario] + inbound_s * inbound/s + delivery_s * deliveries/s
+    cores = fixed[scenario] + inbound_s * inbound/s + delivery_s(load) * deliveries/s
 
 where an echo is one inbound message and one delivery (the reply) and a fan-out publish is one
 inbound message and one delivery per subscriber. ``fixed`` is what the process spends on the
@@ -13,9 +13,14 @@ clients each sending now and then cost a loop wake-up per message that a fan-out
 so one intercept for both scenarios leaves ±15-20% residuals (measured). Fitted by least
 squares on relative error over every fit trial of a transport (echo at several rates, fan-out
 at several sizes), so the cost *per message* falls with the rate and the cost *per delivery*
-with the fan-out: the fixed and per-publish work is spread over more messages. The harness's
-own CPU is fitted the same way: it is the other queue on a benchmark's path, and validation
-predicts the benchmark.
+with the fan-out: the fixed and per-publish work is spread over more messages. A line is one
+constant cost per delivery, and a real process's is not: it rises as the loop fills and falls
+when reads and writes batch near saturation. So the fan-out delivery cost is a curve over the
+load (:func:`with_curve`): at each fan-out fit point, the factor on the line's delivery cost
+that the point's measured CPU calls for, interpolated between the points (in log load) and
+held at the last point's beyond them; the fit grid goes up to near the knee so that the curve
+is measured where the plan and the knee need it. The harness's own CPU is fitted the same
+way: it is the other queue on a benchmark's path, and validation predicts the benchmark.
 
 Trials whose server waited in a run queue for a CPU more than ``MAX_RUN_QUEUE_WAIT`` of the
 window are refused: their CPU and latency measure the machine's other load, not the server.
@@ -29,6 +34,8 @@ what the same server costs with clients that keep up.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -268,26 +275,51 @@ def load_trials(root: Any) -> list[Trial]:
 
 @dataclass(frozen=True)
 class Linear:
-    """cores = fixed[scenario] + inbound_s * inbound/s + delivery_s * deliveries/s."""
+    """cores = fixed[scenario] + inbound_s * inbound/s + delivery_s(load) * deliveries/s."""
 
     idle: float
     """Fixed cores of a process holding fan-out subscribers (the plan's process), cores."""
     inbound_s: float
     """CPU seconds per inbound message (parse, authorise, reply or publish)."""
     delivery_s: float
-    """CPU seconds per delivery (encode once per publish is in inbound_s; the write here)."""
+    """CPU seconds per delivery (encode once per publish is in inbound_s; the write here),
+    the least-squares line's: what ``curve`` scales at a fan-out load."""
     fixed: tuple[tuple[str, float], ...] = ()
     """Per scenario, its fixed cores (``idle`` for a scenario not listed)."""
+    curves: tuple[tuple[str, tuple[tuple[float, float], ...]], ...] = ()
+    """Per scenario (``fanout``, ``capacity``), a delivery's cost as a function of the load:
+    (deliveries/s, factor on ``delivery_s``) at each of its fit points, in increasing load;
+    none: a constant cost."""
 
     def fixed_for(self, scenario: str | None) -> float:
         """The fixed cores of ``scenario`` (``idle`` when it was not fitted apart)."""
         return dict(self.fixed).get(scenario or "", self.idle)
 
+    def curve(self, scenario: str | None) -> tuple[tuple[float, float], ...]:
+        """The cost curve of ``scenario``: its own, else the fan-out's (a plan's process
+        delivers fan-out); none for an echo (a reply is ``delivery_s``)."""
+        if scenario == "echo":
+            return ()
+        curves = dict(self.curves)
+        return curves.get(scenario or "") or curves.get(PLAN_SCENARIO, ())
+
+    def delivery_at(self, deliveries_per_s: float, scenario: str | None = None) -> float:
+        """CPU seconds per delivery at this load: ``delivery_s`` times the factor measured at
+        the scenario's fit points around it (interpolated in log load; the nearest point's
+        factor beyond them)."""
+        curve = self.curve(scenario)
+        if not curve:
+            return self.delivery_s
+        loads = [math.log(max(load, 1e-9)) for load, _ in curve]
+        factor = float(np.interp(math.log(max(deliveries_per_s, 1e-9)), loads,
+                                 [f for _, f in curve]))  # fmt: skip
+        return self.delivery_s * factor
+
     def cores(
         self, inbound_per_s: float, deliveries_per_s: float, scenario: str | None = None
     ) -> float:
         return (self.fixed_for(scenario) + self.inbound_s * inbound_per_s
-                + self.delivery_s * deliveries_per_s)  # fmt: skip
+                + self.delivery_at(deliveries_per_s, scenario) * deliveries_per_s)  # fmt: skip
 
     def per_message_us(self, inbound_per_s: float, fanout: int) -> float:
         """CPU per delivered message at this rate and fan-out, µs (idle spread over them)."""
@@ -394,12 +426,61 @@ def _by_point(trials: Iterable[Trial]) -> dict[tuple[str, str], list[Trial]]:
     return points
 
 
+def with_curves(line: Linear, points: Sequence[tuple[str, float, float, float]]) -> Linear:
+    """``line`` with each delivering scenario's cost as a function of the load: at each load
+    of ``points`` (``(scenario, inbound/s, deliveries/s, cores)``), the factor on
+    ``delivery_s`` that the mean measured cores there call for once the fixed and inbound
+    costs are paid. A line is one constant cost per delivery; a real process's rises as its
+    loop fills and falls when reads and writes batch near saturation (measured in one ws
+    capacity trial: 23.6 µs per delivery at 600 subscribers, 34-37 at 1,000-1,250, 23 at
+    2,000; the harness 36 -> 21 µs from 1,000 to 2,000). What the fit points measured, between
+    them, is what the model carries."""
+    loads: dict[str, dict[float, list[float]]] = {}
+    for scenario, inbound, deliveries, cores in points:
+        if scenario != "echo" and deliveries > 0 and line.delivery_s > 0:
+            paid = line.fixed_for(scenario) + line.inbound_s * inbound
+            loads.setdefault(scenario, {}).setdefault(deliveries, []).append(
+                (cores - paid) / deliveries)
+    curves = tuple((scenario, tuple((load, max(float(np.mean(costs)), 0.0) / line.delivery_s)
+                                    for load, costs in sorted(by_load.items())))
+                   for scenario, by_load in sorted(loads.items()) if len(by_load) >= 2)
+    return dataclasses.replace(line, curves=curves)  # fmt: skip
+
+
+LINE_SCENARIOS = ("echo", "fanout")  # the least-squares line's points; capacity steps: a curve
+
+
 def _linear_of(trials: Sequence[Trial], harness: bool = False) -> Linear:
-    """The fit over ``trials``, at the deliveries each actually made (a process that fell
-    behind its offered load was paid for what it delivered)."""
-    rows = [(t.scenario, t.inbound_per_s, t.throughput_per_s or t.deliveries_per_s,
-             t.harness_cores if harness else t.cpu_cores) for t in trials]  # fmt: skip
-    return fit_linear([(s, i, d, c) for s, i, d, c in rows if c is not None and c > 0])
+    """The fit over ``trials``: the least-squares line over the echo and fan-out points at the
+    deliveries each trial actually made (a process that fell behind its offered load was paid
+    for what it delivered), then the cost curves over every delivering point's offered load
+    (the points' axis; a capacity step's too: it is a fan-out in a process that served the
+    steps before it, measured dearer than a fresh fan-out point of the same size)."""
+
+    def rows(delivered: bool) -> list[tuple[str, float, float, float]]:
+        out = [(t.scenario, t.inbound_per_s,
+                (t.throughput_per_s if delivered else None) or t.deliveries_per_s,
+                t.harness_cores if harness else t.cpu_cores) for t in trials]  # fmt: skip
+        return [(s, i, d, c) for s, i, d, c in out if c is not None and c > 0]
+
+    line = fit_linear([r for r in rows(delivered=True) if r[0] in LINE_SCENARIOS])
+    return with_curves(line, rows(delivered=False))
+
+
+def step_trials(trial: Trial) -> list[Trial]:
+    """A fit capacity trial's steps that held the SLA, each as a trial of scenario
+    ``capacity`` at its fan-out (its CPU, run-queue wait and p95 over the step's window): the
+    points of the capacity scenario's cost curve and latency floor. A step that missed is
+    left out: a process past its knee runs what it is given, not what the load asks."""
+    sla_us = (trial.sla_ms or 0.0) * 1000
+    return [dataclasses.replace(
+        trial, params=results.params_key({"rate": trial.inbound_per_s, "subscribers": s.subscribers}),
+        deliveries_per_s=trial.inbound_per_s * s.subscribers, fanout=s.subscribers,
+        cpu_cores=s.server_cores, harness_cores=s.harness_cores, run_queue_wait=s.server_wait,
+        harness_wait=s.harness_wait, latency_us={"p95": s.p95_us},
+        throughput_per_s=trial.inbound_per_s * s.subscribers, steps=(), achieved=None)
+        for s in trial.steps if s.server_cores is not None and s.p95_us <= sla_us
+        and not s.failed]  # fmt: skip
 
 
 def fit_transport(
@@ -409,7 +490,9 @@ def fit_transport(
     seed: int = RANDOM_SEED,
 ) -> Fit:
     """Fit one transport's fit trials (profile ``calibrate``); refuse when too few survive."""
-    fit_trials = [t for t in trials if not t.held_out and t.scenario in ("echo", "fanout")]
+    fit_trials = [t for t in trials if not t.held_out and t.scenario in LINE_SCENARIOS]
+    fit_trials += [s for t in trials if not t.held_out and t.scenario == "capacity"
+                   and not t.failure for s in step_trials(t)]  # fmt: skip
     if not fit_trials:
         raise CalibrationRefused("no fit trials (run `sobranie-bench capacity calibrate`)")
     transport = fit_trials[0].transport
@@ -470,7 +553,7 @@ def fit_transport(
     )
     anchors: dict[str, tuple[Anchor, ...]] = {}
     fit_range: dict[str, tuple[float, float]] = {}
-    for scenario in ("echo", "fanout"):
+    for scenario in (*LINE_SCENARIOS, "capacity"):
         groups = sorted((g for (s, _), g in points.items() if s == scenario),
                         key=lambda g: g[0].deliveries_per_s)  # fmt: skip
         if not groups:

@@ -18,7 +18,13 @@ from typing import Any
 from sobranie_bench.capacity import fit as fitting
 from sobranie_bench.capacity.calibration import TransportCosts
 from sobranie_bench.capacity.errors import fitted_costs, measured_knees, with_error_bars
-from sobranie_bench.capacity.fit import MAX_RUN_QUEUE_WAIT, RANDOM_SEED, CalibrationRefused, Fit
+from sobranie_bench.capacity.fit import (
+    MAX_RUN_QUEUE_WAIT,
+    RANDOM_SEED,
+    CalibrationRefused,
+    Fit,
+    Linear,
+)
 from sobranie_bench.capacity.fleet import Plan, plan
 from sobranie_bench.capacity.measure import DEFAULT_OUT, HOST_FILE
 from sobranie_bench.capacity.reality import (
@@ -30,7 +36,8 @@ from sobranie_bench.capacity.reality import (
 )
 
 COST_HEADERS = ("transport", "fixed cores (fan-out / echo)", "µs / inbound", "µs / delivery",
-                "harness µs / inbound", "harness µs / delivery", "refused trials")  # fmt: skip
+                "delivery cost over load", "harness µs / inbound", "harness µs / delivery",
+                "refused trials")  # fmt: skip
 RESIDUAL_HEADERS = ("transport", "point", "trials", "measured cores", "fitted", "residual",
                     "trial residuals")  # fmt: skip
 VALIDATION_HEADERS = ("transport", "point", "figure", "predicted", "measured", "error",
@@ -83,9 +90,20 @@ def _cost_row(transport: str, fit: Fit) -> tuple[str, ...]:
 
     h = fit.harness
     return (transport, f"{ci('idle', 1.0)} / {fit.server.fixed_for('echo'):.3g}",
-            ci("inbound_s", 1e6), ci("delivery_s", 1e6),
+            ci("inbound_s", 1e6), ci("delivery_s", 1e6), curve_text(fit.server),
             "-" if h is None else f"{h.inbound_s * 1e6:.3g}",
             "-" if h is None else f"{h.delivery_s * 1e6:.3g}", str(len(fit.refused)))  # fmt: skip
+
+
+def curve_text(model: Linear) -> str:
+    """``fanout x0.99-1.02 over 2,000-16,000/s``: per scenario, the range of the factor on the
+    line's delivery cost over the loads its fit points measured (``constant``: no curve)."""
+    parts = []
+    for scenario, curve in model.curves:
+        factors = [f for _, f in curve]
+        parts.append(f"{scenario} x{min(factors):.2f}-{max(factors):.2f} over "
+                     f"{curve[0][0]:,.0f}-{curve[-1][0]:,.0f}/s")  # fmt: skip
+    return "; ".join(parts) or "constant"
 
 
 def validation_rows(result: Validation) -> tuple[tuple[str, ...], ...]:
@@ -109,8 +127,8 @@ def tables(
     residuals: list[tuple[str, ...]] = []
     for transport, fit in sorted(fits.items()):
         if isinstance(fit, CalibrationRefused):
-            costs.append((transport, "refused (why: below the tables)", "", "", "",
-                          "", ""))
+            costs.append((transport, "refused (why: below the tables)",
+                          *("" for _ in COST_HEADERS[2:])))
             continue
         costs.append(_cost_row(transport, fit))
         for r in fit.residuals:
@@ -138,7 +156,8 @@ def load(
         return None
     host_file = root / HOST_FILE
     host = json.loads(host_file.read_text()) if host_file.exists() else {}
-    named = [host.get("fit_run"), host.get("holdout_run"), *host.get("holdout_runs", [])]
+    named = [host.get("fit_run"), *host.get("fit_runs", []), host.get("holdout_run"),
+             *host.get("holdout_runs", [])]  # older records: one fit run, one held-out run
     runs = [root / "runs" / name for name in named if name]
     if runs and all(run.is_dir() for run in runs):  # the last calibration's runs only
         trials = [t for run in runs for t in fitting.load_trials(run)]
