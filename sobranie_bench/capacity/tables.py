@@ -17,6 +17,7 @@ from typing import Any
 
 from sobranie_bench.capacity import fit as fitting
 from sobranie_bench.capacity.calibration import TransportCosts
+from sobranie_bench.capacity.clustercheck import TOLERANCES
 from sobranie_bench.capacity.errors import fitted_costs, measured_knees, with_error_bars
 from sobranie_bench.capacity.fit import (
     MAX_RUN_QUEUE_WAIT,
@@ -208,8 +209,8 @@ def calibrated_plan(
 
 
 CLUSTER_CAPTION = ("the fleet and storm models' predictions for the same N and load beside "
-                   "a measured cluster run (shown, not judged: the thresholds are the "
-                   "one-process model's); error: predicted / measured - 1")
+                   f"a measured cluster run, judged: {TOLERANCES}; error: predicted / "
+                   "measured - 1")
 
 
 def cluster_rows(run: Path | str | None, summary: Path | str | None = None
