@@ -300,9 +300,12 @@ def calibration_rich(shown: CalibrationTables) -> list[Table]:
     return [
         _rich("Fitted costs of one server process (90% bootstrap interval over trials)",
               COST_HEADERS, shown.costs,
-              "cores = fixed[scenario] + inbound x rate + delivery x deliveries/s; harness: "
+              "cores = fixed[scenario] + inbound x rate + delivery x factor(load) x "
+              "deliveries/s; harness: "
               f"the benchmark's client, the other queue on the path; host {shown.host}"),
-        _rich("Fit points: measured against fitted CPU", RESIDUAL_HEADERS, shown.residuals),
+        _rich("Fit points: measured against fitted CPU", RESIDUAL_HEADERS, shown.residuals,
+              "fitted: the line with its delivery cost curve over load (through each point's "
+              "mean); line residual: the least-squares line alone"),
         _rich("Held-out validation: the calibrated model against measurements it was not "
               "fitted to", VALIDATION_HEADERS, shown.validation,
               "error: predicted / measured - 1; extrapolation: the point's load lies outside "

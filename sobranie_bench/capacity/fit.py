@@ -361,19 +361,29 @@ def fit_linear(points: Sequence[tuple[str, float, float, float]]) -> Linear:
 
 @dataclass(frozen=True)
 class Residual:
-    """A fit point: the measured mean against the fitted line."""
+    """A fit point: the measured mean against the fitted model and its line."""
 
     scenario: str
     params: str
     trials: int
     measured_cores: float
     fitted_cores: float
+    """The model's cores here: the line with the cost curve (which passes through each fit
+    point's mean)."""
     spread: tuple[float, float] = (0.0, 0.0)
     """Lowest and highest trial residual (fitted / measured - 1) at this point."""
+    line_cores: float | None = None
+    """The least-squares line's cores here, without the curve: what the curve corrects."""
 
     @property
     def error(self) -> float:
         return (self.fitted_cores - self.measured_cores) / self.measured_cores
+
+    @property
+    def line_error(self) -> float | None:
+        if self.line_cores is None:
+            return None
+        return (self.line_cores - self.measured_cores) / self.measured_cores
 
 
 @dataclass(frozen=True)
@@ -473,8 +483,9 @@ def step_trials(trial: Trial) -> list[Trial]:
     points of the capacity scenario's cost curve and latency floor. A step that missed is
     left out: a process past its knee runs what it is given, not what the load asks."""
     sla_us = (trial.sla_ms or 0.0) * 1000
+    kept = [item for item in trial.params.split(";") if item.split("=")[0] in ("payload", "rate")]
     return [dataclasses.replace(
-        trial, params=results.params_key({"rate": trial.inbound_per_s, "subscribers": s.subscribers}),
+        trial, params=";".join([*kept, f"subscribers={s.subscribers}"]),
         deliveries_per_s=trial.inbound_per_s * s.subscribers, fanout=s.subscribers,
         cpu_cores=s.server_cores, harness_cores=s.harness_cores, run_queue_wait=s.server_wait,
         harness_wait=s.harness_wait, latency_us={"p95": s.p95_us},
@@ -540,6 +551,7 @@ def fit_transport(
     for _ in range(draws):
         sample = [rng.choice(group) for group in points.values() for _ in group]
         boot.append(_linear_of(sample))
+    line = dataclasses.replace(server, curves=())
     residuals = tuple(
         Residual(
             scenario,
@@ -548,8 +560,10 @@ def fit_transport(
             float(np.mean([t.cpu_cores for t in group if t.cpu_cores is not None])),
             server.cores(group[0].inbound_per_s, group[0].deliveries_per_s, scenario),
             _spread(server, group),
+            line.cores(group[0].inbound_per_s, group[0].deliveries_per_s, scenario),
         )
-        for (scenario, params), group in sorted(points.items())
+        for (scenario, params), group in sorted(
+            points.items(), key=lambda item: (item[0][0], item[1][0].deliveries_per_s))
     )
     anchors: dict[str, tuple[Anchor, ...]] = {}
     fit_range: dict[str, tuple[float, float]] = {}

@@ -40,7 +40,7 @@ COST_HEADERS = ("transport", "fixed cores (fan-out / echo)", "µs / inbound", "�
                 "delivery cost over load", "harness µs / inbound", "harness µs / delivery",
                 "refused trials")  # fmt: skip
 RESIDUAL_HEADERS = ("transport", "point", "trials", "measured cores", "fitted", "residual",
-                    "trial residuals")  # fmt: skip
+                    "trial residuals", "line residual")  # fmt: skip
 VALIDATION_HEADERS = ("transport", "point", "figure", "predicted", "measured", "error",
                       "threshold", "pass", "note")  # fmt: skip
 THRESHOLDS = (f"CPU within ±{CPU_TOLERANCE:.0%}, p95 within {P95_FACTOR:g}x below the knee, "
@@ -136,7 +136,8 @@ def tables(
             low, high = r.spread
             residuals.append((transport, f"{r.scenario} {r.params}", str(r.trials),
                               f"{r.measured_cores:.3f}", f"{r.fitted_cores:.3f}",
-                              f"{r.error:+.1%}", f"{low:+.0%} to {high:+.0%}"))  # fmt: skip
+                              f"{r.error:+.1%}", f"{low:+.0%} to {high:+.0%}",
+                              "-" if r.line_error is None else f"{r.line_error:+.1%}"))  # fmt: skip
     return CalibrationTables(
         host=host_text(host),
         costs=tuple(costs),
@@ -250,9 +251,13 @@ def validation_markdown(
                                      (RESIDUAL_HEADERS, shown.residuals),
                                      (VALIDATION_HEADERS, shown.validation))
           if rows for part in (table(headers, rows), "")),
-        ("Host share: run / (run + run-queue wait) of the process over the point's window "
-        "(schedstat); the model runs each process at the share it got, and the plan at a "
-        "whole core."), "",
+        ("A delivery's CPU is the line's times a factor over the load that the fit points "
+        "measured (fitted: through each point's mean; line residual: the least-squares line "
+        "alone); a capacity trial is predicted from the calibration's own capacity trial "
+        "(its steps cost more than fresh fan-out points) and judged on the median of its "
+        "trials. Host share: run / (run + run-queue wait) of the process over the point's "
+        "window (schedstat); the model runs each process at the share it got, and the plan at "
+        "a whole core."), "",
     ]  # fmt: skip
     lines += [f"- refused: {why}" for why in shown.refused.values()] + [""]
     return lines + cluster_markdown(Path(root).parent, table)
