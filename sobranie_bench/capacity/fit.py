@@ -15,12 +15,14 @@ squares on relative error over every fit trial of a transport (echo at several r
 at several sizes), so the cost *per message* falls with the rate and the cost *per delivery*
 with the fan-out: the fixed and per-publish work is spread over more messages. A line is one
 constant cost per delivery, and a real process's is not: it rises as the loop fills and falls
-when reads and writes batch near saturation. So the fan-out delivery cost is a curve over the
-load (:func:`with_curve`): at each fan-out fit point, the factor on the line's delivery cost
-that the point's measured CPU calls for, interpolated between the points (in log load) and
-held at the last point's beyond them; the fit grid goes up to near the knee so that the curve
-is measured where the plan and the knee need it. The harness's own CPU is fitted the same
-way: it is the other queue on a benchmark's path, and validation predicts the benchmark.
+when reads and writes batch near saturation. So a delivery's cost is a curve over the load
+(:func:`with_curves`): at each fit point, the factor on the line's delivery cost that the
+point's measured CPU calls for, interpolated between the points (in log load) and held at the
+last point's beyond them. The capacity scenario has a curve of its own, from a capacity trial
+of the calibration stepping up to its knee (:func:`step_trials`): a step is a fan-out in a
+server and a harness that served every step before it, dearer than a fresh fan-out point,
+and the knee needs the curve measured where the knee is. The harness's own CPU is fitted the
+same way: it is the other queue on a benchmark's path, and validation predicts the benchmark.
 
 Trials whose server waited in a run queue for a CPU more than ``MAX_RUN_QUEUE_WAIT`` of the
 window are refused: their CPU and latency measure the machine's other load, not the server.
@@ -477,21 +479,34 @@ def _linear_of(trials: Sequence[Trial], harness: bool = False) -> Linear:
     return with_curves(line, rows(delivered=False))
 
 
+def _step_trial(trial: Trial, step: Step) -> Trial:
+    """One step of a capacity trial as a trial of scenario ``capacity`` at its fan-out (its
+    CPU, run-queue wait and p95 over the step's window)."""
+    kept = [item for item in trial.params.split(";") if item.split("=")[0] in ("payload", "rate")]
+    return dataclasses.replace(
+        trial, params=";".join([*kept, f"subscribers={step.subscribers}"]),
+        deliveries_per_s=trial.inbound_per_s * step.subscribers, fanout=step.subscribers,
+        cpu_cores=step.server_cores, harness_cores=step.harness_cores,
+        run_queue_wait=step.server_wait, harness_wait=step.harness_wait,
+        latency_us={"p95": step.p95_us}, throughput_per_s=trial.inbound_per_s * step.subscribers,
+        steps=(), achieved=None)  # fmt: skip
+
+
 def step_trials(trial: Trial) -> list[Trial]:
-    """A fit capacity trial's steps that held the SLA, each as a trial of scenario
-    ``capacity`` at its fan-out (its CPU, run-queue wait and p95 over the step's window): the
-    points of the capacity scenario's cost curve and latency floor. A step that missed is
+    """A fit capacity trial's steps that held the SLA, each as a trial (:func:`_step_trial`):
+    the points of the capacity scenario's cost curve and latency floor. A step that missed is
     left out: a process past its knee runs what it is given, not what the load asks."""
     sla_us = (trial.sla_ms or 0.0) * 1000
-    kept = [item for item in trial.params.split(";") if item.split("=")[0] in ("payload", "rate")]
-    return [dataclasses.replace(
-        trial, params=";".join([*kept, f"subscribers={s.subscribers}"]),
-        deliveries_per_s=trial.inbound_per_s * s.subscribers, fanout=s.subscribers,
-        cpu_cores=s.server_cores, harness_cores=s.harness_cores, run_queue_wait=s.server_wait,
-        harness_wait=s.harness_wait, latency_us={"p95": s.p95_us},
-        throughput_per_s=trial.inbound_per_s * s.subscribers, steps=(), achieved=None)
-        for s in trial.steps if s.server_cores is not None and s.p95_us <= sla_us
-        and not s.failed]  # fmt: skip
+    return [_step_trial(trial, s) for s in trial.steps
+            if s.server_cores is not None and s.p95_us <= sla_us and not s.failed]  # fmt: skip
+
+
+def first_miss(trial: Trial) -> Trial | None:
+    """A fit capacity trial's first step over the SLA (that lost nothing), as a trial: a
+    latency point only (its p95 above the SLA is where the floor reaches it), not a cost."""
+    sla_us = (trial.sla_ms or 0.0) * 1000
+    miss = next((s for s in trial.steps if s.p95_us > sla_us or s.failed), None)
+    return None if miss is None or miss.failed else _step_trial(trial, miss)
 
 
 def fit_transport(
@@ -572,8 +587,12 @@ def fit_transport(
                         key=lambda g: g[0].deliveries_per_s)  # fmt: skip
         if not groups:
             continue
-        anchors[scenario] = tuple(_anchor(g) for g in groups)
         fit_range[scenario] = (groups[0][0].deliveries_per_s, groups[-1][0].deliveries_per_s)
+        if scenario == "capacity":  # the floor reaches the SLA where the steps did
+            groups += [[m] for t in trials if not t.held_out and t.scenario == "capacity"
+                       and not t.failure and (m := first_miss(t)) is not None]  # fmt: skip
+        anchors[scenario] = tuple(_anchor(g) for g in sorted(
+            groups, key=lambda g: g[0].deliveries_per_s))
     return Fit(
         transport=transport,
         server=server,
