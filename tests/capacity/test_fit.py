@@ -253,8 +253,9 @@ def test_the_cost_curve_carries_what_the_fan_out_points_measured_between_and_bey
     model = fit_transport(echo + fanout, draws=20).server
     for t in fanout:
         assert model.cores(20, t.deliveries_per_s, "fanout") == pytest.approx(t.cpu_cores)
-    line = dataclasses.replace(model, curves=())
-    assert abs(line.cores(20, 30_000, "fanout") / (fanout[-1].cpu_cores or 1) - 1) > 0.05
+    line = dataclasses.replace(model, curves=())  # no line passes through a kink
+    assert max(abs(line.cores(20, t.deliveries_per_s, "fanout") / (t.cpu_cores or 1) - 1)
+               for t in fanout) > 0.05  # fmt: skip
     between = model.delivery_at(20 * 1000, "fanout")
     assert model.delivery_at(12_000, "fanout") < between < model.delivery_at(30_000, "fanout")
     assert model.delivery_at(60_000, "fanout") == model.delivery_at(30_000, "fanout")
@@ -283,7 +284,7 @@ def test_a_fit_capacity_trial_gives_the_capacity_scenario_its_own_costs_and_floo
     stepped = fit_transport([*grid(), fitted], draws=20)
     assert knee_scenario(fresh) == "fanout" and knee_scenario(stepped) == "capacity"
     assert stepped.fit_range["capacity"] == (3000, 18000)
-    assert stepped.server.delivery_at(8000, "fanout") == pytest.approx(DELIVERY)
+    assert stepped.server.delivery_at(8000, "fanout") == pytest.approx(DELIVERY, rel=0.02)
 
     def cpu(fit: Fit) -> list[bool | None]:
         checks = validate_against([*grid(), fitted, held], {"ws": fit}).checks
