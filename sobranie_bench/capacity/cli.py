@@ -345,7 +345,8 @@ def _validate_against(args: argparse.Namespace) -> int:
 
 
 def _validate_cluster(args: argparse.Namespace) -> int:
-    from sobranie_bench.capacity.tables import CLUSTER_CAPTION, cluster_rows
+    from sobranie_bench.capacity.clustercheck import TOLERANCES
+    from sobranie_bench.capacity.tables import CLUSTER_CAPTION, cluster_rows, cluster_verdicts
 
     console = _console()
     run = Path(args.cluster)
@@ -364,6 +365,9 @@ def _validate_cluster(args: argparse.Namespace) -> int:
         return 0
     console.print(_rich(f"The fleet model against a measured cluster ({run.name})",
                         VALIDATION_HEADERS, rows, CLUSTER_CAPTION))  # fmt: skip
+    for transport, passed in cluster_verdicts(rows).items():
+        verdict = "[green]PASS[/]" if passed else "[red]FAIL[/]"
+        console.print(f"{transport} on the cluster: {verdict} ({TOLERANCES})", highlight=False)
     return 0
 
 

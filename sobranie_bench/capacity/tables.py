@@ -229,6 +229,21 @@ def cluster_rows(run: Path | str | None, summary: Path | str | None = None
     return validation_rows(Validation(tuple(checks), {}))
 
 
+def cluster_verdicts(rows: Sequence[Sequence[str]]) -> dict[str, bool]:
+    """Transport -> whether every judged cluster row (``cluster_rows``) passed; a transport
+    with no judged row has no verdict."""
+    judged: dict[str, list[bool]] = {}
+    for row in rows:
+        if row[7] in ("pass", "FAIL"):
+            judged.setdefault(row[0], []).append(row[7] == "pass")
+    return {transport: all(ok) for transport, ok in sorted(judged.items())}
+
+
+def verdict_text(verdicts: Mapping[str, bool]) -> str:
+    """``sse: **PASS**; ws: **FAIL**``."""
+    return "; ".join(f"{t}: **{'PASS' if ok else 'FAIL'}**" for t, ok in verdicts.items())
+
+
 def validation_markdown(
     root: Path | str, table: Callable[[Sequence[str], Sequence[Sequence[str]]], str]
 ) -> list[str]:
@@ -241,8 +256,7 @@ def validation_markdown(
         return lines + [(f"No calibration under `{Path(root).name}/` (run `make calibrate`): "
                         "the plans above carry no error bars and the model is unvalidated."),
                         "", *cluster_markdown(Path(root).parent, table)]  # fmt: skip
-    verdicts = "; ".join(f"{t}: **{'PASS' if ok else 'FAIL'}**"
-                         for t, ok in shown.verdicts.items())  # fmt: skip
+    verdicts = verdict_text(shown.verdicts)
     lines += [
         (f"`sobranie-bench capacity calibrate` fitted each server's CPU to its fit points and "
         f"predicted points it did not see, then measured them ({shown.host}; TLS on, "
@@ -279,4 +293,5 @@ def cluster_markdown(
             (f"Run `{run.name}` (`run --cluster`, Redis; {CLUSTER_CAPTION}). Re-measure: "
              "`sobranie-bench run --profile holdout --cluster 3 --broker redis --scenarios "
              "fanout,failover,backplane --transports ws,sse`."), "",
+            f"Verdicts: {verdict_text(cluster_verdicts(rows))}.", "",
             table(VALIDATION_HEADERS, rows), ""]  # fmt: skip

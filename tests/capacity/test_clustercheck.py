@@ -61,3 +61,14 @@ def test_the_broker_cost_counts_the_publishing_script_and_each_subscribed_instan
                "resources": {"broker": [[0.0, 0.0, 0.0], [1.0, 3000 * predicted / 1e6, 0.0]]}}
     (right,) = cluster_checks([cheaper])
     assert right.passed and right.error == pytest.approx(0.0)
+
+
+def test_a_transport_passes_on_the_cluster_when_every_judged_row_does(failover_raw: Raw) -> None:
+    from sobranie_bench.capacity.reality import Validation
+    from sobranie_bench.capacity.tables import cluster_verdicts, validation_rows
+
+    rows = validation_rows(Validation(tuple(cluster_checks([failover_raw(True)])), {}))
+    assert cluster_verdicts(rows) == {"ws": False}  # the 2 duplicates: the model says none
+    clean = [r for r in rows if r[2] != "duplicated"]
+    assert cluster_verdicts(clean) == {"ws": all(r[7] == "pass" for r in clean if r[7])}
+    assert cluster_verdicts([r[:7] + ("",) + r[8:] for r in rows]) == {}  # none judged
