@@ -300,9 +300,12 @@ def calibration_rich(shown: CalibrationTables) -> list[Table]:
     return [
         _rich("Fitted costs of one server process (90% bootstrap interval over trials)",
               COST_HEADERS, shown.costs,
-              "cores = fixed[scenario] + inbound x rate + delivery x deliveries/s; harness: "
+              "cores = fixed[scenario] + inbound x rate + delivery x factor(load) x "
+              "deliveries/s; harness: "
               f"the benchmark's client, the other queue on the path; host {shown.host}"),
-        _rich("Fit points: measured against fitted CPU", RESIDUAL_HEADERS, shown.residuals),
+        _rich("Fit points: measured against fitted CPU", RESIDUAL_HEADERS, shown.residuals,
+              "fitted: the line with its delivery cost curve over load (through each point's "
+              "mean); line residual: the least-squares line alone"),
         _rich("Held-out validation: the calibrated model against measurements it was not "
               "fitted to", VALIDATION_HEADERS, shown.validation,
               "error: predicted / measured - 1; extrapolation: the point's load lies outside "
@@ -342,7 +345,8 @@ def _validate_against(args: argparse.Namespace) -> int:
 
 
 def _validate_cluster(args: argparse.Namespace) -> int:
-    from sobranie_bench.capacity.tables import CLUSTER_CAPTION, cluster_rows
+    from sobranie_bench.capacity.clustercheck import TOLERANCES
+    from sobranie_bench.capacity.tables import CLUSTER_CAPTION, cluster_rows, cluster_verdicts
 
     console = _console()
     run = Path(args.cluster)
@@ -361,6 +365,9 @@ def _validate_cluster(args: argparse.Namespace) -> int:
         return 0
     console.print(_rich(f"The fleet model against a measured cluster ({run.name})",
                         VALIDATION_HEADERS, rows, CLUSTER_CAPTION))  # fmt: skip
+    for transport, passed in cluster_verdicts(rows).items():
+        verdict = "[green]PASS[/]" if passed else "[red]FAIL[/]"
+        console.print(f"{transport} on the cluster: {verdict} ({TOLERANCES})", highlight=False)
     return 0
 
 
@@ -436,7 +443,7 @@ def _calibrate(args: argparse.Namespace) -> int:
                 break
             console.print(f"attempt {attempt + 1}: {', '.join(refused)} refused (the machine "
                           "was busy): measuring again", highlight=False)  # fmt: skip
-    console.print(f"fit run: {done.fit_run}\nheld-out runs: "
+    console.print(f"fit runs: {', '.join(str(run) for run in done.fit_runs)}\nheld-out runs: "
                   f"{', '.join(str(run) for run in done.holdout_runs)}", highlight=False)
     args.against = str(out)
     return _validate_against(args)

@@ -19,7 +19,7 @@ import numpy as np
 from sobranie_bench.capacity.calibration import Figure, LatencyCurve, LatencyPoint, TransportCosts
 from sobranie_bench.capacity.fit import Fit, Linear, Trial, host_of
 from sobranie_bench.capacity.fleet import FleetPlan, Plan, limit_needs
-from sobranie_bench.capacity.reality import NOT_REACHED, measured_knee
+from sobranie_bench.capacity.reality import NOT_REACHED, median_knee
 from sobranie_bench.capacity.stats import percentile
 from sobranie_bench.capacity.workload import FeatureLoad, aggregate_rates
 
@@ -77,16 +77,22 @@ def costs_from_model(
 
 
 def measured_knees(trials: Sequence[Trial]) -> dict[str, Knee]:
-    """Transport -> where a capacity trial's p95 crossed its SLA (trials whose every step
-    held set no knee)."""
-    knees: dict[str, Knee] = {}
+    """Transport -> where its capacity trials' p95 crossed their SLA: the median of the
+    trials' knees (:func:`~sobranie_bench.capacity.reality.median_knee`; trials whose every
+    step held set no knee), with the median server share over their steps up to it."""
+    groups: dict[str, list[Trial]] = {}
     for t in trials:
         if t.scenario == "capacity" and t.sla_ms and not t.failure:
-            value, how = measured_knee(t)
-            if how != NOT_REACHED and not math.isnan(value):
-                upto = [st for st in t.steps if st.subscribers <= value] or list(t.steps[:1])
-                share = float(np.median([host_of(st).server for st in upto]))
-                knees[t.transport] = Knee(value, t.inbound_per_s, t.sla_ms, share)
+            groups.setdefault(t.transport, []).append(t)
+    knees: dict[str, Knee] = {}
+    for transport, group in groups.items():
+        value, how = median_knee(group)
+        if how != NOT_REACHED and not math.isnan(value):
+            upto = [st for t in group for st in t.steps if st.subscribers <= value] or list(
+                group[0].steps[:1])
+            share = float(np.median([host_of(st).server for st in upto]))
+            knees[transport] = Knee(value, group[0].inbound_per_s, group[0].sla_ms or 0.0,
+                                    share)  # fmt: skip
     return knees
 
 

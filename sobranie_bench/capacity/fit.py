@@ -4,7 +4,7 @@ A trial is one harness run of one point (raw JSON, see :mod:`sobranie_bench.harn
 The model of one server process (one event loop, at most one core) is linear in the work it is
 offered, with a fixed cost per scenario::
 
-    cores = fixed[scenario] + inbound_s * inbound/s + delivery_s * deliveries/s
+    cores = fixed[scenario] + inbound_s * inbound/s + delivery_s(load) * deliveries/s
 
 where an echo is one inbound message and one delivery (the reply) and a fan-out publish is one
 inbound message and one delivery per subscriber. ``fixed`` is what the process spends on the
@@ -13,9 +13,16 @@ clients each sending now and then cost a loop wake-up per message that a fan-out
 so one intercept for both scenarios leaves ±15-20% residuals (measured). Fitted by least
 squares on relative error over every fit trial of a transport (echo at several rates, fan-out
 at several sizes), so the cost *per message* falls with the rate and the cost *per delivery*
-with the fan-out: the fixed and per-publish work is spread over more messages. The harness's
-own CPU is fitted the same way: it is the other queue on a benchmark's path, and validation
-predicts the benchmark.
+with the fan-out: the fixed and per-publish work is spread over more messages. A line is one
+constant cost per delivery, and a real process's is not: it rises as the loop fills and falls
+when reads and writes batch near saturation. So a delivery's cost is a curve over the load
+(:func:`with_curves`): at each fit point, the factor on the line's delivery cost that the
+point's measured CPU calls for, interpolated between the points (in log load) and held at the
+last point's beyond them. The capacity scenario has a curve of its own, from a capacity trial
+of the calibration stepping up to its knee (:func:`step_trials`): a step is a fan-out in a
+server and a harness that served every step before it, dearer than a fresh fan-out point,
+and the knee needs the curve measured where the knee is. The harness's own CPU is fitted the
+same way: it is the other queue on a benchmark's path, and validation predicts the benchmark.
 
 Trials whose server waited in a run queue for a CPU more than ``MAX_RUN_QUEUE_WAIT`` of the
 window are refused: their CPU and latency measure the machine's other load, not the server.
@@ -29,6 +36,8 @@ what the same server costs with clients that keep up.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -268,26 +277,51 @@ def load_trials(root: Any) -> list[Trial]:
 
 @dataclass(frozen=True)
 class Linear:
-    """cores = fixed[scenario] + inbound_s * inbound/s + delivery_s * deliveries/s."""
+    """cores = fixed[scenario] + inbound_s * inbound/s + delivery_s(load) * deliveries/s."""
 
     idle: float
     """Fixed cores of a process holding fan-out subscribers (the plan's process), cores."""
     inbound_s: float
     """CPU seconds per inbound message (parse, authorise, reply or publish)."""
     delivery_s: float
-    """CPU seconds per delivery (encode once per publish is in inbound_s; the write here)."""
+    """CPU seconds per delivery (encode once per publish is in inbound_s; the write here),
+    the least-squares line's: what ``curve`` scales at a fan-out load."""
     fixed: tuple[tuple[str, float], ...] = ()
     """Per scenario, its fixed cores (``idle`` for a scenario not listed)."""
+    curves: tuple[tuple[str, tuple[tuple[float, float], ...]], ...] = ()
+    """Per scenario (``fanout``, ``capacity``), a delivery's cost as a function of the load:
+    (deliveries/s, factor on ``delivery_s``) at each of its fit points, in increasing load;
+    none: a constant cost."""
 
     def fixed_for(self, scenario: str | None) -> float:
         """The fixed cores of ``scenario`` (``idle`` when it was not fitted apart)."""
         return dict(self.fixed).get(scenario or "", self.idle)
 
+    def curve(self, scenario: str | None) -> tuple[tuple[float, float], ...]:
+        """The cost curve of ``scenario``: its own, else the fan-out's (a plan's process
+        delivers fan-out); none for an echo (a reply is ``delivery_s``)."""
+        if scenario == "echo":
+            return ()
+        curves = dict(self.curves)
+        return curves.get(scenario or "") or curves.get(PLAN_SCENARIO, ())
+
+    def delivery_at(self, deliveries_per_s: float, scenario: str | None = None) -> float:
+        """CPU seconds per delivery at this load: ``delivery_s`` times the factor measured at
+        the scenario's fit points around it (interpolated in log load; the nearest point's
+        factor beyond them)."""
+        curve = self.curve(scenario)
+        if not curve:
+            return self.delivery_s
+        loads = [math.log(max(load, 1e-9)) for load, _ in curve]
+        factor = float(np.interp(math.log(max(deliveries_per_s, 1e-9)), loads,
+                                 [f for _, f in curve]))  # fmt: skip
+        return self.delivery_s * factor
+
     def cores(
         self, inbound_per_s: float, deliveries_per_s: float, scenario: str | None = None
     ) -> float:
         return (self.fixed_for(scenario) + self.inbound_s * inbound_per_s
-                + self.delivery_s * deliveries_per_s)  # fmt: skip
+                + self.delivery_at(deliveries_per_s, scenario) * deliveries_per_s)  # fmt: skip
 
     def per_message_us(self, inbound_per_s: float, fanout: int) -> float:
         """CPU per delivered message at this rate and fan-out, µs (idle spread over them)."""
@@ -329,19 +363,29 @@ def fit_linear(points: Sequence[tuple[str, float, float, float]]) -> Linear:
 
 @dataclass(frozen=True)
 class Residual:
-    """A fit point: the measured mean against the fitted line."""
+    """A fit point: the measured mean against the fitted model and its line."""
 
     scenario: str
     params: str
     trials: int
     measured_cores: float
     fitted_cores: float
+    """The model's cores here: the line with the cost curve (which passes through each fit
+    point's mean)."""
     spread: tuple[float, float] = (0.0, 0.0)
     """Lowest and highest trial residual (fitted / measured - 1) at this point."""
+    line_cores: float | None = None
+    """The least-squares line's cores here, without the curve: what the curve corrects."""
 
     @property
     def error(self) -> float:
         return (self.fitted_cores - self.measured_cores) / self.measured_cores
+
+    @property
+    def line_error(self) -> float | None:
+        if self.line_cores is None:
+            return None
+        return (self.line_cores - self.measured_cores) / self.measured_cores
 
 
 @dataclass(frozen=True)
@@ -394,12 +438,75 @@ def _by_point(trials: Iterable[Trial]) -> dict[tuple[str, str], list[Trial]]:
     return points
 
 
+def with_curves(line: Linear, points: Sequence[tuple[str, float, float, float]]) -> Linear:
+    """``line`` with each delivering scenario's cost as a function of the load: at each load
+    of ``points`` (``(scenario, inbound/s, deliveries/s, cores)``), the factor on
+    ``delivery_s`` that the mean measured cores there call for once the fixed and inbound
+    costs are paid. A line is one constant cost per delivery; a real process's rises as its
+    loop fills and falls when reads and writes batch near saturation (measured in one ws
+    capacity trial: 23.6 µs per delivery at 600 subscribers, 34-37 at 1,000-1,250, 23 at
+    2,000; the harness 36 -> 21 µs from 1,000 to 2,000). What the fit points measured, between
+    them, is what the model carries."""
+    loads: dict[str, dict[float, list[float]]] = {}
+    for scenario, inbound, deliveries, cores in points:
+        if scenario != "echo" and deliveries > 0 and line.delivery_s > 0:
+            paid = line.fixed_for(scenario) + line.inbound_s * inbound
+            loads.setdefault(scenario, {}).setdefault(deliveries, []).append(
+                (cores - paid) / deliveries)
+    curves = tuple((scenario, tuple((load, max(float(np.mean(costs)), 0.0) / line.delivery_s)
+                                    for load, costs in sorted(by_load.items())))
+                   for scenario, by_load in sorted(loads.items()) if len(by_load) >= 2)
+    return dataclasses.replace(line, curves=curves)  # fmt: skip
+
+
+LINE_SCENARIOS = ("echo", "fanout")  # the least-squares line's points; capacity steps: a curve
+
+
 def _linear_of(trials: Sequence[Trial], harness: bool = False) -> Linear:
-    """The fit over ``trials``, at the deliveries each actually made (a process that fell
-    behind its offered load was paid for what it delivered)."""
-    rows = [(t.scenario, t.inbound_per_s, t.throughput_per_s or t.deliveries_per_s,
-             t.harness_cores if harness else t.cpu_cores) for t in trials]  # fmt: skip
-    return fit_linear([(s, i, d, c) for s, i, d, c in rows if c is not None and c > 0])
+    """The fit over ``trials``: the least-squares line over the echo and fan-out points at the
+    deliveries each trial actually made (a process that fell behind its offered load was paid
+    for what it delivered), then the cost curves over every delivering point's offered load
+    (the points' axis; a capacity step's too: it is a fan-out in a process that served the
+    steps before it, measured dearer than a fresh fan-out point of the same size)."""
+
+    def rows(delivered: bool) -> list[tuple[str, float, float, float]]:
+        out = [(t.scenario, t.inbound_per_s,
+                (t.throughput_per_s if delivered else None) or t.deliveries_per_s,
+                t.harness_cores if harness else t.cpu_cores) for t in trials]  # fmt: skip
+        return [(s, i, d, c) for s, i, d, c in out if c is not None and c > 0]
+
+    line = fit_linear([r for r in rows(delivered=True) if r[0] in LINE_SCENARIOS])
+    return with_curves(line, rows(delivered=False))
+
+
+def _step_trial(trial: Trial, step: Step) -> Trial:
+    """One step of a capacity trial as a trial of scenario ``capacity`` at its fan-out (its
+    CPU, run-queue wait and p95 over the step's window)."""
+    kept = [item for item in trial.params.split(";") if item.split("=")[0] in ("payload", "rate")]
+    return dataclasses.replace(
+        trial, params=";".join([*kept, f"subscribers={step.subscribers}"]),
+        deliveries_per_s=trial.inbound_per_s * step.subscribers, fanout=step.subscribers,
+        cpu_cores=step.server_cores, harness_cores=step.harness_cores,
+        run_queue_wait=step.server_wait, harness_wait=step.harness_wait,
+        latency_us={"p95": step.p95_us}, throughput_per_s=trial.inbound_per_s * step.subscribers,
+        steps=(), achieved=None)  # fmt: skip
+
+
+def step_trials(trial: Trial) -> list[Trial]:
+    """A fit capacity trial's steps that held the SLA, each as a trial (:func:`_step_trial`):
+    the points of the capacity scenario's cost curve and latency floor. A step that missed is
+    left out: a process past its knee runs what it is given, not what the load asks."""
+    sla_us = (trial.sla_ms or 0.0) * 1000
+    return [_step_trial(trial, s) for s in trial.steps
+            if s.server_cores is not None and s.p95_us <= sla_us and not s.failed]  # fmt: skip
+
+
+def first_miss(trial: Trial) -> Trial | None:
+    """A fit capacity trial's first step over the SLA (that lost nothing), as a trial: a
+    latency point only (its p95 above the SLA is where the floor reaches it), not a cost."""
+    sla_us = (trial.sla_ms or 0.0) * 1000
+    miss = next((s for s in trial.steps if s.p95_us > sla_us or s.failed), None)
+    return None if miss is None or miss.failed else _step_trial(trial, miss)
 
 
 def fit_transport(
@@ -409,7 +516,9 @@ def fit_transport(
     seed: int = RANDOM_SEED,
 ) -> Fit:
     """Fit one transport's fit trials (profile ``calibrate``); refuse when too few survive."""
-    fit_trials = [t for t in trials if not t.held_out and t.scenario in ("echo", "fanout")]
+    fit_trials = [t for t in trials if not t.held_out and t.scenario in LINE_SCENARIOS]
+    fit_trials += [s for t in trials if not t.held_out and t.scenario == "capacity"
+                   and not t.failure for s in step_trials(t)]  # fmt: skip
     if not fit_trials:
         raise CalibrationRefused("no fit trials (run `sobranie-bench capacity calibrate`)")
     transport = fit_trials[0].transport
@@ -457,6 +566,7 @@ def fit_transport(
     for _ in range(draws):
         sample = [rng.choice(group) for group in points.values() for _ in group]
         boot.append(_linear_of(sample))
+    line = dataclasses.replace(server, curves=())
     residuals = tuple(
         Residual(
             scenario,
@@ -465,18 +575,24 @@ def fit_transport(
             float(np.mean([t.cpu_cores for t in group if t.cpu_cores is not None])),
             server.cores(group[0].inbound_per_s, group[0].deliveries_per_s, scenario),
             _spread(server, group),
+            line.cores(group[0].inbound_per_s, group[0].deliveries_per_s, scenario),
         )
-        for (scenario, params), group in sorted(points.items())
+        for (scenario, params), group in sorted(
+            points.items(), key=lambda item: (item[0][0], item[1][0].deliveries_per_s))
     )
     anchors: dict[str, tuple[Anchor, ...]] = {}
     fit_range: dict[str, tuple[float, float]] = {}
-    for scenario in ("echo", "fanout"):
+    for scenario in (*LINE_SCENARIOS, "capacity"):
         groups = sorted((g for (s, _), g in points.items() if s == scenario),
                         key=lambda g: g[0].deliveries_per_s)  # fmt: skip
         if not groups:
             continue
-        anchors[scenario] = tuple(_anchor(g) for g in groups)
         fit_range[scenario] = (groups[0][0].deliveries_per_s, groups[-1][0].deliveries_per_s)
+        if scenario == "capacity":  # the floor reaches the SLA where the steps did
+            groups += [[m] for t in trials if not t.held_out and t.scenario == "capacity"
+                       and not t.failure and (m := first_miss(t)) is not None]  # fmt: skip
+        anchors[scenario] = tuple(_anchor(g) for g in sorted(
+            groups, key=lambda g: g[0].deliveries_per_s))
     return Fit(
         transport=transport,
         server=server,

@@ -1,14 +1,15 @@
 """Measure what the capacity model is calibrated from and validated against.
 
-Three harness runs into one results directory: the ``calibrate`` profile (the fit points: echo
-at two rates and fan-out at three sizes, ``FIT_TRIALS`` trials of 30 s each) and the
-``holdout`` profile (points the fit never sees: an echo rate and a fan-out size between them,
-``HOLDOUT_TRIALS`` trials each, judged on their median: one 8 s trial of ws echo spread ±12%
-about its point's median, a coin flip against a ±15% threshold; then the capacity scenario
-stepping subscribers up until the p95 passes the SLA, the knee however far up it is, once). The host is recorded next to them (CPU model, cores, load before and after),
-because the machine is part of the measurement. ``quick`` keeps the three fit trials but
-measures 8 s windows instead of 30 s (about 8 minutes instead of 20): a shorter run has a
-better chance of a quiet machine, and its record says it was quick.
+Four harness runs into one results directory (``PASSES``): the ``calibrate`` profile's fit
+points (echo at two rates and fan-out at three sizes, 3 trials of 30 s each; then one capacity
+trial stepping subscribers up to its knee at sizes the held-out trial does not step to) and the
+``holdout`` profile's points the fit never sees (an echo rate and a fan-out size between the
+fit's, 3 trials each, judged on their median: one 8 s trial of ws echo spread ±12% about its
+point's median, a coin flip against a ±15% threshold; then 3 capacity trials, the knee however
+far up it is, judged on their median knee). The host is recorded next to them (CPU model,
+cores, load before and after), because the machine is part of the measurement. ``quick``
+measures 8 s windows instead of 30 s: a shorter run has a better chance of a quiet machine,
+and its record says it was quick.
 """
 
 from __future__ import annotations
@@ -27,14 +28,21 @@ from sobranie_bench.harness.runner import Plan, count_points, run_plan
 from sobranie_bench.harness.sampler import cpu_model
 
 FIT_PROFILE, HOLDOUT_PROFILE = "calibrate", "holdout"
-FIT_SCENARIOS = ("echo", "fanout")
-HOLDOUT_SCENARIOS = ("echo", "fanout")
-KNEE_SCENARIOS = ("capacity",)
 TRANSPORTS = ("ws", "sse")
-FIT_TRIALS = 3  # trials per fit point: the bootstrap resamples them
-HOLDOUT_TRIALS = 3  # trials per held-out point: validation predicts their median
-KNEE_TRIALS = 1  # the capacity scenario's steps are its repeats (a few minutes per trial)
-QUICK_TIMING = (1.0, 8.0)  # --quick: (warm-up, duration) s: 3 trials of 8 s, not 30 s
+PASSES = (  # (profile, scenarios, trials): the fit points, then what the fit must predict
+    # echo at two rates and fan-out at three sizes; the bootstrap resamples the trials
+    (FIT_PROFILE, ("echo", "fanout"), 3),
+    # the capacity scenario's steps up to its knee at sizes the held-out one does not step
+    # to: the cost curve and latency floor of a process that served the steps before (its
+    # steps are its repeats; a few minutes per trial)
+    (FIT_PROFILE, ("capacity",), 1),
+    # an echo rate and a fan-out size between the fit's, judged on the median of 3 trials
+    (HOLDOUT_PROFILE, ("echo", "fanout"), 3),
+    # the knee, judged on the median of 3 trials' knees (one trial's is too noisy: ws 1,598
+    # and 2,163 subscribers in two quiet trials)
+    (HOLDOUT_PROFILE, ("capacity",), 3),
+)
+QUICK_TIMING = (1.0, 8.0)  # --quick: (warm-up, duration) s: 8 s trials, not 30 s
 HOST_FILE = "calibration-host.json"
 DEFAULT_OUT = Path("results/calibrate")
 
@@ -45,8 +53,8 @@ class Measurement:
 
     out: Path
     """Results root: ``runs/<run-id>/`` raw files, ``summary.csv``, the host record."""
-    fit_run: Path
-    """Run directory of the fit points."""
+    fit_runs: tuple[Path, ...]
+    """Run directories of the fit points (echo and fan-out; the capacity scenario's steps)."""
     holdout_runs: tuple[Path, ...]
     """Run directories of the held-out points and of the capacity scenario's knee."""
 
@@ -93,34 +101,11 @@ def wait_for_quiet(
 
 def plans(
     out: Path, transports: Sequence[str] = TRANSPORTS, quick: bool = False
-) -> tuple[Plan, Plan, Plan]:
-    """The fit run's, the held-out points' and the knee's harness plans."""
-    timing = QUICK_TIMING if quick else None
-    fit = Plan(
-        profile=FIT_PROFILE,
-        transports=tuple(transports),
-        scenarios=FIT_SCENARIOS,
-        out=out,
-        trials=FIT_TRIALS,
-        timing=timing,
-    )
-    holdout = Plan(
-        profile=HOLDOUT_PROFILE,
-        transports=tuple(transports),
-        scenarios=HOLDOUT_SCENARIOS,
-        out=out,
-        trials=HOLDOUT_TRIALS,
-        timing=timing,
-    )
-    knee = Plan(
-        profile=HOLDOUT_PROFILE,
-        transports=tuple(transports),
-        scenarios=KNEE_SCENARIOS,
-        out=out,
-        trials=KNEE_TRIALS,
-        timing=timing,
-    )
-    return fit, holdout, knee
+) -> tuple[Plan, ...]:
+    """The harness plans of ``PASSES``, in order."""
+    return tuple(Plan(profile=profile, transports=tuple(transports), scenarios=scenarios,
+                      out=out, trials=trials, timing=QUICK_TIMING if quick else None)
+                 for profile, scenarios, trials in PASSES)  # fmt: skip
 
 
 def measure(
@@ -131,19 +116,20 @@ def measure(
 ) -> Measurement:
     """Run the fit points, then the held-out points and the knee, into ``out``; record the
     host."""
-    fit, *held = plans(out, transports, quick)
     before = host_record()
-    fit_run = asyncio.run(run_plan(fit, on_result))
-    holdout_runs = tuple(asyncio.run(run_plan(plan, on_result)) for plan in held)
+    runs = [(plan.profile, asyncio.run(run_plan(plan, on_result)))
+            for plan in plans(out, transports, quick)]  # fmt: skip
+    fit_runs = tuple(run for profile, run in runs if profile == FIT_PROFILE)
+    holdout_runs = tuple(run for profile, run in runs if profile != FIT_PROFILE)
     record = {
         "before": before,
         "after": host_record(),
         "quick": quick,
-        "fit_run": fit_run.name,
+        "fit_runs": [run.name for run in fit_runs],
         "holdout_runs": [run.name for run in holdout_runs],
     }
     (out / HOST_FILE).write_text(json.dumps(record, indent=1))
-    return Measurement(out, fit_run, holdout_runs)
+    return Measurement(out, fit_runs, holdout_runs)
 
 
 def points(quick: bool = False, transports: Sequence[str] = TRANSPORTS) -> int:

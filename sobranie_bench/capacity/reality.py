@@ -18,6 +18,14 @@ it was runnable, run / (run + run-queue wait) from schedstat, minus its fixed co
 machine shared with other work a process gets less than its core, and that share is measured
 with every point, not fitted (it is the other tenants' load, not the server's property). The
 plan assumes a whole core (share 1); validation reports the knee both ways.
+
+A delivery's CPU time is the fitted cost curve's at the point's load (:mod:`.fit`). A capacity
+trial is predicted with the capacity scenario's own curve and floor when the calibration
+measured a capacity trial of its own (steps at other sizes): a step is a fan-out in a server
+and a harness that served every step before it, measured dearer than a fresh fan-out point of
+the same size (ws 0.46 against 0.39 cores at 800 subscribers, sse 0.67 against 0.49, in one
+calibration). Its trials are judged together: the knee is the median of their knees, a
+step's CPU the median over the trials that reached it.
 """
 
 from __future__ import annotations
@@ -59,7 +67,7 @@ def _speed(model: Linear, scenario: str, cpu_share: float) -> float:
 
 
 def _saturated(model: Linear, scenario: str, rate: float, fanout: int, cpu_share: float) -> bool:
-    work = model.inbound_s * rate + model.delivery_s * rate * fanout
+    work = model.cores(rate, rate * fanout, scenario) - model.fixed_for(scenario)
     speed = _speed(model, scenario, cpu_share)
     return speed <= 0 or work / speed >= SATURATED
 
@@ -88,20 +96,21 @@ def queueing(
     per = 1 if scenario == "echo" else fanout  # delivery items per message
     server, cpu_share = stages[0]
     speed = _speed(server, scenario, cpu_share)
+    load = rate * fanout
     if scenario == "echo":
         at_server = sent
-        mean = np.full(messages, server.inbound_s + server.delivery_s)
+        mean = np.full(messages, server.inbound_s + server.delivery_at(load, scenario))
     else:  # the publish, then its deliveries, one after another
         at_server = np.repeat(sent, per + 1)
-        mean = np.tile(np.r_[server.inbound_s, np.full(per, server.delivery_s)], messages)
+        mean = np.tile(np.r_[server.inbound_s, np.full(per, server.delivery_at(load))],
+                       messages)  # fmt: skip
     done = _finish(at_server, rng.exponential(mean) / speed)
     if scenario != "echo":
         done = done.reshape(messages, per + 1)[:, 1:].ravel()  # the deliveries' ends
     origin = np.repeat(sent, per)
     if len(stages) > 1:
         harness, cpu_share = stages[1]
-        cost = harness.inbound_s + harness.delivery_s if scenario == "echo" else (
-            harness.delivery_s + harness.inbound_s / per)
+        cost = harness.delivery_at(load, scenario) + harness.inbound_s / per
         speed = _speed(harness, scenario, cpu_share)
         done = _finish(done, rng.exponential(cost, done.size) / speed)
     latency = (done - origin)[int(done.size * WARMUP_SHARE):]
@@ -118,28 +127,33 @@ def predict_latency_us(
     interpolated in log load between the fit points around this one (the nearest one outside
     them). It is a function of load, not a constant: a busier client and server wake up
     sooner (ws echo p50 1,040 µs at 200/s, 480 µs at 800/s). None when a process on the path
-    is saturated."""
-    anchors = fit.anchors.get(scenario, ())
+    is saturated; the quantiles the fit points measured (a capacity step: its p95)."""
     here = queueing(fit, scenario, rate, fanout, host)
-    floors = []
-    for a in anchors:
-        at = queueing(fit, scenario, a.inbound_per_s, a.fanout, a.host)
-        if at is not None and len(a.latency_us) == len(QUANTILES):
-            floors.append((math.log(a.deliveries_per_s),
-                           [max(0.0, a.latency_us[q] - at[i] * 1e6)
-                            for i, q in enumerate(QUANTILES)]))  # fmt: skip
-    if here is None or not floors:
+    if here is None:
         return None
-    xs = [x for x, _ in floors]
+    floors: dict[str, list[tuple[float, float]]] = {}
+    for a in fit.anchors.get(scenario, ()):
+        at = queueing(fit, scenario, a.inbound_per_s, a.fanout, a.host)
+        for i, q in enumerate(QUANTILES):
+            if at is not None and q in a.latency_us:
+                floors.setdefault(q, []).append(
+                    (math.log(a.deliveries_per_s), max(0.0, a.latency_us[q] - at[i] * 1e6)))
     load = math.log(max(rate * fanout, 1e-9))
-    return {q: float(np.interp(load, xs, [f[i] for _, f in floors])) + here[i] * 1e6
-            for i, q in enumerate(QUANTILES)}  # fmt: skip
+    return {q: float(np.interp(load, [x for x, _ in floors[q]], [f for _, f in floors[q]]))
+            + here[i] * 1e6 for i, q in enumerate(QUANTILES) if q in floors} or None
+
+
+def knee_scenario(fit: Fit) -> str:
+    """Whose costs and floor predict a capacity trial: the capacity scenario's own when the
+    fit measured its steps (a step is a fan-out in a process that served the steps before
+    it), else the fresh fan-out points'."""
+    return "capacity" if "capacity" in fit.anchors else "fanout"
 
 
 def _within(fit: Fit, rate: float, subscribers: int, sla_us: float, host: Host) -> float:
     """Predicted p95 (µs) at ``subscribers``, infinite when saturated."""
-    p = predict_latency_us(fit, "fanout", rate, subscribers, host)
-    return math.inf if p is None else p["p95"]
+    p = predict_latency_us(fit, knee_scenario(fit), rate, subscribers, host)
+    return math.inf if p is None or "p95" not in p else p["p95"]
 
 
 def predict_knee(fit: Fit, rate: float, sla_ms: float, host: Host = QUIET,
@@ -275,12 +289,51 @@ def predict_cpu(
     return min(fit.server.cores(rate, deliveries_per_s, scenario), cpu_share)
 
 
-def _knee_checks(fit: Fit, trial: Trial) -> list[Check]:
-    """A capacity trial: its knee (at the measured host shares, and on a quiet host), and the
-    server's CPU at every step that held (the fan-out grid the fit did not see)."""
-    measured, how = measured_knee(trial)
+def median_knee(group: Sequence[Trial]) -> tuple[float, str]:
+    """The knee of a capacity point's trials: the median of each trial's measured knee (one
+    trial's knee is too noisy to hold a model to: ws 1,598 and 2,163 subscribers in two quiet
+    trials of one point); ``NOT_REACHED`` when every trial held every step. A trial that held
+    every step counts with its last step, a lower bound."""
+    knees = [measured_knee(t) for t in group]
+    if len(knees) == 1:
+        return knees[0]
+    values = [k for k, _ in knees if not math.isnan(k)]
+    median = float(np.median(values)) if values else math.nan
+    if all(how == NOT_REACHED for _, how in knees):
+        return median, NOT_REACHED
+    bounds = sum(how == NOT_REACHED for _, how in knees)
+    return median, (f"median of {len(knees)} trials' knees ({', '.join(f'{k:,.0f}' for k in values)})"
+                    + (f", {bounds} a lower bound (every step held)" if bounds else ""))  # fmt: skip
+
+
+def median_steps(group: Sequence[Trial]) -> Trial:
+    """A capacity point's trials as one: at each subscriber count, the median of the steps
+    that reached it (p95, CPU, waits; failed when most failed)."""
+    if len(group) == 1:
+        return group[0]
+    by_count: dict[int, list[Step]] = {}
+    for t in group:
+        for step in t.steps:
+            by_count.setdefault(step.subscribers, []).append(step)
+    steps = tuple(Step(n, float(np.median([s.p95_us for s in steps])),
+                       _median([s.server_cores for s in steps]),
+                       _median([s.server_wait for s in steps]),
+                       _median([s.harness_cores for s in steps]),
+                       _median([s.harness_wait for s in steps]),
+                       sum(s.failed for s in steps) * 2 > len(steps))
+                  for n, steps in sorted(by_count.items()))  # fmt: skip
+    return dataclasses.replace(group[0], steps=steps)
+
+
+def _knee_checks(fit: Fit, group: Sequence[Trial]) -> list[Check]:
+    """A capacity point's trials: the knee (their median; predicted at the measured host
+    shares, and on a quiet host), and the server's CPU at every step that held (the median
+    over the trials that reached it)."""
+    trial = median_steps(group)
+    measured, how = median_knee(group)
     predicted, predicted_how = predict_steps_knee(fit, trial)
-    lo, hi = fit.fit_range.get("fanout", (0.0, math.inf))
+    scenario = knee_scenario(fit)
+    lo, hi = fit.fit_range.get(scenario, (0.0, math.inf))
     outside = not lo <= predicted * trial.inbound_per_s <= hi
     ok: bool | None = abs(predicted / measured - 1) <= KNEE_TOLERANCE if measured else False
     if how == NOT_REACHED:
@@ -298,7 +351,7 @@ def _knee_checks(fit: Fit, trial: Trial) -> list[Check]:
         if step.server_cores is None or step.p95_us > sla_us:
             continue
         deliveries = trial.inbound_per_s * step.subscribers
-        cpu = predict_cpu(fit, "fanout", trial.inbound_per_s, deliveries, host_of(step).server)
+        cpu = predict_cpu(fit, scenario, trial.inbound_per_s, deliveries, host_of(step).server)
         beyond = not lo <= deliveries <= hi
         why = busy(step.server_wait)
         checks.append(_check(
@@ -310,13 +363,14 @@ def _knee_checks(fit: Fit, trial: Trial) -> list[Check]:
 
 
 def check_trial(fit: Fit, trial: Trial, knee: float | None) -> list[Check]:
-    """Predict one held-out trial; ``knee`` is the measured knee (subscribers) when known. A
-    failed run is shown, not predicted: it measured no load the model could be held to."""
+    """Predict one held-out trial (or point: the median of its trials; a capacity point's
+    trials together: :func:`_knee_checks`); ``knee`` is the measured knee (subscribers) when known.
+    A failed run is shown, not predicted: it measured no load the model could be held to."""
     if trial.failure:
         return [_check(trial, "run", None, math.nan, "-", None, False,
                        f"not predicted: {trial.failure}")]  # fmt: skip
     if trial.scenario == "capacity":
-        return _knee_checks(fit, trial)
+        return _knee_checks(fit, [trial])
     lo, hi = fit.fit_range.get(trial.scenario, (0.0, math.inf))
     outside = not lo <= trial.deliveries_per_s <= hi
     host = host_of(trial)
@@ -346,20 +400,22 @@ def check_trial(fit: Fit, trial: Trial, knee: float | None) -> list[Check]:
                                  outside, note))  # fmt: skip
     if trial.throughput_per_s is not None:
         offered = trial.deliveries_per_s
-        capacity = _saturation_rate(fit, trial.scenario, trial.fanout, host) * trial.fanout
+        capacity = _saturation_rate(fit, trial, host) * trial.fanout
         checks.append(_check(trial, "throughput /s", min(offered, capacity),
                              trial.throughput_per_s, "-", None, outside))  # fmt: skip
     return checks
 
 
-def _saturation_rate(fit: Fit, scenario: str, fanout: int, host: Host = QUIET) -> float:
-    """Inbound messages per second at which the slowest process on the path is full."""
+def _saturation_rate(fit: Fit, trial: Trial, host: Host = QUIET) -> float:
+    """Inbound messages per second at which the slowest process on the path is full, at the
+    costs of the trial's load."""
+    scenario, fanout = trial.scenario, trial.fanout
     stages = [(fit.server, host.server)]
     if fit.harness is not None:
         stages.append((fit.harness, host.harness))
     rates = []
     for m, cpu_share in stages:
-        per_message = m.inbound_s + fanout * m.delivery_s
+        per_message = m.inbound_s + fanout * m.delivery_at(trial.deliveries_per_s, scenario)
         speed = max(0.0, _speed(m, scenario, cpu_share))
         rates.append(math.inf if per_message <= 0 else speed / per_message)
     return min(rates)
@@ -389,22 +445,27 @@ def validate_against(
         if isinstance(fit, CalibrationRefused):
             continue
         held = [t for t in trials if t.transport == transport and t.held_out]
-        knees = [k for k, how in (measured_knee(t) for t in held
-                                  if t.scenario == "capacity" and not t.failure)
-                 if how != NOT_REACHED]  # fmt: skip
-        knee = knees[0] if knees else None
-        alone = [t for t in held if t.failure or t.scenario == "capacity"]  # one by one
         points: dict[tuple[str, str], list[Trial]] = {}
         for t in held:
-            if t not in alone:
+            if not t.failure:
                 points.setdefault((t.scenario, t.params), []).append(t)
-        for trial in sorted([*alone, *(median_trial(g) for g in points.values())],
-                            key=lambda t: (t.scenario, t.deliveries_per_s, t.trial)):
-            group = [] if trial in alone else points[(trial.scenario, trial.params)]
+        knees = [median_knee(g) for (s, _), g in points.items() if s == "capacity"]
+        knee = next((k for k, how in knees if how != NOT_REACHED), None)
+        failed = [t for t in held if t.failure]  # shown one by one
+        for group in sorted([*([t] for t in failed), *points.values()],
+                            key=lambda g: (g[0].scenario, g[0].deliveries_per_s, g[0].trial)):
             medians = f"median of {len(group)} trials" if len(group) > 1 else ""
+            found = (_knee_checks(fit, group) if group[0].scenario == "capacity"
+                     and not group[0].failure else check_trial(fit, median_trial(group), knee))
             checks += [dataclasses.replace(c, note=", ".join(filter(None, [medians, c.note])))
-                       for c in check_trial(fit, trial, knee)]  # fmt: skip
+                       for c in found]  # fmt: skip
     return Validation(tuple(checks), refused)
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    """The median of the known values (None when none is)."""
+    known = [v for v in values if v is not None]
+    return float(np.median(known)) if known else None
 
 
 def median_trial(group: Sequence[Trial]) -> Trial:
@@ -412,19 +473,14 @@ def median_trial(group: Sequence[Trial]) -> Trial:
     too noisy to hold a model to: ws echo CPU spread ±12% between 8 s trials of one point)."""
     if len(group) == 1:
         return group[0]
-
-    def median(values: Sequence[float | None]) -> float | None:
-        known = [v for v in values if v is not None]
-        return float(np.median(known)) if known else None
-
-    quantiles = {q: median([t.latency_us.get(q) for t in group]) for q in QUANTILES}
+    quantiles = {q: _median([t.latency_us.get(q) for t in group]) for q in QUANTILES}
     return dataclasses.replace(
         group[0],
-        cpu_cores=median([t.cpu_cores for t in group]),
-        harness_cores=median([t.harness_cores for t in group]),
-        run_queue_wait=median([t.run_queue_wait for t in group]),
-        harness_wait=median([t.harness_wait for t in group]),
+        cpu_cores=_median([t.cpu_cores for t in group]),
+        harness_cores=_median([t.harness_cores for t in group]),
+        run_queue_wait=_median([t.run_queue_wait for t in group]),
+        harness_wait=_median([t.harness_wait for t in group]),
         latency_us={q: v for q, v in quantiles.items() if v is not None},
-        throughput_per_s=median([t.throughput_per_s for t in group]),
-        achieved=median([t.achieved for t in group]),
+        throughput_per_s=_median([t.throughput_per_s for t in group]),
+        achieved=_median([t.achieved for t in group]),
     )

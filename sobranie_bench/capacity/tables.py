@@ -17,8 +17,15 @@ from typing import Any
 
 from sobranie_bench.capacity import fit as fitting
 from sobranie_bench.capacity.calibration import TransportCosts
+from sobranie_bench.capacity.clustercheck import TOLERANCES
 from sobranie_bench.capacity.errors import fitted_costs, measured_knees, with_error_bars
-from sobranie_bench.capacity.fit import MAX_RUN_QUEUE_WAIT, RANDOM_SEED, CalibrationRefused, Fit
+from sobranie_bench.capacity.fit import (
+    MAX_RUN_QUEUE_WAIT,
+    RANDOM_SEED,
+    CalibrationRefused,
+    Fit,
+    Linear,
+)
 from sobranie_bench.capacity.fleet import Plan, plan
 from sobranie_bench.capacity.measure import DEFAULT_OUT, HOST_FILE
 from sobranie_bench.capacity.reality import (
@@ -30,9 +37,10 @@ from sobranie_bench.capacity.reality import (
 )
 
 COST_HEADERS = ("transport", "fixed cores (fan-out / echo)", "µs / inbound", "µs / delivery",
-                "harness µs / inbound", "harness µs / delivery", "refused trials")  # fmt: skip
+                "delivery cost over load", "harness µs / inbound", "harness µs / delivery",
+                "refused trials")  # fmt: skip
 RESIDUAL_HEADERS = ("transport", "point", "trials", "measured cores", "fitted", "residual",
-                    "trial residuals")  # fmt: skip
+                    "trial residuals", "line residual")  # fmt: skip
 VALIDATION_HEADERS = ("transport", "point", "figure", "predicted", "measured", "error",
                       "threshold", "pass", "note")  # fmt: skip
 THRESHOLDS = (f"CPU within ±{CPU_TOLERANCE:.0%}, p95 within {P95_FACTOR:g}x below the knee, "
@@ -83,9 +91,20 @@ def _cost_row(transport: str, fit: Fit) -> tuple[str, ...]:
 
     h = fit.harness
     return (transport, f"{ci('idle', 1.0)} / {fit.server.fixed_for('echo'):.3g}",
-            ci("inbound_s", 1e6), ci("delivery_s", 1e6),
+            ci("inbound_s", 1e6), ci("delivery_s", 1e6), curve_text(fit.server),
             "-" if h is None else f"{h.inbound_s * 1e6:.3g}",
             "-" if h is None else f"{h.delivery_s * 1e6:.3g}", str(len(fit.refused)))  # fmt: skip
+
+
+def curve_text(model: Linear) -> str:
+    """``fanout x0.99-1.02 over 2,000-16,000/s``: per scenario, the range of the factor on the
+    line's delivery cost over the loads its fit points measured (``constant``: no curve)."""
+    parts = []
+    for scenario, curve in model.curves:
+        factors = [f for _, f in curve]
+        parts.append(f"{scenario} x{min(factors):.2f}-{max(factors):.2f} over "
+                     f"{curve[0][0]:,.0f}-{curve[-1][0]:,.0f}/s")  # fmt: skip
+    return "; ".join(parts) or "constant"
 
 
 def validation_rows(result: Validation) -> tuple[tuple[str, ...], ...]:
@@ -109,15 +128,16 @@ def tables(
     residuals: list[tuple[str, ...]] = []
     for transport, fit in sorted(fits.items()):
         if isinstance(fit, CalibrationRefused):
-            costs.append((transport, "refused (why: below the tables)", "", "", "",
-                          "", ""))
+            costs.append((transport, "refused (why: below the tables)",
+                          *("" for _ in COST_HEADERS[2:])))
             continue
         costs.append(_cost_row(transport, fit))
         for r in fit.residuals:
             low, high = r.spread
             residuals.append((transport, f"{r.scenario} {r.params}", str(r.trials),
                               f"{r.measured_cores:.3f}", f"{r.fitted_cores:.3f}",
-                              f"{r.error:+.1%}", f"{low:+.0%} to {high:+.0%}"))  # fmt: skip
+                              f"{r.error:+.1%}", f"{low:+.0%} to {high:+.0%}",
+                              "-" if r.line_error is None else f"{r.line_error:+.1%}"))  # fmt: skip
     return CalibrationTables(
         host=host_text(host),
         costs=tuple(costs),
@@ -138,7 +158,8 @@ def load(
         return None
     host_file = root / HOST_FILE
     host = json.loads(host_file.read_text()) if host_file.exists() else {}
-    named = [host.get("fit_run"), host.get("holdout_run"), *host.get("holdout_runs", [])]
+    named = [host.get("fit_run"), *host.get("fit_runs", []), host.get("holdout_run"),
+             *host.get("holdout_runs", [])]  # older records: one fit run, one held-out run
     runs = [root / "runs" / name for name in named if name]
     if runs and all(run.is_dir() for run in runs):  # the last calibration's runs only
         trials = [t for run in runs for t in fitting.load_trials(run)]
@@ -189,8 +210,8 @@ def calibrated_plan(
 
 
 CLUSTER_CAPTION = ("the fleet and storm models' predictions for the same N and load beside "
-                   "a measured cluster run (shown, not judged: the thresholds are the "
-                   "one-process model's); error: predicted / measured - 1")
+                   f"a measured cluster run, judged: {TOLERANCES}; error: predicted / "
+                   "measured - 1")
 
 
 def cluster_rows(run: Path | str | None, summary: Path | str | None = None
@@ -208,6 +229,21 @@ def cluster_rows(run: Path | str | None, summary: Path | str | None = None
     return validation_rows(Validation(tuple(checks), {}))
 
 
+def cluster_verdicts(rows: Sequence[Sequence[str]]) -> dict[str, bool]:
+    """Transport -> whether every judged cluster row (``cluster_rows``) passed; a transport
+    with no judged row has no verdict."""
+    judged: dict[str, list[bool]] = {}
+    for row in rows:
+        if row[7] in ("pass", "FAIL"):
+            judged.setdefault(row[0], []).append(row[7] == "pass")
+    return {transport: all(ok) for transport, ok in sorted(judged.items())}
+
+
+def verdict_text(verdicts: Mapping[str, bool]) -> str:
+    """``sse: **PASS**; ws: **FAIL**``."""
+    return "; ".join(f"{t}: **{'PASS' if ok else 'FAIL'}**" for t, ok in verdicts.items())
+
+
 def validation_markdown(
     root: Path | str, table: Callable[[Sequence[str], Sequence[Sequence[str]]], str]
 ) -> list[str]:
@@ -220,8 +256,7 @@ def validation_markdown(
         return lines + [(f"No calibration under `{Path(root).name}/` (run `make calibrate`): "
                         "the plans above carry no error bars and the model is unvalidated."),
                         "", *cluster_markdown(Path(root).parent, table)]  # fmt: skip
-    verdicts = "; ".join(f"{t}: **{'PASS' if ok else 'FAIL'}**"
-                         for t, ok in shown.verdicts.items())  # fmt: skip
+    verdicts = verdict_text(shown.verdicts)
     lines += [
         (f"`sobranie-bench capacity calibrate` fitted each server's CPU to its fit points and "
         f"predicted points it did not see, then measured them ({shown.host}; TLS on, "
@@ -230,9 +265,13 @@ def validation_markdown(
                                      (RESIDUAL_HEADERS, shown.residuals),
                                      (VALIDATION_HEADERS, shown.validation))
           if rows for part in (table(headers, rows), "")),
-        ("Host share: run / (run + run-queue wait) of the process over the point's window "
-        "(schedstat); the model runs each process at the share it got, and the plan at a "
-        "whole core."), "",
+        ("A delivery's CPU is the line's times a factor over the load that the fit points "
+        "measured (fitted: through each point's mean; line residual: the least-squares line "
+        "alone); a capacity trial is predicted from the calibration's own capacity trial "
+        "(its steps cost more than fresh fan-out points) and judged on the median of its "
+        "trials. Host share: run / (run + run-queue wait) of the process over the point's "
+        "window (schedstat); the model runs each process at the share it got, and the plan at "
+        "a whole core."), "",
     ]  # fmt: skip
     lines += [f"- refused: {why}" for why in shown.refused.values()] + [""]
     return lines + cluster_markdown(Path(root).parent, table)
@@ -254,4 +293,5 @@ def cluster_markdown(
             (f"Run `{run.name}` (`run --cluster`, Redis; {CLUSTER_CAPTION}). Re-measure: "
              "`sobranie-bench run --profile holdout --cluster 3 --broker redis --scenarios "
              "fanout,failover,backplane --transports ws,sse`."), "",
+            f"Verdicts: {verdict_text(cluster_verdicts(rows))}.", "",
             table(VALIDATION_HEADERS, rows), ""]  # fmt: skip

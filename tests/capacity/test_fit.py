@@ -7,6 +7,7 @@ import pytest
 
 from sobranie_bench.capacity.fit import (
     CalibrationRefused,
+    Fit,
     Host,
     Step,
     Trial,
@@ -215,16 +216,19 @@ def test_a_step_that_lost_messages_ends_the_knee_whatever_its_p95() -> None:
     assert measured_knee(knee) == (200, "the next step lost messages or connections")
 
 
-def test_a_calibration_runs_fit_points_held_out_points_thrice_and_the_knee_once() -> None:
+def test_a_calibration_runs_its_points_thrice_its_fit_knee_once_its_held_out_knee_thrice(
+) -> None:
     from pathlib import Path
 
     from sobranie_bench.capacity.measure import plans
     from sobranie_bench.harness.runner import count_points
 
-    fit, holdout, knee = plans(Path("out"), ("ws",), quick=True)
-    assert (fit.profile, holdout.profile, knee.profile) == ("calibrate", "holdout", "holdout")
+    fit, fit_knee, holdout, knee = plans(Path("out"), ("ws",), quick=True)
+    assert [p.profile for p in (fit, fit_knee, holdout, knee)] == [
+        "calibrate", "calibrate", "holdout", "holdout"]
     assert count_points(fit) == 3 * (2 + 3)  # echo at 2 rates, fan-out at 3 sizes
-    assert count_points(holdout) == 3 * 2 and count_points(knee) == 1
+    assert count_points(fit_knee) == 1 and fit_knee.scenarios == ("capacity",)
+    assert count_points(holdout) == 3 * 2 and count_points(knee) == 3
 
 
 def test_held_out_trials_of_one_point_are_judged_on_their_median() -> None:
@@ -236,3 +240,75 @@ def test_held_out_trials_of_one_point_are_judged_on_their_median() -> None:
     checks = validate_against(grid() + held, {"ws": fit}).checks
     (cpu,) = [c for c in checks if c.metric == "cpu cores"]
     assert cpu.passed and "median of 3 trials" in cpu.note
+
+
+def test_the_cost_curve_carries_what_the_fan_out_points_measured_between_and_beyond_them(
+) -> None:
+    import dataclasses
+
+    dearer = {100: 1.0, 600: 1.0, 1500: 1.5}  # per-delivery cost rising as the loop fills
+    fanout = [dataclasses.replace(t, cpu_cores=IDLE + INBOUND * 20 + DELIVERY * dearer[f] * 20 * f)
+              for f in dearer for t in [trial("fanout", 20, f, 1)]]  # fmt: skip
+    echo = [t for t in grid() if t.scenario == "echo"]
+    model = fit_transport(echo + fanout, draws=20).server
+    for t in fanout:
+        assert model.cores(20, t.deliveries_per_s, "fanout") == pytest.approx(t.cpu_cores)
+    line = dataclasses.replace(model, curves=())  # no line passes through a kink
+    assert max(abs(line.cores(20, t.deliveries_per_s, "fanout") / (t.cpu_cores or 1) - 1)
+               for t in fanout) > 0.05  # fmt: skip
+    between = model.delivery_at(20 * 1000, "fanout")
+    assert model.delivery_at(12_000, "fanout") < between < model.delivery_at(30_000, "fanout")
+    assert model.delivery_at(60_000, "fanout") == model.delivery_at(30_000, "fanout")
+    assert model.delivery_at(400, "echo") == model.delivery_s  # a reply is not a fan-out
+
+
+def capacity_trial(profile: str, steps: tuple[tuple[int, float], ...], factor: float,
+                   n: int = 1) -> Trial:
+    """A capacity trial whose steps cost ``factor`` times a fresh fan-out point's per
+    delivery, with the given (subscribers, p95 µs) steps."""
+    return Trial("ws", "capacity", "rate=20;sla_ms=500", n, profile, 20, 0, 0, None, None,
+                 None, {}, None, sla_ms=500, steps=tuple(
+                     Step(s, p95, IDLE + 20 * INBOUND + 20 * s * DELIVERY * factor, 0.0)
+                     for s, p95 in steps))  # fmt: skip
+
+
+def test_a_fit_capacity_trial_gives_the_capacity_scenario_its_own_costs_and_floor() -> None:
+    from sobranie_bench.capacity.fit import step_trials
+    from sobranie_bench.capacity.reality import knee_scenario, validate_against
+
+    fitted = capacity_trial("calibrate", ((150, 5e3), (300, 8e3), (600, 20e3), (900, 60e3),
+                                          (1200, 900e3)), factor=1.3)
+    assert [t.fanout for t in step_trials(fitted)] == [150, 300, 600, 900]  # 1,200 missed
+    held = capacity_trial("holdout", ((200, 6e3), (400, 12e3), (800, 40e3)), factor=1.3)
+    fresh = fit_transport(grid(), draws=20)
+    stepped = fit_transport([*grid(), fitted], draws=20)
+    assert knee_scenario(fresh) == "fanout" and knee_scenario(stepped) == "capacity"
+    assert stepped.fit_range["capacity"] == (3000, 18000)
+    assert stepped.server.delivery_at(8000, "fanout") == pytest.approx(DELIVERY, rel=0.02)
+
+    def cpu(fit: Fit) -> list[bool | None]:
+        checks = validate_against([*grid(), fitted, held], {"ws": fit}).checks
+        return [c.passed for c in checks if c.metric.startswith("cpu cores @")]
+
+    assert cpu(stepped) == [True, True, True]
+    assert cpu(fresh) == [False, False, False]  # fresh fan-out points cost 1 / 1.3 of a step
+
+
+def test_a_capacity_point_is_judged_on_the_median_of_its_trials_knees() -> None:
+    from sobranie_bench.capacity.errors import measured_knees
+    from sobranie_bench.capacity.reality import median_knee, median_steps, validate_against
+
+    # knee = 800 + (x - 800) / 2 between a step at 100 ms and one at 900 ms
+    group = [capacity_trial("holdout", ((800, 100e3), (x, 900e3)), factor=1.0, n=n)
+             for n, x in ((1, 1200), (2, 2200), (3, 1400))]
+    knee, how = median_knee(group)
+    assert knee == pytest.approx(1100) and "median of 3 trials' knees" in how
+    assert measured_knees(group)["ws"].subscribers == pytest.approx(1100)
+    merged = median_steps(group)
+    assert [s.subscribers for s in merged.steps] == [800, 1200, 1400, 2200]
+    held = [capacity_trial("holdout", ((800, 100e3),), factor=1.0, n=n) for n in (1, 2)]
+    assert median_knee(held) == (800, NOT_REACHED)
+    fit = fit_transport(grid(), draws=20)
+    checks = validate_against([*grid(), *group], {"ws": fit}).checks
+    (row,) = [c for c in checks if c.metric == "knee subs"]
+    assert row.measured == pytest.approx(1100) and "median of 3 trials" in row.note

@@ -77,9 +77,12 @@ SCENARIO = Scenario(
         # (ws crossed between 1,500 and 2,000 at 20/s: a step between, for the interpolation)
         "holdout": [{"steps": [100, 200, 400, 600, 800, 1000, 1250, 1500, 1750, 2000],
                      "until_knee": True, "rate": 20, "payload": 64, "sla_ms": 500}],
+        # the capacity model's fit of the same scenario: steps between the held-out ones
+        "calibrate": [{"steps": [150, 300, 500, 700, 900, 1100, 1400, 1600, 1900, 2300],
+                       "until_knee": True, "rate": 20, "payload": 64, "sla_ms": 500}],
     },
     timing={"ci": (0.3, 0.7), "quick": (1.0, 5.0), "full": (2.0, 10.0),
-            "holdout": (1.0, 8.0)},
+            "holdout": (1.0, 8.0), "calibrate": (1.0, 8.0)},
     # every step connects its subscribers (1 s + n / 500) then runs warm-up and window; the
     # runner's window is counted once by planned_seconds
     load_seconds=lambda p: sum(1.0 + n / 500 for n in p["steps"])
