@@ -5,7 +5,10 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# what is installed from pyproject.toml: `make bench` the suite and its notebooks' extra only;
+# the other targets every extra (the tests drive the load generators and lint with dev's tools)
+EXTRAS_bench := notebooks
+EXTRAS_all   := test,notebooks,dev,loadgen
 PROFILE ?= ci
 comma := ,
 # the passes beyond the main matrix (browsers, TLS compare, cluster, 4g) run at this profile:
@@ -33,14 +36,16 @@ took = s=$$(date +%s); trap 'echo "make: $(1) took $$(($$(date +%s) - s)) s" >&2
 
 .PHONY: bench calibrate test setup lint clean
 
-$(STAMP): pyproject.toml
+$(VENV)/.installed-%: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(call took,pip install) $(BIN)/python -m pip install --quiet -e '.[test,notebooks,dev,loadgen]'
-	touch $(STAMP)
+	$(call took,pip install) $(BIN)/python -m pip install --quiet -e '.[$(EXTRAS_$*)]'
+	touch $@
 
-setup: $(STAMP)
-	$(call took,setup) setup/setup.sh
+SETUP = $(call took,setup) setup/setup.sh
+
+setup: $(VENV)/.installed-all
+	$(SETUP)
 
 # the test run is recorded (JUnit XML): claims.md confirms a claim resting on tests only if
 # they passed in the newest recorded run (results/tests/*.xml)
@@ -48,7 +53,8 @@ test: setup
 	$(BIN)/python -m pytest -q --junitxml=results/tests/junit.xml
 
 # budget: 10 minutes on 2 quiet cores, setup included (each phase prints how long it took)
-bench: setup
+bench: $(VENV)/.installed-bench
+	$(SETUP)
 	$(call took,main matrix) $(BIN)/sobranie-bench run --profile $(PROFILE) --fresh \
 	    $(MAIN_TLS_COMPARE) $(STRICT_FLAG)
 	$(if $(MAIN_TLS_COMPARE),,$(call took,TLS compare) $(BIN)/sobranie-bench run \
