@@ -81,7 +81,8 @@ class Plan:
     """Server processes sharing one port (``serve --processes N``); a grid point's
     ``processes`` parameter overrides it. N > 1 over the memory broker uses our own Redis."""
     overrides: tuple[tuple[str, Any], ...] = ()
-    """(parameter, value) pairs set in every grid point that has that parameter."""
+    """(parameter, value) pairs set in every grid point that has that parameter; a parameter
+    ``SCENARIO.NAME`` in that scenario's points only (``fanout.rate``)."""
     timing: tuple[float, float] | None = None
     """(warm-up, duration) seconds for every scenario instead of the profile's."""
     secret: str = field(default_factory=lambda: tokens.secret_from_env())
@@ -192,7 +193,8 @@ class Plan:
         none for a scenario without that profile (the capacity model's ``calibrate``)."""
         points: list[dict[str, Any]] = []
         for params in scenario.grid.get(self.profile, []):
-            point = {**params, **{k: v for k, v in self.overrides if k in params}}
+            mine = ((k.removeprefix(f"{scenario.name}."), v) for k, v in self.overrides)
+            point = {**params, **{k: v for k, v in mine if k in params}}
             if point not in points:
                 points.append(point)
         return points
@@ -345,18 +347,22 @@ def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def run_parts(scenario: Scenario, ctx: PartContext, workers: int,
-                    sampler: Sampler, netns: list[str] | None = None) -> list[dict[str, Any]]:
-    """The load: in this process, or split across ``workers`` worker processes (always worker
-    processes, under ``netns``, when the load runs in the lab's client namespace)."""
-    if not netns and (workers <= 1 or not scenario.workers):
-        return [await scenario.part(ctx)]
-    workers = workers if scenario.workers else 1
+                    sampler: Sampler, lab: Any = None) -> list[dict[str, Any]]:
+    """The load: in this process, or split across ``workers`` worker processes. Under a
+    running ``lab`` the load runs in its client namespace: one part in a thread of this
+    process inside it (no worker process to start per point), several parts in worker
+    processes started there."""
+    if workers <= 1 or not scenario.workers:
+        if lab is None:
+            return [await scenario.part(ctx)]
+        return [await asyncio.to_thread(part_in_netns, scenario, ctx, lab.client_ns)]
     procs = []
     for i in range(workers):
         spec = json.dumps({"scenario": scenario.name,
                            "ctx": {**asdict(ctx), "index": i, "count": workers}})
         proc = await asyncio.create_subprocess_exec(
-            *(netns or []), sys.executable, "-m", "sobranie_bench.harness.worker",
+            *(lab.client_exec if lab else []), sys.executable, "-m",
+            "sobranie_bench.harness.worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             limit=RESULT_LINE_BYTES)
         assert proc.stdin is not None
@@ -379,6 +385,23 @@ async def run_parts(scenario: Scenario, ctx: PartContext, workers: int,
         raise HarnessError(f"a worker of {scenario.name} failed (exit codes "
                            f"{[p.returncode for p in procs]})")
     return [json.loads(out) for out in outs]
+
+
+def part_in_netns(scenario: Scenario, ctx: PartContext, netns: str) -> dict[str, Any]:
+    """One part on an event loop of its own in this thread, moved into network namespace
+    ``netns`` for it (every socket it opens is there), then what it shared closed, as a
+    worker process does after its part (its loop ends with it)."""
+    from sobranie_bench.netlab.link import in_netns
+
+    async def part() -> dict[str, Any]:
+        try:
+            return await scenario.part(ctx)
+        finally:
+            if scenario.teardown is not None:
+                await scenario.teardown()
+
+    with in_netns(netns):
+        return asyncio.run(part())
 
 
 RESULT_LINE_BYTES = 1 << 30
@@ -483,8 +506,7 @@ async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
         pids = {"harness": os.getpid(), **{k: int(v) for k, v in target.items()}}
         remote = target_metrics(plan, pids)
         async with Sampler(pids) as sampler, remote or contextlib.nullcontext():
-            parts = await run_parts(scenario, ctx, workers, sampler,
-                                    plan.lab.client_exec if plan.lab else None)
+            parts = await run_parts(scenario, ctx, workers, sampler, plan.lab)
     merged = merge_parts(parts)
     if scenario.combine is not None:
         merged["counters"].update(scenario.combine(merged))
