@@ -5,10 +5,11 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# what is installed from pyproject.toml: `make bench` the suite and its notebooks' extra only;
-# the other targets every extra (the tests drive the load generators and lint with dev's tools)
+# what is installed from pyproject.toml: `make bench` the suite and what executes its notebooks;
+# the other targets every extra (the tests drive the load generators, lint uses dev's tools,
+# lab is JupyterLab to open the notebooks)
 EXTRAS_bench := notebooks
-EXTRAS_all   := test,notebooks,dev,loadgen
+EXTRAS_all   := test,notebooks,lab,dev,loadgen
 PROFILE ?= ci
 comma := ,
 # the passes beyond the main matrix (browsers, TLS compare, cluster, 4g) run at this profile:
