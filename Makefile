@@ -35,7 +35,7 @@ MAIN_TLS_COMPARE := $(if $(filter $(PROFILE),$(EXTRAS_PROFILE)),--tls-compare $(
 # took`), its exit status kept
 took = s=$$(date +%s); trap 'echo "make: $(1) took $$(($$(date +%s) - s)) s" >&2' EXIT;
 
-.PHONY: bench calibrate test setup lint clean
+.PHONY: bench calibrate test setup system lint clean
 
 $(VENV)/.installed-%: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,10 +43,13 @@ $(VENV)/.installed-%: pyproject.toml
 	$(call took,pip install) $(BIN)/python -m pip install --quiet -e '.[$(EXTRAS_$*)]'
 	touch $@
 
-SETUP = $(call took,setup) setup/setup.sh
+# the two halves of the set-up at once (neither needs the other): pip's, and setup/setup.sh's
+# system programs and npm folders
+setup:
+	$(MAKE) -j2 --no-print-directory $(VENV)/.installed-all system
 
-setup: $(VENV)/.installed-all
-	$(SETUP)
+system:
+	$(call took,setup) setup/setup.sh
 
 # the test run is recorded (JUnit XML): claims.md confirms a claim resting on tests only if
 # they passed in the newest recorded run (results/tests/*.xml)
@@ -54,8 +57,8 @@ test: setup
 	$(BIN)/python -m pytest -q --junitxml=results/tests/junit.xml
 
 # budget: 10 minutes on 2 quiet cores, setup included (each phase prints how long it took)
-bench: $(VENV)/.installed-bench
-	$(SETUP)
+bench:
+	$(MAKE) -j2 --no-print-directory $(VENV)/.installed-bench system
 	$(call took,main matrix) $(BIN)/sobranie-bench run --profile $(PROFILE) --fresh \
 	    $(MAIN_TLS_COMPARE) $(STRICT_FLAG)
 	$(if $(MAIN_TLS_COMPARE),,$(call took,TLS compare) $(BIN)/sobranie-bench run \
