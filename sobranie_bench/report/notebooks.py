@@ -109,13 +109,27 @@ def _in_processes(todo: list[_Todo], jobs: int,
 
     pool = ProcessPoolExecutor(max(1, min(jobs, len(todo))),
                                mp_context=multiprocessing.get_context("spawn"))
-    futures = [pool.submit(_execute, *args) for args in todo]
+    # the longest first (by its last execution), so that no long one starts last
+    order = sorted(range(len(todo)), key=lambda i: -_last_seconds(*todo[i][:2]))
+    futures = {i: pool.submit(_execute, *todo[i]) for i in order}
 
     def wait() -> list[Path]:
         with pool:
-            return _written([f.result() for f in futures], failures)
+            return _written([futures[i].result() for i in range(len(todo))], failures)
 
     return wait
+
+
+def _last_seconds(source: Path, out: Path) -> float:
+    """How long ``source`` took when it was last executed into ``out`` (papermill records it
+    in the notebook); 0 when it never was."""
+    import nbformat
+
+    try:
+        executed = nbformat.read(out / f"{source.stem}.ipynb", as_version=4)
+        return float(executed.metadata.get("papermill", {}).get("duration") or 0.0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0
 
 
 def _written(done: list[_Done], failures: list[Failure] | None) -> list[Path]:
