@@ -9,6 +9,7 @@ stale paired ``.ipynb`` can never be what runs. Parameters override the notebook
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -123,12 +124,10 @@ def _in_processes(todo: list[_Todo], jobs: int,
 def _last_seconds(source: Path, out: Path) -> float:
     """How long ``source`` took when it was last executed into ``out`` (papermill records it
     in the notebook); 0 when it never was."""
-    import nbformat
-
     try:
-        executed = nbformat.read(out / f"{source.stem}.ipynb", as_version=4)
-        return float(executed.metadata.get("papermill", {}).get("duration") or 0.0)
-    except (OSError, ValueError, TypeError, AttributeError):
+        executed = json.loads((out / f"{source.stem}.ipynb").read_text())
+        return float(executed["metadata"]["papermill"]["duration"] or 0.0)
+    except (OSError, ValueError, TypeError, KeyError):
         return 0.0
 
 
