@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def checkout(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
     """A copy of setup/ with no system programs to check and two npm folders (``always``,
-    ``later`` on-demand); a fake npm that appends its folder to npm.log."""
+    ``later`` on-demand); a fake npm that makes node_modules and appends its folder to
+    npm.log."""
     root = tmp_path / "repo"
     (root / "setup").mkdir(parents=True)
     shutil.copy(ROOT / "setup" / "setup.sh", root / "setup" / "setup.sh")
@@ -27,7 +28,7 @@ def checkout(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
     bin_dir.mkdir()
     log = tmp_path / "npm.log"
     npm = bin_dir / "npm"
-    npm.write_text(f'#!/bin/sh\necho "$(basename "$PWD") $*" >> {log}\n')
+    npm.write_text(f'#!/bin/sh\nmkdir -p node_modules\necho "$(basename "$PWD") $*" >> {log}\n')
     npm.chmod(0o755)
     return root, log, {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
 
