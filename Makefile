@@ -5,7 +5,11 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# what is installed from pyproject.toml: `make bench` the suite and what executes its notebooks;
+# the other targets every extra (the tests drive the load generators, lint uses dev's tools,
+# lab is JupyterLab to open the notebooks)
+EXTRAS_bench := notebooks
+EXTRAS_all   := test,notebooks,lab,dev,loadgen
 PROFILE ?= ci
 comma := ,
 # the passes beyond the main matrix (browsers, TLS compare, cluster, 4g) run at this profile:
@@ -31,15 +35,20 @@ MAIN_TLS_COMPARE := $(if $(filter $(PROFILE),$(EXTRAS_PROFILE)),--tls-compare $(
 # took`), its exit status kept
 took = s=$$(date +%s); trap 'echo "make: $(1) took $$(($$(date +%s) - s)) s" >&2' EXIT;
 
-.PHONY: bench calibrate test setup lint clean
+.PHONY: bench calibrate test setup system lint clean
 
-$(STAMP): pyproject.toml
+$(VENV)/.installed-%: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(call took,pip install) $(BIN)/python -m pip install --quiet -e '.[test,notebooks,dev,loadgen]'
-	touch $(STAMP)
+	$(call took,pip install) $(BIN)/python -m pip install --quiet -e '.[$(EXTRAS_$*)]'
+	touch $@
 
-setup: $(STAMP)
+# the two halves of the set-up at once (neither needs the other): pip's, and setup/setup.sh's
+# system programs and npm folders
+setup:
+	$(MAKE) -j2 --no-print-directory $(VENV)/.installed-all system
+
+system:
 	$(call took,setup) setup/setup.sh
 
 # the test run is recorded (JUnit XML): claims.md confirms a claim resting on tests only if
@@ -48,7 +57,8 @@ test: setup
 	$(BIN)/python -m pytest -q --junitxml=results/tests/junit.xml
 
 # budget: 10 minutes on 2 quiet cores, setup included (each phase prints how long it took)
-bench: setup
+bench:
+	$(MAKE) -j2 --no-print-directory $(VENV)/.installed-bench system
 	$(call took,main matrix) $(BIN)/sobranie-bench run --profile $(PROFILE) --fresh \
 	    $(MAIN_TLS_COMPARE) $(STRICT_FLAG)
 	$(if $(MAIN_TLS_COMPARE),,$(call took,TLS compare) $(BIN)/sobranie-bench run \
@@ -63,11 +73,10 @@ bench: setup
 	    $(STRICT_FLAG) || [ -z "$(STRICT)" ]
 	@# the same transports over an emulated 4G link (network namespaces: root, as in CI)
 	@# and a small fan-out point under 4g (subscribers behind the link, publishers beside the
-	@# server) so the fan-out features' SLAs are judged on 4g too
+	@# server) so the fan-out features' SLAs are judged on 4g too; one run, so one lab
 	$(call took,4g) if [ "$$(id -u)" = 0 ]; then $(BIN)/sobranie-bench run --profile $(EXTRAS_PROFILE) \
-	  --network 4g --scenarios echo,first-message $(STRICT_FLAG) || [ -z "$(STRICT)" ]; \
-	  $(BIN)/sobranie-bench run --profile $(EXTRAS_PROFILE) --network 4g --scenarios fanout \
-	  --set subscribers=20 --set rate=20 $(STRICT_FLAG) || [ -z "$(STRICT)" ]; \
+	  --network 4g --scenarios echo,first-message,fanout --set fanout.subscribers=20 \
+	  --set fanout.rate=20 $(STRICT_FLAG) || [ -z "$(STRICT)" ]; \
 	else echo "make bench: --network 4g needs root: its points are left out"; fi
 	$(call took,report) $(BIN)/sobranie-bench report --notebooks --docs docs $(STRICT_FLAG)
 

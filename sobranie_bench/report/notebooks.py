@@ -9,13 +9,14 @@ stale paired ``.ipynb`` can never be what runs. Parameters override the notebook
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sobranie_bench.report.failures import Failure
+from sobranie_bench.report.failures import Failure, write_notebook_failures
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 NAME = re.compile(r"^\d\d_[a-z0-9_]+\.py$")
@@ -64,20 +65,73 @@ def execute_notebooks(results_dir: Path | str = "results",
     PapermillExecutionError after its partial output is saved; given a ``failures`` list, it
     is appended there instead (its partial output exported too), the others run all the same,
     ``jobs`` of them at once (each in a process and a kernel of its own)."""
+    todo = _todo(results_dir, out_dir, parameters, notebooks, kernel_name, html, timeout,
+                 failures is not None)
+    if failures is None or jobs <= 1 or len(todo) < 2:
+        return _written([_execute(*args) for args in todo], failures)
+    return _in_processes(todo, jobs, failures)()
+
+
+def start_notebooks(results_dir: Path | str = "results",
+                    out_dir: Path | str = "results/notebooks",
+                    notebooks: Sequence[Path | str] | None = None,
+                    jobs: int = JOBS) -> Callable[[], list[Path]]:
+    """Every notebook executing in the background, ``jobs`` at once (each in a process and a
+    kernel of its own), while this process goes on: ``sobranie-bench report`` writes its
+    pages meanwhile. The function returned waits for them, records the failed ones in
+    ``out_dir``'s failures.json (they open every page) and returns the written paths, in the
+    notebooks' order, that file last."""
+    failed: list[Failure] = []
+    wait = _in_processes(_todo(results_dir, out_dir, None, notebooks, KERNEL, True, 600.0,
+                               True), jobs, failed)
+    return lambda: [*wait(), write_notebook_failures(out_dir, failed)]
+
+
+_Todo = tuple[Path, Path, Mapping[str, Any], str, bool, float, bool]
+_Done = tuple[list[Path], Failure | None]
+
+
+def _todo(results_dir: Path | str, out_dir: Path | str, parameters: Mapping[str, Any] | None,
+          notebooks: Sequence[Path | str] | None, kernel_name: str, html: bool, timeout: float,
+          collect: bool) -> list[_Todo]:
+    """:func:`_execute`'s arguments for each notebook (``out_dir`` made)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     params = {"RESULTS": str(results_dir), **(parameters or {})}
-    todo = [(Path(p), out, params, kernel_name, html, timeout, failures is not None)
+    return [(Path(p), out, params, kernel_name, html, timeout, collect)
             for p in (notebooks or sources())]
-    if failures is None or jobs <= 1 or len(todo) < 2:
-        done = [_execute(*args) for args in todo]
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(min(jobs, len(todo)),
-                                 mp_context=multiprocessing.get_context("spawn")) as pool:
-            done = list(pool.map(_execute, *zip(*todo, strict=True)))
+
+def _in_processes(todo: list[_Todo], jobs: int,
+                  failures: list[Failure]) -> Callable[[], list[Path]]:
+    """``todo`` submitted to ``jobs`` processes now; the function returned waits for them."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(max(1, min(jobs, len(todo))),
+                               mp_context=multiprocessing.get_context("spawn"))
+    # the longest first (by its last execution), so that no long one starts last
+    order = sorted(range(len(todo)), key=lambda i: -_last_seconds(*todo[i][:2]))
+    futures = {i: pool.submit(_execute, *todo[i]) for i in order}
+
+    def wait() -> list[Path]:
+        with pool:
+            return _written([futures[i].result() for i in range(len(todo))], failures)
+
+    return wait
+
+
+def _last_seconds(source: Path, out: Path) -> float:
+    """How long ``source`` took when it was last executed into ``out`` (papermill records it
+    in the notebook); 0 when it never was."""
+    try:
+        executed = json.loads((out / f"{source.stem}.ipynb").read_text())
+        return float(executed["metadata"]["papermill"]["duration"] or 0.0)
+    except (OSError, ValueError, TypeError, KeyError):
+        return 0.0
+
+
+def _written(done: list[_Done], failures: list[Failure] | None) -> list[Path]:
     written: list[Path] = []
     for paths, failure in done:
         written += paths

@@ -111,15 +111,21 @@ def test_run_exits_1_only_when_every_run_failed(with_die: None, tmp_path: Path,
     assert failures.exit_code(nothing_measured=False, any_failure=False, strict=True) == 0
 
 
-def test_a_failed_notebook_is_recorded_and_the_next_one_runs(tmp_path: Path) -> None:
-    from sobranie_bench.report.notebooks import execute_notebooks
-
+def bad_and_good(tmp_path: Path) -> tuple[Path, Path]:
+    """Two notebooks: the first raises, the second prints."""
     bad, good = tmp_path / "01_bad.py", tmp_path / "02_good.py"
     header = ("# ---\n# jupyter:\n#   kernelspec:\n#     display_name: Python 3\n"
               "#     language: python\n#     name: python3\n# ---\n\n"
               "# %% tags=['parameters']\nRESULTS = 'results'\n\n")
     bad.write_text(header + "# %%\nraise ValueError('sse: no instances meet the SLO')\n")
     good.write_text(header + "# %%\nprint('fine')\n")
+    return bad, good
+
+
+def test_a_failed_notebook_is_recorded_and_the_next_one_runs(tmp_path: Path) -> None:
+    from sobranie_bench.report.notebooks import execute_notebooks
+
+    bad, good = bad_and_good(tmp_path)
     found: list[failures.Failure] = []
     written = execute_notebooks(tmp_path, tmp_path / "nb", notebooks=[bad, good], html=False,
                                 failures=found)
@@ -129,3 +135,24 @@ def test_a_failed_notebook_is_recorded_and_the_next_one_runs(tmp_path: Path) -> 
     assert "ValueError: sse: no instances meet the SLO" in failure.error
     failures.write_notebook_failures(tmp_path / "nb", found)
     assert failures.notebook_failures(tmp_path / "nb") == found
+
+
+def test_notebooks_executing_beside_the_pages_still_open_every_page_with_their_failures(
+        tmp_path: Path) -> None:
+    """``report --notebooks``: the notebooks execute in the background while the pages are
+    written; the pages wait for them before listing what failed."""
+    from sobranie_bench.report.notebooks import start_notebooks
+
+    results_dir = tmp_path / "results"
+    (results_dir / "runs").mkdir(parents=True)
+    waiting = start_notebooks(results_dir, results_dir / "notebooks",
+                              notebooks=list(bad_and_good(tmp_path)))
+    paths = build(results_dir, with_charts=False, notebooks=waiting)
+    names = [p.name for p in paths]
+    assert names[:5] == ["01_bad.ipynb", "01_bad.html", "02_good.ipynb", "02_good.html",
+                         failures.NOTEBOOK_FAILURES]
+    (failure,) = failures.notebook_failures(results_dir / "notebooks")
+    assert failure.what == "01_bad"
+    for page in ("comparison.md", "recommendation.md", "failures.md"):
+        text = (results_dir / page).read_text()
+        assert "1 failure" in text and "notebook 01_bad" in text, page

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from sobranie_bench.harness import results
 from sobranie_bench.harness.runner import HarnessError, Plan, check_target, run_plan
+from sobranie_bench.harness.scenarios.registry import registry
 from tests.conftest import SECRET
 
 
@@ -111,6 +112,16 @@ def test_overrides_set_parameters_in_every_point_that_has_them() -> None:
     overhead = [p for name, p in points if name == "overhead"]
     assert {p["rate"] for p in overhead} == {50} and all("subscribers" not in p
                                                           for p in overhead)
+
+
+def test_a_scenario_scoped_override_sets_that_scenarios_points_only() -> None:
+    """``make bench``'s 4g pass: echo at its own rate, fan-out small, in one run (one lab)."""
+    plan = Plan(profile="ci", transports=("ws",), scenarios=("echo", "fanout"),
+                overrides=(("fanout.subscribers", 20), ("fanout.rate", 20)))
+    points = {s.name: p for _, s, p, _ in plan.points()}
+    assert points["fanout"] == {"channels": 1, "subscribers": 20, "rate": 20, "payload": 64}
+    assert points["echo"] == registry()["echo"].grid["ci"][0]  # untouched
+    assert "--set fanout.rate=20" in plan.command()
 
 
 async def test_tls_compare_runs_each_point_plaintext_and_tls_on_fresh_servers(

@@ -139,6 +139,8 @@ def test_run_network_4g_end_to_end(tmp_path: Path) -> None:
     assert network["profile"]["name"] == "4g" and network["measured"]["rtt_ms_p50"] > 60
     m = results.metrics(raw)
     assert m["rtt_p50_us"][0] >= 70_000  # the emulated 70 ms round trip, at least
+    # one part: run by the runner itself (a thread in the client namespace), no worker process
+    assert [n for n in raw["resources"] if n.startswith("worker")] == []
     rows = list(csv.DictReader((tmp_path / "summary.csv").read_text().splitlines()))
     assert rows and {"tls", "network"} <= set(rows[0])
     assert {r["network"] for r in rows} == {"4g"}

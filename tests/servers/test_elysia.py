@@ -190,3 +190,24 @@ async def test_elysia_core_serves_websockets_without_the_plugin():
     finally:
         proc.kill()
         await proc.wait()
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "tls"])
+async def test_the_harness_starts_one_elysia_server_as_bun_itself(tls: bool) -> None:
+    """No Python process between the runner and Bun: the process it started is the server it
+    samples, and it announces what ``serve elysia`` would (the CA to trust over TLS)."""
+    from sobranie_bench.harness.runner import Plan, spawn_server
+    from sobranie_contract import tls as tlsfiles
+
+    server = await spawn_server("elysia", Plan(tls=tls, secret=SECRET))
+    try:
+        assert server.pid == server.process.pid and server.sampled() == {"server": server.pid}
+        assert psutil.Process(server.pid).cmdline()[1:3] == ["run", str(elysia.MAIN)]
+        assert server.url.startswith("https://" if tls else "http://")
+        ssl = tlsfiles.client_context(server.client_options["ca"]) if tls else True
+        async with aiohttp.ClientSession() as session, \
+                session.get(f"{server.url}/healthz", ssl=ssl) as resp:
+            assert resp.status == 200 and (await resp.json())["status"] == "ok"
+    finally:
+        await server.stop()
+    assert server.process.returncode is not None
