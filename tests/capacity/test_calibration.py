@@ -109,6 +109,22 @@ def test_capacity_rows_give_the_curve_when_echo_is_missing(summary_path: Path) -
     assert ws.echo_cpu_us_per_msg.source == "fallback"
 
 
+def test_a_knee_below_the_echo_ladder_is_the_capacity_scenarios(summary_path: Path) -> None:
+    frame = pd.read_csv(summary_path)
+    echo_rates = frame["params"].str.extract(r"rate=(\d+)")[0].astype(float)
+    # the ladder keeps only its 15,000/s rung, p95 950 ms: above the 500 ms the capacity
+    # scenario held at less work (20/s to ~4,000 subscribers)
+    high = frame[(frame["scenario"] != "echo") | (echo_rates == 15000)]
+    ws = calibrate(high)["ws"]
+    curve = ws.latency_curve
+    assert [p.rate_per_s for p in curve.points][1:] == [15000]
+    knee = 20 * (ws.cpu_us_per_inbound.value + 4000 * ws.cpu_us_per_delivery.value)
+    assert curve.points[0].work_us_per_s == pytest.approx(knee, rel=0.01)
+    assert curve.work_within(500_000) == pytest.approx(knee, rel=0.01)  # a capacity, not 0
+    # the whole ladder (its lowest rung held) keeps the echo curve alone
+    assert calibrate(frame)["ws"].latency_curve.points[0].rate_per_s == 1000
+
+
 def test_no_summary_means_every_figure_is_fallback() -> None:
     costs = calibrate(None)
     assert all(f.source == "fallback" for c in costs.values() for f in c.figures().values())
