@@ -82,6 +82,9 @@ def _run(args: argparse.Namespace) -> int:
         def on_result(label: str, raw: dict[str, Any] | None) -> None:
             if raw is None:
                 progress.update(task, description=label)
+            elif "skipped" in raw:
+                progress.console.print(f"{label}: {raw['skipped']}", highlight=False)
+                progress.advance(task)
             else:
                 raws.append(raw)
                 progress.advance(task)

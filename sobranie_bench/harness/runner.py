@@ -27,7 +27,7 @@ from sobranie_bench.clients import TRANSPORTS, base_transport
 from sobranie_bench.harness import complexity, results
 from sobranie_bench.harness.recorder import merge
 from sobranie_bench.harness.sampler import MetricsSampler, Sampler, cpu_model, raise_fd_limit
-from sobranie_bench.harness.scenarios import PartContext, Scenario
+from sobranie_bench.harness.scenarios import RESOLVED_PROFILES, PartContext, Scenario
 from sobranie_bench.harness.scenarios.registry import registry
 from sobranie_contract import tokens
 
@@ -138,10 +138,14 @@ class Plan:
             args.append("--no-tls")
         return shlex.join(args)
 
+    @property
+    def trial_count(self) -> int:
+        return self.trials or (1 if self.profile == "ci" else 3)
+
     def points(self) -> Iterator[tuple[str, Scenario, dict[str, Any], int]]:
         scenarios = registry()
         names = self.scenario_names()
-        trials = self.trials or (1 if self.profile == "ci" else 3)
+        trials = self.trial_count
         only = dict(self.only)
         for transport in self.transports or tuple(TRANSPORTS):
             for name in names:
@@ -487,11 +491,8 @@ async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
     resources = sampler.as_dict()
     if remote is not None and remote.samples:
         resources["server"] = remote.as_list()
-    raw = {"version": results.RAW_VERSION, "metadata": meta, "transport": transport,
-           "scenario": scenario.name, "params": params, "trial": trial,
-           "profile": plan.profile, "parts": len(parts), "processes": processes,
-           "tls": encrypted(ctx.url, transport), "network": plan.network,
-           **({"tls_compared": True} if plan.compared(transport, scenario.name) else {}),
+    raw = {**identity(plan, meta, transport, scenario, params, trial),
+           "parts": len(parts), "processes": processes, "tls": encrypted(ctx.url, transport),
            "window": window(ctx, merged["times"]),
            "timing": {"warmup": ctx.warmup, "duration": ctx.duration},
            "resources": resources, "machine": sampler.machine_dict(),
@@ -499,6 +500,16 @@ async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
            **merged}
     results.write_raw(plan.out / "runs" / run_id, raw)
     return raw
+
+
+def identity(plan: Plan, meta: dict[str, Any], transport: str, scenario: Scenario,
+             params: dict[str, Any], trial: int) -> dict[str, Any]:
+    """The fields that say which run a raw file is (a measured or a failed one)."""
+    return {"version": results.RAW_VERSION, "metadata": meta, "transport": transport,
+            "scenario": scenario.name, "params": params, "trial": trial,
+            "profile": plan.profile, "network": plan.network,
+            "tls": plan.tls or base_transport(transport) in ALWAYS_ENCRYPTED,
+            **({"tls_compared": True} if plan.compared(transport, scenario.name) else {})}
 
 
 def target_metrics(plan: Plan, pids: dict[str, int]) -> MetricsSampler | None:
@@ -539,7 +550,8 @@ def new_run_id() -> str:
 async def run_plan(plan: Plan, on_result: Callable[[str, dict[str, Any] | None], None]
                    = lambda label, raw: None) -> Path:
     """Run every point of the plan; returns the run directory. ``on_result`` is called before
-    (raw None) and after each run, for progress display."""
+    (raw None) and after each run, for progress display (a point :class:`Ladders` skips: once,
+    with a raw that holds only its identity and ``skipped``, the reason; no file is written)."""
     unknown = set(plan.transports) - set(TRANSPORTS)
     if unknown:
         raise HarnessError(f"unknown transport(s) {sorted(unknown)}; known: {sorted(TRANSPORTS)}")
@@ -603,23 +615,25 @@ async def _run_points(plan: Plan, on_result: Callable[[str, dict[str, Any] | Non
     run_dir = plan.out / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run.json").write_text(json.dumps(meta, indent=1))
+    climbing = Ladders(plan)
     try:
         for variant, transport, scenario, params, trial in plan.runs():
             label = f"{transport} {scenario.name} {results.params_key(params)} #{trial}"
             if plan.tls_compare:
                 label += " tls" if variant.tls else " plaintext"
+            why = climbing.skip(variant, transport, scenario, params)
+            if why:
+                on_result(label, {**identity(variant, meta, transport, scenario, params, trial),
+                                  "skipped": why})
+                continue
             on_result(label, None)
             try:
                 raw = await run_one(variant, run_id, meta, transport, scenario, params, trial)
             except Exception as exc:  # noqa: BLE001 - one failed run must not end the matrix
-                raw = {"version": results.RAW_VERSION, "metadata": meta,
-                       "transport": transport, "scenario": scenario.name, "params": params,
-                       "trial": trial, "profile": plan.profile, "network": plan.network,
-                       "error": f"{type(exc).__name__}: {exc}",
-                       "tls": variant.tls or transport in ALWAYS_ENCRYPTED,
-                       **({"tls_compared": True} if plan.compared(transport, scenario.name)
-                          else {})}
+                raw = {**identity(variant, meta, transport, scenario, params, trial),
+                       "error": f"{type(exc).__name__}: {exc}"}
                 results.write_raw(run_dir, raw)
+            climbing.record(variant, transport, scenario, params, raw)
             on_result(label, raw)
     finally:  # what the points shared (browsers) is closed, whatever happened
         for scenario in {s.name: s for _, s, _, _ in plan.points()}.values():
@@ -627,6 +641,46 @@ async def _run_points(plan: Plan, on_result: Callable[[str, dict[str, Any] | Non
                 await scenario.teardown()
     results.write_summary(plan.out / "runs", plan.out / "summary.csv")
     return run_dir
+
+
+class Ladders:
+    """A ladder climbs until the server gives out, not further: in the profiles that climb
+    (RESOLVED_PROFILES), once a rung of a scenario's ``ladder`` saturated in most of its
+    trials, the transport's higher rungs (the other parameters equal) are skipped."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.on = plan.profile in RESOLVED_PROFILES
+        self.trials = plan.trial_count
+        self.saturated: dict[tuple[Any, ...], int] = {}
+        self.broken: dict[tuple[Any, ...], float] = {}
+
+    @staticmethod
+    def _key(plan: Plan, transport: str, scenario: Scenario, params: dict[str, Any]
+             ) -> tuple[Any, ...]:
+        rest = sorted((k, str(v)) for k, v in params.items() if k != scenario.ladder)
+        return transport, scenario.name, plan.tls, tuple(rest)
+
+    def skip(self, plan: Plan, transport: str, scenario: Scenario, params: dict[str, Any]
+             ) -> str | None:
+        """Why this point is not run (None: run it)."""
+        if not self.on or scenario.ladder is None:
+            return None
+        below = self.broken.get(self._key(plan, transport, scenario, params))
+        if below is None or float(params[scenario.ladder]) <= below:
+            return None
+        return (f"skipped: {scenario.ladder}={below:g} saturated in most of its trials "
+                "(the ladder stops where the server gave out)")
+
+    def record(self, plan: Plan, transport: str, scenario: Scenario, params: dict[str, Any],
+               raw: dict[str, Any]) -> None:
+        if not self.on or scenario.ladder is None or not results.is_saturated(raw):
+            return
+        key = self._key(plan, transport, scenario, params)
+        rung = (*key, params[scenario.ladder])
+        self.saturated[rung] = self.saturated.get(rung, 0) + 1
+        if self.saturated[rung] * 2 > self.trials:
+            value = float(params[scenario.ladder])
+            self.broken[key] = min(value, self.broken.get(key, value))
 
 
 def preflight(plan: Plan) -> None:

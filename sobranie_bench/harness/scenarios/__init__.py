@@ -36,8 +36,10 @@ RESOLVED_PROFILES = ("standard", "full")
 """Profiles whose windows stretch to hold MIN_WINDOW_EVENTS events."""
 CPU_TICK_S = 0.01
 """Resolution of a process's CPU time as the sampler reads it (Linux clock ticks)."""
-MIN_WINDOW_EVENTS = 10_000
-"""Events (echoes, deliveries) a resolved window holds: CPU_TICK_S / 10,000 = 1 µs per event."""
+MIN_WINDOW_EVENTS = 5_000
+"""Events (echoes, deliveries) a resolved window holds: 50 beyond its p99, and CPU per event far
+finer than 1 µs: the sampler reads the scheduler's run time in nanoseconds (schedstat), which
+it interpolates at the window's edges (only off Linux would the CPU_TICK_S ticks give 2 µs)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +172,10 @@ class Scenario:
     """Called once when the process that ran its parts is done with them (the runner at the
     plan's end, a worker after its part): closes what its points shared (the browser
     scenario's open browsers)."""
+    ladder: str | None = None
+    """The parameter a profile's grid climbs (``rate``, ``subscribers``): once a rung saturated
+    in most of its trials, the runner skips the transport's higher rungs (they would only
+    queue longer) and says so."""
 
     def window(self, profile: str, params: Params) -> tuple[float, float]:
         """(warm-up, duration) seconds of one point under ``profile``."""

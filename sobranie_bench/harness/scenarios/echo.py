@@ -90,7 +90,7 @@ async def part(ctx: PartContext) -> dict[str, Any]:
             "times": {"load_end": end, "last_rx": last_rx, **ctx.milestones()}}
 
 
-ECHO_LADDER = (2000, 6000, 18000)
+ECHO_LADDER = (2000, 6000, 18000, 54000)
 """Offered echoes per second of the standard profile's ladder."""
 
 SCENARIO = Scenario(
@@ -112,6 +112,7 @@ SCENARIO = Scenario(
     },
     timing={"ci": (0.3, 1.5), "standard": (0.3, 1.0), "quick": (2.0, 10.0),
             "full": (5.0, 30.0), "calibrate": (2.0, 30.0), "holdout": (2.0, 30.0)},
+    ladder="rate",
     events_per_s=lambda p: float(p["rate"]),
     headline=[("rtt_p50_us", "p50 µs"), ("rtt_p99_us", "p99 µs"),
               ("throughput_msgs_per_s", "msg/s"), ("server_cpu_us_per_msg", "srv µs/msg"),

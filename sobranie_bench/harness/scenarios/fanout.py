@@ -204,6 +204,7 @@ SCENARIO = Scenario(
     },
     timing={"ci": (0.3, 1.5), "standard": (0.3, 1.0), "quick": (2.0, 10.0),
             "full": (5.0, 30.0), "calibrate": (2.0, 30.0), "holdout": (2.0, 30.0)},
+    ladder="subscribers",
     events_per_s=lambda p: float(p["rate"]) * int(p["subscribers"]) * int(p.get("channels", 1)),
     headline=[("latency_p50_us", "p50 µs"), ("latency_p99_us", "p99 µs"),
               ("latency_remote_p99_us", "other instance p99 µs"),
