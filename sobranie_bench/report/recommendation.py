@@ -320,7 +320,9 @@ def choose(res: Results, feature: Feature, costing: Costing, base: str | None) -
             rejected.append((o, (f"misses the SLA: {text.ms(check.fig.value)} > "
                                 f"{text.ms(feature.sla.limit_us)}")))
         elif o.cost is None:
-            rejected.append((o, "the capacity model could not plan it"))
+            why = costing.errors.get(tuple(sorted(mapping.items())), "")
+            rejected.append((o, "the capacity model could not plan it" + (f" ({why})" if why
+                                                                           else "")))
         elif not o.within(feature.budget_usd_month):
             rejected.append((o, (f"over budget: {usd(o.cost.usd_month)} > "
                                 f"{usd(feature.budget_usd_month)}")))
