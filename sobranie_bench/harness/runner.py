@@ -645,8 +645,10 @@ async def _run_points(plan: Plan, on_result: Callable[[str, dict[str, Any] | Non
 
 class Ladders:
     """A ladder climbs until the server gives out, not further: in the profiles that climb
-    (RESOLVED_PROFILES), once a rung of a scenario's ``ladder`` saturated in most of its
-    trials, the transport's higher rungs (the other parameters equal) are skipped."""
+    (RESOLVED_PROFILES), once a rung of a scenario's ``ladder`` fell short of its offered rate
+    (``results.short_of_offered``) in most of its trials, the transport's higher rungs (the
+    other parameters equal) are skipped. Latency rising through a window alone (the other half
+    of ``saturated``) does not stop it: a few ms of jitter can double a sub-ms p50."""
 
     def __init__(self, plan: Plan) -> None:
         self.on = plan.profile in RESOLVED_PROFILES
@@ -668,12 +670,13 @@ class Ladders:
         below = self.broken.get(self._key(plan, transport, scenario, params))
         if below is None or float(params[scenario.ladder]) <= below:
             return None
-        return (f"skipped: {scenario.ladder}={below:g} saturated in most of its trials "
-                "(the ladder stops where the server gave out)")
+        return (f"skipped: {scenario.ladder}={below:g} fell short of its offered rate in most "
+                "of its trials (the ladder stops where the server gave out)")
 
     def record(self, plan: Plan, transport: str, scenario: Scenario, params: dict[str, Any],
                raw: dict[str, Any]) -> None:
-        if not self.on or scenario.ladder is None or not results.is_saturated(raw):
+        if not self.on or scenario.ladder is None or "error" in raw or not (
+                results.short_of_offered(results.achieved_share(raw))):
             return
         key = self._key(plan, transport, scenario, params)
         rung = (*key, params[scenario.ladder])
