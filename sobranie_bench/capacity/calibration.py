@@ -290,18 +290,10 @@ def _latency_curve(
     delivery_us: float,
 ) -> LatencyCurve:
     """From echo rows (p95 round trip versus rate) or else capacity rows (the most fan-out
-    subscribers of one channel published to at ``rate`` whose p95 held within ``sla_ms``)."""
-    p95 = _per_params(echo[~echo["client_bound"]], "rtt_p95_us")
-    rates = {params: float(parse_params(params).get("rate", 0.0)) for params in p95.index}
-    points = sorted(
-        LatencyPoint(rates[params] * echo_us, float(value), rates[params])
-        for params, value in p95.items()
-        if rates[params] > 0
-    )
-    if points:
-        return LatencyCurve(
-            tuple(points), "measured", "echo scenario: rtt_p95_us versus params rate"
-        )
+    subscribers of one channel published to at ``rate`` whose p95 held within ``sla_ms``).
+    When the echo rows start above the knee (their lowest rate already missed the SLA the
+    capacity scenario held at less work), the capacity knee is the measured point below them:
+    the knee is below the echo ladder, not absent."""
     clients = _per_params(capacity, "max_clients_within_sla")
     sla = _per_params(capacity, "sla_ms")
     knees = []
@@ -310,9 +302,29 @@ def _latency_curve(
         if subscribers > 0 and publish_rate > 0 and params in sla.index:
             work = publish_rate * (inbound_us + subscribers * delivery_us)
             knees.append(LatencyPoint(work, float(sla[params]) * 1000, publish_rate * subscribers))
-    if knees:
+    p95 = _per_params(echo[~echo["client_bound"]], "rtt_p95_us")
+    rates = {params: float(parse_params(params).get("rate", 0.0)) for params in p95.index}
+    points = sorted(
+        LatencyPoint(rates[params] * echo_us, float(value), rates[params])
+        for params, value in p95.items()
+        if rates[params] > 0
+    )
+    knee = min(knees, default=None)
+    if (points and knee and knee.work_us_per_s < points[0].work_us_per_s
+            and points[0].p95_us > knee.p95_us):
         return LatencyCurve(
-            (min(knees),),
+            (knee, *points),
+            "measured",
+            "capacity scenario's knee below the echo scenario's lowest rate, then echo "
+            "rtt_p95_us versus params rate",
+        )
+    if points:
+        return LatencyCurve(
+            tuple(points), "measured", "echo scenario: rtt_p95_us versus params rate"
+        )
+    if knee:
+        return LatencyCurve(
+            (knee,),
             "measured",
             "capacity scenario: rate x max_clients_within_sla deliveries held p95 <= sla_ms",
             ends_at_knee=True,

@@ -1,6 +1,11 @@
 """What a transport costs to write, counted into every run's metadata: the code lines of its
 reference server adapter and client (the report's complexity column reads them from the run,
-so a later refactor cannot silently change an earlier run's verdicts)."""
+so a later refactor cannot silently change an earlier run's verdicts).
+
+A Python adapter is its module (servers/ws.py); the hub and the shared HTTP app are not
+counted. The Elysia server keeps its three adapters in one app, each transport's own lines
+marked ``// adapter: <name>`` ... ``// end adapter: <name>``; those are counted, and what the
+three share (routes for publish and the POSTs, CORS, auth, its hub) is not, as for Python."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import ast
 import importlib.util
 import io
 import tokenize
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +31,11 @@ ADAPTERS: dict[str, str] = {
     "webrtc": "servers.webrtc",
 }
 """Transport -> the server adapter module that translates it to hub calls."""
+ELYSIA_ADAPTERS: dict[str, str] = {"ws@elysia": "ws", "sse@elysia": "sse",
+                                   "longpoll@elysia": "longpoll"}
+"""Transport -> the adapter marked in the Elysia app (``ELYSIA_APP``)."""
+ELYSIA_APP = ("src", "app.ts")
+"""The Elysia app's path inside the ``servers.elysia`` package."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +44,8 @@ class CodeSize:
 
     transport: str
     server_file: str
-    """Adapter path relative to the repository, e.g. ``servers/ws.py``."""
+    """Adapter path relative to the repository, e.g. ``servers/ws.py``; for Elysia the app
+    and the adapter marked in it, ``servers/elysia/src/app.ts: ws``."""
     server_lines: int
     """Code lines of the adapter (:func:`code_lines`)."""
     client_file: str
@@ -81,6 +93,39 @@ def code_lines(path: Path) -> int:
     return len(code - docstrings)
 
 
+def ts_code_lines(lines: Iterable[str]) -> int:
+    """Lines of TypeScript that hold code: blank lines, ``//`` comment lines and ``/* */``
+    comment blocks are not counted (a code line with a comment after it is)."""
+    count, in_block = 0, False
+    for line in lines:
+        rest = line.strip()
+        if in_block or rest.startswith("/*"):
+            opened = 0 if in_block else 2
+            in_block = "*/" not in rest[opened:]
+            if in_block:
+                continue
+            rest = rest[opened:].split("*/", 1)[1].strip()
+        if rest and not rest.startswith("//"):
+            count += 1
+    return count
+
+
+def adapter_lines(path: Path, name: str) -> int | None:
+    """Code lines of ``path`` between ``// adapter: <name>`` and ``// end adapter: <name>``,
+    over every such region (None when the file marks none)."""
+    region: list[str] = []
+    inside = found = False
+    for line in path.read_text().splitlines():
+        marker = line.strip()
+        if marker == f"// adapter: {name}":
+            inside = found = True
+        elif marker == f"// end adapter: {name}":
+            inside = False
+        elif inside:
+            region.append(line)
+    return ts_code_lines(region) if found else None
+
+
 def module_path(module: str) -> Path | None:
     """Source file of a module, without importing it (None if it does not exist)."""
     try:
@@ -100,15 +145,26 @@ def _relative(path: Path) -> str:
     return path.name
 
 
+def _server(transport: str) -> tuple[str, int] | None:
+    """The server adapter of ``transport`` (path relative to the repository) and its lines."""
+    name = ELYSIA_ADAPTERS.get(transport)
+    if name is not None:
+        package = module_path("servers.elysia")
+        app = package.parent.joinpath(*ELYSIA_APP) if package else None
+        lines = adapter_lines(app, name) if app is not None and app.is_file() else None
+        return None if app is None or lines is None else (f"{_relative(app)}: {name}", lines)
+    adapter = module_path(ADAPTERS.get(transport, ""))
+    return None if adapter is None else (_relative(adapter), code_lines(adapter))
+
+
 def count(transport: str) -> CodeSize | None:
     """Adapter and client lines of ``transport`` as the files are now (None without both)."""
-    adapter = module_path(ADAPTERS.get(transport, ""))
+    server = _server(transport)
     entry = TRANSPORTS.get(transport)
     client = module_path(entry.client.partition(":")[0]) if entry else None
-    if adapter is None or client is None:
+    if server is None or client is None:
         return None
-    return CodeSize(transport, _relative(adapter), code_lines(adapter), _relative(client),
-                    code_lines(client), counted="source")
+    return CodeSize(transport, *server, _relative(client), code_lines(client), counted="source")
 
 
 def record() -> dict[str, dict[str, Any]]:
@@ -120,8 +176,7 @@ def record() -> dict[str, dict[str, Any]]:
 
 def from_metadata(meta: dict[str, Any], transport: str) -> CodeSize | None:
     """The size a run recorded for ``transport``; counted from today's files for a run that
-    recorded none (marked ``counted="source"``)."""
+    recorded none for it (older than this record, or than the Elysia count: marked
+    ``counted="source"``)."""
     recorded = meta.get("complexity", {}).get(transport)
-    if recorded is None:
-        return None if "complexity" in meta else count(transport)
-    return CodeSize(transport, **recorded)
+    return count(transport) if recorded is None else CodeSize(transport, **recorded)

@@ -274,8 +274,14 @@ CLAIMS: tuple[Claim, ...] = (
            "stack (aioquic) costs CPU"),)),
     Claim("wt-streams", "WebTransport", "pro", "Поддержка множественных потоков",
           "Many streams in one session.",
-          Cited(("w3c-webtransport", "webtransport-explainer"),
-                "streams and datagrams share one session", True)),
+          Tests((node(WEBTRANSPORT_TESTS, "test_per_channel_delivery_puts_each_channel_on_a_"
+                      "stream_of_its_own"),
+                 node(WEBTRANSPORT_TESTS, "test_unreliable_delivery_sends_messages_as_datagrams")),
+                shows="one session carries a server-opened stream per channel, each in order, "
+                      "and datagrams beside them"),
+          (f"source: {rules.cite('w3c-webtransport', 'webtransport-explainer')}",
+           ("what a stream per flow buys under loss (no head-of-line blocking across flows) is "
+            "measured by the hol scenario (network.md)"))),
     Claim("wt-udp", "WebTransport", "pro", "Работает через UDP (меньше задержка)",
           "Runs over UDP (lower latency).",
           _on_network(_echo("webtransport", "rtt_p99_us"), _echo("ws", "rtt_p99_us"), "<", 0.9,

@@ -46,7 +46,10 @@ SCALABILITY_RULE = (
     "its run, combined by geometric mean")
 COMPLEXITY_RULE = (
     "non-blank, non-comment, non-docstring lines of the transport's server adapter "
-    "(servers/<adapter>.py) and client (sobranie_bench/clients/<client>.py) as a ratio to the "
+    "(servers/<adapter>.py; for Elysia the adapter's own lines, marked in "
+    "servers/elysia/src/app.ts, the routes, CORS and auth its three adapters share not counted, "
+    "as the Python hub and HTTP app are not) and client (sobranie_bench/clients/<client>.py) "
+    "as a ratio to the "
     "smallest, times the handshake's round trips as a ratio to the fewest; the same bands, "
     "turned round: as in the note, more stars = more complex (1 star for the simplest). The "
     "client count measures protocol weight in our Python clients; in a browser the WebSocket, "
@@ -114,7 +117,7 @@ def round_trips(res: Results, transport: str) -> tuple[int, str] | None:
     measured = res.value(transport, "overhead", "handshake_round_trips")
     if measured is not None:
         return int(measured), "counted"
-    hs = HANDSHAKES.get(transport)
+    hs = HANDSHAKES.get(base_transport(transport))  # ws@elysia does the handshake ws does
     return (hs.round_trips, "cited") if hs else None
 
 

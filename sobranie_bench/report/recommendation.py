@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from sobranie_bench.harness.results import short_of_offered
 from sobranie_bench.report import comparison, text
 from sobranie_bench.report.data import Measured, Results, summary_frame
 from sobranie_bench.report.rules import LOOPBACK, Ref, figure
@@ -319,7 +320,9 @@ def choose(res: Results, feature: Feature, costing: Costing, base: str | None) -
             rejected.append((o, (f"misses the SLA: {text.ms(check.fig.value)} > "
                                 f"{text.ms(feature.sla.limit_us)}")))
         elif o.cost is None:
-            rejected.append((o, "the capacity model could not plan it"))
+            why = costing.errors.get(tuple(sorted(mapping.items())), "")
+            rejected.append((o, "the capacity model could not plan it" + (f" ({why})" if why
+                                                                           else "")))
         elif not o.within(feature.budget_usd_month):
             rejected.append((o, (f"over budget: {usd(o.cost.usd_month)} > "
                                 f"{usd(feature.budget_usd_month)}")))
@@ -365,20 +368,46 @@ class Ladder:
 
     transport: str
     rungs: int
-    """Points of the ladder measured."""
+    """Points of the ladder measured (a rung the runner skipped is not one)."""
     held: float | None
-    """Highest offered events/s whose p99 met the SLA and whose achieved rate kept up (95%);
+    """Highest offered events/s whose p99 met the SLA and whose achieved rate kept up
+    (``results.short_of_offered``: 95%);
     None when even the first rung broke it."""
     per_core: float | None
     """Events per second per server core at that rung (1e6 / server CPU µs per event)."""
-    broke: bool
-    """Whether some rung broke the SLA (False: the ladder ended first, ``held`` is a bound)."""
+    stopped: str
+    """Why the reading stopped, a key of ``STOPPED``: the first rung that broke it was
+    client-bound in most trials, or missed the SLA's p99, or fell short of the offered rate;
+    ``top`` when no rung broke it (``held`` is then a bound)."""
 
+    @property
+    def broke(self) -> bool:
+        """Whether some rung broke the reading (False: the ladder ended first)."""
+        return self.stopped != "top"
+
+
+STOPPED = {
+    "client_bound": "the harness could not offer it (client-bound: {machine}'s limit, not "
+                    "the server's)",
+    "sla": "p99 over the SLA",
+    "saturated": "short of the offered rate (saturated)",
+    "top": "ladder top (a bound)",
+}
+"""What stopped a ladder's reading, as its table says it ({machine}: the run's host)."""
 
 LADDERS = (("echo", "rate", "rtt_p99_us", "throughput_msgs_per_s", "server_cpu_us_per_msg",
             "chat"),
            ("fanout", "subscribers", "latency_p99_us", "delivered_per_s",
             "server_cpu_us_per_delivery", "notifications"))
+
+
+def _mostly_client_bound(res: Results, transport: str, scenario: str, point: str) -> bool:
+    """Whether most trials of the point were flagged client-bound (the harness, not the
+    server, was the limit)."""
+    rows = res.rows
+    trials = rows[(rows["transport"] == transport) & (rows["scenario"] == scenario)
+                  & (rows["params"] == point)].groupby("trial")["client_bound"].any()
+    return bool(trials.sum() * 2 > len(trials))
 
 
 def ladder(res: Results, transport: str, scenario: str) -> Ladder | None:
@@ -387,39 +416,41 @@ def ladder(res: Results, transport: str, scenario: str) -> Ladder | None:
     _, _, p99_m, got_m, cpu_m, key = spec
     sla = next(f.sla for f in FEATURES if f.key == key)
     assert sla is not None
-    held = per_core = None
-    broke = False
-    points = res.params_points(scenario, transport)
-    for point in points:
+    measured = []
+    for point in res.params_points(scenario, transport):
         p99 = res.value(transport, scenario, p99_m, point)
         got = res.value(transport, scenario, got_m, point)
         params = dict(i.split("=", 1) for i in point.split(";") if "=" in i)
         offered = float(params.get("rate", 0)) * (float(params["subscribers"])
                                                   if scenario == "fanout" else 1.0)
-        if p99 is None or got is None or offered <= 0:
-            continue
-        if p99 <= sla.limit_us and got >= 0.95 * offered:
-            held = offered
-            cpu = res.value(transport, scenario, cpu_m, point)
-            per_core = 1e6 / cpu if cpu else None
-        else:
-            broke = True
-            break
-    if not points:
+        if p99 is not None and got is not None and offered > 0:
+            measured.append((point, p99, got, offered))
+    if not measured:
         return None
-    return Ladder(transport, len(points), held, per_core, broke)
+    held = per_core = None
+    stopped = "top"
+    for point, p99, got, offered in measured:
+        if p99 > sla.limit_us or short_of_offered(got / offered):
+            stopped = ("client_bound" if _mostly_client_bound(res, transport, scenario, point)
+                       else "sla" if p99 > sla.limit_us else "saturated")
+            break
+        held = offered
+        cpu = res.value(transport, scenario, cpu_m, point)
+        per_core = 1e6 / cpu if cpu else None
+    return Ladder(transport, len(measured), held, per_core, stopped)
 
 
 def ladder_rows(res: Results, scenario: str) -> list[list[str]]:
+    cores = res.metadata().get("cores")
+    machine = f"the {cores}-core machine" if cores else "the load machine"
     rows = []
     for t in res.with_figures:
         lad = ladder(res, t, scenario)
         if lad is None:
             continue
-        held = (text.NOT_MEASURED if lad.held is None and not lad.broke else
-                "broke at the first rung" if lad.held is None else
-                f"{text.num(lad.held)}/s" + ("" if lad.broke else " (ladder top: a bound)"))
-        rows.append([t, str(lad.rungs), held,
+        held = ("broke at the first rung" if lad.held is None else
+                f"{text.num(lad.held)}/s" if lad.broke else f"≥ {text.num(lad.held)}/s")
+        rows.append([t, str(lad.rungs), held, STOPPED[lad.stopped].format(machine=machine),
                      f"{text.num(lad.per_core)}/s" if lad.per_core else "—"])
     return rows
 
@@ -428,15 +459,20 @@ def ladders_section(res: Results) -> list[str]:
     out = ["## Throughput at the SLA", "",
            ("Each transport's ladder (offered rate rising per point) read against the SLA of "
             "the feature it serves: the highest rung whose p99 met it and whose achieved rate "
-            "kept up, and what one server core delivers there. A ladder of one point (the ci "
-            "profile) says little; the standard profile climbs until the SLA breaks."), ""]
+            "kept up, what one server core delivers there, and what stopped the reading at the "
+            "next rung: the SLA's p99, the server falling short of the offered rate, the "
+            "harness itself (client-bound in most trials: then the figure is the load "
+            "machine's, not the server's), or the top of the ladder (≥: a bound). Rungs count "
+            "the points measured; the runner skips a transport's rungs above one that "
+            "saturated. A ladder of one point (the ci profile) says little; the standard "
+            "profile climbs until the SLA breaks."), ""]
     for scenario, _x, _p, _g, _c, key in LADDERS:
         rows = ladder_rows(res, scenario)
         title = next(f.title for f in FEATURES if f.key == key)
         if rows:
             out += [f"{scenario} (against the {title.split(' (')[0].lower()} SLA):", "",
-                    text.table(["Transport", "Rungs", "Held within SLA", "Per server core"],
-                               rows), ""]
+                    text.table(["Transport", "Rungs", "Held within SLA", "Stopped by",
+                                "Per server core"], rows), ""]
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +18,7 @@ from sobranie_bench.capacity.calibration import (
     load_summary,
     parse_params,
 )
+from sobranie_bench.capacity.fleet import plan
 
 
 def test_ws_figures_are_the_medians_of_the_fixture(costs: dict[str, TransportCosts]) -> None:
@@ -107,6 +109,28 @@ def test_capacity_rows_give_the_curve_when_echo_is_missing(summary_path: Path) -
     # 20 publishes/s to ~4000 subscribers held 500 ms: work = 20 * (52 + 4000 * 8) us/s.
     assert curve.work_within(500_000) == pytest.approx(20 * (52 + 4000 * 8), rel=0.01)
     assert ws.echo_cpu_us_per_msg.source == "fallback"
+
+
+def test_a_knee_below_the_echo_ladder_is_the_capacity_scenarios(summary_path: Path) -> None:
+    frame = pd.read_csv(summary_path)
+    echo_rates = frame["params"].str.extract(r"rate=(\d+)")[0].astype(float)
+    # the ladder keeps only its 15,000/s rung, p95 950 ms: above the 500 ms the capacity
+    # scenario held at less work (20/s to ~4,000 subscribers)
+    high = frame[(frame["scenario"] != "echo") | (echo_rates == 15000)]
+    ws = calibrate(high)["ws"]
+    curve = ws.latency_curve
+    assert [p.rate_per_s for p in curve.points][1:] == [15000]
+    knee = 20 * (ws.cpu_us_per_inbound.value + 4000 * ws.cpu_us_per_delivery.value)
+    assert curve.points[0].work_us_per_s == pytest.approx(knee, rel=0.01)
+    assert curve.work_within(500_000) == pytest.approx(knee, rel=0.01)  # a capacity, not 0
+    # the plan sizes a fleet (processes bound by that knee or tighter), where the echo rung
+    # alone would leave none: "no number of instances meets the SLO"
+    planned = plan(100_000, costs={"ws": ws}, transports=["ws"], latency_jobs=2_000)
+    assert not planned.infeasible and planned.fleets[0].instances > 1
+    alone = dataclasses.replace(ws, latency_curve=LatencyCurve(curve.points[1:], "measured", ""))
+    assert plan(100_000, costs={"ws": alone}, transports=["ws"], latency_jobs=2_000).infeasible
+    # the whole ladder (its lowest rung held) keeps the echo curve alone
+    assert calibrate(frame)["ws"].latency_curve.points[0].rate_per_s == 1000
 
 
 def test_no_summary_means_every_figure_is_fallback() -> None:

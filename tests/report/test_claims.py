@@ -88,6 +88,20 @@ def socketio_overhead(results: Path, factor: float) -> str:
     return verdicts(data.load(results))["sio-overhead"].verdict
 
 
+def test_many_webtransport_streams_rest_on_the_stream_and_datagram_tests(
+        fixture_dir: Path, tmp_path: Path) -> None:
+    rule = next(c.rule for c in claims.CLAIMS if c.id == "wt-streams")
+    nodes = rules.test_nodes(rule)
+    assert len(nodes) == 2 and all("test_webtransport.py::" in n for n in nodes)
+    res = data.load(fixture_dir)
+    passed = junit(tmp_path / "a" / "tests" / "junit.xml", dict.fromkeys(nodes, "passed"))
+    assert verdicts(res, passed)["wt-streams"].verdict == claims.CONFIRMED
+    one_failed = junit(tmp_path / "b" / "tests" / "junit.xml",
+                       {nodes[0]: "passed", nodes[1]: "failed"})
+    assert verdicts(res, one_failed)["wt-streams"].verdict == claims.FAILED
+    assert verdicts(res)["wt-streams"].verdict == claims.NOT_TESTED  # no recorded run
+
+
 def test_bigger_overhead_is_confirmed_when_socketio_sends_more(results_copy: Path) -> None:
     assert socketio_overhead(results_copy, 1.3) == claims.CONFIRMED
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from sobranie_bench.harness import results
 from sobranie_bench.report import data, recommendation
 from sobranie_bench.report.recommendation import (
     FALLBACK_POOL,
@@ -98,7 +99,55 @@ def test_recommendation_md_shows_sla_cost_and_flips(built: Path) -> None:
 def test_a_one_rung_ladder_is_a_bound_not_a_break(res: data.Results,
                                                   summary: pd.DataFrame) -> None:
     lad = recommendation.ladder(res, "ws", "echo")
-    assert lad is not None and lad.rungs == 1 and not lad.broke
+    assert lad is not None and lad.rungs == 1 and not lad.broke and lad.stopped == "top"
     cpu = median(summary, "ws", "echo", "server_cpu_us_per_msg")
     assert lad.per_core == pytest.approx(1e6 / cpu)
-    assert any("(ladder top: a bound)" in row[2] for row in recommendation.ladder_rows(res, "echo"))
+    row = next(r for r in recommendation.ladder_rows(res, "echo") if r[0] == "ws")
+    assert row[2].startswith("≥ ") and row[3] == "ladder top (a bound)"
+
+
+Rung = tuple[float, float, float, int]
+"""Offered rate (/s), p99 (µs), achieved rate (/s), trials of 3 flagged client-bound."""
+
+
+def ladder_results(rungs: list[Rung], cores: int = 2) -> data.Results:
+    """An echo ladder of ws, 3 trials per rung, with these figures (no run behind it)."""
+    raws, rows = [], []
+    for rate, p99, got, bound in rungs:
+        params = {"connections": 50, "payload": 48, "rate": int(rate)}
+        for trial in (1, 2, 3):
+            raws.append({"transport": "ws", "scenario": "echo", "params": params,
+                         "trial": trial, "metadata": {"run_id": "r", "cores": cores}})
+            for metric, value in (("rtt_p99_us", p99), ("throughput_msgs_per_s", got),
+                                  ("server_cpu_us_per_msg", 50.0)):
+                rows.append({"run_id": "r", "transport": "ws", "scenario": "echo",
+                             "params": results.params_key(params), "trial": trial,
+                             "metric": metric, "value": value, "unit": "us",
+                             "client_bound": trial <= bound, "tls": True, "saturated": False,
+                             "noisy": False, "network": "loopback"})
+    return data.Results(Path("."), tuple(raws), pd.DataFrame(rows, columns=results.SUMMARY_COLUMNS))
+
+
+@pytest.mark.parametrize(("rungs", "stopped", "held"), [
+    ([(2000, 5e3, 2000, 0), (6000, 9e5, 6000, 0)], "sla", 2000),
+    ([(2000, 5e3, 2000, 0), (6000, 9e3, 4000, 0)], "saturated", 2000),
+    ([(2000, 5e3, 2000, 0), (6000, 9e5, 4000, 2)], "client_bound", 2000),
+    ([(2000, 5e3, 2000, 0), (6000, 9e5, 4000, 1)], "sla", 2000),  # 1 of 3: the server's
+    ([(2000, 9e5, 1000, 0), (6000, 9e6, 1000, 0)], "sla", None),
+    ([(2000, 5e3, 2000, 0), (6000, 9e3, 6000, 0)], "top", 6000),
+])
+def test_a_ladder_says_what_stopped_it(rungs: list[Rung], stopped: str,
+                                       held: float | None) -> None:
+    lad = recommendation.ladder(ladder_results(rungs), "ws", "echo")
+    assert lad is not None and (lad.stopped, lad.held, lad.rungs) == (stopped, held, 2)
+
+
+def test_the_stop_reads_in_words_with_the_runs_machine() -> None:
+    res = ladder_results([(2000, 5e3, 2000, 0), (6000, 9e5, 4000, 3)], cores=4)
+    [row] = recommendation.ladder_rows(res, "echo")
+    assert row[:3] == ["ws", "2", "2,000/s"]
+    assert "client-bound" in row[3] and "the 4-core machine's limit" in row[3]
+    [row] = recommendation.ladder_rows(ladder_results([(2000, 9e5, 2000, 0)]), "echo")
+    assert row[2:4] == ["broke at the first rung", "p99 over the SLA"]
+    md = "\n".join(recommendation.ladders_section(res))
+    assert "| Transport | Rungs | Held within SLA | Stopped by | Per server core |" in md

@@ -5,6 +5,10 @@
 // message, drain and close go straight to Bun's handlers (given to Elysia's listen, which
 // passes them to Bun.serve): Elysia's own `.ws()` JSON.parse-s every text frame before user
 // code sees it, and the contract's strict JSON and 64 KiB count need the frame as it came.
+//
+// Each transport's own lines sit between `// adapter: <name>` and `// end adapter: <name>`:
+// the complexity record counts them as it counts servers/ws.py, sse.py and longpoll.py; the
+// rest is shared by the three, as servers/http_app.py and the hub are, and is not counted.
 import { Elysia } from "elysia";
 import type { Server, ServerWebSocket } from "bun";
 
@@ -14,23 +18,32 @@ import { type Connection, Hub } from "./hub";
 import * as wire from "./wire";
 import { type Cursor, HTTP_STATUS, WireError } from "./wire";
 
-export const CLOSE_GRACE_MS = 1000;
-const SSE_HEADERS = { "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-  "X-Accel-Buffering": "no" };
 const JSON_TYPE = { "Content-Type": "application/json; charset=utf-8" };
-const FLOAT_RE = /^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/;
-const enc = new TextEncoder();
 
 export type Options = { pollIdleSeconds: number; guard: FdGuard };
 
+// adapter: ws
+export const CLOSE_GRACE_MS = 1000;
 type WsData = { user: string; conn: Connection | null; terminate: Timer | null };
+// end adapter: ws
 
+// adapter: sse
+const SSE_HEADERS = { "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+  "X-Accel-Buffering": "no" };
+const enc = new TextEncoder();
+// end adapter: sse
+
+// adapter: longpoll
+const FLOAT_RE = /^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/;
 type Session = { conn: Connection; cursor: Cursor; polling: boolean; idleSince: number };
+// end adapter: longpoll
 
 const seconds = () => performance.now() / 1000;
 
 export function buildApp(hub: Hub, auth: Authenticator, options: Options) {
+  // adapter: longpoll
   const sessions = new Map<string, Session>();
+  // end adapter: longpoll
 
   // --- CORS: the Origin allow-list is the CORS list (as servers/cors.py) ----------------------
   // A request without Origin is served as before; one whose Origin is not allowed is refused
@@ -105,6 +118,7 @@ export function buildApp(hub: Hub, auth: Authenticator, options: Options) {
     return json(request, { status: "accepted" }, 202);
   };
 
+  // adapter: longpoll
   // --- long-polling sessions -----------------------------------------------------------------
   const endSession = async (session: Session) => {
     sessions.delete(session.conn.id);
@@ -117,6 +131,7 @@ export function buildApp(hub: Hub, auth: Authenticator, options: Options) {
       if (session.conn.closed || now - session.idleSince > options.pollIdleSeconds) void endSession(session);
     }
   }, 1000);
+  // end adapter: longpoll
 
   const app = new Elysia()
     .onRequest(({ request }) => {
@@ -160,6 +175,7 @@ export function buildApp(hub: Hub, auth: Authenticator, options: Options) {
     .post("/echo", streamRequest("echo"), { parse: "none" })
     .post("/subscribe", streamRequest("subscribe"), { parse: "none" })
     .post("/unsubscribe", streamRequest("unsubscribe"), { parse: "none" })
+    // adapter: ws
     .get("/ws", async ({ request, server }) => {
       // One turn of the loop before the new connection is served, as asyncio gives aiohttp:
       // requests already read from open connections are handled first. A client that sends
@@ -177,6 +193,8 @@ export function buildApp(hub: Hub, auth: Authenticator, options: Options) {
       if ((server as Server<WsData>).upgrade(request, { data })) return;
       return new Response("expected a WebSocket upgrade", { status: 400 });
     })
+    // end adapter: ws
+    // adapter: sse
     .get("/sse", ({ request, server }) => {
       const query = new URL(request.url).searchParams;
       const claims = authenticate(request, query);
@@ -200,6 +218,8 @@ export function buildApp(hub: Hub, auth: Authenticator, options: Options) {
       return new Response(sseStream(hub, request, claims.sub, channels, cursor),
         { headers: { ...SSE_HEADERS, ...corsHeaders(request) } });
     })
+    // end adapter: sse
+    // adapter: longpoll
     .get("/poll", async ({ request, server }) => {
       const query = new URL(request.url).searchParams;
       const claims = authenticate(request, query);
@@ -263,7 +283,9 @@ export function buildApp(hub: Hub, auth: Authenticator, options: Options) {
       }
       return json(request, `{"messages":[${messages.join(",")}],"cursor":${JSON.stringify(wire.formatCursor(session.cursor))},"conn":${JSON.stringify(session.conn.id)}}`);
     });
+    // end adapter: longpoll
 
+  // adapter: ws
   const websocket = {
     open(ws: ServerWebSocket<WsData>) {
       const conn = hub.connect(ws.data.user, "ws");
@@ -298,11 +320,15 @@ export function buildApp(hub: Hub, auth: Authenticator, options: Options) {
     backpressureLimit: 16 * 1024 * 1024,
     closeOnBackpressureLimit: false,
   };
+  // end adapter: ws
 
+  // adapter: longpoll
   const stop = () => clearInterval(reaper);
+  // end adapter: longpoll
   return { app, websocket, stop };
 }
 
+// adapter: longpoll
 /** What a fresh session queues before anything a poll's cursor has not seen. */
 const NOT_NEWS = new Set(["hello", "ack"]);
 
@@ -311,7 +337,9 @@ function continues(session: Session, cursor: Cursor): boolean {
   for (const [channel, sent] of session.cursor) if ((cursor.get(channel) ?? 0) < sent) return false;
   return true;
 }
+// end adapter: longpoll
 
+// adapter: sse
 /** The SSE stream: hello, the subscribe acks and history, live events; each event carries the
  * stream's full cursor. Pulled by Bun as the socket takes it: a reader that stops reading
  * stops the pulls, the outbox grows, and the hub cuts the stream off as a slow consumer. */
@@ -367,3 +395,4 @@ function sseStream(hub: Hub, request: Request, user: string, channels: string[],
     cancel: end,
   }, { highWaterMark: 0 });
 }
+// end adapter: sse

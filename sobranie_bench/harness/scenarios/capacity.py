@@ -1,14 +1,16 @@
 """capacity: step up subscribers (like websocket-shootout) until fan-out p95 passes the SLA.
 
 Each step is a short fan-out run at the same publish rate with more subscribers; the result is
-the last step whose p95 one-way latency held under ``sla_ms`` (and lost nothing).
+the last step whose p95 one-way latency held under ``sla_ms`` (and lost nothing). When the
+first step already misses, the knee is below the listed steps: the scenario steps down until
+a step holds, so a slow transport gets a measured capacity rather than none.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Sequence
 from typing import Any
 
 from sobranie_bench.harness.recorder import decode, stats
@@ -16,44 +18,64 @@ from sobranie_bench.harness.scenarios import PartContext, Scenario, fanout
 
 BEYOND = 1.5  # past the listed steps, each next step has this many times more subscribers
 MAX_SUBSCRIBERS = 15_000  # the bound past the listed steps: one harness process's file limit
+MIN_SUBSCRIBERS = 10  # stepping down below the first step: no step with fewer subscribers
 
 
-def _steps(p: dict[str, Any]) -> Iterator[int]:
-    """The listed steps, then (``until_knee``) more by ``BEYOND`` until the SLA is missed:
-    the knee is found wherever it is, not capped at the last listed step."""
-    yield from p["steps"]
-    n = p["steps"][-1]
-    while p.get("until_knee") and round(n * BEYOND) <= p.get("max_subscribers", MAX_SUBSCRIBERS):
-        n = round(n * BEYOND)
-        yield n
+def next_step(p: dict[str, Any], measured: Sequence[tuple[int, bool]]) -> int | None:
+    """The next step's subscribers after ``measured`` (subscribers, held; in the order run),
+    or None when the knee is bracketed: the listed steps, then (``until_knee``) more by
+    ``BEYOND`` until one misses, so the knee is found wherever it is above; when the first
+    step missed, fewer by ``BEYOND`` until one holds (not below ``MIN_SUBSCRIBERS``), so it is
+    found below too."""
+    if not measured:
+        return int(p["steps"][0])
+    n, held = measured[-1]
+    if not measured[0][1]:  # the first step missed: stepping down
+        down = round(n / BEYOND)
+        return None if held or down < p.get("min_subscribers", MIN_SUBSCRIBERS) else down
+    if not held:
+        return None
+    if len(measured) < len(p["steps"]):
+        return int(p["steps"][len(measured)])
+    up = round(n * BEYOND)
+    return up if p.get("until_knee") and up <= p.get("max_subscribers", MAX_SUBSCRIBERS) else None
+
+
+async def _step(ctx: PartContext, n: int, index: int) -> dict[str, Any]:
+    """One fan-out run with ``n`` subscribers: its p95, losses, failures and window."""
+    p = ctx.params
+    start = time.monotonic_ns() + int((1.0 + n / 500) * 1e9)
+    step = dataclasses.replace(
+        ctx, params={"channels": 1, "subscribers": n, "rate": p["rate"], "payload": p["payload"]},
+        start_ns=start, seed=ctx.seed * 100 + index)
+    out = await fanout.part(step)
+    p95 = stats(decode(out["histograms"]["latency"]["measured"])).get("p95", float("inf"))
+    c = out["counters"]
+    measure = out["times"]["measure_start"]
+    return {"subscribers": n, "p95_us": p95, "lost": c["published"] * n - c["delivered"],
+            "failures": c["connect_failures"],
+            # the step's measured window (monotonic s): its CPU and run-queue wait
+            "window": {"measure": measure,
+                       "end": max(measure + ctx.duration, out["times"]["last_rx"])}}
+
+
+def within_sla(step: dict[str, Any], sla_ms: float) -> bool:
+    """Whether a step kept its p95 within the SLA and lost no message or connection."""
+    return step["p95_us"] <= sla_ms * 1000 and step["lost"] <= 0 and not step["failures"]
 
 
 async def part(ctx: PartContext) -> dict[str, Any]:
     p = ctx.params
     steps: list[dict[str, Any]] = []
-    held = 0
-    for n in _steps(p):
-        start = time.monotonic_ns() + int((1.0 + n / 500) * 1e9)
-        step = dataclasses.replace(
-            ctx, params={"channels": 1, "subscribers": n, "rate": p["rate"],
-                         "payload": p["payload"]},
-            start_ns=start, seed=ctx.seed * 100 + len(steps))
-        out = await fanout.part(step)
-        p95 = stats(decode(out["histograms"]["latency"]["measured"])).get("p95", float("inf"))
-        c = out["counters"]
-        lost = c["published"] * n - c["delivered"]
-        measure = out["times"]["measure_start"]
-        steps.append({"subscribers": n, "p95_us": p95, "lost": lost,
-                      "failures": c["connect_failures"],
-                      # the step's measured window (monotonic s): its CPU and run-queue wait
-                      "window": {"measure": measure,
-                                 "end": max(measure + ctx.duration, out["times"]["last_rx"])}})
-        if p95 > float(p["sla_ms"]) * 1000 or lost > 0 or c["connect_failures"]:
-            break
-        held = n
-    else:
+    measured: list[tuple[int, bool]] = []
+    while (n := next_step(p, measured)) is not None:
+        steps.append(await _step(ctx, n, len(steps)))
+        measured.append((n, within_sla(steps[-1], float(p["sla_ms"]))))
+    if all(h for _, h in measured):
         steps[-1]["ceiling"] = True  # every step held up to the bound: a lower bound only
-    return {"counters": {"max_clients_within_sla": held, "sla_ms": float(p["sla_ms"])},
+    steps.sort(key=lambda s: s["subscribers"])  # stepped down: the lower steps first
+    return {"counters": {"max_clients_within_sla": max((n for n, h in measured if h), default=0),
+                         "sla_ms": float(p["sla_ms"])},
             "steps": steps}
 
 
