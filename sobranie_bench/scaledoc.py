@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sobranie_bench.harness import results
+from sobranie_bench.harness import figures, results
 
 START, END = "<!-- figures:start -->", "<!-- figures:end -->"
 RUNS = Path("results/scale/runs")
@@ -29,7 +29,7 @@ def ladder_rows(raws: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for raw in raws:
         if raw.get("scenario") != "connections":
             continue
-        p, m = raw["params"], results.metrics(raw)
+        p, m = raw["params"], figures.metrics(raw)
         row: dict[str, Any] = {"transport": raw["transport"], "asked": p["connections"],
                                "processes": raw.get("processes", 1), "workers": raw.get("parts", p.get("workers", 1)),
                                "sources": p.get("sources", 1), "trial": raw["trial"],

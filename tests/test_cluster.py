@@ -23,7 +23,7 @@ import pytest
 
 from servers.brokers import make_broker
 from sobranie_bench.cluster import Cluster, ClusterError, haproxy_config
-from sobranie_bench.harness import results
+from sobranie_bench.harness import figures, results
 from sobranie_bench.harness.runner import HarnessError, Plan, run_plan
 from tests.conftest import SECRET, UNIT, messages
 
@@ -108,7 +108,7 @@ async def cluster_run(tmp_path: Path, broker: str, instances: int, transport: st
             await store.close()
     (raw,) = results.load_raw(run_dir)
     assert "error" not in raw, raw.get("error")
-    return {**raw, "metrics": {k: v for k, (v, _unit) in results.metrics(raw).items()}}
+    return {**raw, "metrics": {k: v for k, (v, _unit) in figures.metrics(raw).items()}}
 
 
 @pytest.mark.parametrize("transport", ["ws", "sse", "longpoll"])

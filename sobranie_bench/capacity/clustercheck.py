@@ -40,7 +40,7 @@ from sobranie_bench.capacity.fleet import RedisSpec
 from sobranie_bench.capacity.reality import P95_FACTOR, Check
 from sobranie_bench.capacity.storm import TICK_S, storm
 from sobranie_bench.clients import Backoff
-from sobranie_bench.harness import results
+from sobranie_bench.harness import figures, results
 
 SCENARIOS = ("fanout", "backplane", "failover")
 REDIS = RedisSpec()  # the fleet model's default Redis node
@@ -134,7 +134,7 @@ def cluster_checks(raws: Sequence[dict[str, Any]],
     for raw in sorted(raws, key=lambda r: (r["transport"], r["scenario"], str(r["params"]))):
         if cluster_size(raw) < 2 or raw["scenario"] not in SCENARIOS or "error" in raw:
             continue
-        m, p, n = results.metrics(raw), raw["params"], cluster_size(raw)
+        m, p, n = figures.metrics(raw), raw["params"], cluster_size(raw)
         value = {name: v for name, (v, _) in m.items()}
         if raw["scenario"] in ("fanout", "backplane"):
             subs = int(p["subscribers"]) * int(p.get("channels", 1))

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from sobranie_bench.capacity.stats import percentile
-from sobranie_bench.harness import results
+from sobranie_bench.harness import figures, results
 
 MAX_RUN_QUEUE_WAIT = 0.10  # share of the window; above it a trial is refused
 MIN_ACHIEVED = 0.99  # a fit trial that delivered less of its offered load is refused
@@ -199,7 +199,7 @@ def trial_from_raw(raw: dict[str, Any]) -> Trial | None:
         return None
     failure = failure_of(raw)
     p, w = raw["params"], raw.get("window", {})
-    m = results.metrics(raw)  # a failed run's: only its flag
+    m = figures.metrics(raw)  # a failed run's: only its flag
     harness_cores, harness_wait = _harness_load(raw, w)
     rate = float(p.get("rate", 0.0))
     fanout = 1 if scenario == "echo" else int(p.get("subscribers", 0)) * int(p.get("channels", 1))

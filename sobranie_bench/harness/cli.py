@@ -15,7 +15,7 @@ from rich.table import Table
 
 from servers.run import install_uvloop
 from sobranie_bench.clients import TRANSPORTS
-from sobranie_bench.harness import results
+from sobranie_bench.harness import figures, results
 from sobranie_bench.harness.runner import HarnessError, Plan, count_points, run_plan
 from sobranie_bench.harness.scenarios import PROFILES
 from sobranie_bench.harness.scenarios.registry import registry
@@ -31,19 +31,19 @@ def final_table(raws: list[dict[str, Any]]) -> Table:
             table.add_row(raw["transport"], raw["scenario"], results.params_key(raw["params"]),
                           f"[red]failed: {raw['error'][:120]}[/]", "")
             continue
-        m = results.metrics(raw)
+        m = figures.metrics(raw)
         scenario = registry().get(raw["scenario"])
-        figures = ", ".join(f"{label} {m[name][0]:,.{2 if m[name][1] == 's' else 0}f}"
-                            for name, label in (scenario.headline if scenario else [])
-                            if name in m)
+        headline = ", ".join(f"{label} {m[name][0]:,.{2 if m[name][1] == 's' else 0}f}"
+                             for name, label in (scenario.headline if scenario else [])
+                             if name in m)
         causes = [f"{k.removeprefix('failed_')} {v:,.0f}" for k, (v, _) in m.items()
                   if k.startswith("failed_")]
         if causes:
-            figures += f" ([red]{', '.join(causes)}[/])"
+            headline += f" ([red]{', '.join(causes)}[/])"
         flags = ", ".join(name.replace("_", "-") for name, on in results.flags(raw).items()
                           if on)
         table.add_row(raw["transport"], raw["scenario"], results.params_key(raw["params"]),
-                      figures, f"[yellow]{flags}[/]" if flags else "")
+                      headline, f"[yellow]{flags}[/]" if flags else "")
     return table
 
 

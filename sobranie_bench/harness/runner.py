@@ -24,7 +24,7 @@ import psutil
 
 from sobranie_bench import __version__, services
 from sobranie_bench.clients import TRANSPORTS, base_transport
-from sobranie_bench.harness import complexity, results
+from sobranie_bench.harness import complexity, figures, results
 from sobranie_bench.harness.recorder import merge
 from sobranie_bench.harness.sampler import MetricsSampler, Sampler, cpu_model, raise_fd_limit
 from sobranie_bench.harness.scenarios import RESOLVED_PROFILES, PartContext, Scenario
@@ -679,7 +679,7 @@ async def _run_points(plan: Plan, on_result: Callable[[str, dict[str, Any] | Non
         for scenario in {s.name: s for _, s, _, _ in plan.points()}.values():
             if scenario.teardown is not None:
                 await scenario.teardown()
-    results.write_summary(plan.out / "runs", plan.out / "summary.csv")
+    figures.write_summary(plan.out / "runs", plan.out / "summary.csv")
     return run_dir
 
 

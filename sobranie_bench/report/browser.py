@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sobranie_bench.harness import results as raw_results
+from sobranie_bench.harness import figures
 from sobranie_bench.report import text
 from sobranie_bench.report.data import Results
 
@@ -77,7 +77,7 @@ def engine_results(res: Results, transport: str) -> list[EngineResult]:
     out = []
     for engine, raws in by_engine.items():
         infos = [raw.get("info", {}) for raw in raws]
-        figures = [raw_results.metrics(raw) for raw in raws]
+        per_raw = [figures.metrics(raw) for raw in raws]
         reasons = [r for info in infos for r in ([info["not_run"]] if "not_run" in info
                                                   else info.get("errors", []))]
         version = next((info["engine_version"] for info in infos
@@ -86,8 +86,8 @@ def engine_results(res: Results, transport: str) -> list[EngineResult]:
             transport=transport, engine=engine, version=version,
             tabs=sum(int(raw["counters"]["tabs"]) for raw in raws),
             tabs_ok=sum(int(raw["counters"]["tabs_ok"]) for raw in raws),
-            hello_us=_median(f.get("hello_p50_us", (None,))[0] for f in figures),
-            first_us=_median(f.get("first_message_p50_us", (None,))[0] for f in figures),
+            hello_us=_median(f.get("hello_p50_us", (None,))[0] for f in per_raw),
+            first_us=_median(f.get("first_message_p50_us", (None,))[0] for f in per_raw),
             reason=reasons[0] if reasons else None,
             run_id=str(raws[0]["metadata"]["run_id"])))
     return out

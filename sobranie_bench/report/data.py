@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from sobranie_bench.clients import TRANSPORTS
+from sobranie_bench.harness import figures
 from sobranie_bench.harness import results as raw_results
 
 
@@ -345,7 +346,7 @@ def _results(root: Path, raws: list[dict[str, Any]], ignored: int = 0,
              scaleout: dict[str, Results] | None = None,
              tls_compared: Results | None = None,
              networks: dict[str, Results] | None = None) -> Results:
-    rows = pd.DataFrame(raw_results.summary_rows(raws), columns=raw_results.SUMMARY_COLUMNS)
+    rows = pd.DataFrame(figures.summary_rows(raws), columns=raw_results.SUMMARY_COLUMNS)
     return Results(root=root, raws=tuple(raws), rows=rows, ignored=ignored,
                    scaleout=scaleout or {}, tls_compared=tls_compared, networks=networks or {})
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sobranie_bench.clients import TRANSPORTS
+from sobranie_bench.harness import figures
 from sobranie_bench.harness import results as raw_results
 from sobranie_bench.netlab.profiles import PROFILES
 
@@ -61,7 +62,7 @@ def figure(chosen: dict[Key, list[dict[str, Any]]], key: Key, metric: str,
     if params is None and raws:
         params = raw_results.params_key(raws[0]["params"])
     values = [m[metric][0] for r in raws if raw_results.params_key(r["params"]) == params
-              and metric in (m := raw_results.metrics(r))]
+              and metric in (m := figures.metrics(r))]
     return statistics.median(values) if values else None
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 
 from sobranie_bench import browser
-from sobranie_bench.harness import results, runner
+from sobranie_bench.harness import figures, results, runner
 from sobranie_bench.harness.scenarios import PartContext
 from sobranie_bench.harness.scenarios import browser as scenario
 from sobranie_bench.report import browser as report_browser
@@ -35,10 +35,10 @@ async def test_the_scenario_times_every_engine_and_measures_the_sse_limit(
         browser.firefox_path()
     except browser.BrowserUnavailable as exc:  # recorded as not run, with the reason
         assert raws["firefox"]["info"]["not_run"] == str(exc)
-        assert results.metrics(raws.pop("firefox")) == {"browser_not_run": (1.0, "flag")}
+        assert figures.metrics(raws.pop("firefox")) == {"browser_not_run": (1.0, "flag")}
     for engine, raw in raws.items():
         assert "error" not in raw, raw.get("error")
-        info, m = raw["info"], results.metrics(raw)
+        info, m = raw["info"], figures.metrics(raw)
         assert info["engine"] == engine and info["engine_version"], info
         assert raw["tls"] is True
         assert m["browser_tabs_ok"][0] == m["browser_tabs"][0] == raw["params"]["tabs"], \
@@ -74,7 +74,7 @@ async def test_a_run_launches_an_engine_once_and_closes_it_at_the_end(tmp_path: 
     raws = results.load_raw(await runner.run_plan(plan))
     assert [(r["transport"], r["info"]["launched"]) for r in raws] == [
         ("longpoll", False), ("ws", True)]  # ws ran first and launched it; load_raw sorts
-    assert all(results.metrics(r)["browser_works"][0] == 1.0 for r in raws)
+    assert all(figures.metrics(r)["browser_works"][0] == 1.0 for r in raws)
     assert not scenario._KEPT  # closed when the plan ended
     assert not [p for p in psutil.Process().children(recursive=True)
                 if "chrom" in p.name().lower()]
@@ -88,7 +88,7 @@ async def test_a_refused_page_is_recorded_as_not_working_with_the_reason(start_s
                       timeout=UNIT)
     part = await scenario.part(ctx)
     raw = {"scenario": "browser", **part}
-    m = results.metrics(raw)
+    m = figures.metrics(raw)
     assert m["browser_tabs_ok"][0] == 0 and m["browser_works"][0] == 0.0
     assert "hello_p50_us" not in m
     assert any("refused" in e for e in part["info"]["errors"]), part["info"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from sobranie_bench.harness import results
+from sobranie_bench.harness import figures
 from sobranie_bench.harness.recorder import Recorder
 from sobranie_bench.harness.scenarios import PartContext
 from sobranie_bench.harness.scenarios.fanout import Tally, part
@@ -30,7 +30,7 @@ def _raw(acked: dict[str, int], subs: dict[str, int], unique: dict[str, int],
 
 
 def test_lost_is_acked_times_subscribers_minus_unique_per_channel() -> None:
-    m = results.metrics(_raw({"a": 10, "b": 4}, {"a": 3, "b": 2}, {"a": 28, "b": 8}, 5))
+    m = figures.metrics(_raw({"a": 10, "b": 4}, {"a": 3, "b": 2}, {"a": 28, "b": 8}, 5))
     assert m["lost"][0] == (30 - 28) + (8 - 8)
     assert m["duplicated"][0] == 5
     assert m["delivered"][0] == 36
@@ -60,10 +60,10 @@ def test_parts_merge_into_exact_per_channel_counts() -> None:
     merged = merge_parts([publisher, other])["per_channel"]
     assert merged == {"acked": {"a": 10}, "subscribers": {"a": 5}, "unique": {"a": 49}}
     raw = _raw(merged["acked"], merged["subscribers"], merged["unique"], 0)
-    assert results.metrics(raw)["lost"][0] == 1
+    assert figures.metrics(raw)["lost"][0] == 1
 
 
 def test_a_subscriber_that_joined_late_is_owed_only_what_followed() -> None:
     raw = _raw({"a": 10}, {"a": 2}, {"a": 10 + 7}, 0)
     raw["per_channel"]["joined"] = {"a": 3}  # the second one joined when id 3 was the latest
-    assert results.metrics(raw)["lost"][0] == 0
+    assert figures.metrics(raw)["lost"][0] == 0

@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-from sobranie_bench.harness import results
+from sobranie_bench.harness import figures, results
 from sobranie_bench.harness.recorder import Recorder
 from sobranie_bench.harness.runner import Plan, run_plan
 from sobranie_bench.harness.sampler import Sampler
@@ -41,7 +41,7 @@ def test_an_unreachable_offered_rate_is_flagged_saturated(tmp_path: Path) -> Non
     raw = run(tmp_path, connections=400, rate=1_000_000, timing=(0.0, 0.05))
     assert results.achieved_share(raw) < results.SATURATED_SHARE
     assert results.flags(raw)["saturated"]
-    rows = list(results.summarize(raw))
+    rows = list(figures.summarize(raw))
     assert rows and all(r["saturated"] for r in rows)
     achieved = next(r for r in rows if r["metric"] == "achieved_percent_of_offered")
     assert achieved["value"] < 95
@@ -101,7 +101,7 @@ def test_a_busy_loop_beside_the_measurement_marks_it_noisy(busy_loops: list[int]
     others = results.others_cores(raw)
     assert others is not None and others > results.NOISY_SHARE * raw["machine"]["cores"]
     assert results.flags(raw)["noisy"]
-    assert all(r["noisy"] for r in results.summarize(raw))
+    assert all(r["noisy"] for r in figures.summarize(raw))
 
 
 HELPER_CPU_S = 0.5

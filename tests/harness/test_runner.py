@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from sobranie_bench.harness import results
+from sobranie_bench.harness import figures, results
 from sobranie_bench.harness.runner import HarnessError, Plan, check_target, run_plan
 from sobranie_bench.harness.scenarios.registry import registry
 from tests.conftest import SECRET
@@ -46,7 +46,7 @@ def test_raw_files_carry_metadata_and_histograms(tiny_run: Path) -> None:
 
 def test_summary_is_a_pure_function_of_the_raw_files(tiny_run: Path, tmp_path: Path) -> None:
     first = (tiny_run / "summary.csv").read_text()
-    results.write_summary(tiny_run / "runs", tmp_path / "again.csv")
+    figures.write_summary(tiny_run / "runs", tmp_path / "again.csv")
     assert (tmp_path / "again.csv").read_text() == first
     rows = list(csv.DictReader(first.splitlines()))
     assert set(rows[0]) == set(results.SUMMARY_COLUMNS)
@@ -60,9 +60,9 @@ def test_summary_is_a_pure_function_of_the_raw_files(tiny_run: Path, tmp_path: P
     copy = tmp_path / "runs" / "x"
     copy.mkdir(parents=True)
     (copy / raw_path.name).write_text(json.dumps(raw))
-    before = {r["metric"]: float(r["value"]) for r in results.summarize(json.loads(
+    before = {r["metric"]: float(r["value"]) for r in figures.summarize(json.loads(
         raw_path.read_text()))}
-    after = {r["metric"]: float(r["value"]) for r in results.summarize(raw)}
+    after = {r["metric"]: float(r["value"]) for r in figures.summarize(raw)}
     assert after["bytes_down_per_msg"] == pytest.approx(before["bytes_down_per_msg"] + 10)
 
 

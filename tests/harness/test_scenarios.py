@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from sobranie_bench.harness import results
+from sobranie_bench.harness import figures
 from sobranie_bench.harness.scenarios import PartContext
 from sobranie_bench.harness.scenarios.registry import registry
 
@@ -55,7 +55,7 @@ def test_the_workers_spec_of_a_context_travels_as_json_and_gets_the_workers_barr
 
 def test_every_scenario_declares_its_metrics_and_results_asks_it() -> None:
     raw = {"scenario": "capacity", "counters": {"max_clients_within_sla": 300, "sla_ms": 500.0}}
-    assert results.metrics(raw) == {"max_clients_within_sla": (300, "clients"),
+    assert figures.metrics(raw) == {"max_clients_within_sla": (300, "clients"),
                                     "sla_ms": (500.0, "ms")}
     assert all(callable(s.metrics) for s in registry().values())
 
@@ -63,5 +63,5 @@ def test_every_scenario_declares_its_metrics_and_results_asks_it() -> None:
 def test_a_scenario_nobody_declares_gets_the_common_metrics_only() -> None:
     raw = {"scenario": "gone", "counters": {}, "machine": {"cores": 2, "samples": [
         [0.0, 0.0, 0.0], [1.0, 1.0, 0.5]]}, "window": {"measure": 0.0, "end": 1.0}}
-    assert results.metrics(raw) == {"other_processes_cpu_cores": (pytest.approx(0.5), "cores")}
-    assert results.metrics({**raw, "error": "died"}) == {"run_failed": (1.0, "flag")}
+    assert figures.metrics(raw) == {"other_processes_cpu_cores": (pytest.approx(0.5), "cores")}
+    assert figures.metrics({**raw, "error": "died"}) == {"run_failed": (1.0, "flag")}

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sobranie_bench.harness import results
+from sobranie_bench.harness import figures, results
 from sobranie_bench.harness.runner import HarnessError, Plan, Server, run_plan, spawn_server
 from sobranie_bench.harness.sampler import MetricsSampler
 from tests.conftest import SECRET
@@ -59,7 +59,7 @@ def test_a_target_s_cpu_comes_from_its_metrics(target: Server, tmp_path: Path) -
     raw = _echo_on(target, tmp_path)
     assert raw["server_cpu_source"] == "metrics"
     assert len(raw["resources"]["server"]) >= 3
-    m = results.metrics(raw)
+    m = figures.metrics(raw)
     assert m["server_cpu_us_per_msg"][0] > 0 and m["server_cpu_cores"][0] > 0
 
 
@@ -68,7 +68,7 @@ def test_a_target_s_cpu_comes_from_its_pid(target: Server, tmp_path: Path) -> No
     assert "server_cpu_source" not in raw
     samples = raw["resources"]["server"]
     assert samples and all(len(s) > results.RUN_NS for s in samples)  # schedstat, as ours
-    assert results.metrics(raw)["server_cpu_us_per_msg"][0] > 0
+    assert figures.metrics(raw)["server_cpu_us_per_msg"][0] > 0
 
 
 async def test_a_server_pid_that_does_not_exist_is_a_clear_error(target: Server,

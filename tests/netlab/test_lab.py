@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sobranie_bench.harness import results
+from sobranie_bench.harness import figures, results
 from sobranie_bench.harness.runner import HarnessError, Plan, run_plan
 from sobranie_bench.netlab import lab, profiles
 from tests.conftest import SECRET
@@ -129,7 +129,7 @@ def test_run_network_4g_end_to_end(tmp_path: Path) -> None:
     raws = {r["scenario"]: r for r in results.load_raw(tmp_path)}
     assert set(raws) == {"echo", "first-message"}
     assert not [r["error"] for r in raws.values() if "error" in r]
-    first = results.metrics(raws["first-message"])
+    first = figures.metrics(raws["first-message"])
     # TCP, then TLS 1.3, then the WebSocket upgrade: at least two emulated round trips
     assert first["handshake_round_trips"][0] >= 2
     assert first["first_message_p50_us"][0] >= 3 * 70_000
@@ -137,7 +137,7 @@ def test_run_network_4g_end_to_end(tmp_path: Path) -> None:
     assert raw["network"] == "4g"
     network = raw["metadata"]["network"]
     assert network["profile"]["name"] == "4g" and network["measured"]["rtt_ms_p50"] > 60
-    m = results.metrics(raw)
+    m = figures.metrics(raw)
     assert m["rtt_p50_us"][0] >= 70_000  # the emulated 70 ms round trip, at least
     # one part: run by the runner itself (a thread in the client namespace), no worker process
     assert [n for n in raw["resources"] if n.startswith("worker")] == []
@@ -176,7 +176,7 @@ def test_reconnect_after_a_cut_or_an_address_change_loses_and_duplicates_nothing
     assert set(raws) == {(t, c) for t in ("ws", "webtransport") for c in ("cut", "address")}
     for (transport, change), raw in raws.items():
         assert "error" not in raw, raw
-        m = results.metrics(raw)
+        m = figures.metrics(raw)
         assert m["acked"][0] > 0 and m["lost"][0] == 0 and m["duplicated"][0] == 0, (
             transport, change, m)
         if change == "address":  # (TCP and QUIC both outlast a 1 s cut, often unaware)
@@ -209,7 +209,7 @@ def test_hol_every_flow_delivers_in_every_mode(tmp_path: Path) -> None:
     for transport, raw in raws.items():
         assert "error" not in raw, raw
         assert raw["info"]["modes"] == modes[transport]
-        m = results.metrics(raw)
+        m = figures.metrics(raw)
         assert m["connect_failures"][0] == 0
         for mode in modes[transport]:
             if mode == "unreliable":  # best effort: 3 % loss per packet, nothing resent
@@ -235,6 +235,6 @@ def test_fanout_under_4g_publishes_beside_the_server(tmp_path: Path) -> None:
     asyncio.run(run_plan(plan))
     for raw in results.load_raw(tmp_path):
         assert "error" not in raw, raw
-        m = results.metrics(raw)
+        m = figures.metrics(raw)
         assert m["lost"][0] == 0 and m["duplicated"][0] == 0, m
         assert 35_000 <= m["latency_p50_us"][0] < 70_000, (raw["transport"], m)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sobranie_bench.harness import results
+from sobranie_bench.harness import figures
 from sobranie_bench.report import comparison, load, tls_cost
 from tests.report.conftest import add_raw, raw_file
 
@@ -37,7 +37,7 @@ def as_transport(raw: dict[str, Any], transport: str, **extra: Any) -> dict[str,
 
 def server_cpu(raw: dict[str, Any], metric: str = "server_cpu_us_per_msg") -> float:
     """The figure as the summary holds it (rounded as summarize rounds)."""
-    return {r["metric"]: r["value"] for r in results.summarize(raw)}[metric]
+    return {r["metric"]: r["value"] for r in figures.summarize(raw)}[metric]
 
 
 def test_each_technology_shows_its_best_server_and_the_spread(results_copy: Path) -> None:

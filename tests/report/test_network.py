@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sobranie_bench.harness import results
+from sobranie_bench.harness import figures, results
 from sobranie_bench.report import network
 from tests.report.conftest import FIXTURE, add_raw, raw_file
 
@@ -53,8 +53,8 @@ def test_the_loopback_column_is_the_comparisons_run_at_the_network_point(
 
     (path,) = network.write(results_copy, tmp_path / "report", with_charts=False)
     text = path.read_text()
-    mine = results.metrics(raw_file("ws", "echo"))
-    theirs = results.metrics(compared)
+    mine = figures.metrics(raw_file("ws", "echo"))
+    theirs = figures.metrics(compared)
     assert ms(mine["rtt_p50_us"][0]) != ms(theirs["rtt_p50_us"][0])
     assert "(point connections=50;payload=48;rate=1000)" in text
     assert f"The loopback column reads run {MAIN} (the comparison's)" in text
@@ -62,7 +62,7 @@ def test_the_loopback_column_is_the_comparisons_run_at_the_network_point(
     assert ws["loopback"].startswith(f"{ms(mine['rtt_p50_us'][0])} / "
                                      f"{ms(mine['rtt_p99_us'][0])}"), ws
     assert " at " not in ws["loopback"] and ws["4g"].startswith(ms(mine["rtt_p50_us"][0]))
-    sse = results.metrics(raw_file("sse", "echo"))  # the same figures, now at 2,000/s
+    sse = figures.metrics(raw_file("sse", "echo"))  # the same figures, now at 2,000/s
     assert echo_cells(text, "sse")["loopback"].startswith(
         f"{ms(sse['rtt_p50_us'][0])} / {ms(sse['rtt_p99_us'][0])} at 2,000/s")
     assert echo_cells(text, "longpoll")["loopback"] == "other points"
