@@ -1,7 +1,7 @@
 """Loading the raw results and choosing what the report compares.
 
 The report reads raw files only (``results.load_raw``) and summarises them itself
-(``results.summary_rows``), so it never depends on a stale ``summary.csv``. For every
+(``figures.summary_rows``), so it never depends on a stale ``summary.csv``. For every
 transport x scenario it keeps the most recent run (run ids are UTC timestamps, so the largest
 is the newest). Ratios between transports are only taken inside one run: :meth:`Results.peers`
 names the transports a value may be compared with.

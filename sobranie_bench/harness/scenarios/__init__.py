@@ -146,7 +146,7 @@ class Scenario:
     """Parameter points per profile (ci, quick, full)."""
     metrics: Callable[[dict[str, Any]], dict[str, tuple[float, str]]]
     """``metrics(raw)``: this scenario's own metrics of one (successful) raw result, as
-    name -> (value, unit); ``results.metrics`` adds the ones every scenario has."""
+    name -> (value, unit); ``figures.metrics`` adds the ones every scenario has."""
     timing: dict[str, tuple[float, float]] = field(default_factory=dict)
     """(warm-up, duration) seconds per profile."""
     workers: bool = True
