@@ -251,11 +251,13 @@ async def drain(done: Callable[[], bool], timeout: float) -> None:
         await asyncio.sleep(0.02)
 
 
-async def quiet(progress: Callable[[], int], timeout: float, still: float = 0.5) -> None:
-    """Wait until ``progress()`` stops growing for ``still`` seconds (or ``timeout``)."""
+async def quiet(progress: Callable[[], int], timeout: float, still: float = 0.5,
+                expected: int | None = None) -> None:
+    """Wait until ``progress()`` stops growing for ``still`` seconds, reaches ``expected``
+    (all that is owed arrived: nothing to wait for) or ``timeout`` passed."""
     deadline = time.monotonic() + timeout
     last, since = progress(), time.monotonic()
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and (expected is None or last < expected):
         await asyncio.sleep(0.05)
         now = progress()
         if now != last:

@@ -120,7 +120,7 @@ SCENARIO = Scenario(
         "full": [{"subscribers": 1000, "churn_rate": cr, "lifetime": 5.0, "rate": 100,
                   "payload": 64} for cr in (50, 200)],
     },
-    timing={"ci": (0.3, 1.5), "standard": (0.3, 1.5), "quick": (2.0, 10.0),
+    timing={"ci": (0.3, 1.0), "standard": (0.3, 1.5), "quick": (2.0, 10.0),
             "full": (5.0, 30.0)},
     headline=[("latency_p99_us", "p99 µs"), ("connect_p50_us", "connect p50 µs"),
               ("lost", "lost"), ("churn_failures", "failed")],

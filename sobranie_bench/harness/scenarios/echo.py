@@ -130,7 +130,7 @@ SCENARIO = Scenario(
         "calibrate": [{"connections": 50, "payload": 48, "rate": r} for r in (200, 800)],
         "holdout": [{"connections": 50, "payload": 48, "rate": 400}],
     },
-    timing={"ci": (0.3, 1.5), "standard": (0.3, 1.0), "quick": (2.0, 10.0),
+    timing={"ci": (0.3, 1.0), "standard": (0.3, 1.0), "quick": (2.0, 10.0),
             "full": (5.0, 30.0), "calibrate": (2.0, 30.0), "holdout": (2.0, 30.0)},
     ladder="rate",
     events_per_s=lambda p: float(p["rate"]),
