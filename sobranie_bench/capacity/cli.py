@@ -604,11 +604,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     c = commands.add_parser(
         "calibrate",
-        help="measure the model's fit points and held-out points (about 20 min; --quick 8)",
-        description="Run the harness's calibrate profile (echo at 200 and 800/s, fan-out of "
-        "100, 400 and 800 subscribers at 20/s; 3 trials of 30 s each) and its holdout profile "
-        "(echo at 400/s and fan-out of 300, 3 trials each judged on their median; the "
-        "capacity scenario stepping subscribers up to the knee, once) on fresh servers, record the host (CPU, cores, load), "
+        help="measure the model's fit points and held-out points (--quick: about 25 min)",
+        description="Run the harness's calibrate profile (echo at 200 and 400/s, fan-out of "
+        "100, 400 and 800 subscribers at 20/s, 3 trials of 30 s each; one capacity trial "
+        "stepping subscribers up to its knee) and its holdout profile (echo at 300/s and "
+        "fan-out of 300, 3 trials each judged on their median; 3 capacity trials at other "
+        "steps, judged on their median knee) on fresh servers, record the host (CPU, cores, load), "
         "then fit and validate (`capacity validate --against OUT`). The machine's other load "
         "shows in the server's run-queue wait: a fit point whose server waited for a CPU more "
         "than 10% of its window is refused.\n\nexample:\n"
@@ -620,8 +621,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     c.add_argument("--out", default="results/calibrate",
                    help="results root for the two runs (default results/calibrate)")  # fmt: skip
     c.add_argument("--quick", action="store_true",
-                   help="3 trials of 8 s per fit point instead of 30 s (about 8 minutes "
-                        "instead of 20): more chances of a quiet machine; the record says quick")  # fmt: skip
+                   help="8 s windows instead of 30 s (about 25 minutes on 2 cores instead "
+                        "of an hour): more chances of a quiet machine; the record says quick")
     c.add_argument("--max-run-queue-wait", type=float, default=MAX_RUN_QUEUE_WAIT,
                    metavar="SHARE", help="refuse fit trials whose server waited for a CPU "
                    f"longer than this share of the window (default {MAX_RUN_QUEUE_WAIT:g})")  # fmt: skip

@@ -278,12 +278,13 @@ def test_a_fit_capacity_trial_gives_the_capacity_scenario_its_own_costs_and_floo
 
     fitted = capacity_trial("calibrate", ((150, 5e3), (300, 8e3), (600, 20e3), (900, 60e3),
                                           (1200, 900e3)), factor=1.3)
-    assert [t.fanout for t in step_trials(fitted)] == [150, 300, 600, 900]  # 1,200 missed
+    # 1,200 missed the SLA, losing nothing: a cost point still (the last)
+    assert [t.fanout for t in step_trials(fitted)] == [150, 300, 600, 900, 1200]
     held = capacity_trial("holdout", ((200, 6e3), (400, 12e3), (800, 40e3)), factor=1.3)
     fresh = fit_transport(grid(), draws=20)
     stepped = fit_transport([*grid(), fitted], draws=20)
     assert knee_scenario(fresh) == "fanout" and knee_scenario(stepped) == "capacity"
-    assert stepped.fit_range["capacity"] == (3000, 18000)
+    assert stepped.fit_range["capacity"] == (3000, 24000)
     assert stepped.server.delivery_at(8000, "fanout") == pytest.approx(DELIVERY, rel=0.02)
 
     def cpu(fit: Fit) -> list[bool | None]:
@@ -292,6 +293,18 @@ def test_a_fit_capacity_trial_gives_the_capacity_scenario_its_own_costs_and_floo
 
     assert cpu(stepped) == [True, True, True]
     assert cpu(fresh) == [False, False, False]  # fresh fan-out points cost 1 / 1.3 of a step
+
+
+def test_a_step_that_lost_messages_or_came_after_the_first_miss_is_no_cost_point() -> None:
+    import dataclasses
+
+    from sobranie_bench.capacity.fit import step_trials
+
+    missed_twice = capacity_trial("calibrate", ((150, 5e3), (300, 600e3), (450, 900e3)), 1.0)
+    assert [t.fanout for t in step_trials(missed_twice)] == [150, 300]
+    lost = dataclasses.replace(missed_twice, steps=(
+        missed_twice.steps[0], dataclasses.replace(missed_twice.steps[1], failed=True)))
+    assert [t.fanout for t in step_trials(lost)] == [150]
 
 
 def test_a_capacity_point_is_judged_on_the_median_of_its_trials_knees() -> None:

@@ -127,8 +127,10 @@ SCENARIO = Scenario(
                  for c in (50, 1000, 5000) for pl in (48, 4096)
                  for r in (1000, 4000, 8000, 16000) for po in (False, True)],
         # the capacity model's fit points and the points it must predict (capacity validate)
-        "calibrate": [{"connections": 50, "payload": 48, "rate": r} for r in (200, 800)],
-        "holdout": [{"connections": 50, "payload": 48, "rate": 400}],
+        # (ws at 800/s: its server waited for a CPU 10-13% of the window on a quiet 2-core
+        # machine, one wake-up per message: a refused fit point; 7-8% at 400/s)
+        "calibrate": [{"connections": 50, "payload": 48, "rate": r} for r in (200, 400)],
+        "holdout": [{"connections": 50, "payload": 48, "rate": 300}],
     },
     timing={"ci": (0.3, 1.0), "standard": (0.3, 1.0), "quick": (2.0, 10.0),
             "full": (5.0, 30.0), "calibrate": (2.0, 30.0), "holdout": (2.0, 30.0)},
