@@ -295,6 +295,31 @@ def test_a_fit_capacity_trial_gives_the_capacity_scenario_its_own_costs_and_floo
     assert cpu(fresh) == [False, False, False]  # fresh fan-out points cost 1 / 1.3 of a step
 
 
+def test_a_capacity_step_queues_at_the_capacity_scenarios_own_cost() -> None:
+    cheap = capacity_trial("calibrate", tuple((n, 5e3) for n in (1000, 2000, 3000, 4000)), 0.5)
+    fit = fit_transport([*grid(), cheap], draws=5)
+    assert queueing(fit, "fanout", 20, 3000) is None  # a fresh fan-out's cost: saturated
+    stepped = queueing(fit, "capacity", 20, 3000)  # half of it per delivery: 0.6 busy
+    assert stepped is not None and stepped[1] < 0.5  # p95 (s): a publish's burst, no backlog
+
+
+def test_a_client_bound_step_shows_the_servers_cpu_without_judging_it() -> None:
+    import dataclasses
+
+    from sobranie_bench.capacity.reality import validate_against
+
+    fitted = capacity_trial("calibrate", ((150, 5e3), (300, 8e3), (600, 20e3)), factor=1.0)
+    held = capacity_trial("holdout", ((200, 6e3), (400, 12e3)), factor=2.0)  # far off
+    held = dataclasses.replace(held, steps=(
+        dataclasses.replace(held.steps[0], harness_cores=0.5),  # the harness kept up
+        dataclasses.replace(held.steps[1], harness_cores=0.95)))  # it did not
+    checks = [c for c in validate_against([*grid(), fitted, held],
+                                          {"ws": fit_transport([*grid(), fitted], draws=5)}).checks
+              if c.metric.startswith("cpu cores @")]
+    assert [c.passed for c in checks] == [False, None]
+    assert "client-bound" in checks[1].note
+
+
 def test_a_step_that_lost_messages_or_came_after_the_first_miss_is_no_cost_point() -> None:
     import dataclasses
 

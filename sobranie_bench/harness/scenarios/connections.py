@@ -335,7 +335,7 @@ SCENARIO = Scenario(
                             "CPU",
     part=part, metrics=metrics,
     grid={
-        "ci": [{"connections": 300, "connect_rate": 300, "hold": 1.0}],
+        "ci": [{"connections": 300, "connect_rate": 500, "hold": 0.5}],
         "standard": [{"connections": 500, "connect_rate": 500, "hold": 0.5}],
         "quick": [{"connections": 2000, "connect_rate": 500, "hold": 3.0}],
         # Python vs Elysia at the same levels in one run (docs/scale.md): the ramp paced by
