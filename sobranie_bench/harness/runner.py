@@ -70,6 +70,9 @@ class Plan:
     """Harness processes sharing the load."""
     trials: int | None = None
     """Trials per point (default per profile: 1 for ci, 3 otherwise)."""
+    first_trial: int = 1
+    """The number of this plan's first trial (a calibration takes turns between two profiles'
+    points, one trial of each at a time: each turn a plan of its own)."""
     seed: int = 1
     """Seed for schedules and payloads."""
     broker: str = "memory"
@@ -155,7 +158,7 @@ class Plan:
                 if name in only and transport not in only[name]:
                     continue
                 for params in self.grid(scenarios[name]):
-                    for trial in range(1, trials + 1):
+                    for trial in range(self.first_trial, self.first_trial + trials):
                         yield transport, scenarios[name], params, trial
 
     def compared(self, transport: str, scenario: str) -> bool:

@@ -216,19 +216,20 @@ def test_a_step_that_lost_messages_ends_the_knee_whatever_its_p95() -> None:
     assert measured_knee(knee) == (200, "the next step lost messages or connections")
 
 
-def test_a_calibration_runs_its_points_thrice_its_fit_knee_once_its_held_out_knee_thrice(
-) -> None:
+def test_a_calibration_takes_turns_between_its_fit_and_held_out_trials() -> None:
     from pathlib import Path
 
     from sobranie_bench.capacity.measure import plans
     from sobranie_bench.harness.runner import count_points
 
-    fit, fit_knee, holdout, knee = plans(Path("out"), ("ws",), quick=True)
-    assert [p.profile for p in (fit, fit_knee, holdout, knee)] == [
-        "calibrate", "calibrate", "holdout", "holdout"]
-    assert count_points(fit) == 3 * (2 + 3)  # echo at 2 rates, fan-out at 3 sizes
-    assert count_points(fit_knee) == 1 and fit_knee.scenarios == ("capacity",)
-    assert count_points(holdout) == 3 * 2 and count_points(knee) == 3
+    turns = plans(Path("out"), ("ws",), quick=True)
+    points = [(p.profile, p.scenarios, t) for p in turns for _, _, _, t in p.points()]
+    lines = [(prof, trial) for prof, sc, trial in points if sc == ("echo", "fanout")]
+    assert lines == [(prof, trial) for trial in (1, 2, 3) for prof in ("calibrate", "holdout")
+                     for _ in range(5 if prof == "calibrate" else 2)]  # 2+3 points, 1+1
+    knees = [(prof, trial) for prof, sc, trial in points if sc == ("capacity",)]
+    assert knees == [("holdout", 1), ("calibrate", 1), ("holdout", 2), ("holdout", 3)]
+    assert sum(count_points(p) for p in turns) == 3 * (5 + 2) + 4
 
 
 def test_held_out_trials_of_one_point_are_judged_on_their_median() -> None:
