@@ -37,12 +37,10 @@ took = s=$$(date +%s); trap 'echo "make: $(1) took $$(($$(date +%s) - s)) s" >&2
 
 .PHONY: bench calibrate test setup system lint clean
 
-# --no-compile: a module is byte-compiled when first imported, not every installed one
-# up front: 25 s instead of 49 for the bench extras on 2 cores
 $(VENV)/.installed-%: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(call took,pip install) $(BIN)/python -m pip install --quiet --no-compile -e '.[$(EXTRAS_$*)]'
+	$(call took,pip install) $(BIN)/python -m pip install --quiet -e '.[$(EXTRAS_$*)]'
 	touch $@
 
 # the two halves of the set-up at once (neither needs the other): pip's, and setup/setup.sh's
