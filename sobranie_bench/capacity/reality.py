@@ -280,13 +280,12 @@ def busy(wait: float | None) -> str:
 
 def client_bound(server_cores: float | None, harness_cores: float | None) -> str:
     """Why a step's server CPU is shown but not judged: the harness, one process playing every
-    client, ran at least ``results.CLIENT_BOUND_PERCENT`` of a core and more than the server
-    (the run's ``client_bound`` flag): the server then writes to readers that fall behind and
-    batches its writes (sse: 36-55 µs per delivery at 600-700 subscribers with the harness at
-    0.93 cores, 65-70 at 400 with it at 0.85), so its CPU measures the client; empty when it
-    is judged."""
-    if harness_cores is None or harness_cores * 100 < results.CLIENT_BOUND_PERCENT or (
-            server_cores is not None and server_cores >= harness_cores):
+    client, was client-bound (``results.harness_bound``, the run's ``client_bound`` rule): the
+    server then writes to readers that fall behind and batches its writes (sse: 36-55 µs per
+    delivery at 600-700 subscribers with the harness at 0.93 cores, 65-70 at 400 with it at
+    0.85), so its CPU measures the client; empty when it is judged."""
+    if harness_cores is None or not results.harness_bound(
+            None if server_cores is None else server_cores * 100, harness_cores * 100):
         return ""
     return f"not judged: client-bound (the harness ran {harness_cores:.2f} cores)"
 

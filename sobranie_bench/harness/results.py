@@ -141,8 +141,14 @@ def is_client_bound(raw: dict[str, Any], start: float, end: float) -> bool:
     res = raw.get("resources", {})
     server = cpu_percent(server_samples(raw), start, end)
     harness = [cpu_percent(res[n], start, end) for n in harness_names(raw)]
-    busiest = max((h for h in harness if h is not None), default=0.0)
-    return busiest >= CLIENT_BOUND_PERCENT and (server is None or server < busiest)
+    return harness_bound(server, max((h for h in harness if h is not None), default=0.0))
+
+
+def harness_bound(server_percent: float | None, harness_percent: float) -> bool:
+    """The client-bound rule: the busiest harness process ran at least CLIENT_BOUND_PERCENT
+    of a core, and more than the server (percent of one core each; None: not sampled)."""
+    return harness_percent >= CLIENT_BOUND_PERCENT and (
+        server_percent is None or server_percent < harness_percent)
 
 
 # --- flags: saturated, noisy -----------------------------------------------------------------
