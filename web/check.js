@@ -38,8 +38,12 @@ export async function check({ transport, url, token, publisherToken, channel, mi
     await pub.publish(channel, { n: 1 });
     await until(() => received.length >= 1, timeoutMs, "the first message");
     if (drop) {
+      // the state events, not a poll of sub.state: a resume after a backoff of a few ms is
+      // open again before a 5 ms poll would have seen it leave
+      let left = false;
+      sub.on("state", ({ state }) => { if (state !== "open") left = true; });
       sub.drop();
-      await until(() => sub.state !== "open", timeoutMs, "the drop");
+      await until(() => left, timeoutMs, "the drop");
       for (let n = 2; n < 2 + missed; n++) await pub.publish(channel, { n });
       await until(() => sub.reconnects >= 1 && sub.state === "open", timeoutMs, "the resume");
     }

@@ -235,8 +235,11 @@ def crowded(others: float | None, cores: int) -> bool:
 
 
 def is_noisy(raw: dict[str, Any]) -> bool:
-    """Other processes took more than NOISY_SHARE of the machine's cores during the window."""
-    return crowded(others_cores(raw), raw.get("machine", {}).get("cores") or 1)
+    """Other processes took more than NOISY_SHARE of the machine's cores during the window,
+    or the run's emulated link could not hold its profile (the lab's probe, ``off_profile``)."""
+    link = (raw.get("metadata") or {}).get("network") or {}
+    return bool(link.get("off_profile")) or crowded(others_cores(raw),
+                                                    raw.get("machine", {}).get("cores") or 1)
 
 
 def flags(raw: dict[str, Any]) -> dict[str, bool]:

@@ -627,8 +627,8 @@ async def run_plan(plan: Plan, on_result: Callable[[str, dict[str, Any] | None],
 
 @contextlib.contextmanager
 def network_lab(plan: Plan) -> Iterator[Any]:
-    """The plan's emulated network, verified (None for loopback); HarnessError if it cannot
-    run or its link is not the profile."""
+    """The plan's emulated network, verified (None for loopback; a link out of its profile's
+    bounds flags the run's figures noisy); HarnessError if it cannot run."""
     from sobranie_bench.netlab import lab, profiles
 
     try:

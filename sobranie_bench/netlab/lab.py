@@ -26,8 +26,9 @@ DEV = "sbl0"
 SERVER_ADDR = "10.77.0.1"
 CLIENT_ADDR = "10.77.0.2"
 PROBE_PORT = 9
-VERIFY_ATTEMPTS = 2
-"""Probes before a profile out of bounds refuses the run (a burst of load elsewhere)."""
+VERIFY_ATTEMPTS = 3
+"""Probes before a link still out of its profile's bounds is run anyway, its figures flagged
+``noisy`` (a busy machine delays the packets the link carries: a measured fact, not a crash)."""
 LINK_ENV = "SOBRANIE_NETLAB_LINK"
 """Environment variable with the running link's pid (its ``SIGUSR1`` / ``SIGUSR2`` cut it and
 bring it back): the harness's worker processes inherit it."""
@@ -153,6 +154,8 @@ class Lab:
         self.client_ns = f"{PREFIX}{os.getpid()}c"
         self.link: subprocess.Popen[str] | None = None
         self.measured: dict[str, Any] = {}
+        self.off_profile: list[str] = []
+        """What the last probe found out of bounds (empty: the link is the profile)."""
 
     @property
     def server_exec(self) -> list[str]:
@@ -168,14 +171,7 @@ class Lab:
         try:
             self._start()
             if self.verify:
-                for _ in range(VERIFY_ATTEMPTS):
-                    self.measured = self.probe(self.pings)
-                    problems = check(self.profile, self.measured)
-                    if not problems:
-                        break
-                if problems:
-                    raise LabError(f"the emulated link is not profile {self.profile.name!r}: "
-                                   + "; ".join(problems) + " (machine too busy?)")
+                self._verify()
         except BaseException:
             self.close()
             raise
@@ -183,6 +179,20 @@ class Lab:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _verify(self) -> None:
+        """Probe until the link is the profile, VERIFY_ATTEMPTS at most; a link that carries
+        nothing is refused (LabError), one still out of bounds is kept in ``off_profile``."""
+        for _ in range(VERIFY_ATTEMPTS):
+            self.measured = self.probe(self.pings)
+            if self.measured["rtt_ms_p50"] is None:
+                raise LabError(f"the emulated link {self.profile.name!r} carried no ping back")
+            self.off_profile = check(self.profile, self.measured)
+            if not self.off_profile:
+                return
+        print(f"warning: the emulated link is not quite profile {self.profile.name!r} "
+              f"({'; '.join(self.off_profile)}): the machine is busy; every figure of this "
+              "run is flagged noisy", file=sys.stderr)
 
     def _start(self) -> None:
         for ns in (self.server_ns, self.client_ns):
@@ -226,7 +236,8 @@ class Lab:
     def metadata(self) -> dict[str, Any]:
         """The profile and what the probe measured (the run's ``network`` metadata)."""
         return {"profile": asdict(self.profile), "measured": self.measured,
-                "bounds": asdict(Bounds.of(self.profile, self.pings)), "emulator": "tun-link"}
+                "bounds": asdict(Bounds.of(self.profile, self.pings)), "emulator": "tun-link",
+                **({"off_profile": self.off_profile} if self.off_profile else {})}
 
     def close(self) -> None:
         os.environ.pop(LINK_ENV, None)
