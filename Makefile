@@ -81,10 +81,10 @@ bench:
 	else echo "make bench: --network 4g needs root: its points are left out"; fi
 	$(call took,report) $(BIN)/sobranie-bench report --notebooks --docs docs $(STRICT_FLAG)
 
-# The capacity model's calibration (ws and sse: fit points and a capacity trial, then held-out
-# points and 3 capacity trials it must predict) into results/calibrate, validated, then the
-# report (its plans get error bars and the validation table). QUICK=1: 8 s trials (the last
-# quick run, with one capacity trial, took 11 minutes; each capacity trial adds about 3). Run it
+# The capacity model's calibration (ws and sse: fit points and 3 capacity trials, in turns with
+# held-out points and 3 capacity trials it must predict) into results/calibrate, validated, then
+# the report (its plans get error bars and the validation table). QUICK=1: 8 s trials, not 30 s
+# (a capacity trial's steps are 8 s either way; each trial takes about 3 minutes). Run it
 # on a quiet machine: a fit point whose server waited for a CPU more than 10% of its window is
 # refused.
 calibrate: setup

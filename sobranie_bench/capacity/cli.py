@@ -604,10 +604,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     c = commands.add_parser(
         "calibrate",
-        help="measure the model's fit points and held-out points (--quick: about 25 min)",
+        help="measure the model's fit points and held-out points (about 50 min; --quick: 35)",
         description="Run the harness's calibrate profile (echo at 200 and 400/s, fan-out of "
-        "100, 400 and 800 subscribers at 20/s, 3 trials of 30 s each; one capacity trial "
-        "stepping subscribers up to its knee) and its holdout profile (echo at 300/s and "
+        "100, 400 and 800 subscribers at 20/s, 3 trials of 30 s each; 3 capacity trials "
+        "stepping subscribers up to their knee) and its holdout profile (echo at 300/s and "
         "fan-out of 300, 3 trials each judged on their median; 3 capacity trials at other "
         "steps, judged on their median knee) on fresh servers, record the host (CPU, cores, load), "
         "then fit and validate (`capacity validate --against OUT`). The machine's other load "

@@ -18,8 +18,8 @@ constant cost per delivery, and a real process's is not: it rises as the loop fi
 when reads and writes batch near saturation. So a delivery's cost is a curve over the load
 (:func:`with_curves`): at each fit point, the factor on the line's delivery cost that the
 point's measured CPU calls for, interpolated between the points (in log load) and held at the
-last point's beyond them. The capacity scenario has a curve of its own, from a capacity trial
-of the calibration stepping up to its knee (:func:`step_trials`): a step is a fan-out in a
+last point's beyond them. The capacity scenario has a curve of its own, from the capacity
+trials of the calibration stepping up to their knee (the mean over them at each step) (:func:`step_trials`): a step is a fan-out in a
 server and a harness that served every step before it, dearer than a fresh fan-out point,
 and the knee needs the curve measured where the knee is. The harness's own CPU is fitted the
 same way: it is the other queue on a benchmark's path, and validation predicts the benchmark.

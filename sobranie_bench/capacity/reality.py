@@ -21,7 +21,7 @@ plan assumes a whole core (share 1); validation reports the knee both ways.
 
 A delivery's CPU time is the fitted cost curve's at the point's load (:mod:`.fit`). A capacity
 trial is predicted with the capacity scenario's own curve and floor when the calibration
-measured a capacity trial of its own (steps at other sizes): a step is a fan-out in a server
+measured capacity trials of its own (steps at other sizes): a step is a fan-out in a server
 and a harness that served every step before it, measured dearer than a fresh fan-out point of
 the same size (ws 0.46 against 0.39 cores at 800 subscribers, sse 0.67 against 0.49, in one
 calibration). Its trials are judged together: the knee is the median of their knees, a

@@ -267,8 +267,8 @@ def validation_markdown(
           if rows for part in (table(headers, rows), "")),
         ("A delivery's CPU is the line's times a factor over the load that the fit points "
         "measured (fitted: through each point's mean; line residual: the least-squares line "
-        "alone); a capacity trial is predicted from the calibration's own capacity trial "
-        "(its steps cost more than fresh fan-out points) and judged on the median of its "
+        "alone); a capacity trial is predicted from the calibration's own capacity trials "
+        "(their steps cost more than fresh fan-out points) and judged on the median of its "
         "trials. Host share: run / (run + run-queue wait) of the process over the point's "
         "window (schedstat); the model runs each process at the share it got, and the plan at "
         "a whole core."), "",

@@ -228,8 +228,8 @@ def test_a_calibration_takes_turns_between_its_fit_and_held_out_trials() -> None
     assert lines == [(prof, trial) for trial in (1, 2, 3) for prof in ("calibrate", "holdout")
                      for _ in range(5 if prof == "calibrate" else 2)]  # 2+3 points, 1+1
     knees = [(prof, trial) for prof, sc, trial in points if sc == ("capacity",)]
-    assert knees == [("holdout", 1), ("calibrate", 1), ("holdout", 2), ("holdout", 3)]
-    assert sum(count_points(p) for p in turns) == 3 * (5 + 2) + 4
+    assert knees == [(prof, trial) for trial in (1, 2, 3) for prof in ("holdout", "calibrate")]
+    assert sum(count_points(p) for p in turns) == 3 * (5 + 2) + 6
 
 
 def test_held_out_trials_of_one_point_are_judged_on_their_median() -> None:
