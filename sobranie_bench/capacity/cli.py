@@ -604,14 +604,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     c = commands.add_parser(
         "calibrate",
-        help="measure the model's fit points and held-out points (about 50 min; --quick: 35)",
-        description="Run the harness's calibrate profile (echo at 200 and 400/s, fan-out of "
-        "100, 400 and 800 subscribers at 20/s, 3 trials of 30 s each; 3 capacity trials "
-        "stepping subscribers up to their knee) and its holdout profile (echo at 300/s and "
-        "fan-out of 300, 3 trials each judged on their median; 3 capacity trials at other "
-        "steps, judged on their median knee) on fresh servers, record the host (CPU, cores, load), "
-        "then fit and validate (`capacity validate --against OUT`). The machine's other load "
-        "shows in the server's run-queue wait: a fit point whose server waited for a CPU more "
+        help="measure the model's fit points and held-out points (about an hour; --quick: "
+        "40 min)",
+        description="Run the harness's calibrate profile (echo at 100, 200, 250 and 400/s, "
+        "fan-out of 100, 400 and 800 subscribers at 20/s, 3 trials of 30 s each; 3 capacity "
+        "trials stepping subscribers up to their knee) and its holdout profile (echo at 150 and "
+        "300/s and fan-out of 300, 3 trials each judged on their median; 3 capacity trials at "
+        "other steps, judged on their median knee), taking turns, on fresh servers; record the "
+        "host (CPU, cores, load), then fit and validate (`capacity validate --against OUT`). "
+        "The machine's other load shows in the server's run-queue wait: a fit point whose "
+        "server waited for a CPU more "
         "than 10% of its window is refused.\n\nexample:\n"
         "  sobranie-bench capacity calibrate --transport ws sse",
         formatter_class=_FORMATTER,
@@ -621,7 +623,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     c.add_argument("--out", default="results/calibrate",
                    help="results root for the two runs (default results/calibrate)")  # fmt: skip
     c.add_argument("--quick", action="store_true",
-                   help="8 s windows instead of 30 s (about 25 minutes on 2 cores instead "
+                   help="8 s windows instead of 30 s (about 40 minutes on 2 cores instead "
                         "of an hour): more chances of a quiet machine; the record says quick")
     c.add_argument("--max-run-queue-wait", type=float, default=MAX_RUN_QUEUE_WAIT,
                    metavar="SHARE", help="refuse fit trials whose server waited for a CPU "

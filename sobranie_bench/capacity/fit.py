@@ -463,17 +463,24 @@ LINE_SCENARIOS = ("echo", "fanout")  # the least-squares line's points; capacity
 
 
 def _linear_of(trials: Sequence[Trial], harness: bool = False) -> Linear:
-    """The fit over ``trials``: the least-squares line over the echo and fan-out points at the
-    deliveries each trial actually made (a process that fell behind its offered load was paid
+    """The fit over ``trials``: the least-squares line over the echo and fan-out points (each
+    point's median over its trials: one trial disturbed by the machine, ws echo 0.073 cores
+    against 0.033 and 0.048 at 200/s, does not pull the line) at the deliveries each trial
+    actually made (a process that fell behind its offered load was paid
     for what it delivered), then the cost curves over every delivering point's offered load
     (the points' axis; a capacity step's too: it is a fan-out in a process that served the
     steps before it, measured dearer than a fresh fan-out point of the same size)."""
 
     def rows(delivered: bool) -> list[tuple[str, float, float, float]]:
-        out = [(t.scenario, t.inbound_per_s,
-                (t.throughput_per_s if delivered else None) or t.deliveries_per_s,
-                t.harness_cores if harness else t.cpu_cores) for t in trials]  # fmt: skip
-        return [(s, i, d, c) for s, i, d, c in out if c is not None and c > 0]
+        out = []
+        for (scenario, _), group in _by_point(trials).items():
+            got = [(t.inbound_per_s, (t.throughput_per_s if delivered else None)
+                    or t.deliveries_per_s, t.harness_cores if harness else t.cpu_cores)
+                   for t in group]  # fmt: skip
+            got = [(i, d, c) for i, d, c in got if c is not None and c > 0]
+            if got:
+                out.append((scenario, *(float(np.median(v)) for v in zip(*got, strict=True))))
+        return out
 
     line = fit_linear([r for r in rows(delivered=True) if r[0] in LINE_SCENARIOS])
     return with_curves(line, rows(delivered=False))
