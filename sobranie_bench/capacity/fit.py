@@ -479,7 +479,8 @@ def _linear_of(trials: Sequence[Trial], harness: bool = False) -> Linear:
                    for t in group]  # fmt: skip
             got = [(i, d, c) for i, d, c in got if c is not None and c > 0]
             if got:
-                out.append((scenario, *(float(np.median(v)) for v in zip(*got, strict=True))))
+                inbound, deliveries, cores = (float(np.median(v)) for v in zip(*got, strict=True))
+                out.append((scenario, inbound, deliveries, cores))
         return out
 
     line = fit_linear([r for r in rows(delivered=True) if r[0] in LINE_SCENARIOS])

@@ -94,8 +94,9 @@ def queueing(
     stages = [(fit.server, host.server)]
     if fit.harness is not None:
         stages.append((fit.harness, host.harness))
-    speeds = [_speed(fit, m, scenario, rate, fanout, s) for m, s in stages]
-    if rate <= 0 or None in speeds:
+    maybe = [_speed(fit, m, scenario, rate, fanout, s) for m, s in stages]
+    speeds = [s for s in maybe if s is not None]
+    if rate <= 0 or len(speeds) < len(stages):
         return None
     rng = np.random.default_rng(seed)
     messages = max(SIM_MESSAGES, SIM_ITEMS // max(1, fanout))
