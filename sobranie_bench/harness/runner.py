@@ -504,11 +504,34 @@ async def server_for(plan: Plan, transport: str,
         async with services.broker(shared) as broker:
             server = await spawn_server(TRANSPORTS[transport].server, replace(plan, broker=broker),
                                         processes)
+            await servers_stopped()
             try:
                 yield {"url": server.url, **server.sampled(), "options": server.client_options}
                 await server.check_alive(TRANSPORTS[transport].server)
             finally:
-                await server.stop()
+                if broker == shared == "memory":  # nothing of its own to stop after it
+                    stop_later(server)
+                else:
+                    await server.stop()
+
+
+_STOPPING: set[asyncio.Task[None]] = set()
+"""Servers signalled to stop whose exit is still awaited (:func:`stop_later`)."""
+
+
+def stop_later(server: Server) -> None:
+    """Stop ``server`` in the background: it exits while the next point's server starts
+    (0.05-0.2 s a point), and :func:`servers_stopped` waits for it before that point's load,
+    so no stopping server shares a measured window."""
+    task = asyncio.ensure_future(server.stop())
+    _STOPPING.add(task)
+    task.add_done_callback(_STOPPING.discard)
+
+
+async def servers_stopped() -> None:
+    """Every server :func:`stop_later` was given has exited (a stop's own failure is not the
+    next point's)."""
+    await asyncio.gather(*_STOPPING, return_exceptions=True)
 
 
 async def run_one(plan: Plan, run_id: str, meta: dict[str, Any], transport: str,
@@ -679,6 +702,7 @@ async def _run_points(plan: Plan, on_result: Callable[[str, dict[str, Any] | Non
             climbing.record(variant, transport, scenario, params, raw)
             on_result(label, raw)
     finally:  # what the points shared (browsers) is closed, whatever happened
+        await servers_stopped()
         for scenario in {s.name: s for _, s, _, _ in plan.points()}.values():
             if scenario.teardown is not None:
                 await scenario.teardown()

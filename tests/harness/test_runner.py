@@ -175,3 +175,40 @@ async def test_only_refuses_an_unknown_scenario_or_transport() -> None:
         with pytest.raises(HarnessError, match="--only"):
             await run_plan(Plan(profile="ci", transports=("ws",), scenarios=("echo",),
                                 only=only))
+
+
+def test_a_points_server_stops_while_the_next_starts_and_before_its_load(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stop of one point's server overlaps the next one's start, never its load; when the
+    run ends every server it started has exited."""
+    import asyncio
+    import time
+
+    from sobranie_bench.harness import runner
+
+    events: list[tuple[str, float]] = []
+    servers: list[runner.Server] = []
+    spawn, stop, parts = runner.spawn_server, runner.Server.stop, runner.run_parts
+
+    async def spawned(*args: object, **kwargs: object) -> runner.Server:
+        events.append(("spawn", time.monotonic()))
+        servers.append(await spawn(*args, **kwargs))  # type: ignore[arg-type]
+        return servers[-1]
+
+    async def stopped(self: runner.Server) -> None:
+        await stop(self)
+        events.append(("stopped", time.monotonic()))
+
+    async def load(*args: object, **kwargs: object) -> object:
+        events.append(("load", time.monotonic()))
+        return await parts(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner, "spawn_server", spawned)
+    monkeypatch.setattr(runner.Server, "stop", stopped)
+    monkeypatch.setattr(runner, "run_parts", load)
+    plan = Plan(profile="ci", transports=("ws", "sse"), scenarios=("echo",), out=tmp_path,
+                secret=SECRET, timing=(0.1, 0.3), overrides=(("connections", 2), ("rate", 20)))
+    asyncio.run(run_plan(plan))
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["spawn", "load", "spawn", "stopped", "load", "stopped"], kinds
+    assert all(s.process.returncode is not None for s in servers)
