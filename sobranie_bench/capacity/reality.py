@@ -17,7 +17,10 @@ exponential about its fitted mean, and a process runs at the CPU share the host 
 it was runnable, run / (run + run-queue wait) from schedstat, minus its fixed cost: on a
 machine shared with other work a process gets less than its core, and that share is measured
 with every point, not fitted (it is the other tenants' load, not the server's property). The
-plan assumes a whole core (share 1); validation reports the knee both ways.
+plan assumes a whole core (share 1); validation reports the knee both ways. A process is
+saturated (no steady state) only beyond the loads a fit point measured it keeping up at: up
+to them the simulation runs it at most ``KEPT_UP`` busy and the measured floor carries the
+rest (a loop near its core batches; :func:`_speed`).
 
 A delivery's CPU time is the fitted cost curve's at the point's load (:mod:`.fit`). A capacity
 trial is predicted with the capacity scenario's own curve and floor when the calibration

@@ -146,4 +146,5 @@ def test_a_re_parented_helper_of_ours_is_ours_and_a_stranger_is_not(
     # the helper's CPU stays ours after it has gone (its parent was not ours: nobody of ours
     # holds it in their children's time)
     (_, _, first), (_, _, last) = sampler.machine[0], sampler.machine[-1]
-    assert last - first >= float(used)
+    # /proc counts user and system time in whole clock ticks: each may be a tick short
+    assert last - first >= float(used) - 2 / os.sysconf("SC_CLK_TCK")
