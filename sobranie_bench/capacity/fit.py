@@ -19,7 +19,8 @@ when reads and writes batch near saturation. So a delivery's cost is a curve ove
 (:func:`with_curves`): at each fit point, the factor on the line's delivery cost that the
 point's measured CPU calls for, interpolated between the points (in log load) and held at the
 last point's beyond them. The capacity scenario has a curve of its own, from the capacity
-trials of the calibration stepping up to their knee (the mean over them at each step) (:func:`step_trials`): a step is a fan-out in a
+trials of the calibration stepping up to their knee (:func:`step_trials`; at each step, the
+median over them): a step is a fan-out in a
 server and a harness that served every step before it, dearer than a fresh fan-out point,
 and the knee needs the curve measured where the knee is. The harness's own CPU is fitted the
 same way: it is the other queue on a benchmark's path, and validation predicts the benchmark.
@@ -465,9 +466,9 @@ LINE_SCENARIOS = ("echo", "fanout")  # the least-squares line's points; capacity
 def _linear_of(trials: Sequence[Trial], harness: bool = False) -> Linear:
     """The fit over ``trials``: the least-squares line over the echo and fan-out points (each
     point's median over its trials: one trial disturbed by the machine, ws echo 0.073 cores
-    against 0.033 and 0.048 at 200/s, does not pull the line) at the deliveries each trial
-    actually made (a process that fell behind its offered load was paid
-    for what it delivered), then the cost curves over every delivering point's offered load
+    against 0.033 and 0.048 at 200/s, does not pull the line) at the deliveries the trials
+    actually made (a process that fell behind its offered load was paid for what it
+    delivered), then the cost curves over every delivering point's offered load
     (the points' axis; a capacity step's too: it is a fan-out in a process that served the
     steps before it, measured dearer than a fresh fan-out point of the same size)."""
 

@@ -3,10 +3,10 @@
 Harness runs into one results directory (``PASSES``), one trial each, taking turns: the
 ``calibrate`` profile's fit points (echo at four rates and fan-out at three sizes, 3 trials of
 30 s each; 3 capacity trials stepping subscribers up to their knee at sizes the held-out
-trials do not step to) and the ``holdout`` profile's points the fit never sees (two echo rates and a
-fan-out size between the fit's, 3 trials each, judged on their median: one 8 s trial of ws
-echo spread ±12% about its point's median, a coin flip against a ±15% threshold; 3 capacity
-trials, the knee however far up it is, judged on their median knee). The host is recorded
+trials do not step to) and the ``holdout`` profile's points the fit never sees (two echo
+rates and a fan-out size between the fit's, 3 trials each, judged on their median: one 8 s
+trial of ws echo spread ±12% about its point's median, a coin flip against a ±15% threshold;
+3 capacity trials, the knee however far up it is, judged on their median knee). The host is recorded
 next to them (CPU model, cores, load before and after), because the machine is part of the
 measurement. ``quick`` measures 8 s windows instead of 30 s: a shorter run has a better
 chance of a quiet machine, and its record says it was quick.
@@ -32,7 +32,7 @@ TRANSPORTS = ("ws", "sse")
 ROUNDS = 3
 PASSES = (  # (profile, scenarios, trial): the fit points and what the fit must predict, in turns
     # echo at four rates and fan-out at three sizes (the bootstrap resamples their trials),
-    # and two echo rates and a fan-out size between them (judged on the median of their trials):
+    # and two echo rates and a fan-out size between them (judged on their trials' median):
     # one trial of each in turn, so that a machine drifting over the run moves both alike
     # (measured: the held-out passes, run after the fit's, +7% CPU per delivery)
     *((profile, ("echo", "fanout"), trial) for trial in range(1, ROUNDS + 1)
