@@ -66,6 +66,11 @@ MAX_KNEE = 200_000  # subscribers: the bisection's bound for a knee beyond the s
 RANDOM_SEED = 11
 
 
+def _left(model: Linear, scenario: str, cpu_share: float) -> float:
+    """The share of a core left for messages: the host's share less the fixed cost."""
+    return cpu_share - model.fixed_for(scenario)
+
+
 def _speed(fit: Fit, model: Linear, scenario: str, rate: float, fanout: int,
            cpu_share: float) -> float | None:
     """The share of a core a stage works on messages at (the host's share less the fixed
@@ -74,7 +79,7 @@ def _speed(fit: Fit, model: Linear, scenario: str, rate: float, fanout: int,
     busy its core, it is run at most KEPT_UP busy: a process near its core batches (ws kept
     its p95 within 500 ms at 0.99 cores, 2,300 subscribers at 20/s), which a queue of single
     items cannot, and the measured floor carries the rest."""
-    speed = cpu_share - model.fixed_for(scenario)
+    speed = _left(model, scenario, cpu_share)
     work = model.cores(rate, rate * fanout, scenario) - model.fixed_for(scenario)
     if rate * fanout <= fit.fit_range.get(scenario, (0.0, 0.0))[1]:
         return max(speed, work / KEPT_UP)
@@ -437,7 +442,7 @@ def _saturation_rate(fit: Fit, trial: Trial, host: Host = QUIET) -> float:
     rates = []
     for m, cpu_share in stages:
         per_message = m.inbound_s + fanout * m.delivery_at(trial.deliveries_per_s, scenario)
-        speed = max(0.0, cpu_share - m.fixed_for(scenario))
+        speed = max(0.0, _left(m, scenario, cpu_share))
         rates.append(math.inf if per_message <= 0 else speed / per_message)
     return min(rates)
 
